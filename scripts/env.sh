@@ -1,0 +1,36 @@
+# Sourced by setup.sh and test.sh: make ./.venv with every pinned dependency, and the adb server.
+# Idempotent: a second run finds the stamp of the same pyproject.toml + requirements.lock and
+# installs nothing.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+    echo "hwnas needs Python 3.11 (found $("$PY" --version 2>&1)); set PYTHON=/path/to/python3.11" >&2
+    exit 1
+fi
+
+# Debian's adb provides the adb server (phones, and the loopback device the tests use).
+if ! command -v adb >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    echo "== installing Debian's adb package"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq adb >/dev/null
+fi
+
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+stamp=.venv/.hwnas-installed
+want=$(cat pyproject.toml requirements.lock | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "== installing Python dependencies into .venv"
+    .venv/bin/python -m pip install -q --upgrade pip
+    # The CPU build of torch: a local wheel when pip is configured with one (no index needed),
+    # else PyTorch's CPU index. A plain `pip install torch` would pull a multi-GB CUDA build.
+    if ! .venv/bin/python -m pip install -q --no-index torch==2.13.0 2>/dev/null; then
+        .venv/bin/python -m pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+    fi
+    .venv/bin/python -m pip install -q -c requirements.lock -e .
+    echo "$want" > "$stamp"
+fi
