@@ -1,0 +1,130 @@
+"""`python -m android_harness`: devices, doctor, parse, loopback.
+
+    python -m android_harness devices [--json]
+    python -m android_harness doctor --device SERIAL
+    python -m android_harness parse --runner benchmark_model|executor_runner FILE --json
+    python -m android_harness loopback start [--port P] [--sandbox DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from .adb import AdbError, AdbServer, Device, list_devices
+from .doctor import run_checks
+from .files import DEFAULT_WORK_DIR
+from .runners import RUNNERS, RunnerOutputError, parse_output
+
+
+def _server(args: argparse.Namespace) -> AdbServer:
+    return AdbServer.from_env(args.adb_host, args.adb_port)
+
+
+def _devices(args: argparse.Namespace) -> int:
+    infos = list_devices(_server(args))
+    if args.json:
+        print(json.dumps([asdict(i) for i in infos], indent=2))
+        return 0
+    if not infos:
+        print("no devices: plug the phone in with USB debugging on, or `adb connect HOST:PORT`")
+        return 1
+    for info in infos:
+        if info.state == "device":
+            print(f"{info.serial}\tdevice\t{info.model}\tSoC {info.soc}\t{info.abi}\t"
+                  f"Android {info.android}")
+        else:
+            print(f"{info.serial}\t{info.state}\t-> {info.advice}")
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    device = Device.connect(_server(args), args.device)
+    checks = run_checks(device, work_dir=args.work_dir, min_battery_pct=args.min_battery,
+                        max_temp_c=args.max_temp_c)
+    for check in checks:
+        print(f"[{'ok' if check.ok else 'FIX'}] {check.name}: {check.detail}")
+        if check.fix:
+            print(f"      -> {check.fix}")
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def _parse(args: argparse.Namespace) -> int:
+    text = Path(args.file).read_text(errors="replace")
+    try:
+        timing = parse_output(args.runner, text, source=args.file)
+    except RunnerOutputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    data = timing.to_json()
+    print(json.dumps(data) if args.json else "\n".join(f"{k}: {v}" for k, v in data.items()))
+    return 0
+
+
+def _loopback_start(args: argparse.Namespace) -> int:
+    from .loopback import LoopbackDaemon
+
+    sandbox = Path(args.sandbox) if args.sandbox else Path(tempfile.mkdtemp(prefix="hwnas-dev-"))
+    server = AdbServer.from_env(args.adb_host, args.adb_port)
+    with LoopbackDaemon(sandbox, port=args.port) as daemon:
+        Device.connect(server, daemon.serial)
+        print(f"loopback device {daemon.serial} attached (sandbox {sandbox}); Ctrl-C stops it")
+        print(f"  try: python -m profiler.run --device {daemon.serial} ...")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            server.client().disconnect(daemon.serial)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m android_harness", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--adb-host", help="adb server host (default: $ADB_SERVER_SOCKET or 127.0.0.1)")
+    parser.add_argument("--adb-port", type=int, help="adb server port (default 5037)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(required=True)
+
+    p = sub.add_parser("devices", help="list attached devices and what to do about each")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_devices)
+
+    p = sub.add_parser("doctor", help="check a device is ready to profile")
+    p.add_argument("--device", required=True)
+    p.add_argument("--work-dir", default=DEFAULT_WORK_DIR)
+    p.add_argument("--min-battery", type=int, default=30)
+    p.add_argument("--max-temp-c", type=float, default=45.0)
+    p.set_defaults(func=_doctor)
+
+    p = sub.add_parser("parse", help="parse a saved runner output file")
+    p.add_argument("--runner", required=True, choices=sorted(RUNNERS))
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_parse)
+
+    p = sub.add_parser("loopback", help="a loopback device for dry runs without a phone")
+    lsub = p.add_subparsers(required=True)
+    s = lsub.add_parser("start", help="start it and attach it to the adb server")
+    s.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
+    s.add_argument("--sandbox", help="folder standing for the device's / (default: a temp dir)")
+    s.set_defaults(func=_loopback_start)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except AdbError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""What both runner shims share: device paths, flags, logcat, injected faults."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from datetime import datetime
+
+__all__ = ["host_path", "parse_flags", "logcat", "apply_faults", "FlagError"]
+
+
+class FlagError(ValueError):
+    """A command-line flag the runner does not accept."""
+
+
+def host_path(device_path: str) -> str:
+    """The host file behind a device path; relative paths are relative to the process cwd."""
+    root = os.environ.get("LOOPBACK_ROOT", "")
+    if device_path.startswith("/") and root:
+        return os.path.join(root, device_path.lstrip("/"))
+    return device_path
+
+
+def parse_flags(argv: list[str], known: dict[str, str], *, equals_only: bool) -> dict[str, str]:
+    """`--name=value` (and, gflags style, `--name value` and bare `--bool`) into a dict."""
+    values = dict(known)
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("-"):
+            raise FlagError(f"unexpected argument '{arg}'")
+        name, sep, value = arg.lstrip("-").partition("=")
+        if name not in known:
+            raise FlagError(f"unknown command line flag '{name}'")
+        if not sep:
+            if equals_only:
+                raise FlagError(f"flag '{name}' needs a value: --{name}=VALUE")
+            if known[name] in ("true", "false"):
+                value = "true"
+            elif i + 1 < len(argv):
+                i += 1
+                value = argv[i]
+            else:
+                raise FlagError(f"flag '{name}' is missing its argument")
+        values[name] = value
+        i += 1
+    return values
+
+
+def logcat(tag: str, level: str, message: str) -> None:
+    """Append one line to the device log in `logcat -v threadtime` format."""
+    path = os.environ.get("LOOPBACK_LOGCAT")
+    if not path:
+        print(message, file=sys.stderr)
+        return
+    stamp = datetime.now().strftime("%m-%d %H:%M:%S.%f")[:-3]
+    pid = os.getpid()
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(f"{stamp} {pid:5d} {pid:5d} {level} {tag:<8}: {message}\n")
+
+
+def apply_faults(model_path: str) -> None:
+    """Crash or hang here when the loopback device was told to for this model."""
+    crash_on = os.environ.get("LOOPBACK_CRASH_ON")
+    if crash_on and crash_on in model_path:
+        sys.stdout.flush()
+        os.abort()
+    hang_on = os.environ.get("LOOPBACK_HANG_ON")
+    if hang_on and hang_on in model_path:
+        while True:
+            time.sleep(3600)

@@ -1,0 +1,269 @@
+"""`python -m lut SUBCOMMAND`: inspect the LUT store.
+
+    python -m lut list [--root luts] [--json]
+    python -m lut show PATH_OR_ID [--root luts] [--json]
+    python -m lut validate LUT [--archs N] [--seed S] [--device SERIAL] [--correction C] [--json]
+    python -m lut compare A B [--json] [--out DIR]
+    python -m lut plot LUT [--vs LUT2] --out DIR
+    python -m lut import FILE --format F [--space S] [--device-id D] [--runtime-dir R]
+    python -m lut export LUT --format F --out FILE
+
+Each subcommand is one small function registered with `set_defaults(func=...)`; add a
+subcommand by adding a parser and a function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .store import LutError, list_luts, load_lut
+
+_LIST_COLUMNS = ["device", "space", "runtime", "version", "created", "ops", "failed", "validated"]
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    rows = list_luts(args.root)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    if not rows:
+        print(f"no LUTs under {args.root}")
+        return 0
+    df = pd.DataFrame(rows)
+    cols = _LIST_COLUMNS + (["error"] if (df["error"] != "").any() else [])
+    with pd.option_context("display.width", 200, "display.max_colwidth", 80):
+        print(df[cols].to_string(index=False))
+    return 0
+
+
+def _validation_summary(path: Path) -> dict[str, Any] | None:
+    f = path / "validation.json"
+    if not f.is_file():
+        return None
+    try:
+        data = json.loads(f.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        return {"error": f"{f}: unreadable ({e})"}
+    if not isinstance(data, dict):
+        return {"error": f"{f}: not a JSON object"}
+    summary = data.get("summary", data)
+    return {k: v for k, v in summary.items() if not isinstance(v, (list, dict))}
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    lut = load_lut(args.lut, root=args.root)
+    validation = _validation_summary(lut.path)
+    if args.json:
+        table = lut.table.reset_index()
+        print(
+            json.dumps(
+                {
+                    "id": lut.id,
+                    "path": str(lut.path),
+                    "meta": lut.meta,
+                    "validation": validation,
+                    "table": json.loads(table.to_json(orient="records")),
+                }
+            )
+        )
+        return 0
+    m = lut.meta
+    rt = m["runtime"]
+    dev = m["device"]
+    print(f"LUT {lut.id}  ({lut.path})")
+    print(f"  created     {m['created_at']}  (tool {m['tool_version']}, schema {m['schema_version']})")
+    print(f"  parent      {m['parent']}   content_hash {m['content_hash'][:16]}")
+    print(f"  device      {dev['device_id']}  {dev.get('cpu_model') or dev.get('model') or ''}")
+    print(
+        f"  runtime     {rt['name']} {rt['version']}  delegate={rt['delegate']} threads={rt['threads']} "
+        f"core_mask={rt['core_mask']} dtype={rt['dtype']}"
+    )
+    print(f"  exporters   {', '.join(f'{k} {v}' for k, v in sorted(m['exporters'].items()))}")
+    print(f"  space       {m['space'].get('name')} (hash {m['space'].get('hash')})")
+    print(f"  protocol    {', '.join(f'{k}={v}' for k, v in sorted(m['protocol'].items()))}")
+    ovh = m["overhead_us"]
+    print(f"  overhead    {ovh:.1f} µs at the network input" if ovh is not None else "  overhead    -")
+    print(f"  counts      {m.get('counts')}")
+    for key, msg in sorted((m["failed_ops"] or {}).items()):
+        print(f"  FAILED      {key}: {msg.splitlines()[0] if msg else ''}")
+    if validation is not None:
+        print(f"  validation  {validation}")
+    cols = ["block", "c_in", "h", "w", "c_out", "stride", "status", "median_us", "p10_us",
+            "p90_us", "std_us", "n"]  # fmt: skip
+    with pd.option_context("display.max_rows", None, "display.width", 200, "display.float_format", "{:.1f}".format):
+        print(lut.table[cols].to_string())
+    return 0
+
+
+# --- validate, compare, plot, import, export ------------------------------------------------------
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .validate import ValidationConfig, validate_lut, write_validation
+
+    lut = load_lut(args.lut, root=args.root)
+    cfg = ValidationConfig(num_archs=args.archs, seed=args.seed, rounds=args.rounds,
+                           device=args.device, correction=args.correction, progress=not args.json)  # fmt: skip
+    report = validate_lut(lut, cfg)
+    path = write_validation(lut, report)
+    if not args.json:
+        cols = ["name", "split", "predicted_us", "measured_us", "ape"]
+        with pd.option_context("display.width", 200, "display.float_format", "{:.1f}".format):
+            print(pd.DataFrame(report["archs"])[cols].to_string(index=False))
+        print(f"{lut.id}: MAPE {report['mape']:.2f}%  max APE {report['max_ape']:.2f}%  "
+              f"Spearman {report['spearman']:.3f}  Kendall {report['kendall']:.3f}  "
+              f"noise floor {report['noise_floor']:.2f}%  ({report['prediction_model']}, "
+              f"{report['evaluated_on']} archs)  → {path}")  # fmt: skip
+    else:
+        print(json.dumps(report, default=str))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_luts
+
+    a, b = load_lut(args.a, root=args.root), load_lut(args.b, root=args.root)
+    floors = tuple(float(f) for f in args.floors.split(","))
+    cmp = compare_luts(a, b, floors=floors)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        cmp.ops.to_csv(out / "ops.csv", float_format="%.3f")
+        (out / "compare.json").write_text(json.dumps(cmp.to_dict(), indent=2) + "\n")
+    if args.json:
+        print(json.dumps(cmp.to_dict()))
+        return 0
+    s = cmp.summary
+    print(f"A {cmp.a_id}\nB {cmp.b_id}  ({cmp.kind})")
+    print(f"  ops compared {s['num_ops']}  geomean B/A {s['geomean_ratio']:.3f}  "
+          f"(range {s['ratio_min']:.2f}–{s['ratio_max']:.2f})  Spearman {s['spearman']:.3f}  "
+          f"Kendall {s['kendall']:.3f}  block-order flips {s['num_flips']}")  # fmt: skip
+    for f in cmp.flips[:10]:
+        print(f"  flip  layer {f['layer']:2d}: A prefers {f['faster_on_a']}, B prefers {f['faster_on_b']}")
+    changed = [r for r in cmp.best_blocks if not r["same"]]
+    print(f"  best block differs at {len(changed)} of {len(cmp.best_blocks)} layers")
+    for r in changed:
+        print(f"    layer {r['layer']:2d}: A {r['best_a']}, B {r['best_b']} "
+              f"(A's pick +{r['a_pick_slowdown_on_b_pct']:.1f}% on B)")  # fmt: skip
+    for f in cmp.transfer["floors"]:
+        if f["feasible"]:
+            print(f"  transfer at MACs ≥ {f['macs_floor'] / 1e6:.1f}M: A's pick is "
+                  f"{f['penalty_on_b_pct']:+.1f}% on B vs B's pick; B's pick {f['penalty_on_a_pct']:+.1f}% on A")  # fmt: skip
+    d = cmp.drift
+    print(f"  drift: median change {d['median_change_pct']:+.1f}%, {d['ops_changed']} of "
+          f"{d['ops_compared']} ops moved > {d['threshold_pct']:.0f}%; meta differs in "
+          f"{', '.join(d['meta_diff']) or 'nothing'}")  # fmt: skip
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from .plots import plot_all
+
+    lut = load_lut(args.lut, root=args.root)
+    vs = load_lut(args.vs, root=args.root) if args.vs else None
+    for f in plot_all(lut, args.out, vs=vs):
+        print(f)
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from .formats import import_file
+
+    options = {k: v for k, v in (("space", args.space), ("device_id", args.device_id),
+                                 ("runtime_dir", args.runtime_dir)) if v}  # fmt: skip
+    paths = import_file(args.file, args.format, args.root, **options)
+    if args.json:
+        print(json.dumps([str(p) for p in paths]))
+    else:
+        for p in paths:
+            print(f"imported {p}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .formats import export_lut
+
+    print(export_lut(load_lut(args.lut, root=args.root), args.format, args.out))
+    return 0
+
+
+def _add_analysis_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    from .formats import FORMATS
+    from .validate import CORRECTIONS
+
+    p = sub.add_parser("validate", parents=[common], help="measure archs end to end, report the LUT's error")
+    p.add_argument("lut", help="LUT version dir, runtime dir or id")
+    p.add_argument("--archs", type=int, default=20, help="random archs besides the named ones (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random archs (default 0)")
+    p.add_argument("--rounds", type=int, default=6, help="end-to-end rounds, two halves (default 6)")
+    p.add_argument("--device", help="adb serial for phone LUTs (host LUTs: omit)")
+    p.add_argument("--correction", default="none", choices=["none", "auto", *CORRECTIONS],
+                   help="fitted correction of the additive sum, scored on held-out archs")
+    p.add_argument("--json", action="store_true", help="last line: one JSON object")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("compare", parents=[common], help="compare two LUTs of one space")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--floors", default="0.25,0.5,0.75",
+                   help="MACs floors of the transfer analysis, fractions of the body MACs range")
+    p.add_argument("--out", help="write ops.csv (per-op ratios) and compare.json here")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("plot", parents=[common], help="heatmap, validation and A-vs-B PNGs")
+    p.add_argument("lut")
+    p.add_argument("--vs", help="a second LUT of the same space for the A-vs-B scatter")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=_cmd_plot)
+
+    p = sub.add_parser("import", parents=[common], help="import a LUT from another format")
+    p.add_argument("file")
+    p.add_argument("--format", required=True, choices=sorted(FORMATS))
+    p.add_argument("--space", help="space of the table (default: inferred from the file)")
+    p.add_argument("--device-id", help="device id of the imported LUT (default: from the source)")
+    p.add_argument("--runtime-dir", help="runtime dir name of the imported LUT")
+    p.add_argument("--json", action="store_true", help="print the written LUT dirs as JSON")
+    p.set_defaults(func=_cmd_import)
+
+    p = sub.add_parser("export", parents=[common], help="export a LUT to another format")
+    p.add_argument("lut")
+    p.add_argument("--format", required=True, choices=sorted(n for n, f in FORMATS.items() if f.can_export))
+    p.add_argument("--out", required=True, help="output file")
+    p.set_defaults(func=_cmd_export)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lut", description="Inspect latency LUTs.")
+    common = argparse.ArgumentParser(add_help=False)  # options every subcommand takes
+    common.add_argument("--root", default="luts", help="LUT store root (default: luts)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", parents=[common], help="devices, spaces, runtimes and versions")
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("show", parents=[common], help="metadata and table of one LUT version")
+    p.add_argument("lut", help="version dir, runtime dir (latest version) or id device/space/runtime[/vN]")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_show)
+
+    _add_analysis_commands(sub, common)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LutError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Other LUT formats: a registry of importers/exporters, one module per format.
+
+    FORMATS["proxyless_yaml"]  ProxylessNAS / once-for-all YAML latency table (import, export)
+    FORMATS["flat_csv"]        one row per op with device, space and runtime columns (both)
+    FORMATS["hwnasbench"]      HW-NAS-Bench FBNet-space per-block CSV (import only)
+
+A format reads a file into `ImportedLut`s (table rows in the store's columns, keyed by our op
+keys, plus metadata that records the source) and, where it can, writes a stored `Lut`. The store
+writes what an importer returns (`import_file`), so an imported LUT is an ordinary versioned LUT
+whose `meta["source"]` says where its numbers came from.
+
+Adding a format is adding one module here with a class registered by `@register_format`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import pandas as pd
+
+from lut.schema import TABLE_COLUMNS as SCHEMA_TABLE_COLUMNS
+from lut.stats import STAT_COLUMNS, summarize
+from lut.store import Lut, LutError, write_lut
+from search.space import Op
+
+__all__ = [
+    "FORMATS",
+    "ImportedLut",
+    "LutFormat",
+    "register_format",
+    "get_format",
+    "import_file",
+    "export_lut",
+    "op_row",
+    "file_source",
+    "imported_runtime",
+    "TABLE_COLUMNS",
+]
+
+logger = logging.getLogger(__name__)
+
+# The store's table columns without op_key (the index of the frames built here).
+TABLE_COLUMNS = [c for c in SCHEMA_TABLE_COLUMNS if c != "op_key"]
+
+
+@dataclass(frozen=True)
+class ImportedLut:
+    """One LUT read from a foreign file, ready for `write_lut`."""
+
+    device_id: str
+    space: str
+    runtime_dir: str
+    table: pd.DataFrame  # indexed by op key, TABLE_COLUMNS
+    meta: dict[str, Any]  # device, runtime, space, source, overhead_us ...
+    notes: list[str] = field(default_factory=list)  # what was skipped or assumed, and why
+
+
+@runtime_checkable
+class LutFormat(Protocol):
+    name: str  # registry key, the `--format` value
+    suffixes: tuple[str, ...]  # file suffixes it reads/writes, first = default for export
+    can_export: bool
+
+    def read(self, path: Path, **options: Any) -> list[ImportedLut]:
+        """Parse `path` into LUTs; unknown or unmappable entries are skipped with a note."""
+        ...
+
+    def write(self, lut: Lut, path: Path) -> None:
+        """Write `lut` to `path` in this format (formats with can_export=False raise LutError)."""
+        ...
+
+
+FORMATS: dict[str, LutFormat] = {}
+
+
+def register_format(cls: type) -> type:
+    """Class decorator: instantiate and register a format under `cls.name`."""
+    fmt = cls()
+    if fmt.name in FORMATS:
+        raise ValueError(f"LUT format {fmt.name!r} is already registered")
+    FORMATS[fmt.name] = fmt
+    return cls
+
+
+def get_format(name: str) -> LutFormat:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise LutError(f"unknown LUT format {name!r}; known formats: {', '.join(FORMATS)}") from None
+
+
+def op_row(
+    op: Op,
+    *,
+    mean_us: float,
+    std_us: float | None = None,
+    n: int | None = None,
+    status: str = "ok",
+) -> dict[str, Any]:
+    """A table row for a published value, of which only the mean (maybe a spread) is known.
+
+    The statistics are those of the one sample an imported LUT stores (the published mean), so
+    median/min/p10/p90 equal the mean; `std_us` and `n` are the published ones where the source
+    gives them (else 0 and 1). Identity rows have all statistics 0 and n 0.
+    """
+    if status == "identity":
+        stats = {c: 0.0 for c in STAT_COLUMNS}
+        stats["n"] = 0
+    else:
+        stats = summarize([mean_us])
+        if std_us is not None and math.isfinite(std_us):
+            stats["std_us"] = std_us
+        if n is not None:
+            stats["n"] = n
+    shape = {"c_in": op.c_in, "h": op.h, "w": op.w, "c_out": op.c_out, "stride": op.stride}
+    return {"block": op.block, **shape, "status": status, **stats, "error": ""}
+
+
+def rows_to_table(rows: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """op key → row dicts → a table in the store's columns, sorted by key."""
+    df = pd.DataFrame.from_dict(rows, orient="index", columns=TABLE_COLUMNS)
+    df.index.name = "op_key"
+    return df.sort_index()
+
+
+def imported_runtime(name: str) -> dict[str, Any]:
+    """`meta["runtime"]` of an imported LUT: only the runtime's name is known."""
+    return {"name": name, "version": None, "delegate": None, "threads": None,
+            "core_mask": None, "dtype": "fp32"}  # fmt: skip
+
+
+def file_source(path: Path, fmt: str, citation: str) -> dict[str, Any]:
+    """`meta["source"]` of an imported LUT: format, file name, sha256 and citation."""
+    return {
+        "format": fmt,
+        "file": path.name,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "citation": citation,
+    }
+
+
+def published_samples(table: pd.DataFrame) -> pd.DataFrame:
+    """Imported LUTs have no raw samples: one row per op holding the published mean."""
+    ok = table[table["status"] == "ok"]
+    return pd.DataFrame(
+        {"op_key": ok.index, "round": 0, "sample": 0, "latency_us": ok["mean_us"].astype(float).values}
+    )
+
+
+def import_file(
+    path: str | Path, fmt: str, root: str | Path, **options: Any
+) -> list[Path]:
+    """Read `path` with format `fmt` and write each LUT it holds into the store at `root`."""
+    path = Path(path)
+    if not path.is_file():
+        raise LutError(f"cannot import {path}: no such file")
+    written = []
+    for imp in get_format(fmt).read(path, **options):
+        for note in imp.notes:
+            logger.info("%s: %s", path.name, note)
+        meta = {**imp.meta, "import_notes": imp.notes}
+        written.append(
+            write_lut(
+                root,
+                device_id=imp.device_id,
+                space=imp.space,
+                runtime_dir=imp.runtime_dir,
+                table=imp.table,
+                samples=published_samples(imp.table),
+                meta=meta,
+            )
+        )
+    return written
+
+
+def export_lut(lut: Lut, fmt: str, path: str | Path) -> Path:
+    """Write a stored LUT to `path` in format `fmt`."""
+    f = get_format(fmt)
+    if not f.can_export:
+        raise LutError(f"format {fmt!r} is import only; export to one of "
+                       f"{', '.join(n for n, g in FORMATS.items() if g.can_export)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f.write(lut, path)
+    return path
+
+
+# Registration happens on import of each format module.
+from lut.formats import flat_csv, hwnasbench, proxyless_yaml  # noqa: E402,F401

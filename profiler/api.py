@@ -1,0 +1,125 @@
+"""The profiler's library entry points (used by the CLI, search and validation).
+
+    profile_space("fbnet", "tflite")                      → ProfileResult (a new LUT version)
+    measure_archs([get_arch("fbnet_c")], "executorch")    → {"fbnet_c": [µs, ...]}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from profiler.export import ExportCache, ExportItem
+from profiler.protocol import ProfileResult, ProtocolConfig, profile_ops, run_rounds
+from profiler.runtimes import get_runtime
+from profiler.targets import RunSpec, get_target
+from profiler.targets.base import TargetError
+from search.space import Arch
+
+__all__ = ["profile_space", "measure_archs", "arch_name", "ProfileResult", "ProtocolConfig"]
+
+log = logging.getLogger(__name__)
+
+_DEFAULTS = ProtocolConfig()
+
+
+def profile_space(
+    space: str,
+    runtime: str,
+    device: str = "host",
+    *,
+    threads: int = 1,
+    rounds: int = _DEFAULTS.rounds,
+    warmup: int = _DEFAULTS.warmup,
+    runs: int = _DEFAULTS.runs,
+    out: str | Path = "luts",
+    ops_limit: int | None = None,
+    dtype: str = "fp32",
+    target_options: dict[str, Any] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    core_mask: str | None = None,
+    cache_root: str | Path | None = None,
+    export_workers: int | None = None,
+    retry_failed: bool = False,
+    fresh: bool = False,
+) -> ProfileResult:
+    """Measure every op of `space` on `device` with `runtime` and write a new LUT version.
+
+    Resumes an interrupted job with the same settings (see `profiler.protocol`)."""
+    rt = get_runtime(runtime, dtype)
+    config = ProtocolConfig(rounds=rounds, warmup=warmup, runs=runs, seed=seed)
+    target = get_target(device, target_options)
+    try:
+        return profile_ops(
+            target, rt, space, out=out, threads=threads, core_mask=core_mask, config=config,
+            ops_limit=ops_limit, cache_root=cache_root, export_workers=export_workers,
+            retry_failed=retry_failed, fresh=fresh, progress=progress,
+        )  # fmt: skip
+    finally:
+        target.close()
+
+
+def arch_name(arch: Arch) -> str:
+    """The key `measure_archs` uses: the arch's name, or a stable hash of its blocks."""
+    if arch.name:
+        return arch.name
+    blob = json.dumps({"space": arch.space, "blocks": list(arch.blocks), "head": arch.head_channels})
+    return f"arch-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+def measure_archs(
+    archs: Sequence[Arch],
+    runtime: str,
+    device: str = "host",
+    *,
+    threads: int = 1,
+    rounds: int = 5,
+    warmup: int = _DEFAULTS.warmup,
+    runs: int = _DEFAULTS.runs,
+    dtype: str = "fp32",
+    target_options: dict[str, Any] | None = None,
+    seed: int = 0,
+    core_mask: str | None = None,
+    cache_root: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, list[float]]:
+    """Export each arch whole (cached like ops) and time it end to end in shuffled rounds.
+
+    Returns raw µs samples per arch (rounds × runs each), keyed by `arch_name`."""
+    names: dict[str, str] = {}
+    items: dict[str, ExportItem] = {}
+    for arch in archs:
+        arch.validate()
+        name = arch_name(arch)
+        item = ExportItem.for_arch(arch)
+        if name in names and names[name] != item.key:
+            raise ValueError(f"two different archs are both named {name!r}; give them distinct names")
+        names[name] = item.key
+        items[item.key] = item
+    rt = get_runtime(runtime, dtype)
+    report = ExportCache(rt, cache_root).ensure(list(items.values()), progress=progress)
+    if report.failed:
+        failed = {n: report.failed[k] for n, k in names.items() if k in report.failed}
+        raise TargetError(f"could not export arch(s) for {runtime}: {failed}")
+    config = ProtocolConfig(rounds=rounds, warmup=warmup, runs=runs, seed=seed)
+    spec = RunSpec(threads=threads, warmup=warmup, runs=runs, core_mask=core_mask)
+    target = get_target(device, target_options)
+    samples: dict[str, list[float]] = {k: [] for k in items}
+    errors: dict[str, str] = {}
+    try:
+        target.prepare(rt, list(report.paths.values()))
+        run_rounds(
+            target, rt, report.paths, config, spec,
+            on_samples=lambda k, _r, s: samples[k].extend(s),
+            on_failure=lambda k, m: errors.__setitem__(k, m),
+            progress=progress, desc=f"archs {runtime}",
+        )  # fmt: skip
+    finally:
+        target.close()
+    if errors:
+        raise TargetError(f"arch measurement failed on {device}: {errors}")
+    return {name: samples[key] for name, key in names.items()}

@@ -1,0 +1,225 @@
+"""The export cache: one exported model file per (op or arch, runtime, exporter versions).
+
+Layout: `<root>/<runtime>[-int8]/<versions-hash>/<key><suffix>`, where root is `HWNAS_CACHE` or
+`.cache/exports`, `versions-hash` covers the runtime's exporter versions, the dtype and the source
+of `search.space.blocks` (a changed block definition must not reuse stale files), and `key` is
+the op key (or `arch_key(arch)` for whole architectures). Files are written to a temp name and
+renamed, so a crash never leaves a half-written model under its final name.
+
+A failed export leaves `<key>.failed.txt` with the exporter's message; later runs report it
+again without retrying, unless asked to (`retry_failed=True`, CLI `--retry-failed`).
+
+Exports can run in a pool of worker processes (spawned, one torch thread each): on 2 cores, two
+workers roughly halve the cold build time of a space.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import multiprocessing
+import os
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from profiler.runtimes import ExportError, Runtime, get_runtime
+from search.space import Arch, Op, build_model, parse_op_key
+from search.space import blocks as _blocks
+
+__all__ = ["ExportItem", "ExportCache", "ExportReport", "arch_key", "default_cache_root"]
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1  # bump when the cache layout or the way items are built changes
+MIN_ITEMS_PER_WORKER = 6  # below this, worker start-up (imports, ~10 s) costs more than it saves
+
+
+def default_cache_root() -> Path:
+    return Path(os.environ.get("HWNAS_CACHE", ".cache/exports"))
+
+
+def arch_key(arch: Arch) -> str:
+    """Stable file stem of a whole-arch export: space + hash of blocks and head width."""
+    blob = json.dumps({"space": arch.space, "blocks": list(arch.blocks), "head": arch.head_channels})
+    return f"arch-{arch.space}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+@dataclass(frozen=True)
+class ExportItem:
+    """Something to export: an op (by key) or a whole arch (by its JSON dict)."""
+
+    key: str
+    arch: str | None = None  # Arch JSON for whole-arch items; None for ops
+
+    @classmethod
+    def for_op(cls, op: Op) -> "ExportItem":
+        return cls(op.key)
+
+    @classmethod
+    def for_arch(cls, arch: Arch) -> "ExportItem":
+        return cls(arch_key(arch), arch.to_json())
+
+    def build(self) -> tuple[nn.Module, torch.Tensor]:
+        """The module (eval mode, seeded weights) and its example input."""
+        torch.manual_seed(0)
+        if self.arch is None:
+            op = parse_op_key(self.key)
+            return op.build(), op.example_input()
+        arch = Arch.from_json(self.arch)
+        from search.space import get_space
+
+        res = get_space(arch.space).resolution
+        x = torch.randn((1, 3, res, res), generator=torch.Generator().manual_seed(0))
+        return build_model(arch).eval(), x
+
+
+@dataclass
+class ExportReport:
+    paths: dict[str, Path] = field(default_factory=dict)  # key → model file, for every exported item
+    failed: dict[str, str] = field(default_factory=dict)  # key → exporter message
+    exported: int = 0  # exported in this call
+    cached: int = 0  # found in the cache
+    elapsed_s: float = 0.0
+
+
+def _versions_hash(runtime: Runtime) -> str:
+    blob = json.dumps(
+        {
+            "format": CACHE_FORMAT,
+            "versions": runtime.versions(),
+            "dtype": runtime.dtype,
+            "blocks": hashlib.sha256(inspect.getsource(_blocks).encode()).hexdigest(),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _export_one(runtime: Runtime, item: ExportItem, path: Path) -> str | None:
+    """Export `item` to `path` atomically; None on success, else the error message (also written
+    to the failure marker)."""
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+    try:
+        module, x = item.build()
+        runtime.export(module, x, tmp)
+        os.replace(tmp, path)
+        return None
+    except (ExportError, ValueError) as e:  # ValueError: the item cannot be built
+        msg = str(e) or type(e).__name__
+        _write_atomic(path.with_name(path.stem + ".failed.txt"), msg)
+        return msg
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+_WORKER_RUNTIME: Runtime | None = None
+
+
+def _worker_init(runtime_name: str, dtype: str) -> None:
+    global _WORKER_RUNTIME
+    torch.set_num_threads(1)  # workers share the cores; one thread each
+    logging.basicConfig(level=logging.WARNING)
+    _WORKER_RUNTIME = get_runtime(runtime_name, dtype)
+
+
+def _worker_export(item: ExportItem, path: str) -> tuple[str, str | None]:
+    if _WORKER_RUNTIME is None:
+        raise RuntimeError("export worker used without _worker_init")
+    return item.key, _export_one(_WORKER_RUNTIME, item, Path(path))
+
+
+class ExportCache:
+    """Exported model files of one runtime (and dtype), keyed by op key or arch key."""
+
+    def __init__(self, runtime: Runtime, root: str | Path | None = None) -> None:
+        self.runtime = runtime
+        self.root = Path(root) if root is not None else default_cache_root()
+        sub = runtime.name if runtime.dtype == "fp32" else f"{runtime.name}-{runtime.dtype}"
+        self.dir = self.root / sub / _versions_hash(runtime)
+
+    def path(self, key: str) -> Path:
+        return self.dir / f"{key}{self.runtime.suffix}"
+
+    def failure(self, key: str) -> str | None:
+        """The remembered export error of `key`, if its last export failed."""
+        try:
+            return (self.dir / f"{key}.failed.txt").read_text()
+        except FileNotFoundError:
+            return None
+
+    def ensure(
+        self,
+        items: Sequence[ExportItem],
+        *,
+        workers: int | None = None,
+        retry_failed: bool = False,
+        progress: bool = True,
+    ) -> ExportReport:
+        """Export what is not cached yet. `workers=None` picks min(cores, 4) processes when
+        there are enough items to amortize their start-up, else exports in-process."""
+        t0 = time.perf_counter()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        report = ExportReport()
+        todo: list[ExportItem] = []
+        for item in dict((i.key, i) for i in items).values():
+            if self.path(item.key).is_file():
+                report.paths[item.key] = self.path(item.key)
+                report.cached += 1
+            elif not retry_failed and (msg := self.failure(item.key)) is not None:
+                report.failed[item.key] = msg
+            else:
+                (self.dir / f"{item.key}.failed.txt").unlink(missing_ok=True)
+                todo.append(item)
+        if todo:
+            n_workers = workers if workers is not None else min(os.cpu_count() or 1, 4)
+            n_workers = max(1, min(n_workers, len(todo) // MIN_ITEMS_PER_WORKER))
+            log.info("exporting %d model(s) for %s with %d process(es); %d cached",
+                     len(todo), self.dir.parent.name, n_workers, report.cached)
+            bar = tqdm(total=len(todo), desc=f"export {self.dir.parent.name}", unit="model",
+                       disable=not progress, leave=False)
+            results = self._run(todo, n_workers, bar)
+            bar.close()
+            for key, err in results:
+                if err is None:
+                    report.paths[key] = self.path(key)
+                    report.exported += 1
+                else:
+                    report.failed[key] = err
+                    log.warning("export failed for %s: %s", key, err.splitlines()[0] if err else "")
+        report.elapsed_s = time.perf_counter() - t0
+        return report
+
+    def _run(self, todo: list[ExportItem], n_workers: int, bar: tqdm) -> list[tuple[str, str | None]]:
+        results: list[tuple[str, str | None]] = []
+        if n_workers == 1:
+            for item in todo:
+                results.append((item.key, _export_one(self.runtime, item, self.path(item.key))))
+                bar.update()
+            return results
+        ctx = multiprocessing.get_context("spawn")  # fork after torch/threads is unsafe
+        with ProcessPoolExecutor(
+            n_workers, mp_context=ctx, initializer=_worker_init,
+            initargs=(self.runtime.name, self.runtime.dtype),
+        ) as pool:  # fmt: skip
+            futures = [pool.submit(_worker_export, item, str(self.path(item.key))) for item in todo]
+            for fut in as_completed(futures):
+                results.append(fut.result())
+                bar.update()
+        return results

@@ -1,0 +1,393 @@
+"""The measurement protocol: export, then R shuffled rounds over all ops, persisted as it goes.
+
+    1. plan: the space's unique ops (first `ops_limit` of them), minus identity ops (not timed:
+       they compute nothing and exporters elide them), plus one overhead op per distinct input
+       shape and one at the network input (`search.space.overhead_op`).
+    2. export everything through the cache (`profiler.export`); failures become failed rows.
+    3. rounds: round r visits every pending op once, in the order `Random(seed + r)` shuffles the
+       sorted keys to, after `target.round_state()` (cool-down on phones; recorded per round).
+       Each op-round runs `warmup` untimed and `runs` timed invocations; its samples are appended
+       to the job's work dir and fsynced before the next op starts.
+    4. the table is derived from the samples (`lut.stats`), and `lut.store.write_lut` writes the
+       next LUT version; the work dir is removed.
+
+Work dir: `<out>/<device_id>/<space>/<runtime_dir>/.partial/` with job.json (the settings; a
+re-run must match them), samples.csv (op_key, round, sample, latency_us), rounds.jsonl (state per
+round) and failed.jsonl (ops that failed to run). A crash or Ctrl-C loses at most the op-round in
+flight; re-running the same command skips every op-round already on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+from tqdm import tqdm
+
+from lut.schema import TABLE_COLUMNS
+from lut.stats import STAT_COLUMNS, summarize
+from lut.store import runtime_dir_name, write_lut
+from profiler.export import ExportCache, ExportItem
+from profiler.runtimes import Runtime
+from profiler.targets.base import RunnerError, RunSpec, Target
+from search.space import Op, get_space, overhead_op
+
+__all__ = ["ProtocolConfig", "ProfileResult", "JobError", "plan_ops", "run_rounds", "profile_ops"]
+
+log = logging.getLogger(__name__)
+
+PARTIAL_DIR = ".partial"
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """How ops are timed. Defaults: see bench/lut_repeatability.py for the noise they give."""
+
+    rounds: int = 5  # rounds over all ops; each visits every op once, shuffled
+    warmup: int = 5  # untimed invocations before an op's timed ones, in every round
+    runs: int = 20  # timed invocations per op per round (one sample each)
+    seed: int = 0  # round r is shuffled with random.Random(seed + r)
+    shuffle: bool = True  # False keeps the sorted key order (for debugging only)
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1 or self.runs < 1 or self.warmup < 0:
+            raise ValueError(
+                f"need rounds ≥ 1, runs ≥ 1, warmup ≥ 0; got {self.rounds}, {self.runs}, {self.warmup}"
+            )
+
+
+@dataclass(frozen=True)
+class ProfileResult:
+    lut_dir: Path  # the LUT version written
+    num_ops: int  # space ops in the LUT (overhead rows not counted)
+    num_failed: int  # ops that failed to export or run
+    elapsed_s: float
+    skipped: int  # op-rounds found on disk from an interrupted run and not measured again
+    exported: int = 0  # models exported by this run (0 when the cache had them all)
+    device_id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["lut_dir"] = str(self.lut_dir)
+        d["elapsed_s"] = round(self.elapsed_s, 2)
+        return d
+
+
+class JobError(ValueError):
+    """A measurement job cannot start as asked; the message says what to do."""
+
+
+def plan_ops(space_name: str, ops_limit: int | None = None) -> tuple[list[Op], list[Op], Op]:
+    """(ops to time incl. overhead ops, identity ops, the network-input overhead op)."""
+    space = get_space(space_name)
+    ops = space.unique_ops()
+    if ops_limit is not None:
+        if ops_limit < 1:
+            raise JobError(f"--ops-limit must be ≥ 1, got {ops_limit}")
+        ops = ops[:ops_limit]
+    identity = [op for op in ops if op.is_identity]
+    timed = [op for op in ops if not op.is_identity]
+    net_overhead = overhead_op(space.fixed_ops()["stem"])
+    overheads = {o.key: o for o in [net_overhead, *(overhead_op(op) for op in timed)]}
+    timed_keys = {op.key for op in timed}
+    return timed + [o for k, o in overheads.items() if k not in timed_keys], identity, net_overhead
+
+
+# --- the round loop (shared by op jobs and whole-arch measurements) -----------------------------
+def run_rounds(
+    target: Target,
+    runtime: Runtime,
+    files: dict[str, Path],
+    config: ProtocolConfig,
+    spec: RunSpec,
+    *,
+    done: set[tuple[str, int]] = frozenset(),  # type: ignore[assignment]
+    round_states: dict[int, dict[str, Any]] | None = None,
+    on_state: Callable[[int, dict[str, Any]], None] | None = None,
+    on_samples: Callable[[str, int, list[float]], None] | None = None,
+    on_failure: Callable[[str, str], None] | None = None,
+    failed: set[str] | None = None,
+    progress: bool = True,
+    desc: str = "measure",
+) -> None:
+    """Measure every (key, round) not in `done`; report through the callbacks."""
+    keys = sorted(files)
+    failed = failed if failed is not None else set()
+    round_states = round_states if round_states is not None else {}
+    total = len(keys) * config.rounds
+    bar = tqdm(total=total, initial=len(done), desc=desc, unit="op", disable=not progress)
+    try:
+        for r in range(config.rounds):
+            order = list(keys)
+            if config.shuffle:
+                random.Random(config.seed + r).shuffle(order)
+            pending = [k for k in order if (k, r) not in done and k not in failed]
+            if not pending:
+                continue
+            if r not in round_states:
+                round_states[r] = target.round_state()
+                if on_state is not None:
+                    on_state(r, round_states[r])
+            bar.set_postfix(round=f"{r + 1}/{config.rounds}")
+            for key in pending:
+                if key in failed:  # failed earlier in this round
+                    continue
+                try:
+                    samples = target.measure(runtime, files[key], spec)
+                except RunnerError as e:
+                    failed.add(key)
+                    log.warning("op %s failed to run: %s", key, e)
+                    if on_failure is not None:
+                        on_failure(key, str(e))
+                    bar.update(config.rounds - r)
+                    continue
+                if len(samples) != spec.runs or min(samples) <= 0:
+                    failed.add(key)
+                    msg = f"target returned {len(samples)} samples (expected {spec.runs}) or non-positive ones"
+                    if on_failure is not None:
+                        on_failure(key, msg)
+                    bar.update(config.rounds - r)
+                    continue
+                if on_samples is not None:
+                    on_samples(key, r, samples)
+                bar.update()
+    finally:
+        bar.close()
+
+
+# --- the persistent work dir --------------------------------------------------------------------
+class _WorkDir:
+    """Append-only, fsynced record of a job in progress."""
+
+    def __init__(self, path: Path, job: dict[str, Any], *, fresh: bool) -> None:
+        self.path = path
+        self.samples_file = path / "samples.csv"
+        self.rounds_file = path / "rounds.jsonl"
+        self.failed_file = path / "failed.jsonl"
+        job_file = path / "job.json"
+        if fresh and path.exists():
+            shutil.rmtree(path)
+        if job_file.is_file():
+            old = json.loads(job_file.read_text())
+            diff = sorted(k for k in set(old) | set(job) if old.get(k) != job.get(k))
+            if diff:
+                raise JobError(
+                    f"an interrupted job with different settings ({', '.join(diff)}) is waiting in "
+                    f"{path}; re-run with the same settings to resume it, or pass --fresh to discard it"
+                )
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+            _atomic_write(job_file, json.dumps(job, indent=2, sort_keys=True))
+        self.samples = self._load_samples()
+        self.states = {int(d.pop("round")): d for d in _read_jsonl(self.rounds_file)}
+        self.failures = {d["op_key"]: d["error"] for d in _read_jsonl(self.failed_file)}
+
+    def _load_samples(self) -> dict[tuple[str, int], list[float]]:
+        """Complete op-rounds on disk; a torn last line or a partial op-round is dropped and the
+        file rewritten without it."""
+        out: dict[tuple[str, int], list[float]] = {}
+        if not self.samples_file.is_file():
+            self.samples_file.write_text("op_key,round,sample,latency_us\n")
+            return out
+        lines = self.samples_file.read_text().split("\n")
+        torn = lines[-1] != ""  # the file always ends with "\n" after a complete write
+        groups: dict[tuple[str, int], list[tuple[int, float]]] = {}
+        for line in lines[1:-1]:
+            parts = line.split(",")
+            if len(parts) != 4:
+                continue
+            try:
+                groups.setdefault((parts[0], int(parts[1])), []).append((int(parts[2]), float(parts[3])))
+            except ValueError:
+                continue
+        runs = json.loads((self.path / "job.json").read_text())["protocol"]["runs"]
+        for k, rows in groups.items():
+            if [i for i, _ in rows] == list(range(runs)):
+                out[k] = [v for _, v in rows]
+        if torn or sum(len(v) for v in groups.values()) != len(out) * runs:
+            log.warning("dropping an incomplete op-round from %s (interrupted mid-write)", self.samples_file)
+            body = "".join(_sample_lines(k, r, v) for (k, r), v in out.items())
+            _atomic_write(self.samples_file, "op_key,round,sample,latency_us\n" + body)
+        return out
+
+    def add_samples(self, key: str, r: int, samples: list[float]) -> None:
+        _append(self.samples_file, _sample_lines(key, r, samples))
+        self.samples[(key, r)] = samples
+
+    def add_state(self, r: int, state: dict[str, Any]) -> None:
+        _append(self.rounds_file, json.dumps({"round": r, **state}) + "\n")
+        self.states[r] = state
+
+    def add_failure(self, key: str, error: str) -> None:
+        _append(self.failed_file, json.dumps({"op_key": key, "error": error}) + "\n")
+        self.failures[key] = error
+
+
+def _sample_lines(key: str, r: int, samples: Sequence[float]) -> str:
+    return "".join(f"{key},{r},{i},{v:.3f}\n" for i, v in enumerate(samples))
+
+
+def _append(path: Path, text: str) -> None:
+    with open(path, "a") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:  # a torn last line from an interrupted write
+            continue
+    return out
+
+
+# --- the op job ---------------------------------------------------------------------------------
+def profile_ops(
+    target: Target,
+    runtime: Runtime,
+    space_name: str,
+    *,
+    out: str | Path = "luts",
+    threads: int = 1,
+    core_mask: str | None = None,
+    config: ProtocolConfig = ProtocolConfig(),
+    ops_limit: int | None = None,
+    cache_root: str | Path | None = None,
+    export_workers: int | None = None,
+    retry_failed: bool = False,
+    fresh: bool = False,
+    progress: bool = True,
+) -> ProfileResult:
+    """Build (or resume) the LUT of `space_name` on `target` with `runtime`; see module doc."""
+    t0 = time.perf_counter()
+    space = get_space(space_name)
+    timed, identity, net_overhead = plan_ops(space.name, ops_limit)
+    fp = target.fingerprint()
+    device_id = fp["device_id"]
+    rdir = runtime_dir_name(runtime.name, threads, runtime.dtype)
+    spec = RunSpec(threads=threads, warmup=config.warmup, runs=config.runs, core_mask=core_mask)
+    job = {
+        "device_id": device_id,
+        "space": {"name": space.name, "hash": space.hash()},
+        "runtime": {"name": runtime.name, "dtype": runtime.dtype, "threads": threads, "core_mask": core_mask},
+        "exporters": runtime.versions(),
+        "protocol": asdict(config),
+        "ops": sorted(op.key for op in timed),
+    }
+    work = _WorkDir(Path(out) / device_id / space.name / rdir / PARTIAL_DIR, job, fresh=fresh)
+    skipped = len(work.samples)
+    if skipped:
+        complete = sum(all((op.key, r) in work.samples for r in range(config.rounds)) for op in timed)
+        log.info(
+            "resuming %s: skipping %d of %d op-rounds already measured (%d of %d ops complete)",
+            work.path, skipped, len(timed) * config.rounds, complete, len(timed),
+        )  # fmt: skip
+
+    cache = ExportCache(runtime, cache_root)
+    report = cache.ensure(
+        [ExportItem.for_op(op) for op in timed], workers=export_workers,
+        retry_failed=retry_failed, progress=progress,
+    )  # fmt: skip
+    log.info("exports: %d exported, %d cached, %d failed (%.1f s)",
+             report.exported, report.cached, len(report.failed), report.elapsed_s)
+    failures = {k: f"export: {m}" for k, m in report.failed.items()}
+    failures.update({k: m for k, m in work.failures.items() if k not in failures})
+
+    files = {k: p for k, p in report.paths.items() if k not in failures}
+    target.prepare(runtime, list(files.values()))
+    failed_run: set[str] = set(work.failures)
+    run_rounds(
+        target, runtime, files, config, spec,
+        done=set(work.samples), round_states=work.states, on_state=work.add_state,
+        on_samples=work.add_samples, on_failure=work.add_failure, failed=failed_run,
+        progress=progress, desc=f"{device_id[:24]} {rdir}",
+    )  # fmt: skip
+    failures.update({k: m for k, m in work.failures.items() if k not in failures})
+
+    table, samples = _assemble(timed, identity, work, failures, config.rounds)
+    ovh = table.loc[table["op_key"] == net_overhead.key, ["status", "median_us"]]
+    meta = {
+        "device": fp,
+        "runtime": {
+            "name": runtime.name,
+            "version": getattr(runtime, "runtime_version", runtime.versions().get(runtime.name, "")),
+            "delegate": getattr(runtime, "delegate", None),
+            "threads": threads,
+            "core_mask": core_mask,
+            "dtype": runtime.dtype,
+            "runner": runtime.runner if target.name != "host" else "python",
+        },
+        "exporters": runtime.versions(),
+        "space": {"name": space.name, "hash": space.hash(), "ops_limit": ops_limit},
+        "protocol": {
+            **asdict(config),
+            "order": "sorted op keys shuffled per round with random.Random(seed + round)",
+            "warmup_scope": "per op, every round",
+            "timer": "time.perf_counter_ns around each invocation" if target.name == "host" else "runner",
+            "overhead_op": "one ReLU at each op's input shape, timed in the same rounds",
+        },
+        "overhead_us": float(ovh["median_us"].iloc[0]) if (ovh["status"] == "ok").any() else None,
+        "failed_ops": dict(sorted(failures.items())),
+    }
+    lut_dir = write_lut(out, device_id=device_id, space=space.name, runtime_dir=rdir,
+                        table=table, samples=samples, meta=meta)  # fmt: skip
+    shutil.rmtree(work.path, ignore_errors=True)
+    n_space_ops = int((table["block"] != "overhead").sum())
+    return ProfileResult(
+        lut_dir=lut_dir, num_ops=n_space_ops, num_failed=len(failures),
+        elapsed_s=time.perf_counter() - t0, skipped=skipped, exported=report.exported,
+        device_id=device_id,
+    )  # fmt: skip
+
+
+def _assemble(
+    timed: list[Op], identity: list[Op], work: _WorkDir, failures: dict[str, str], rounds: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The LUT table and samples frame from what the work dir holds."""
+    rows = []
+    sample_rows = []
+    for op in timed:
+        base = {"op_key": op.key, "block": op.block, "c_in": op.c_in, "h": op.h, "w": op.w,
+                "c_out": op.c_out, "stride": op.stride}  # fmt: skip
+        per_round = [work.samples.get((op.key, r)) for r in range(rounds)]
+        if op.key in failures or any(s is None for s in per_round):
+            msg = failures.get(op.key, "not measured in every round")
+            rows.append({**base, "status": "failed", **{c: None for c in STAT_COLUMNS}, "n": 0, "error": msg})
+            continue
+        values = [v for s in per_round for v in s]  # type: ignore[union-attr]
+        rows.append({**base, "status": "ok", **summarize(values), "error": ""})
+        for r, s in enumerate(per_round):
+            for i, v in enumerate(s):  # type: ignore[arg-type]
+                sample_rows.append((op.key, r, i, v))
+    for op in identity:
+        rows.append({"op_key": op.key, "block": op.block, "c_in": op.c_in, "h": op.h, "w": op.w,
+                     "c_out": op.c_out, "stride": op.stride, "status": "identity",
+                     **{c: 0.0 for c in STAT_COLUMNS}, "n": 0, "error": ""})  # fmt: skip
+    table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS)).sort_values("op_key").reset_index(drop=True)
+    samples = pd.DataFrame(sample_rows, columns=["op_key", "round", "sample", "latency_us"])
+    if work.states:
+        states = pd.DataFrame([{"round": r, **s} for r, s in work.states.items()])
+        samples = samples.merge(states, on="round", how="left")
+    return table, samples

@@ -1,0 +1,145 @@
+"""`python -m profiler.run`: build a device's latency LUT, or time whole architectures.
+
+    python -m profiler.run --device host --space fbnet --runtime executorch|tflite|onnxruntime
+        [--threads 1] [--rounds R] [--out luts/] [--arch NAME_OR_FILE ...] [--ops-limit N] [--json]
+
+Re-running an interrupted command resumes it (and logs how many op-rounds it skips).
+`--device` may be given several times: the devices are profiled in parallel, one thread and one
+LUT each. With `--json`, one JSON object per device is printed, one per line, in the order the
+devices were given; the last line is the last device's object. An op-job object has at least
+`lut_dir`, `num_ops`, `num_failed`, `elapsed_s`; an `--arch` object has `archs` (name → stats and
+raw `samples_us`) and `elapsed_s`. A device that fails prints `{"device": ..., "error": ...}` and
+the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from lut.stats import summarize
+from profiler.api import arch_name, measure_archs, profile_space
+from profiler.protocol import ProtocolConfig
+from profiler.runtimes import DTYPES, list_runtimes
+from search.space import load_arch
+
+log = logging.getLogger("profiler.run")
+_D = ProtocolConfig()
+
+
+def _adb_module():
+    """profiler.targets.adb if it exists (it adds --adb-host, --runner, ...), else None."""
+    try:
+        import profiler.targets.adb as adb
+    except ModuleNotFoundError as e:
+        if e.name != "profiler.targets.adb":
+            raise
+        return None
+    return adb
+
+
+def build_parser(adb=None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m profiler.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--device", action="append", help="'host' (default) or an adb serial; repeatable")
+    p.add_argument("--space", default="fbnet", help="search space, e.g. fbnet, fbnet-r96-w0.35")
+    p.add_argument("--runtime", required=True, choices=list_runtimes())
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "int8"],
+                   help="int8: executorch (XNNPACKQuantizer PTQ) or onnxruntime (quantize_static)")
+    p.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
+    p.add_argument("--rounds", type=int, default=_D.rounds, help=f"rounds over all ops (default {_D.rounds})")
+    p.add_argument("--warmup", type=int, default=_D.warmup, help=f"untimed runs per op per round (default {_D.warmup})")
+    p.add_argument("--runs", type=int, default=_D.runs, help=f"timed runs per op per round (default {_D.runs})")
+    p.add_argument("--seed", type=int, default=_D.seed, help="shuffle seed (round r uses seed + r)")
+    p.add_argument("--out", default="luts", help="LUT store root (default luts/)")
+    p.add_argument("--arch", action="append", help="time this arch (name or JSON file) end to end instead of ops; repeatable")
+    p.add_argument("--ops-limit", type=int, help="profile only the first N ops of the space")
+    p.add_argument("--cache-dir", help="export cache root (default $HWNAS_CACHE or .cache/exports)")
+    p.add_argument("--export-workers", type=int, help="export processes (default: min(cores, 4) for large jobs)")
+    p.add_argument("--retry-failed", action="store_true", help="retry exports that failed before")
+    p.add_argument("--fresh", action="store_true", help="discard an interrupted job instead of resuming it")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print one JSON object per device (last line)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    if adb is not None:
+        adb.add_adb_arguments(p)
+    return p
+
+
+def _run_device(device: str, args: argparse.Namespace, adb) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    options = adb.adb_options(args) if (adb is not None and device != "host") else None
+    common = dict(threads=args.threads, rounds=args.rounds, warmup=args.warmup, runs=args.runs,
+                  dtype=args.dtype, target_options=options, seed=args.seed, cache_root=args.cache_dir)  # fmt: skip
+    if args.arch:
+        archs = [load_arch(a) for a in args.arch]
+        samples = measure_archs(archs, args.runtime, device, progress=not args.no_progress, **common)
+        return {
+            "device": device, "runtime": args.runtime, "dtype": args.dtype, "threads": args.threads,
+            "archs": {n: {**summarize(s), "samples_us": s} for n, s in samples.items()},
+            "elapsed_s": round(time.perf_counter() - t0, 2),
+        }  # fmt: skip
+    result = profile_space(
+        args.space, args.runtime, device, out=args.out, ops_limit=args.ops_limit,
+        progress=not args.no_progress, export_workers=args.export_workers,
+        retry_failed=args.retry_failed, fresh=args.fresh, **common,
+    )  # fmt: skip
+    return {"device": device, "runtime": args.runtime, **result.to_dict()}
+
+
+def _print_human(res: dict[str, Any]) -> None:
+    if "error" in res:
+        print(f"{res['device']}: FAILED: {res['error']}")
+    elif "archs" in res:
+        for name, s in res["archs"].items():
+            print(f"{res['device']} {res['runtime']} {name}: median {s['median_us'] / 1e3:.2f} ms "
+                  f"(p10 {s['p10_us'] / 1e3:.2f}, p90 {s['p90_us'] / 1e3:.2f}, n {s['n']})")  # fmt: skip
+    else:
+        print(f"{res['device']}: LUT {res['lut_dir']}: {res['num_ops']} ops, {res['num_failed']} failed, "
+              f"{res['exported']} exported, {res['skipped']} op-rounds resumed, {res['elapsed_s']:.1f} s")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    adb = _adb_module()
+    args = build_parser(adb).parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)  # fmt: skip
+    for name in ("profiler", "lut"):  # our own progress messages; third-party stays at WARNING
+        logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    devices = list(dict.fromkeys(args.device or ["host"]))
+    if args.dtype not in DTYPES[args.runtime]:
+        print(f"error: runtime {args.runtime} supports dtype {', '.join(DTYPES[args.runtime])}", file=sys.stderr)
+        return 2
+
+    def run_one(device: str) -> dict[str, Any]:
+        try:
+            return _run_device(device, args, adb)
+        except (ValueError, RuntimeError, OSError) as e:  # the message is the report
+            log.error("%s: %s", device, e)
+            return {"device": device, "error": f"{type(e).__name__}: {e}"}
+
+    try:
+        if len(devices) == 1:
+            results = [run_one(devices[0])]
+        else:
+            with ThreadPoolExecutor(len(devices)) as pool:
+                results = list(pool.map(run_one, devices))
+    except KeyboardInterrupt:
+        print("interrupted: finished op-rounds are saved; re-run the same command to continue",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    for res in results:
+        print(json.dumps(res) if args.json else "", end="\n" if args.json else "")
+        if not args.json:
+            _print_human(res)
+    sys.stdout.flush()
+    return 1 if any("error" in r for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

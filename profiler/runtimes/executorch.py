@@ -1,0 +1,104 @@
+"""ExecuTorch: `torch.export` → `to_edge_transform_and_lower` (XNNPACK partitioner) → `.pte`.
+
+On the host, `.pte` files run in `executorch.runtime` (the pybindings runtime, which links the
+XNNPACK backend); on a phone, in the user's `executor_runner`.
+
+int8 uses ExecuTorch's own post-training quantization flow: `XNNPACKQuantizer` with the symmetric
+per-channel config, torchao pt2e `prepare_pt2e` → calibration on random inputs → `convert_pt2e`,
+then the same lowering.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .base import ExportError
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_BATCHES = 8  # random inputs fed through the prepared model before int8 conversion
+
+
+class ExecuTorchRuntime:
+    name = "executorch"
+    suffix = ".pte"
+    runner = "executor_runner"
+    delegate = "xnnpack"
+
+    def __init__(self, dtype: str = "fp32") -> None:
+        self.dtype = dtype
+
+    def versions(self) -> dict[str, str]:
+        return {"torch": version("torch"), "executorch": version("executorch")}
+
+    @property
+    def runtime_version(self) -> str:
+        return version("executorch")
+
+    # --- export ---------------------------------------------------------------------------------
+    def export(self, module: nn.Module, example_input: torch.Tensor, path: Path) -> None:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+
+        module = module.eval()
+        try:
+            with torch.no_grad():
+                ep = torch.export.export(module, (example_input,))
+                if self.dtype == "int8":
+                    ep = self._quantize(ep, example_input)
+                program = to_edge_transform_and_lower(
+                    ep, partitioner=[XnnpackPartitioner()]
+                ).to_executorch()
+        except Exception as e:  # the exporters raise many unrelated types; report any of them
+            raise ExportError(f"{type(e).__name__}: {e}") from e
+        Path(path).write_bytes(program.buffer)
+
+    @staticmethod
+    def _quantize(ep: torch.export.ExportedProgram, example_input: torch.Tensor):
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+        prepared = prepare_pt2e(ep.module(), quantizer)
+        g = torch.Generator().manual_seed(0)
+        for _ in range(CALIBRATION_BATCHES):
+            prepared(torch.randn(example_input.shape, generator=g))
+        converted = convert_pt2e(prepared)
+        return torch.export.export(converted, (example_input,))
+
+    # --- host execution -------------------------------------------------------------------------
+    def _load(self, path: Path, threads: int):
+        import executorch.extension.pybindings.portable_lib as portable_lib
+        from executorch.runtime import Runtime
+
+        if portable_lib._threadpool_get_thread_count() != threads:
+            portable_lib._unsafe_reset_threadpool(threads)  # the XNNPACK backend's threadpool
+        method = Runtime.get().load_program(Path(path)).load_method("forward")
+        if method is None:
+            raise RuntimeError(f"{path}: program has no 'forward' method")
+        return method
+
+    def _input(self, method, seed: int = 0) -> torch.Tensor:
+        sizes = tuple(method.metadata.input_tensor_meta(0).sizes())
+        return torch.randn(sizes, generator=torch.Generator().manual_seed(seed))
+
+    def run_host(self, path: Path, *, threads: int, warmup: int, runs: int) -> list[float]:
+        from . import time_invocations
+
+        method = self._load(path, threads)
+        inputs = [self._input(method)]
+        return time_invocations(lambda: method.execute(inputs), warmup=warmup, runs=runs)
+
+    def infer(self, path: Path, x: torch.Tensor, *, threads: int = 1) -> np.ndarray:
+        """One invocation on `x`; the first output as numpy (for correctness checks)."""
+        method = self._load(path, threads)
+        return method.execute([x.contiguous()])[0].numpy()

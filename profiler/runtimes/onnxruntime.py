@@ -1,0 +1,126 @@
+"""ONNX Runtime: `torch.onnx.export` (the torch.export-based exporter) → `.onnx`.
+
+On the host, `.onnx` files run in an `onnxruntime.InferenceSession` on the CPU execution provider
+with `intra_op_num_threads` = threads, `inter_op_num_threads` = 1 and sequential execution. There
+is no phone runner for this runtime.
+
+int8 uses onnxruntime's own static post-training quantization: `quant_pre_process`, then
+`quantize_static` (QDQ format, per-channel int8 weights, uint8 activations) calibrated on random
+inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .base import ExportError
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_BATCHES = 8  # random inputs the int8 calibration reader yields
+
+
+class OnnxRuntime:
+    name = "onnxruntime"
+    suffix = ".onnx"
+    runner = None
+    delegate = "cpu_ep"
+
+    def __init__(self, dtype: str = "fp32") -> None:
+        self.dtype = dtype
+
+    def versions(self) -> dict[str, str]:
+        return {
+            "torch": version("torch"),
+            "onnx": version("onnx"),
+            "onnxscript": version("onnxscript"),
+            "onnxruntime": version("onnxruntime"),
+        }
+
+    @property
+    def runtime_version(self) -> str:
+        return version("onnxruntime")
+
+    def export(self, module: nn.Module, example_input: torch.Tensor, path: Path) -> None:
+        path = Path(path)
+        try:
+            if self.dtype == "fp32":
+                self._export_fp32(module, example_input, path)
+            else:
+                with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+                    fp32 = Path(tmp) / "fp32.onnx"
+                    self._export_fp32(module, example_input, fp32)
+                    self._quantize(fp32, path, Path(tmp), tuple(example_input.shape))
+        except Exception as e:  # the exporters raise many unrelated types; report any of them
+            raise ExportError(f"{type(e).__name__}: {e}") from e
+
+    @staticmethod
+    def _export_fp32(module: nn.Module, example_input: torch.Tensor, path: Path) -> None:
+        with torch.no_grad():
+            torch.onnx.export(
+                module.eval(),
+                (example_input,),
+                str(path),
+                dynamo=True,
+                external_data=False,  # one self-contained file per op
+                input_names=["x"],
+                output_names=["y"],
+                verbose=False,
+            )
+
+    @staticmethod
+    def _quantize(fp32: Path, out: Path, tmp: Path, shape: tuple[int, ...]) -> None:
+        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        class _RandomReader(CalibrationDataReader):
+            def __init__(self) -> None:
+                rng = np.random.default_rng(0)
+                self._it = iter(
+                    [{"x": rng.standard_normal(shape).astype(np.float32)} for _ in range(CALIBRATION_BATCHES)]
+                )
+
+            def get_next(self):
+                return next(self._it, None)
+
+        pre = tmp / "pre.onnx"
+        quant_pre_process(str(fp32), str(pre))
+        quantize_static(
+            str(pre),
+            str(out),
+            _RandomReader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
+        )
+
+    def _session(self, path: Path, threads: int):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3  # errors only
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+    def run_host(self, path: Path, *, threads: int, warmup: int, runs: int) -> list[float]:
+        from . import time_invocations
+
+        sess = self._session(path, threads)
+        inp = sess.get_inputs()[0]
+        x = np.random.default_rng(0).standard_normal(inp.shape).astype(np.float32)
+        feed = {inp.name: x}
+        return time_invocations(lambda: sess.run(None, feed), warmup=warmup, runs=runs)
+
+    def infer(self, path: Path, x: torch.Tensor, *, threads: int = 1) -> np.ndarray:
+        sess = self._session(path, threads)
+        return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]

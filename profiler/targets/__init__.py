@@ -1,0 +1,23 @@
+"""Targets: where timing happens. `get_target("host")` is this machine's CPU; any other name is
+an adb serial, handled by `profiler.targets.adb.AdbTarget` (imported only when asked for, so the
+host path never needs adbutils)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import DeviceLostError, RunnerError, RunSpec, Target, TargetError
+
+__all__ = ["get_target", "RunSpec", "Target", "TargetError", "DeviceLostError", "RunnerError"]
+
+
+def get_target(device: str, options: dict[str, Any] | None = None) -> Target:
+    """'host' → HostTarget; anything else → AdbTarget(serial=device, **options)."""
+    options = dict(options or {})
+    if device == "host":
+        from .host import HostTarget
+
+        return HostTarget(**options)
+    from .adb import AdbTarget
+
+    return AdbTarget(device, **options)

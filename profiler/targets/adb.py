@@ -1,0 +1,240 @@
+"""A phone over adb as a profiling target, built on `android_harness`.
+
+    target = AdbTarget("R58M12ABCDE", runners={"benchmark_model": "~/bin/benchmark_model"})
+    target.prepare(runtime, model_files)    # battery check, runner check, checksummed push
+    state = target.round_state()            # waits for cool-down; temperature, freq, governor
+    samples_us = target.measure(runtime, model_file, RunSpec(runs=20))
+
+The CLI helpers `add_adb_arguments(parser)` and `adb_options(args)` give `profiler.run` its
+`--adb-host`, `--adb-port`, `--runner NAME=PATH`, `--work-dir`, `--core-mask`, `--max-temp-c`,
+`--min-battery`, `--force` and `--keep-files`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import posixpath
+from pathlib import Path
+from typing import Any
+
+from android_harness import (
+    DEFAULT_WORK_DIR,
+    SAMPLE_SEMANTICS,
+    AdbError,
+    AdbServer,
+    Device,
+    DeviceGoneError,
+    RunnerFailed,
+    RunOptions,
+    WorkDir,
+    fingerprint,
+    measure,
+    read_battery,
+    read_cpus,
+    wait_for_cooldown,
+)
+from android_harness.device_state import clusters_of
+from android_harness.device_state import core_mask as mask_of_cpus
+from android_harness.runners import RUNNERS
+from profiler.runtimes.base import Runtime
+
+from .base import DeviceLostError, RunnerError, RunSpec, TargetError
+
+__all__ = ["AdbTarget", "add_adb_arguments", "adb_options"]
+
+log = logging.getLogger(__name__)
+
+_MODELS = "models"
+
+
+class AdbTarget:
+    """The Target protocol on one adb device (see `profiler.targets.base`)."""
+
+    def __init__(
+        self,
+        serial: str,
+        *,
+        adb_host: str | None = None,  # adb server host (default: $ADB_SERVER_SOCKET or local)
+        adb_port: int | None = None,  # adb server port (default 5037)
+        runners: dict[str, str] | None = None,  # runner name -> local binary to push once
+        work_dir: str = DEFAULT_WORK_DIR,  # device folder for runners and models
+        core_mask: str | None = None,  # taskset hex mask; None = the fastest cluster
+        max_temp_c: float = 45.0,  # each round waits until the CPU is at most this hot
+        cooldown_timeout_s: float = 600.0,  # ... but no longer than this
+        cooldown_poll_s: float = 5.0,
+        min_battery: int = 20,  # percent; prepare() refuses below it unless force
+        force: bool = False,
+        keep_files: bool = False,  # leave pushed models on the phone after close()
+        xnnpack: bool = True,  # benchmark_model --use_xnnpack
+    ) -> None:
+        self.name = serial
+        self._server = AdbServer.from_env(adb_host, adb_port)
+        self._runners = {k: Path(v).expanduser() for k, v in (runners or {}).items()}
+        unknown = sorted(set(self._runners) - set(RUNNERS))
+        if unknown:
+            raise TargetError(f"unknown runner(s) {unknown}; known: {', '.join(sorted(RUNNERS))}")
+        self._max_temp_c = max_temp_c
+        self._cooldown_timeout_s = cooldown_timeout_s
+        self._cooldown_poll_s = cooldown_poll_s
+        self._min_battery = min_battery
+        self._force = force
+        self._keep_files = keep_files
+        self._xnnpack = xnnpack
+        self._device = self._call(lambda: Device.connect(self._server, serial))
+        self._work = WorkDir(self._device, work_dir)
+        self._clusters = clusters_of(self._call(lambda: read_cpus(self._device)))
+        self._pinned = self._pinned_cpus(core_mask)
+        self._core_mask = core_mask or (mask_of_cpus(self._pinned) if self._pinned else None)
+        self._remote: dict[Path, str] = {}
+        self._fingerprint: dict[str, Any] | None = None
+
+    # ---- protocol ----------------------------------------------------------------------------
+    def fingerprint(self) -> dict[str, Any]:
+        if self._fingerprint is None:
+            fp = self._call(lambda: fingerprint(self._device))
+            binaries = [self._work.remote(name) for name in RUNNERS]
+            sums = self._call(lambda: self._work.remote_sha256(binaries))
+            fp.update({
+                "target": "adb",
+                "core_mask": self._core_mask,
+                "work_dir": self._work.path,
+                "runner_sha256": {posixpath.basename(p): d for p, d in sums.items()},
+                "sample_semantics": dict(SAMPLE_SEMANTICS),
+                "warmup_handling": {
+                    "executor_runner": "first `warmup` iterations of the same invocation dropped",
+                    "benchmark_model": "--warmup_runs in every invocation",
+                },
+                "max_temp_c": self._max_temp_c,
+            })
+            self._fingerprint = fp
+        return dict(self._fingerprint)
+
+    def prepare(self, runtime: Runtime, model_files: list[Path]) -> None:
+        runner = self._runner_of(runtime)
+        if not self._force:
+            battery = self._call(lambda: read_battery(self._device))
+            if battery.level_pct is not None and battery.level_pct < self._min_battery:
+                raise TargetError(
+                    f"{self.name}: battery at {battery.level_pct}% (< {self._min_battery}%): "
+                    "charge it, or pass --force to profile anyway"
+                )
+        self._call(self._work.ensure)
+        if runner in self._runners:
+            self._call(lambda: self._work.install_runner(self._runners[runner], runner))
+        binary = self._work.remote(runner)
+        found = self._call(lambda: self._device.stat(binary))
+        if found is None or not found[0] & 0o111:
+            raise TargetError(
+                f"{self.name}: {binary} is {'missing' if found is None else 'not executable'}; "
+                f"pass --runner {runner}=PATH to push your arm64 build "
+                "(android_harness/README.md says how to get one)"
+            )
+        self._call(lambda: self._work.push(list(model_files), subdir=_MODELS))
+        self._remote.update({Path(f): self._work.remote(f"{_MODELS}/{Path(f).name}")
+                             for f in model_files})
+
+    def round_state(self) -> dict[str, Any]:
+        temp = self._call(lambda: wait_for_cooldown(
+            self._device, self._max_temp_c, timeout_s=self._cooldown_timeout_s,
+            poll_s=self._cooldown_poll_s))
+        cpus = self._call(lambda: read_cpus(self._device))
+        probe = self._pinned[0] if self._pinned else (min(cpus) if cpus else None)
+        files = cpus.get(probe, {}) if probe is not None else {}
+        freq = files.get("scaling_cur_freq", "")
+        return {
+            "temperature_c": temp,
+            "cpu_freq_khz": int(freq) if freq.isdigit() else None,
+            "governor": files.get("scaling_governor"),
+            "cpu_freq_khz_all": {str(c): int(f["scaling_cur_freq"]) for c, f in cpus.items()
+                                 if f.get("scaling_cur_freq", "").isdigit()},
+            "battery_pct": self._call(lambda: read_battery(self._device)).level_pct,
+        }
+
+    def measure(self, runtime: Runtime, model_file: Path, spec: RunSpec) -> list[float]:
+        runner = self._runner_of(runtime)
+        remote = self._remote.get(Path(model_file))
+        if remote is None:
+            raise TargetError(f"{model_file} was not passed to prepare(); call prepare() first")
+        options = RunOptions(threads=spec.threads, warmup=spec.warmup, runs=spec.runs,
+                             core_mask=spec.core_mask or self._core_mask,
+                             timeout_s=spec.timeout_s, xnnpack=self._xnnpack)
+        try:
+            return self._call(lambda: measure(self._device, runner, self._work.remote(runner),
+                                              remote, options, label=Path(model_file).stem))
+        except RunnerFailed as exc:
+            raise RunnerError(str(exc)) from exc
+
+    def close(self) -> None:
+        if self._keep_files or not self._remote:
+            return
+        try:
+            self._work.remove(_MODELS)
+        except (AdbError, OSError) as exc:  # a gone device keeps its files; nothing to undo
+            log.warning("%s: could not remove pushed models: %s", self.name, exc)
+
+    # ---- helpers -----------------------------------------------------------------------------
+    def _runner_of(self, runtime: Runtime) -> str:
+        if runtime.runner is None:
+            raise TargetError(
+                f"runtime {runtime.name!r} has no phone runner; on a device use tflite "
+                "(benchmark_model) or executorch (executor_runner), or profile it on --device host"
+            )
+        return runtime.runner
+
+    def _pinned_cpus(self, mask: str | None) -> tuple[int, ...]:
+        if mask:
+            bits = int(mask, 16)
+            return tuple(c for c in range(bits.bit_length()) if bits >> c & 1)
+        return self._clusters[-1].cpus if self._clusters else ()
+
+    def _call(self, fn):  # noqa: ANN001, ANN202
+        """Run fn, turning a lost device into DeviceLostError and adb trouble into TargetError."""
+        try:
+            return fn()
+        except DeviceGoneError as exc:
+            raise DeviceLostError(str(exc)) from exc
+        except AdbError as exc:
+            raise TargetError(f"{self.name}: {exc}") from exc
+
+
+def _runner_arg(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or name not in RUNNERS or not path:
+        raise argparse.ArgumentTypeError(
+            f"--runner wants NAME=PATH with NAME in {', '.join(sorted(RUNNERS))}, got {text!r}"
+        )
+    return name, path
+
+
+def add_adb_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of phone targets (`--device SERIAL`)."""
+    g = parser.add_argument_group("phone (adb) options")
+    g.add_argument("--adb-host", help="adb server host (default: $ADB_SERVER_SOCKET or 127.0.0.1)")
+    g.add_argument("--adb-port", type=int, help="adb server port (default: 5037)")
+    g.add_argument("--runner", action="append", type=_runner_arg, metavar="NAME=PATH",
+                   help="push this arm64 runner binary (benchmark_model, executor_runner); repeatable")
+    g.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help="device folder (default %(default)s)")
+    g.add_argument("--core-mask", dest="adb_core_mask",
+                   help="taskset hex mask (default: the fastest CPU cluster)")
+    g.add_argument("--max-temp-c", type=float, default=45.0,
+                   help="wait before each round until the CPU is this cool (default 45)")
+    g.add_argument("--min-battery", type=int, default=20,
+                   help="refuse to start below this battery percent (default 20)")
+    g.add_argument("--force", action="store_true", help="profile even on low battery")
+    g.add_argument("--keep-files", action="store_true", help="leave pushed models on the phone")
+
+
+def adb_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of AdbTarget from parsed `add_adb_arguments` options."""
+    return {
+        "adb_host": args.adb_host,
+        "adb_port": args.adb_port,
+        "runners": dict(args.runner or []),
+        "work_dir": args.work_dir,
+        "core_mask": args.adb_core_mask,
+        "max_temp_c": args.max_temp_c,
+        "min_battery": args.min_battery,
+        "force": args.force,
+        "keep_files": args.keep_files,
+    }

@@ -1,0 +1,10 @@
+"""Device-targeted architecture search driven by per-device latency LUTs.
+
+    search.space        blocks, spaces, archs, ops (pure data and modules)
+    search.latency      a LUT as a [layers × blocks] latency tensor (µs), differentiable
+    search.supernet     mixed ops that run only the paths a strategy needs
+    search.strategies   fbnet, proxyless, darts, evolution, random behind one protocol
+    search.data         embedded digits, CIFAR-10 (python pickle), image folders
+    search.run          `python -m search.run`: LUT + data → arch.json, log.csv, θ plots
+    search.train        `python -m search.train`: train a found arch from scratch
+"""

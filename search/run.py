@@ -1,0 +1,240 @@
+"""Device-targeted architecture search driven by a LUT: `python -m search.run`.
+
+    python -m search.run --lut luts/pixel7/fbnet/executorch-t1 --strategy fbnet \\
+        --data digits --epochs 8 --alpha 0.2 --beta 0.6 --out runs/fbnet_pixel7 [--json]
+
+The LUT fixes the latency (its space, e.g. `fbnet` at 224×224); the supernet trains on a proxy of
+the same family (`--resolution`, `--width`, default 32 and 0.25) so that it fits on a CPU.
+Outputs in `--out`:
+
+    arch.json    the found arch in the LUT's space: blocks, predicted latency, the LUT's device
+                 id / runtime / version / content hash, the K sampled archs with their latency
+    log.csv      one row per epoch (strategy-specific columns, e.g. loss, accuracy, expected
+                 latency, τ, mean θ entropy)
+    theta.csv    θ per layer (strategies with architecture parameters), and theta.png
+    samples.csv  the K sampled archs and their predicted latency
+
+With `--json` the last line printed is one JSON object (arch_path, predicted_latency_us,
+val_accuracy, ...). The workflow: profile → search → measure:
+
+    python -m profiler.run --device SERIAL --space fbnet --runtime executorch
+    python -m search.run --lut DEVICE_ID/fbnet/executorch-t1 --strategy fbnet --out runs/a
+    python -m profiler.run --device SERIAL --arch runs/a/arch.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from search.data import DataError, load_data
+from search.latency import LatencyModel, LatencyModelError, check_proxy_space, resolve_lut
+from search.plots import plot_theta
+from search.space import Arch, Space, get_space
+from search.strategies import STRATEGIES, SearchConfig, SearchContext, get_strategy
+from search.train import proxy_space_for, select_device
+
+__all__ = ["run_search", "write_outputs", "main"]
+
+log = logging.getLogger(__name__)
+
+
+def run_search(
+    cfg: SearchConfig,
+    latency: LatencyModel,
+    proxy: Space,
+    data_spec: str = "digits",
+    *,
+    out: str | Path,
+    subset: int | None = None,
+    device: torch.device = torch.device("cpu"),
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run one search and write its outputs to `out`; returns the summary (the --json object)."""
+    check_proxy_space(latency.space, proxy)
+    data = load_data(data_spec, resolution=proxy.resolution, subset=subset)
+    rows: list[dict[str, Any]] = []
+
+    def on_epoch(row: dict[str, Any]) -> None:
+        rows.append(row)
+        log.info("  ".join(f"{k} {_fmt(v)}" for k, v in row.items()))
+
+    ctx = SearchContext(cfg, data.to(device), latency, proxy, device, on_epoch, progress)
+    t0 = time.perf_counter()
+    result = get_strategy(cfg.strategy).run(ctx)
+    elapsed_s = time.perf_counter() - t0
+    predicted = latency.predict_us(result.blocks)
+    budget = cfg.max_latency_us
+    if budget is not None and predicted > budget:
+        raise RuntimeError(  # a strategy bug, never a user error
+            f"{cfg.strategy} returned an arch of {predicted:.0f} µs over the {budget:.0f} µs budget"
+        )
+    samples = [{"blocks": list(s), "predicted_latency_us": latency.predict_us(s)} for s in result.samples]
+    arch = Arch(
+        latency.space.name,
+        result.blocks,
+        name=Path(out).name,
+        info={
+            "strategy": cfg.strategy,
+            "predicted_latency_us": predicted,
+            "predicted_latency_ms": predicted / 1000.0,
+            "val_accuracy": result.val_accuracy,
+            "lut": latency.lut_info,
+            "proxy_space": proxy.name,
+            "data": data.name,
+            "search_s": elapsed_s,
+            "config": dataclasses.asdict(cfg),
+            "samples": samples,
+            **result.info,
+        },
+    ).validate(latency.space)
+    paths = write_outputs(out, arch, rows, result.theta, latency.blocks, samples)
+    return {
+        "arch_path": str(paths["arch"]),
+        "predicted_latency_us": predicted,
+        "val_accuracy": result.val_accuracy,
+        "strategy": cfg.strategy,
+        "space": latency.space.name,
+        "proxy_space": proxy.name,
+        "lut": latency.lut_info,
+        "blocks": list(result.blocks),
+        "search_s": elapsed_s,
+    }
+
+
+def write_outputs(
+    out: str | Path,
+    arch: Arch,
+    rows: list[dict[str, Any]],
+    theta: torch.Tensor | None,
+    blocks: tuple[str, ...],
+    samples: list[dict[str, Any]],
+) -> dict[str, Path]:
+    """arch.json, log.csv, samples.csv and (with θ) theta.csv + theta.png under `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"arch": out / "arch.json", "log": out / "log.csv", "samples": out / "samples.csv"}
+    arch.save(paths["arch"])
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    with paths["log"].open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    with paths["samples"].open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["rank", "predicted_latency_us", "blocks"])
+        for i, s in enumerate(samples):
+            w.writerow([i, f"{s['predicted_latency_us']:.3f}", " ".join(s["blocks"])])
+    if theta is not None:
+        paths["theta"] = out / "theta.csv"
+        with paths["theta"].open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["layer", *blocks])
+            for i, row in enumerate(theta.tolist()):
+                w.writerow([i, *(f"{v:.6g}" for v in row)])
+        paths["plot"] = plot_theta(
+            theta, blocks, out / "theta.png", chosen=arch.blocks,
+            title=f"{arch.info.get('strategy', '')} on {arch.space}: softmax(θ) per layer",
+        )  # fmt: skip
+    return paths
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+_FLAGS: dict[str, tuple[str, type, str]] = {
+    # config field: (flag, type, help)
+    "epochs": ("--epochs", int, "search epochs after warm-up"),
+    "warmup_epochs": ("--warmup-epochs", int, "epochs that train weights only"),
+    "batch_size": ("--batch-size", int, "minibatch size"),
+    "w_fraction": ("--w-fraction", float, "share of train data for weights (rest: θ)"),
+    "w_lr": ("--w-lr", float, "SGD learning rate of the weights"),
+    "theta_lr": ("--theta-lr", float, "Adam learning rate of θ / α"),
+    "tau0": ("--tau0", float, "initial Gumbel-softmax temperature"),
+    "tau_decay": ("--tau-decay", float, "τ ← τ·exp(−decay) per epoch"),
+    "mask_threshold": ("--mask-threshold", float, "skip mixed-op paths with mask ≤ this"),
+    "latency_loss": ("--latency-loss", str, "mul | add | none (default: the strategy's own)"),
+    "alpha": ("--alpha", float, "α of CE·α·log(LAT)^β"),
+    "beta": ("--beta", float, "β of CE·α·log(LAT)^β"),
+    "lambda_lat": ("--lambda", float, "λ of CE + λ·LAT/ref"),
+    "ref_latency_ms": ("--ref-latency-ms", float, "ref of the additive form"),
+    "max_latency_ms": ("--max-latency-ms", float, "hard latency constraint (ms)"),
+    "num_samples": ("--samples", int, "K archs sampled from softmax(θ) after search"),
+    "seed": ("--seed", int, "random seed"),
+    "proxyless_paths": ("--proxyless-paths", int, "paths in the proxyless arch step (2; 0 = all)"),
+    "darts_order": ("--darts-order", int, "1 or 2"),
+    "darts_xi": ("--darts-xi", float, "DARTS virtual-step learning rate ξ"),
+    "population": ("--population", int, "evolution population size"),
+    "tournament": ("--tournament", int, "evolution tournament sample size"),
+    "cycles": ("--cycles", int, "archs evaluated by evolution / random"),
+    "eval_batches": ("--eval-batches", int, "batches per fitness evaluation"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m search.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("LUT")
+    g.add_argument("--lut", help="LUT version dir, runtime dir (latest) or id device/space/runtime-tN[/vK]")
+    g.add_argument("--device-id", help="with --space and --runtime: latest version of that LUT")
+    g.add_argument("--space", help="LUT space name (with --device-id)")
+    g.add_argument("--runtime", help="runtime name (with --device-id)")
+    g.add_argument("--threads", type=int, default=1, help="runtime threads of the LUT (default 1)")
+    g.add_argument("--luts-root", default="luts", help="LUT store root (default luts)")
+    p.add_argument("--strategy", default="fbnet", choices=sorted(STRATEGIES))
+    p.add_argument("--data", default="digits", help="digits (embedded) | cifar10:DIR | imagefolder:DIR")
+    p.add_argument("--subset", type=int, help="use this many train images (seeded sample)")
+    p.add_argument("--proxy-space", help="proxy space name (overrides --resolution/--width)")
+    p.add_argument("--resolution", type=int, default=32, help="proxy resolution (default 32)")
+    p.add_argument("--width", type=float, default=0.25, help="proxy width multiplier (default 0.25)")
+    p.add_argument("--device-train", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--out", required=True, help="output directory, e.g. runs/NAME")
+    p.add_argument("--json", action="store_true", help="last line: one JSON summary object")
+    p.add_argument("--progress", action="store_true", help="show progress bars")
+    defaults = SearchConfig()
+    for name, (flag, typ, help_) in _FLAGS.items():
+        p.add_argument(flag, dest=name, type=typ, default=getattr(defaults, name),
+                       help=f"{help_} (default {getattr(defaults, name)})")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = SearchConfig(strategy=args.strategy, **{k: getattr(args, k) for k in _FLAGS})
+    try:
+        lut = resolve_lut(args.lut, device_id=args.device_id, space=args.space,
+                          runtime=args.runtime, threads=args.threads, root=args.luts_root)
+        latency = LatencyModel.from_lut(lut)
+        proxy = (get_space(args.proxy_space) if args.proxy_space
+                 else proxy_space_for(latency.space, args.resolution, args.width))
+        summary = run_search(cfg, latency, proxy, args.data, out=args.out, subset=args.subset,
+                             device=select_device(args.device_train), progress=args.progress)
+    except (ValueError, DataError, LatencyModelError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ImportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{summary['strategy']}: {' '.join(summary['blocks'])}")
+    print(f"predicted latency {summary['predicted_latency_us'] / 1000:.3f} ms on "
+          f"{summary['lut'].get('device_id')} ({summary['lut'].get('runtime')}, "
+          f"v{summary['lut'].get('version')}); proxy val accuracy {summary['val_accuracy']:.4f}; "
+          f"wrote {summary['arch_path']}")
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

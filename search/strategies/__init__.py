@@ -1,0 +1,21 @@
+"""Search strategies behind one protocol (`Strategy.run(ctx) -> SearchResult`) and registry.
+
+Importing this package registers every strategy module listed below; adding a strategy is adding
+one module and one line here.
+"""
+
+from . import fbnet  # noqa: F401  (registers "fbnet")
+from .base import (
+    STRATEGIES,
+    SearchConfig,
+    SearchContext,
+    SearchResult,
+    Strategy,
+    get_strategy,
+    register_strategy,
+)
+
+__all__ = [
+    "STRATEGIES", "SearchConfig", "SearchContext", "SearchResult", "Strategy", "get_strategy",
+    "register_strategy",
+]  # fmt: skip

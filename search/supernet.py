@@ -1,0 +1,131 @@
+"""Supernet: the space's fixed ops around one mixed op per searchable layer.
+
+A mixed op holds every candidate block of its layer and returns Σ_{i ∈ active} m_i · block_i(x).
+Which blocks run is explicit, so every strategy pays only for the paths it needs:
+
+    FBNet      m = GumbelSoftmax(θ, τ); active = {i : m_i > threshold}. Once τ has annealed and a
+               mask is near one-hot, one or two blocks run instead of nine. Dropped blocks lose
+               their term m_i·block_i(x) (at most `threshold` of the output) and their own
+               dL/dm_i; the gradient wrt θ through the kept m_j stays exact.
+    DARTS      m = softmax(α); threshold 0: every block runs (the method's memory cost).
+    Proxyless  weight step: one sampled path, m = None (no multiply at all);
+               architecture step: two sampled paths, m = straight-through binary gates.
+    one-shot   (evolution / random) one uniformly sampled path per step, as in Proxyless.
+
+Columns of `m` are the space's canonical candidate order; blocks that are not candidates at a
+layer have no module and must have m = 0 (strategies add `logit_mask` = −inf to their logits).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from search.space import LayerShape, Space, build_block
+
+__all__ = ["MixedOp", "Supernet", "batch_stat_bn"]
+
+
+class MixedOp(nn.Module):
+    """All candidate blocks of one layer; runs only the active ones."""
+
+    def __init__(self, layer: LayerShape, space: Space) -> None:
+        super().__init__()
+        allowed = space.candidates(layer)
+        self.columns = tuple(space.candidates_all.index(b) for b in allowed)
+        self._slot = {col: i for i, col in enumerate(self.columns)}
+        self.paths = nn.ModuleList(
+            build_block(b, layer.c_in, layer.c_out, layer.stride) for b in allowed
+        )
+
+    def forward(
+        self, x: torch.Tensor, weights: torch.Tensor | None, active: Sequence[int]
+    ) -> torch.Tensor:
+        if weights is None:  # single path, no mask multiply
+            (col,) = active
+            return self.paths[self._slot[col]](x)
+        out: torch.Tensor | None = None
+        for col in active:
+            y = weights[col] * self.paths[self._slot[col]](x)
+            out = y if out is None else out + y
+        if out is None:
+            raise ValueError("a mixed op needs at least one active path; lower the threshold")
+        return out
+
+
+class Supernet(nn.Module):
+    """stem (→ pre) → mixed ops → head → classifier, on the (proxy) space's shapes."""
+
+    def __init__(self, space: Space, num_classes: int) -> None:
+        super().__init__()
+        space = replace(space, num_classes=num_classes)
+        self.space = space
+        fixed = space.fixed_ops()
+        front = [fixed["stem"]] + ([fixed["pre"]] if "pre" in fixed else [])
+        self.front = nn.Sequential(*(build_block(o.block, o.c_in, o.c_out, o.stride) for o in front))
+        self.mixed = nn.ModuleList(MixedOp(layer, space) for layer in space.layers())
+        back = [fixed["head"], fixed["classifier"]]
+        self.back = nn.Sequential(*(build_block(o.block, o.c_in, o.c_out, o.stride) for o in back))
+        allowed = torch.zeros(len(self.mixed), len(space.candidates_all), dtype=torch.bool)
+        for i, m in enumerate(self.mixed):
+            allowed[i, list(m.columns)] = True
+        self.register_buffer("allowed", allowed, persistent=False)
+        self.active_paths: list[int] = []  # paths run per layer in the last forward
+
+    @property
+    def logit_mask(self) -> torch.Tensor:
+        """0 where a block is a candidate, −inf elsewhere: add it to architecture logits."""
+        zero = torch.zeros(self.allowed.shape, device=self.allowed.device)
+        return zero.masked_fill(~self.allowed, float("-inf"))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        weights: torch.Tensor | None = None,
+        active: Sequence[Sequence[int]] | None = None,
+        threshold: float = 0.0,
+    ) -> torch.Tensor:
+        """weights: [layers, blocks] mask (None: single path per layer given by `active`);
+        active: column indices run per layer (default: weights > threshold)."""
+        if active is None:
+            if weights is None:
+                raise ValueError("give mask weights, active paths, or both")
+            keep = (weights.detach() > threshold) & self.allowed
+            active = [row.nonzero().flatten().tolist() for row in keep.cpu()]
+        self.active_paths = [len(a) for a in active]
+        x = self.front(x)
+        for layer, (op, cols) in enumerate(zip(self.mixed, active)):
+            x = op(x, None if weights is None else weights[layer], cols)
+        return self.back(x)
+
+    def forward_path(self, x: torch.Tensor, idx: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """One block per layer (column indices): a single sampled network."""
+        return self(x, None, [[int(i)] for i in idx])
+
+
+@contextmanager
+def batch_stat_bn(model: nn.Module) -> Iterator[None]:
+    """Evaluate with batch statistics and leave running statistics untouched.
+
+    A supernet's running BN statistics mix all paths, so evaluating one path with them is
+    meaningless; train-mode BN with momentum 0 normalises by the batch and updates nothing.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.training, m.momentum) for m in bns]
+    was_training = model.training
+    model.eval()
+    try:
+        for m in bns:
+            m.train()
+            m.momentum = 0.0
+        with torch.no_grad():
+            yield
+    finally:
+        for m, (training, momentum) in zip(bns, saved):
+            m.train(training)
+            m.momentum = momentum
+        model.train(was_training)

@@ -1,0 +1,131 @@
+"""lut.validate: metrics, corrections, arch sampling, and one real end-to-end validation."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lut.__main__ import main as lut_main
+from lut.store import LutError, load_lut
+from lut.validate import (
+    CORRECTIONS,
+    ValidationConfig,
+    error_metrics,
+    evaluate,
+    fit_correction,
+    noise_floor_pct,
+    random_archs,
+    read_validation,
+    validate_lut,
+    write_validation,
+)
+from search.space import get_space
+from test_lut_compare import SPACE, synthetic_lut
+
+
+def test_error_metrics_by_hand() -> None:
+    pred, meas = [110.0, 90.0, 300.0, 400.0], [100.0, 100.0, 200.0, 400.0]
+    m = error_metrics(pred, meas)
+    assert m["mape"] == pytest.approx((10 + 10 + 50 + 0) / 4)
+    assert m["max_ape"] == pytest.approx(50.0)
+    # ranks: pred (2,1,3,4) vs meas (1.5,1.5,3,4): one tie
+    assert m["spearman"] == pytest.approx(np.corrcoef([2, 1, 3, 4], [1.5, 1.5, 3, 4])[0, 1])
+    assert -1 <= m["kendall"] <= 1 and m["n"] == 4
+    with pytest.raises(ValueError, match="positive"):
+        error_metrics([1.0, 2.0], [0.0, 1.0])
+
+
+def test_noise_floor_by_hand() -> None:
+    # relative differences 2/101, 0, 10/105 → median 2/101
+    assert noise_floor_pct([100.0, 50.0, 100.0], [102.0, 50.0, 110.0]) == pytest.approx(100 * 2 / 101)
+
+
+def test_random_archs_seeded_valid_and_uniform() -> None:
+    space = get_space(SPACE)
+    a = random_archs(space, 200, seed=3)
+    assert a == random_archs(space, 200, seed=3) and a != random_archs(space, 200, seed=4)
+    for arch in a[:20]:
+        arch.validate(space)
+    assert a[0].name == "random_000"
+    layer0 = space.layers()[0]
+    counts = {b: sum(x.blocks[0] == b for x in a) for b in space.candidates(layer0)}
+    assert min(counts.values()) > 200 / len(counts) / 3  # every candidate drawn, roughly evenly
+
+
+def _records(scale: float, offset_us: float, n_train: int = 10, n_hold: int = 12, seed: int = 0) -> list[dict]:
+    """Archs whose measured latency is scale·pred + offset (±0.5% noise), halves ±0.2%."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_train + n_hold):
+        pred = float(rng.uniform(1000, 5000))
+        meas = (scale * pred + offset_us) * (1 + 0.005 * rng.standard_normal())
+        rows.append({"name": f"a{i}", "split": "train" if i < n_train else "holdout",
+                     "predicted_us": pred, "num_ops": float(rng.integers(20, 26)),
+                     "measured_us": meas, "half_us": [meas * 0.998, meas * 1.002]})  # fmt: skip
+    return rows
+
+
+def test_fit_correction_recovers_affine_model() -> None:
+    rows = _records(1.2, 300.0)
+    train = [r for r in rows if r["split"] == "train"]
+    coef = fit_correction("affine", train, [r["measured_us"] for r in train])
+    assert coef["predicted_us"] == pytest.approx(1.2, rel=0.03)
+    assert coef["1"] == pytest.approx(300.0, abs=120.0)
+    with pytest.raises(ValueError, match="unknown correction"):
+        fit_correction("magic", train, [1.0] * len(train))
+
+
+def test_evaluate_additive_when_accurate() -> None:
+    rep = evaluate(_records(1.0, 0.0), correction="auto")
+    assert rep["prediction_model"] == "additive" and rep["evaluated_on"] == "all"
+    assert rep["mape"] < 1.5 and rep["meets_goal"]
+    assert rep["noise_floor"] == pytest.approx(0.4, abs=1e-6)  # 2·0.2% / 1.0
+
+
+def test_evaluate_correction_is_scored_on_holdout_only() -> None:
+    records = _records(1.25, 200.0)
+    rep = evaluate(records, correction="auto")
+    assert rep["additive"]["mape"] > 20  # the plain sum is ~25% low
+    assert rep["prediction_model"] in CORRECTIONS and rep["evaluated_on"] == "holdout"
+    chosen = rep["corrections"][rep["prediction_model"]]
+    assert rep["mape"] == chosen["holdout"]["mape"] != chosen["train"]["mape"]
+    assert chosen["holdout"]["n"] == 12 and chosen["train"]["n"] == 10
+    assert rep["mape"] < 2.0
+    # an explicit choice is honoured, and "none" keeps the additive numbers
+    assert evaluate(records, correction="none")["mape"] == rep["additive"]["mape"]
+    assert evaluate(records, correction="per_op")["prediction_model"] == "per_op"
+
+
+def test_validation_json_round_trip_and_phone_needs_serial(tmp_path: Path) -> None:
+    lut = synthetic_lut(tmp_path, "pixel9-abc")
+    lut.meta["device"].pop("target")
+    with pytest.raises(LutError, match="--device"):
+        validate_lut(lut, ValidationConfig(num_archs=2, rounds=2))
+    rep = {**evaluate(_records(1.0, 0.0)), "num_archs": 22, "archs": []}
+    path = write_validation(lut, rep)
+    assert path.name == "validation.json" and read_validation(lut.path)["mape"] == rep["mape"]
+
+
+@pytest.mark.slow
+def test_validate_real_host_lut(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Profile a tiny space on the host with executorch, then validate it end to end."""
+    from profiler.api import profile_space
+
+    res = profile_space(SPACE, "executorch", out=tmp_path, rounds=2, runs=5, warmup=2,
+                        progress=False)  # fmt: skip
+    rc = lut_main(["validate", str(res.lut_dir), "--archs", "6", "--rounds", "2", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("mape", "max_ape", "spearman", "kendall", "noise_floor", "num_archs"):
+        assert key in out and math.isfinite(out[key])
+    assert out["num_archs"] == 6  # no named archs in this space
+    assert out["config"]["device"] == "host" and out["config"]["runtime"] == "executorch"
+    stored = read_validation(load_lut(res.lut_dir).path)
+    assert stored["mape"] == out["mape"] and len(stored["archs"]) == 6
+    assert all(a["measured_us"] > 0 and a["predicted_us"] > 0 for a in stored["archs"])
+    # a LUT that knows its error: the additive sum is within a factor of two on this host
+    assert out["additive"]["mape"] < 50

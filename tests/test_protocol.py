@@ -1,0 +1,133 @@
+"""The resumable measurement job on the host: interruption, resume, export cache, failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lut import load_lut
+from profiler.api import measure_archs
+from profiler.export import ExportCache
+from profiler.protocol import JobError, ProtocolConfig, plan_ops, profile_ops
+from profiler.runtimes import get_runtime
+from profiler.targets import RunSpec, get_target
+from profiler.targets.host import HostTarget
+from search.space import Arch, get_space, overhead_op
+
+SPACE = "fbnet-r32-w0.35"  # tiny shapes
+CONFIG = ProtocolConfig(rounds=2, warmup=1, runs=3, seed=0)
+OPS_LIMIT = 3
+
+
+class InterruptingHost(HostTarget):
+    """The real host target, interrupted (as by Ctrl-C) after `stop_after` measurements."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        super().__init__()
+        self.stop_after = stop_after
+        self.calls: list[str] = []
+
+    def measure(self, runtime, model_file: Path, spec: RunSpec) -> list[float]:
+        if self.stop_after is not None and len(self.calls) == self.stop_after:
+            raise KeyboardInterrupt
+        self.calls.append(Path(model_file).stem)
+        return super().measure(runtime, model_file, spec)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("exports")
+
+
+def test_plan_ops_skips_identities_and_adds_one_overhead_per_shape() -> None:
+    timed, identity, net = plan_ops("fbnet")
+    space_ops = get_space("fbnet").unique_ops()
+    assert {op.key for op in identity} == {op.key for op in space_ops if op.is_identity}
+    assert len(identity) > 0 and not any(op.is_identity for op in timed)
+    overheads = [op for op in timed if op.block == "overhead"]
+    assert {op.key for op in overheads} == {overhead_op(op).key for op in space_ops if not op.is_identity}
+    assert net.key == "overhead-i3x224x224-o3-s1" and net in timed
+
+
+@pytest.mark.slow
+def test_resume_after_interruption_remeasures_nothing_done(tmp_path: Path, cache: Path) -> None:
+    rt = get_runtime("onnxruntime")
+    kw = dict(out=tmp_path, config=CONFIG, ops_limit=OPS_LIMIT, cache_root=cache, progress=False)
+    first = InterruptingHost(stop_after=4)
+    with pytest.raises(KeyboardInterrupt):
+        profile_ops(first, rt, SPACE, **kw)
+    device = first.fingerprint()["device_id"]
+    partial = tmp_path / device / SPACE / "onnxruntime-t1" / ".partial"
+    saved = pd.read_csv(partial / "samples.csv")
+    assert len(saved) == 4 * CONFIG.runs  # every finished op-round is on disk
+    # a crash mid-write leaves a torn line: it must be dropped, not parsed
+    with open(partial / "samples.csv", "a") as f:
+        f.write(f"{first.calls[0]},1,0,12")
+
+    second = InterruptingHost()
+    result = profile_ops(second, rt, SPACE, **kw)
+    n_timed = len(plan_ops(SPACE, OPS_LIMIT)[0])
+    assert result.skipped == 4 and result.exported == 0
+    assert len(second.calls) == n_timed * CONFIG.rounds - 4
+    assert not partial.exists()
+    lut = load_lut(result.lut_dir)
+    assert lut.meta["counts"]["samples"] == n_timed * CONFIG.rounds * CONFIG.runs
+    merged = lut.samples.merge(saved, on=["op_key", "round", "sample"], suffixes=("", "_first"))
+    assert len(merged) == len(saved)  # the first run's samples are kept as they were
+    assert (merged["latency_us"] - merged["latency_us_first"]).abs().max() < 1e-6
+    assert (lut.table["status"] == "ok").all() and (lut.table["n"] == CONFIG.rounds * CONFIG.runs).all()
+    assert "load_avg_1m" in lut.samples.columns
+    assert lut.meta["overhead_us"] == lut.table.loc["overhead-i3x32x32-o3-s1", "median_us"]
+
+
+@pytest.mark.slow
+def test_changed_settings_do_not_silently_resume(tmp_path: Path, cache: Path) -> None:
+    rt = get_runtime("onnxruntime")
+    kw = dict(out=tmp_path, ops_limit=OPS_LIMIT, cache_root=cache, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        profile_ops(InterruptingHost(stop_after=1), rt, SPACE, config=CONFIG, **kw)
+    other = ProtocolConfig(rounds=3, warmup=1, runs=3)
+    with pytest.raises(JobError, match="--fresh"):
+        profile_ops(HostTarget(), rt, SPACE, config=other, **kw)
+    result = profile_ops(HostTarget(), rt, SPACE, config=other, fresh=True, **kw)
+    assert result.skipped == 0 and result.num_failed == 0
+
+
+@pytest.mark.slow
+def test_failed_export_is_recorded_and_the_job_goes_on(tmp_path: Path, cache: Path) -> None:
+    rt = get_runtime("onnxruntime")
+    kw = dict(out=tmp_path, config=CONFIG, ops_limit=OPS_LIMIT, cache_root=cache, progress=False)
+    ok = profile_ops(HostTarget(), rt, SPACE, **kw)  # fills the cache
+    victim = sorted(load_lut(ok.lut_dir).table.index)[0]
+    ec = ExportCache(rt, cache)
+    ec.path(victim).unlink()  # as if its export had failed: the marker is what a failure leaves
+    (ec.dir / f"{victim}.failed.txt").write_text("ExportError: unsupported operator foo")
+    res = profile_ops(HostTarget(), rt, SPACE, **kw)
+    lut = load_lut(res.lut_dir)
+    assert res.num_failed == 1 and res.exported == 0  # not retried without retry_failed
+    assert lut.table.loc[victim, "status"] == "failed"
+    assert "unsupported operator foo" in lut.table.loc[victim, "error"]
+    assert victim in lut.meta["failed_ops"]
+    assert lut.meta["parent"] == int(ok.lut_dir.name[1:])
+    assert (lut.table.drop(index=victim)["status"] == "ok").all()
+    res = profile_ops(HostTarget(), rt, SPACE, retry_failed=True, **kw)
+    assert res.num_failed == 0 and res.exported == 1
+
+
+@pytest.mark.slow
+def test_measure_archs_end_to_end(cache: Path) -> None:
+    space = get_space(SPACE)
+    arch = Arch(SPACE, tuple(space.candidates(layer)[0] for layer in space.layers()))
+    named = Arch(SPACE, tuple(space.candidates(layer)[-1] for layer in space.layers()), name="all_last")
+    out = measure_archs([arch, named], "onnxruntime", rounds=2, runs=3, warmup=1, cache_root=cache)
+    assert set(out) == {"all_last"} | {k for k in out if k.startswith("arch-")} and len(out) == 2
+    assert all(len(s) == 6 and min(s) > 0 for s in out.values())
+
+
+def test_get_target_host() -> None:
+    t = get_target("host")
+    fp = t.fingerprint()
+    assert fp["device_id"].startswith("host-") and fp["device_id"] == HostTarget().fingerprint()["device_id"]
+    assert fp["logical_cores"] >= 1 and fp["python"]

@@ -1,0 +1,75 @@
+"""Every runtime (and dtype) exports a small block and runs it on the host."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from profiler.runtimes import DTYPES, RUNTIMES, ExportError, Runtime, get_runtime, list_runtimes
+from search.space import Op
+
+CONFIGS = [(name, dtype) for name in RUNTIMES for dtype in DTYPES[name]]
+OP = Op("k3_e1_g2", 8, 8, 8, 16, 2)  # group conv + channel shuffle + stride: a non-trivial block
+
+
+def test_registry() -> None:
+    assert list_runtimes() == ["executorch", "tflite", "onnxruntime"]
+    with pytest.raises(ValueError, match="known runtimes"):
+        get_runtime("tensorrt")
+    with pytest.raises(ValueError, match="does not support dtype 'int8'"):
+        get_runtime("tflite", "int8")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "dtype"), CONFIGS)
+def test_export_and_run_on_host(name: str, dtype: str, tmp_path: Path) -> None:
+    rt = get_runtime(name, dtype)
+    assert isinstance(rt, Runtime)
+    assert rt.runner == {"executorch": "executor_runner", "tflite": "benchmark_model", "onnxruntime": None}[name]
+    assert set(rt.versions()) >= {"torch"}
+    torch.manual_seed(0)
+    module, x = OP.build(), OP.example_input()
+    path = tmp_path / f"op{rt.suffix}"
+    rt.export(module, x, path)
+    assert path.stat().st_size > 0
+    samples = rt.run_host(path, threads=1, warmup=2, runs=4)
+    assert len(samples) == 4 and all(s > 0 for s in samples)
+    with torch.no_grad():
+        ref = module(x).numpy()
+    out = rt.infer(path, x)
+    assert out.shape == ref.shape
+    if dtype == "fp32":
+        np.testing.assert_allclose(out, ref, atol=1e-4, rtol=1e-4)
+    else:  # int8 PTQ on random calibration data: close, not equal
+        assert np.corrcoef(out.ravel(), ref.ravel())[0, 1] > 0.9
+
+
+@pytest.mark.slow
+def test_tflite_uses_the_xnnpack_delegate(tmp_path: Path) -> None:
+    rt = get_runtime("tflite")
+    path = tmp_path / "op.tflite"
+    rt.export(OP.build(), OP.example_input(), path)
+    assert rt.delegated_nodes(path) > 0
+
+
+class _DataDependent(nn.Module):
+    """Control flow on tensor values: no graph exporter can capture it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:
+            return x * 2
+        return x - 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(RUNTIMES))
+def test_export_failure_carries_the_exporter_message(name: str, tmp_path: Path) -> None:
+    rt = get_runtime(name)
+    path = tmp_path / f"bad{rt.suffix}"
+    with pytest.raises(ExportError) as e:
+        rt.export(_DataDependent(), torch.randn(1, 4, 4, 4), path)
+    assert len(str(e.value)) > 20  # the exporter's own explanation, not a bare type name

@@ -1,0 +1,159 @@
+"""FBNet DNAS driven by a LUT: latency steering, β monotonicity, gradient sign, reproducibility,
+the efficient mixed op, and the CLI contract of `python -m search.run` / `python -m search.train`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lut.store import load_lut
+from search.latency import LatencyModel, macs_latency_us, write_synthetic_lut
+from search.run import run_search
+from search.space import get_space, load_arch
+from search.strategies import SearchConfig
+from search.strategies.common import constrained_argmax, latency_loss, sample_archs
+from search.supernet import Supernet
+
+PROXY = get_space("fbnet-r32-w0.25")
+TINY = SearchConfig(
+    epochs=1, warmup_epochs=0, batch_size=32, w_fraction=0.5, theta_lr=0.1, tau0=1.0, num_samples=3
+)
+SUBSET = 96
+
+
+def slow_block_latency(block: str, factor: float = 50.0):
+    def fn(op) -> float:
+        base = macs_latency_us(op)
+        return base * factor if op.block == block else base
+
+    return fn
+
+
+@pytest.fixture(scope="module")
+def macs_model(tmp_path_factory: pytest.TempPathFactory) -> LatencyModel:
+    return LatencyModel.from_lut(load_lut(write_synthetic_lut(tmp_path_factory.mktemp("l"), "fbnet")))
+
+
+@pytest.mark.slow
+def test_search_stops_choosing_a_far_slower_block(tmp_path) -> None:
+    # k3_e1 is column 0: the arg-max of an untrained (all-zero) θ, so only the LUT moves it away.
+    lat = LatencyModel.from_lut(load_lut(write_synthetic_lut(tmp_path, "fbnet", slow_block_latency("k3_e1"))))
+    cfg = replace(TINY, epochs=2)
+    summary = run_search(cfg, lat, PROXY, out=tmp_path / "run", subset=SUBSET)
+    assert "k3_e1" not in summary["blocks"]
+    theta = _read_theta(tmp_path / "run" / "theta.csv")
+    p = torch.softmax(theta, dim=-1)
+    assert (p[:, 0] < 1 / 9).all(), "the slow block lost probability in every layer"
+
+
+@pytest.mark.slow
+def test_raising_beta_never_raises_predicted_latency(tmp_path, macs_model) -> None:
+    lats = []
+    for beta in (0.0, 0.6, 4.0):
+        s = run_search(replace(TINY, beta=beta), macs_model, PROXY, out=tmp_path / f"b{beta}", subset=SUBSET)
+        lats.append(s["predicted_latency_us"])
+    assert lats[0] >= lats[1] >= lats[2], lats
+    assert lats[0] > lats[2]
+
+
+@pytest.mark.parametrize("form", ["mul", "add"])
+def test_latency_term_gradient_sign(macs_model, form: str) -> None:
+    # d loss / d θ[l, i] > 0 exactly for blocks slower than the layer's expected latency
+    theta = torch.randn(22, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    theta.requires_grad_(True)
+    p = torch.softmax(theta, dim=-1)
+    ce = torch.tensor(1.3, dtype=torch.float64)  # fixed CE: only the latency term moves θ
+    loss = latency_loss(ce, macs_model.expected_us(p), replace(TINY, latency_loss=form), 20000.0, form)
+    loss.backward()
+    table = macs_model.table_finite_us
+    slower = table > (p.detach() * table).sum(-1, keepdim=True)
+    assert torch.equal(theta.grad > 0, slower)
+
+
+def test_mixed_op_runs_only_paths_above_threshold() -> None:
+    torch.manual_seed(0)
+    net = Supernet(PROXY, 10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    idx = torch.randint(0, 9, (22,))
+    one_hot = F.one_hot(idx, 9).float()
+    near = one_hot * (1 - 8e-4) + (1 - one_hot) * 1e-4  # near one-hot, as after annealing
+    near.requires_grad_(True)
+    out = net(x, near, threshold=1e-3)
+    assert net.active_paths == [1] * 22
+    # the kept path is scaled by its mask weight at every layer; the dropped ones are not run
+    torch.testing.assert_close(out, _scaled_path(net, x, idx, 1 - 8e-4))
+    out.sum().backward()
+    assert near.grad[torch.arange(22), idx].abs().sum() > 0  # θ still gets its gradient
+    net(x, near.detach(), threshold=0.0)
+    assert net.active_paths == [9] * 22
+
+
+def test_constrained_argmax_and_samples_meet_the_budget(macs_model) -> None:
+    g = torch.Generator().manual_seed(0)
+    theta = torch.randn(22, 9, generator=g) * 3
+    free = constrained_argmax(theta, macs_model, None)
+    budget = (macs_model.predict_batch_us(free[None])[0] + macs_model.min_max_us()[0]) / 2
+    idx = constrained_argmax(theta, macs_model, float(budget))
+    assert macs_model.predict_batch_us(idx[None])[0] <= budget
+    samples = sample_archs(theta, 5, macs_model, g, float(budget))
+    assert (macs_model.predict_batch_us(samples) <= budget).all()
+    with pytest.raises(ValueError, match="fastest"):
+        constrained_argmax(theta, macs_model, macs_model.min_max_us()[0] - 1)
+
+
+@pytest.mark.slow
+def test_cli_outputs_are_complete_and_reproducible_with_a_seed(tmp_path) -> None:
+    lut_dir = write_synthetic_lut(tmp_path / "luts", "fbnet")
+    out = tmp_path / "runs" / "a"
+    cmd = [sys.executable, "-m", "search.run", "--lut", str(lut_dir), "--strategy", "fbnet",
+           "--data", "digits", "--subset", str(SUBSET), "--epochs", "1", "--warmup-epochs", "0",
+           "--batch-size", "32", "--w-fraction", "0.5", "--theta-lr", "0.1", "--tau0", "1.0",
+           "--samples", "3", "--alpha", "0.2", "--beta", "0.6", "--seed", "3", "--out", str(out), "--json"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {"arch_path", "predicted_latency_us", "val_accuracy"} <= set(summary)
+    arch = load_arch(summary["arch_path"])
+    lat = LatencyModel.from_lut(load_lut(lut_dir))
+    assert arch.space == "fbnet" and arch.info["proxy_space"] == PROXY.name
+    assert arch.info["predicted_latency_us"] == pytest.approx(lat.predict_us(arch))
+    assert arch.info["lut"]["content_hash"] == lat.lut.meta["content_hash"]
+    assert {"device_id", "runtime", "version"} <= set(arch.info["lut"])
+    assert len(arch.info["samples"]) == 3
+    with (out / "log.csv").open() as f:
+        row = next(csv.DictReader(f))
+    for col in ("train_loss", "train_acc", "val_loss", "val_acc", "expected_latency_us", "tau", "theta_entropy"):
+        assert col in row
+    assert (out / "theta.png").stat().st_size > 0
+
+    # same seed in this process → the same θ and arch
+    again = run_search(replace(TINY, seed=3), lat, PROXY, out=tmp_path / "runs" / "b", subset=SUBSET)
+    assert again["blocks"] == list(arch.blocks)
+    torch.testing.assert_close(_read_theta(out / "theta.csv"), _read_theta(tmp_path / "runs" / "b" / "theta.csv"))
+
+    train = subprocess.run([sys.executable, "-m", "search.train", "--arch", summary["arch_path"],
+                            "--subset", "64", "--epochs", "1", "--json"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert train.returncode == 0, train.stderr
+    result = json.loads(train.stdout.strip().splitlines()[-1])
+    assert 0.0 <= result["test_accuracy"] <= 1.0 and result["proxy_space"] == PROXY.name
+
+
+def _scaled_path(net: Supernet, x: torch.Tensor, idx: torch.Tensor, w: float) -> torch.Tensor:
+    with torch.no_grad():
+        x = net.front(x)
+        for op, i in zip(net.mixed, idx.tolist()):
+            x = w * op.paths[op._slot[i]](x)
+        return net.back(x)
+
+
+def _read_theta(path) -> torch.Tensor:
+    with open(path) as f:
+        rows = list(csv.reader(f))[1:]
+    return torch.tensor([[float(v) for v in r[1:]] for r in rows])
