@@ -32,13 +32,13 @@ _DPI = 120
 
 def _save(fig: plt.Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=_DPI, bbox_inches="tight")
+    fig.savefig(path, dpi=_DPI)
     plt.close(fig)
     return path
 
 
 def heatmap(lut: Lut, path: str | Path) -> Path:
-    """Layer × candidate-block net latency (µs); blank = not a candidate or not measured."""
+    """Layer × candidate-block net latency (µs); blank = identity, not a candidate, or failed."""
     space = get_space(lut.space)
     layers, blocks = space.layers(), list(space.candidates_all)
     grid = np.full((len(layers), len(blocks)), np.nan)
@@ -48,7 +48,8 @@ def heatmap(lut: Lut, path: str | Path) -> Path:
         for b in cands:
             v = lat[layer.op(b).key]
             grid[i, blocks.index(b)] = v if v > 0 else np.nan
-    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(blocks), 1.5 + 0.32 * len(layers)))
+    fig, ax = plt.subplots(figsize=(2.5 + 0.8 * len(blocks), 1.5 + 0.32 * len(layers)),
+                           layout="constrained")
     finite = grid[np.isfinite(grid)]
     norm = LogNorm(vmin=finite.min(), vmax=finite.max()) if finite.size else None
     im = ax.imshow(grid, aspect="auto", cmap="viridis", norm=norm)
@@ -70,7 +71,7 @@ def heatmap(lut: Lut, path: str | Path) -> Path:
 def validation_scatter(report: dict[str, Any], path: str | Path, title: str = "") -> Path:
     """Predicted vs measured end-to-end latency per arch, with y = x and a ±5% band."""
     archs = report["archs"]
-    fig, ax = plt.subplots(figsize=(6, 6))
+    fig, ax = plt.subplots(figsize=(6, 6), layout="constrained")
     styles = {"train": ("tab:blue", "o"), "holdout": ("tab:orange", "s")}
     for split, (color, marker) in styles.items():
         rows = [a for a in archs if a["split"] == split]
@@ -109,7 +110,7 @@ def validation_scatter(report: dict[str, Any], path: str | Path, title: str = ""
 def ops_scatter(comparison: Comparison, path: str | Path) -> Path:
     """Per-op latency under A (x) vs B (y), log-log, coloured by block."""
     ops = comparison.ops
-    fig, ax = plt.subplots(figsize=(7, 6))
+    fig, ax = plt.subplots(figsize=(7, 6), layout="constrained")
     groups = list(ops.groupby("block", sort=True))
     colors = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(groups), 2)))
     for (block, g), color in zip(groups, colors):

@@ -335,7 +335,7 @@ def profile_ops(
             "version": getattr(runtime, "runtime_version", runtime.versions().get(runtime.name, "")),
             "delegate": getattr(runtime, "delegate", None),
             "threads": threads,
-            "core_mask": core_mask,
+            "core_mask": core_mask or fp.get("core_mask"),  # phones report the mask they pin to
             "dtype": runtime.dtype,
             "runner": runtime.runner if target.name != "host" else "python",
         },
@@ -377,7 +377,9 @@ def _assemble(
             rows.append({**base, "status": "failed", **{c: None for c in STAT_COLUMNS}, "n": 0, "error": msg})
             continue
         values = [v for s in per_round for v in s]  # type: ignore[union-attr]
-        rows.append({**base, "status": "ok", **summarize(values), "error": ""})
+        # rounded to the ns the timer resolves, as table.csv stores them (meta must agree)
+        stats = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in summarize(values).items()}
+        rows.append({**base, "status": "ok", **stats, "error": ""})
         for r, s in enumerate(per_round):
             for i, v in enumerate(s):  # type: ignore[arg-type]
                 sample_rows.append((op.key, r, i, v))

@@ -36,11 +36,12 @@ from typing import Any
 
 import torch
 
-from search.data import DataError, load_data
-from search.latency import LatencyModel, LatencyModelError, check_proxy_space, resolve_lut
+from search.data import load_data
+from search.latency import LatencyModel, check_proxy_space, resolve_lut
 from search.plots import plot_theta
 from search.space import Arch, Space, get_space
 from search.strategies import STRATEGIES, SearchConfig, SearchContext, get_strategy
+from search.strategies.common import check_budget
 from search.train import proxy_space_for, select_device
 
 __all__ = ["run_search", "write_outputs", "main"]
@@ -61,6 +62,8 @@ def run_search(
 ) -> dict[str, Any]:
     """Run one search and write its outputs to `out`; returns the summary (the --json object)."""
     check_proxy_space(latency.space, proxy)
+    check_budget(latency, cfg.max_latency_us)
+    get_strategy(cfg.strategy)  # an unknown name fails before any data is loaded
     data = load_data(data_spec, resolution=proxy.resolution, subset=subset)
     rows: list[dict[str, Any]] = []
 
@@ -201,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory, e.g. runs/NAME")
     p.add_argument("--json", action="store_true", help="last line: one JSON summary object")
     p.add_argument("--progress", action="store_true", help="show progress bars")
+    p.add_argument("--torch-threads", type=int, help="torch intra-op threads (default: torch's)")
     defaults = SearchConfig()
     for name, (flag, typ, help_) in _FLAGS.items():
         p.add_argument(flag, dest=name, type=typ, default=getattr(defaults, name),
@@ -212,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = SearchConfig(strategy=args.strategy, **{k: getattr(args, k) for k in _FLAGS})
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     try:
         lut = resolve_lut(args.lut, device_id=args.device_id, space=args.space,
                           runtime=args.runtime, threads=args.threads, root=args.luts_root)
@@ -220,10 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                  else proxy_space_for(latency.space, args.resolution, args.width))
         summary = run_search(cfg, latency, proxy, args.data, out=args.out, subset=args.subset,
                              device=select_device(args.device_train), progress=args.progress)
-    except (ValueError, DataError, LatencyModelError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ImportError as e:
+    except ValueError as e:  # LutError, LatencyModelError, DataError, ArchError are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{summary['strategy']}: {' '.join(summary['blocks'])}")

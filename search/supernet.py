@@ -94,7 +94,9 @@ class Supernet(nn.Module):
         if active is None:
             if weights is None:
                 raise ValueError("give mask weights, active paths, or both")
-            keep = (weights.detach() > threshold) & self.allowed
+            w = weights.detach()
+            # the heaviest path always runs, so a mask spread below the threshold still works
+            keep = ((w > threshold) | (w == w.max(dim=1, keepdim=True).values)) & self.allowed
             active = [row.nonzero().flatten().tolist() for row in keep.cpu()]
         self.active_paths = [len(a) for a in active]
         x = self.front(x)

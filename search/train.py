@@ -147,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--device-train", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--json", action="store_true", help="last line: one JSON object")
+    parser.add_argument("--torch-threads", type=int, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args(argv)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         arch = load_arch(args.arch)

@@ -128,3 +128,10 @@ def test_parse_cli_json():
         [sys.executable, "-m", "android_harness", "parse", "--runner", "executor_runner",
          str(DATA / "executor_runner_old_no_timing.txt"), "--json"], capture_output=True, text=True)
     assert bad.returncode == 1 and "last lines" in bad.stderr
+
+
+def test_android_harness_does_not_import_torch():
+    code = ("import sys, android_harness, android_harness.doctor, android_harness.__main__, "
+            "android_harness.loopback.session; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -50,6 +50,7 @@ def test_each_plot_is_a_png(tmp_path: Path) -> None:
         assert w > 300 and h > 300 and f.stat().st_size > 10_000
 
 
+@pytest.mark.slow  # five figures: ~5 s, more on a busy machine
 def test_plot_all_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root = tmp_path / "luts"
     a = synthetic_lut(root, "devA")

@@ -109,7 +109,6 @@ def _cpuinfo(config: LoopbackConfig) -> str:
         for cpu in cluster.cpus:
             blocks.append(
                 f"processor\t: {cpu}\nBogoMIPS\t: 38.40\nFeatures\t: fp asimd evtstrm aes\n"
-                f"CPU implementer\t: 0x51\nCPU part\t: {0x800 + cluster.max_freq_khz % 7:#x}\n"
             )
     return "\n".join(blocks) + f"\nHardware\t: {config.props.get('ro.hardware', '')}\n"
 

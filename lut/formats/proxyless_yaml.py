@@ -166,7 +166,7 @@ class ProxylessYaml:
                 notes.append(f"skipped {key}: {why or f'{op.key} is not an op of {sp.name}'}")
                 continue
             val = raw[key]
-            var = float(val.get("var", math.nan))
+            var = float(val["var"]) if val.get("var") is not None else math.nan
             rows[op.key] = op_row(
                 op,
                 mean_us=1000.0 * float(val["mean"]),

@@ -23,6 +23,9 @@ from torch import nn
 from .base import ExportError
 
 log = logging.getLogger(__name__)
+# torch's ONNX registry warns once per process that torchvision ops are unavailable; they are
+# not used by any block here.
+logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 
 CALIBRATION_BATCHES = 8  # random inputs the int8 calibration reader yields
 

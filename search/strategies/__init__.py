@@ -4,7 +4,7 @@ Importing this package registers every strategy module listed below; adding a st
 one module and one line here.
 """
 
-from . import fbnet  # noqa: F401  (registers "fbnet")
+from . import darts, evolution, fbnet, proxyless, random_search  # noqa: F401  (registration)
 from .base import (
     STRATEGIES,
     SearchConfig,

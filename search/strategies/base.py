@@ -34,7 +34,7 @@ class SearchConfig:
 
     strategy: str = "fbnet"  # a key of STRATEGIES
     seed: int = 0  # seeds torch, data order, Gumbel noise and sampling
-    epochs: int = 8  # search epochs after warm-up (FBNet: 90 on ImageNet-100 in total)
+    epochs: int = 4  # search epochs after warm-up (FBNet: 90 in total)
     warmup_epochs: int = 1  # epochs that train the weights only (FBNet: 10)
     batch_size: int = 64  # minibatch of both steps (FBNet: 192)
     w_fraction: float = 0.8  # share of the train split for weights; the rest trains θ (FBNet: 80%)

@@ -29,6 +29,7 @@ __all__ = [
     "mean_entropy",
     "sample_archs",
     "constrained_argmax",
+    "check_budget",
     "finish",
     "LATENCY_LOSSES",
 ]
@@ -149,6 +150,16 @@ def sample_archs(
     return torch.stack(kept[:k]) if kept else torch.empty(0, latency.num_layers, dtype=torch.long)
 
 
+def check_budget(latency: LatencyModel, budget_us: float | None) -> None:
+    """A budget below the fastest arch of the space is an error that says so."""
+    fastest = latency.min_max_us()[0]
+    if budget_us is not None and fastest > budget_us:
+        raise ValueError(
+            f"no architecture of {latency.space.name} meets {budget_us / 1000:.3f} ms on this LUT: "
+            f"the fastest takes {fastest / 1000:.3f} ms; raise --max-latency-ms"
+        )
+
+
 def constrained_argmax(
     logits: torch.Tensor, latency: LatencyModel, budget_us: float | None
 ) -> torch.Tensor:
@@ -158,12 +169,7 @@ def constrained_argmax(
     idx = logp.argmax(dim=-1)
     if budget_us is None:
         return idx
-    fastest = latency.min_max_us()[0]
-    if fastest > budget_us:
-        raise ValueError(
-            f"no architecture of {latency.space.name} meets {budget_us / 1000:.3f} ms on this LUT: "
-            f"the fastest takes {fastest / 1000:.3f} ms; raise --max-latency-ms"
-        )
+    check_budget(latency, budget_us)
     table = latency.table_us
     rows = torch.arange(latency.num_layers)
     while latency.predict_batch_us(idx[None])[0] > budget_us:

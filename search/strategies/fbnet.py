@@ -6,7 +6,11 @@ samples masks m = GumbelSoftmax(θ, τ) per layer, runs the supernet with them, 
 
     L(a, w) = CE(a, w) · α · log(LAT(a))^β,     LAT(a) = Σ_l Σ_i m_{l,i} · LUT[l, i] (µs)
 
-(the same loss for both steps, as in the paper). τ starts at τ0 and is multiplied by
+for θ. The weight step minimises CE alone: the factor α · log(LAT)^β is constant in w, so with
+it the weight step would be the same step at a learning rate scaled by that factor (≈ 0.8 at the
+paper's α, β and a 30 ms network in µs, 10^4 at β = 5), which couples α and β to the SGD
+learning rate. Under Adam, α barely matters for θ either (Adam is invariant to a constant scale
+of the loss), so β is the knob that trades accuracy for latency. τ starts at τ0 and is multiplied by
 exp(−tau_decay) every epoch. After search: the argmax of θ (under the hard constraint, if one is
 set) and K architectures sampled from softmax(θ).
 
@@ -67,7 +71,9 @@ class FBNet:
             m = F.gumbel_softmax(logits, tau=tau, hard=False, dim=-1)
             out = net(x, m, threshold=cfg.mask_threshold)
             ce = F.cross_entropy(out, y)
-            loss = latency_loss(ce, lat.expected_us(m), cfg, ref_us, form)
+            # The latency factor does not depend on w; in the weight step it would only rescale
+            # the SGD learning rate (by 10^4 at β = 5), so weights minimise CE.
+            loss = latency_loss(ce, lat.expected_us(m), cfg, ref_us, form) if arch else ce
             opt = t_opt if arch else w_opt
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,0 +1,54 @@
+"""`python -m profiler.run` end to end in a subprocess, then `python -m lut list/show`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_cli_builds_resumable_lut_and_lut_cli_reads_it(tmp_path: Path) -> None:
+    env = {**os.environ, "HWNAS_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "luts"
+    cmd = ["profiler.run", "--device", "host", "--space", "fbnet-r32-w0.35", "--runtime", "onnxruntime",
+           "--ops-limit", "2", "--rounds", "2", "--runs", "3", "--warmup", "1", "--out", str(out),
+           "--json", "--no-progress"]  # fmt: skip
+    first = _run(cmd, env)
+    assert first.returncode == 0, first.stderr
+    res = json.loads(first.stdout.strip().splitlines()[-1])
+    assert {"lut_dir", "num_ops", "num_failed", "elapsed_s"} <= set(res)
+    assert res["num_ops"] == 2 and res["num_failed"] == 0 and res["exported"] > 0
+    assert Path(res["lut_dir"]).name == "v1"
+
+    second = _run(cmd, env)  # cached exports: nothing exported, a new version with a parent
+    assert second.returncode == 0, second.stderr
+    res2 = json.loads(second.stdout.strip().splitlines()[-1])
+    assert res2["exported"] == 0 and Path(res2["lut_dir"]).name == "v2"
+    assert "0 exported" in second.stderr
+
+    listing = _run(["lut", "list", "--root", str(out)], env)
+    assert listing.returncode == 0 and "onnxruntime-t1" in listing.stdout
+    shown = _run(["lut", "show", res2["lut_dir"], "--json"], env)
+    meta = json.loads(shown.stdout)["meta"]
+    assert meta["parent"] == 1 and meta["runtime"]["threads"] == 1 and meta["space"]["name"] == "fbnet-r32-w0.35"
+
+
+def test_cli_rejects_unknown_runtime() -> None:
+    from profiler.run import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--runtime", "tensorrt"])
+    args = build_parser().parse_args(["--runtime", "tflite", "--device", "host", "--device", "emulator-5554"])
+    assert args.device == ["host", "emulator-5554"] and args.rounds == 5

@@ -1,0 +1,45 @@
+"""Datasets: the embedded digits, CIFAR-10's python-pickle layout, image folders, splits."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from search.data import DataError, load_data
+
+
+def test_digits_is_embedded_normalised_and_split() -> None:
+    d = load_data("digits", resolution=32)
+    assert d.x_train.shape == (1438, 3, 32, 32) and d.x_test.shape == (359, 3, 32, 32)
+    assert d.num_classes == 10
+    assert abs(float(d.x_train.mean())) < 1e-4
+    (xw, yw), (xa, ya) = d.split_train(0.8, seed=0)
+    assert len(yw) + len(ya) == len(d.y_train) and len(yw) == round(0.8 * len(d.y_train))
+    assert len(load_data("digits", resolution=32, subset=100).y_train) == 100
+
+
+def test_cifar10_pickle_layout(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with (tmp_path / name).open("wb") as f:
+            pickle.dump({"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8),
+                         "labels": list(rng.integers(0, 10, 4))}, f)  # fmt: skip
+    with (tmp_path / "batches.meta").open("wb") as f:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
+    d = load_data(str(tmp_path), resolution=32)
+    assert d.name.startswith("cifar10") and d.x_train.shape == (20, 3, 32, 32) and len(d.y_test) == 4
+    assert d.classes[3] == "c3"
+
+
+def test_image_folder(tmp_path) -> None:
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(5):
+            Image.fromarray(np.full((40, 40, 3), 50 * i, np.uint8)).save(tmp_path / cls / f"{i}.png")
+    d = load_data(f"imagefolder:{tmp_path}", resolution=32)
+    assert d.classes == ("cat", "dog") and len(d.y_train) + len(d.y_test) == 10
+    with pytest.raises(DataError, match="unknown dataset"):
+        load_data(str(tmp_path / "nope"))
