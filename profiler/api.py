@@ -46,6 +46,7 @@ def profile_space(
     export_workers: int | None = None,
     retry_failed: bool = False,
     fresh: bool = False,
+    skip_existing: bool = False,
 ) -> ProfileResult:
     """Measure every op of `space` on `device` with `runtime` and write a new LUT version.
 
@@ -57,7 +58,7 @@ def profile_space(
         return profile_ops(
             target, rt, space, out=out, threads=threads, core_mask=core_mask, config=config,
             ops_limit=ops_limit, cache_root=cache_root, export_workers=export_workers,
-            retry_failed=retry_failed, fresh=fresh, progress=progress,
+            retry_failed=retry_failed, fresh=fresh, progress=progress, skip_existing=skip_existing,
         )  # fmt: skip
     finally:
         target.close()

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from lut.schema import TABLE_COLUMNS
 from lut.stats import STAT_COLUMNS, summarize
-from lut.store import runtime_dir_name, write_lut
+from lut.store import LutError, list_versions, load_lut, runtime_dir_name, write_lut
 from profiler.export import ExportCache, ExportItem
 from profiler.runtimes import Runtime
 from profiler.targets.base import RunnerError, RunSpec, Target
@@ -73,6 +73,7 @@ class ProfileResult:
     skipped: int  # op-rounds found on disk from an interrupted run and not measured again
     exported: int = 0  # models exported by this run (0 when the cache had them all)
     device_id: str = ""
+    reused: bool = False  # an up-to-date LUT version existed and nothing was measured
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -279,8 +280,12 @@ def profile_ops(
     retry_failed: bool = False,
     fresh: bool = False,
     progress: bool = True,
+    skip_existing: bool = False,
 ) -> ProfileResult:
-    """Build (or resume) the LUT of `space_name` on `target` with `runtime`; see module doc."""
+    """Build (or resume) the LUT of `space_name` on `target` with `runtime`; see module doc.
+
+    With `skip_existing`, a latest version measured with the same space, exporters, protocol and
+    runtime settings and without failed ops is returned as is (`reused=True`)."""
     t0 = time.perf_counter()
     space = get_space(space_name)
     timed, identity, net_overhead = plan_ops(space.name, ops_limit)
@@ -296,6 +301,13 @@ def profile_ops(
         "protocol": asdict(config),
         "ops": sorted(op.key for op in timed),
     }
+    if skip_existing and not fresh:
+        existing = _up_to_date_version(Path(out) / device_id / space.name / rdir, job, ops_limit)
+        if existing is not None:
+            lut_dir, n_ops = existing
+            log.info("%s is up to date (same space, exporters and protocol); not measuring again", lut_dir)
+            return ProfileResult(lut_dir=lut_dir, num_ops=n_ops, num_failed=0, skipped=0,
+                                 elapsed_s=time.perf_counter() - t0, device_id=device_id, reused=True)  # fmt: skip
     work = _WorkDir(Path(out) / device_id / space.name / rdir / PARTIAL_DIR, job, fresh=fresh)
     skipped = len(work.samples)
     if skipped:
@@ -360,6 +372,32 @@ def profile_ops(
         elapsed_s=time.perf_counter() - t0, skipped=skipped, exported=report.exported,
         device_id=device_id,
     )  # fmt: skip
+
+
+def _up_to_date_version(runtime_dir: Path, job: dict[str, Any], ops_limit: int | None) -> tuple[Path, int] | None:
+    """(latest version dir, its space-op count) when it was measured as `job` asks and is complete."""
+    versions = list_versions(runtime_dir)
+    if not versions or (runtime_dir / PARTIAL_DIR).exists():
+        return None  # nothing yet, or an interrupted job to resume
+    try:
+        lut = load_lut(runtime_dir / f"v{versions[-1]}")
+    except LutError as e:
+        log.warning("latest LUT under %s is unreadable (%s); measuring again", runtime_dir, e)
+        return None
+    meta, rt = lut.meta, job["runtime"]
+    same = (
+        meta["space"].get("hash") == job["space"]["hash"]
+        and meta["space"].get("ops_limit") == ops_limit
+        and meta.get("exporters") == job["exporters"]
+        and all(meta["protocol"].get(k) == v for k, v in job["protocol"].items())
+        and meta["runtime"].get("threads") == rt["threads"]
+        and meta["runtime"].get("dtype") == rt["dtype"]
+        and (rt["core_mask"] is None or meta["runtime"].get("core_mask") == rt["core_mask"])
+        and not meta.get("failed_ops")
+    )
+    if not same:
+        return None
+    return lut.path, int((lut.table["block"] != "overhead").sum())
 
 
 def _assemble(

@@ -63,6 +63,9 @@ def build_parser(adb=None) -> argparse.ArgumentParser:
     p.add_argument("--export-workers", type=int, help="export processes (default: min(cores, 4) for large jobs)")
     p.add_argument("--retry-failed", action="store_true", help="retry exports that failed before")
     p.add_argument("--fresh", action="store_true", help="discard an interrupted job instead of resuming it")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="do nothing when the latest LUT version was measured with the same space, exporters, "
+                        "protocol and runtime settings and has no failed ops")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print one JSON object per device (last line)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -87,7 +90,7 @@ def _run_device(device: str, args: argparse.Namespace, adb) -> dict[str, Any]:
     result = profile_space(
         args.space, args.runtime, device, out=args.out, ops_limit=args.ops_limit,
         progress=not args.no_progress, export_workers=args.export_workers,
-        retry_failed=args.retry_failed, fresh=args.fresh, **common,
+        retry_failed=args.retry_failed, fresh=args.fresh, skip_existing=args.skip_existing, **common,
     )  # fmt: skip
     return {"device": device, "runtime": args.runtime, **result.to_dict()}
 
@@ -99,6 +102,9 @@ def _print_human(res: dict[str, Any]) -> None:
         for name, s in res["archs"].items():
             print(f"{res['device']} {res['runtime']} {name}: median {s['median_us'] / 1e3:.2f} ms "
                   f"(p10 {s['p10_us'] / 1e3:.2f}, p90 {s['p90_us'] / 1e3:.2f}, n {s['n']})")  # fmt: skip
+    elif res.get("reused"):
+        print(f"{res['device']}: LUT {res['lut_dir']} is up to date ({res['num_ops']} ops); "
+              "drop --skip-existing to measure a new version")  # fmt: skip
     else:
         print(f"{res['device']}: LUT {res['lut_dir']}: {res['num_ops']} ops, {res['num_failed']} failed, "
               f"{res['exported']} exported, {res['skipped']} op-rounds resumed, {res['elapsed_s']:.1f} s")  # fmt: skip

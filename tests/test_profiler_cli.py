@@ -38,6 +38,16 @@ def test_cli_builds_resumable_lut_and_lut_cli_reads_it(tmp_path: Path) -> None:
     assert res2["exported"] == 0 and Path(res2["lut_dir"]).name == "v2"
     assert "0 exported" in second.stderr
 
+    third = _run([*cmd, "--skip-existing"], env)  # up to date: v2 is reported, nothing measured
+    assert third.returncode == 0, third.stderr
+    res3 = json.loads(third.stdout.strip().splitlines()[-1])
+    assert res3["reused"] and res3["lut_dir"] == res2["lut_dir"] and res3["num_ops"] == 2
+    changed = [*cmd[: cmd.index("--runs") + 1], "4", *cmd[cmd.index("--runs") + 2 :], "--skip-existing"]
+    fourth = _run(changed, env)  # another protocol: measured again
+    assert fourth.returncode == 0, fourth.stderr
+    res4 = json.loads(fourth.stdout.strip().splitlines()[-1])
+    assert not res4["reused"] and Path(res4["lut_dir"]).name == "v3"
+
     listing = _run(["lut", "list", "--root", str(out)], env)
     assert listing.returncode == 0 and "onnxruntime-t1" in listing.stdout
     shown = _run(["lut", "show", res2["lut_dir"], "--json"], env)
