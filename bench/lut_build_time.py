@@ -1,7 +1,7 @@
 """Time to build a space's LUT per runtime: cold (empty export cache) vs warm (cached exports).
 
     python bench/lut_build_time.py [--runtimes tflite executorch onnxruntime] [--space fbnet]
-        [--ops-limit N] [--rounds R] [--export-workers W]
+        [--ops-limit N] [--rounds R] [--export-workers W] [--keep DIR]
 
 Prints, per runtime, cold and warm wall time, the warm/cold ratio and whether the cold build
 meets the target (< 300 s on a 2-core machine). The machine's load average is printed with it:
@@ -35,12 +35,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ops-limit", type=int)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--export-workers", type=int)
+    p.add_argument("--keep", type=Path, help="keep the LUTs (DIR/luts) and exports (DIR/cache, usable as HWNAS_CACHE) here; "
+                   "its cache must start empty for a cold build")  # fmt: skip
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     rows = []
     for rt in args.runtimes:
         with tempfile.TemporaryDirectory(prefix="hwnas-bench-") as tmp:
-            kw = dict(out=Path(tmp) / "luts", cache_root=Path(tmp) / "cache", ops_limit=args.ops_limit,
+            base = args.keep or Path(tmp)
+            if (base / "cache" / rt).exists() and any((base / "cache" / rt).iterdir()):
+                p.error(f"{base / 'cache' / rt} is not empty: a cold build needs an empty export cache")
+            kw = dict(out=base / "luts", cache_root=base / "cache", ops_limit=args.ops_limit,
                       rounds=args.rounds, export_workers=args.export_workers, progress=False)  # fmt: skip
             load0 = os.getloadavg()[0]
             t0 = time.perf_counter()

@@ -26,3 +26,14 @@ def _seed() -> None:
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     # Exports made by tests never land in (or come from) the user's cache.
     os.environ.setdefault("HWNAS_CACHE", str(tmp_path_factory.mktemp("hwnas-cache")))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module: on two shared cores it avoids spin-wait contention."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -33,13 +33,7 @@ STRONG = replace(TINY, latency_loss="add", lambda_lat=300.0)
 SUBSET = 96
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # two cores shared with other jobs: one intra-op thread avoids spin-wait contention
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def slow_block_latency(block: str, factor: float = 50.0):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -78,6 +79,40 @@ def reference_latency_us(ctx: SearchContext) -> float:
         return ctx.cfg.max_latency_us
     uniform = ctx.latency.allowed.double() / ctx.latency.allowed.sum(dim=1, keepdim=True)
     return float(ctx.latency.expected_us(uniform))
+
+
+@dataclass
+class Relaxed:
+    """What a differentiable search (fbnet, proxyless, darts) starts from, built in one fixed order
+    so that a seed reproduces a run: data-order generator, loss form, supernet, architecture
+    logits (zeros: uniform start) and their mask, the two training splits and both optimizers."""
+
+    gen: torch.Generator
+    form: str
+    ref_us: float
+    net: Supernet
+    logits: torch.Tensor
+    mask: torch.Tensor
+    w_split: tuple[torch.Tensor, torch.Tensor]
+    a_split: tuple[torch.Tensor, torch.Tensor]
+    epochs: int
+    w_opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    a_opt: torch.optim.Adam
+
+
+def relaxed_setup(ctx: SearchContext, default_form: str) -> Relaxed:
+    cfg = ctx.cfg
+    gen = seed_everything(cfg.seed)
+    form = loss_form(cfg, default_form)
+    ref_us = reference_latency_us(ctx)
+    net = Supernet(ctx.space, ctx.data.num_classes).to(ctx.device)
+    logits = torch.zeros(net.allowed.shape, device=ctx.device, requires_grad=True)
+    w_split, a_split = ctx.data.split_train(cfg.w_fraction, cfg.seed)
+    epochs = cfg.warmup_epochs + cfg.epochs
+    w_opt, sched = make_w_optimizer(net, cfg, epochs * steps_per_epoch(len(w_split[1]), cfg.batch_size))
+    a_opt = make_theta_optimizer([logits], cfg)
+    return Relaxed(gen, form, ref_us, net, logits, net.logit_mask, w_split, a_split, epochs, w_opt, sched, a_opt)
 
 
 def make_w_optimizer(

@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 
 from search.data import batches
-from search.supernet import Supernet
 
 from .base import SearchContext, SearchResult, register_strategy
 from .common import (
@@ -30,13 +29,8 @@ from .common import (
     constrained_argmax,
     finish,
     latency_loss,
-    loss_form,
-    make_theta_optimizer,
-    make_w_optimizer,
     mean_entropy,
-    reference_latency_us,
-    seed_everything,
-    steps_per_epoch,
+    relaxed_setup,
 )
 
 
@@ -45,20 +39,13 @@ class DARTS:
     name = "darts"
 
     def run(self, ctx: SearchContext) -> SearchResult:
-        cfg, lat, dev = ctx.cfg, ctx.latency, ctx.device
+        cfg, lat = ctx.cfg, ctx.latency
         if cfg.darts_order not in (1, 2):
             raise ValueError(f"darts_order must be 1 or 2, got {cfg.darts_order}")
-        gen = seed_everything(cfg.seed)
-        form = loss_form(cfg, "add")
-        ref_us = reference_latency_us(ctx)
-        net = Supernet(ctx.space, ctx.data.num_classes).to(dev)
-        alpha = torch.zeros(net.allowed.shape, device=dev, requires_grad=True)
-        mask = net.logit_mask
+        r = relaxed_setup(ctx, "add")
+        gen, form, ref_us, net, alpha, mask = r.gen, r.form, r.ref_us, r.net, r.logits, r.mask
+        (xw, yw), (xa, ya), total, w_opt, sched, a_opt = r.w_split, r.a_split, r.epochs, r.w_opt, r.sched, r.a_opt
         everything = [list(m.columns) for m in net.mixed]
-        (xw, yw), (xa, ya) = ctx.data.split_train(cfg.w_fraction, cfg.seed)
-        total = cfg.warmup_epochs + cfg.epochs
-        w_opt, sched = make_w_optimizer(net, cfg, total * steps_per_epoch(len(yw), cfg.batch_size))
-        a_opt = make_theta_optimizer([alpha], cfg)
         xi = cfg.darts_xi if cfg.darts_xi is not None else cfg.w_lr
         params = list(net.parameters())
 

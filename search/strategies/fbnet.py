@@ -29,7 +29,6 @@ import torch
 import torch.nn.functional as F
 
 from search.data import batches
-from search.supernet import Supernet
 
 from .base import SearchContext, SearchResult, register_strategy
 from .common import (
@@ -37,13 +36,8 @@ from .common import (
     constrained_argmax,
     finish,
     latency_loss,
-    loss_form,
-    make_theta_optimizer,
-    make_w_optimizer,
     mean_entropy,
-    reference_latency_us,
-    seed_everything,
-    steps_per_epoch,
+    relaxed_setup,
 )
 
 log = logging.getLogger(__name__)
@@ -54,17 +48,10 @@ class FBNet:
     name = "fbnet"
 
     def run(self, ctx: SearchContext) -> SearchResult:
-        cfg, lat, dev = ctx.cfg, ctx.latency, ctx.device
-        gen = seed_everything(cfg.seed)
-        form = loss_form(cfg, "mul")
-        ref_us = reference_latency_us(ctx)
-        net = Supernet(ctx.space, ctx.data.num_classes).to(dev)
-        theta = torch.zeros(net.allowed.shape, device=dev, requires_grad=True)  # uniform start
-        mask = net.logit_mask
-        (xw, yw), (xa, ya) = ctx.data.split_train(cfg.w_fraction, cfg.seed)
-        total = cfg.warmup_epochs + cfg.epochs
-        w_opt, sched = make_w_optimizer(net, cfg, total * steps_per_epoch(len(yw), cfg.batch_size))
-        t_opt = make_theta_optimizer([theta], cfg)
+        cfg, lat = ctx.cfg, ctx.latency
+        r = relaxed_setup(ctx, "mul")
+        gen, form, ref_us, net, theta, mask = r.gen, r.form, r.ref_us, r.net, r.logits, r.mask
+        (xw, yw), (xa, ya), total, w_opt, sched, t_opt = r.w_split, r.a_split, r.epochs, r.w_opt, r.sched, r.a_opt
 
         def step(x: torch.Tensor, y: torch.Tensor, tau: float, arch: bool) -> tuple[float, ...]:
             logits = theta + mask if arch else (theta + mask).detach()

@@ -33,13 +33,8 @@ from .common import (
     constrained_argmax,
     finish,
     latency_loss,
-    loss_form,
-    make_theta_optimizer,
-    make_w_optimizer,
     mean_entropy,
-    reference_latency_us,
-    seed_everything,
-    steps_per_epoch,
+    relaxed_setup,
 )
 
 
@@ -49,16 +44,9 @@ class ProxylessNAS:
 
     def run(self, ctx: SearchContext) -> SearchResult:
         cfg, lat, dev = ctx.cfg, ctx.latency, ctx.device
-        gen = seed_everything(cfg.seed)
-        form = loss_form(cfg, "add")
-        ref_us = reference_latency_us(ctx)
-        net = Supernet(ctx.space, ctx.data.num_classes).to(dev)
-        alpha = torch.zeros(net.allowed.shape, device=dev, requires_grad=True)
-        mask = net.logit_mask
-        (xw, yw), (xa, ya) = ctx.data.split_train(cfg.w_fraction, cfg.seed)
-        total = cfg.warmup_epochs + cfg.epochs
-        w_opt, sched = make_w_optimizer(net, cfg, total * steps_per_epoch(len(yw), cfg.batch_size))
-        a_opt = make_theta_optimizer([alpha], cfg)
+        r = relaxed_setup(ctx, "add")
+        gen, form, ref_us, net, alpha, mask = r.gen, r.form, r.ref_us, r.net, r.logits, r.mask
+        (xw, yw), (xa, ya), total, w_opt, sched, a_opt = r.w_split, r.a_split, r.epochs, r.w_opt, r.sched, r.a_opt
         max_paths = {"weight_step": 0, "arch_step": 0}
         rows = torch.arange(net.allowed.shape[0], device=dev)
 
