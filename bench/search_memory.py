@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return run
 
-    def proxyless_weight() -> None:
-        F.cross_entropy(net.forward_path(x, torch.multinomial(torch.softmax(mask, -1), 1).squeeze(1)), y).backward()
+    def proxyless_weight() -> None:  # the same sampled paths as the stand-alone network
+        F.cross_entropy(net.forward_path(x, idx), y).backward()
         clear()
 
     def proxyless_arch() -> None:

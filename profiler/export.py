@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import time
 import uuid
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,7 @@ from profiler.runtimes import ExportError, Runtime, get_runtime
 from search.space import Arch, Op, build_model, parse_op_key
 from search.space import blocks as _blocks
 
-__all__ = ["ExportItem", "ExportCache", "ExportReport", "arch_key", "default_cache_root"]
+__all__ = ["ExportItem", "ExportCache", "ExportReport", "arch_key", "default_cache_root", "quiet_exporter_noise"]
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +133,22 @@ def _write_atomic(path: Path, text: str) -> None:
 _WORKER_RUNTIME: Runtime | None = None
 
 
+def quiet_exporter_noise() -> None:
+    """Silence third-party chatter that every export repeats and that says nothing about our ops:
+    optional torchao kernels this CPU build lacks, torchvision ops the ONNX registry skips, and
+    torch's own pytree deprecation notices. Real export errors still surface."""
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r".*Enum subclass.*register_constant.*")
+    for name in ("torchao", "torchao.kernel.intmm", "torch.onnx._internal.exporter._registration"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+
+
 def _worker_init(runtime_name: str, dtype: str) -> None:
     global _WORKER_RUNTIME
     torch.set_num_threads(1)  # workers share the cores; one thread each
     logging.basicConfig(level=logging.WARNING)
+    quiet_exporter_noise()
     _WORKER_RUNTIME = get_runtime(runtime_name, dtype)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from lut.stats import summarize
 from profiler.api import arch_name, measure_archs, profile_space
+from profiler.export import quiet_exporter_noise
 from profiler.protocol import ProtocolConfig
 from profiler.runtimes import DTYPES, list_runtimes
 from search.space import load_arch
@@ -117,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)  # fmt: skip
     for name in ("profiler", "lut"):  # our own progress messages; third-party stays at WARNING
         logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if not args.verbose:
+        quiet_exporter_noise()
     devices = list(dict.fromkeys(args.device or ["host"]))
     if args.dtype not in DTYPES[args.runtime]:
         print(f"error: runtime {args.runtime} supports dtype {', '.join(DTYPES[args.runtime])}", file=sys.stderr)

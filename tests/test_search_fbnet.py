@@ -72,6 +72,20 @@ def test_raising_the_latency_weight_never_raises_predicted_latency(tmp_path, mac
     assert lats[1] < lats[0] and lats[2] < lats[0], lats
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_raising_beta_in_fbnets_own_loss_lowers_predicted_latency(tmp_path, macs_model, seed: int) -> None:
+    # The paper's loss CE · α · log(LAT)^β as is. Its latency share of the θ gradient is
+    # β / log(LAT) ≈ β / 10 of the relative latency gradient: a handful of θ steps need β ≈ 30 to
+    # let latency decide every layer (the paper's β = 0.6 steers over 90 epochs; between small β
+    # the order of a one-epoch result is CE noise). α only scales the loss: Adam is invariant to it.
+    lats = {}
+    for beta in (0.0, 30.0):
+        cfg = replace(TINY, latency_loss="mul", alpha=0.2, beta=beta, seed=seed)
+        lats[beta] = run_search(cfg, macs_model, PROXY, out=tmp_path / f"b{beta}", subset=SUBSET)["predicted_latency_us"]
+    assert lats[30.0] < lats[0.0], lats
+
+
 def test_raising_beta_raises_the_latency_share_of_the_theta_gradient(macs_model) -> None:
     torch.manual_seed(0)
     net = Supernet(PROXY, 10)
