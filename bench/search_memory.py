@@ -11,33 +11,18 @@ single network.
 
 from __future__ import annotations
 
-import argparse
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from bench.search_step import loss_step, measure, print_table
-from search.space import get_space
-from search.supernet import Supernet
+from bench.search_step import bench_parser, bench_setup, loss_step, measure, print_table
 from search.train import build_proxy_model
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.search_memory", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--space", default="fbnet-r32-w0.25")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    torch.manual_seed(args.seed)
-    dev = torch.device(args.device)
-    space = get_space(args.space)
-    x = torch.randn(args.batch, 3, space.resolution, space.resolution, device=dev)
-    y = torch.randint(0, 10, (args.batch,), device=dev)
-    net = Supernet(space, 10).to(dev).train()
+    args = bench_parser("bench.search_memory", __doc__, steps=3).parse_args(argv)
+    dev, space, x, y, net = bench_setup(args)
     alpha = torch.zeros(net.allowed.shape, device=dev, requires_grad=True)
     mask = net.logit_mask
     everything = [list(m.columns) for m in net.mixed]

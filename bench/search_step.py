@@ -24,10 +24,11 @@ import torch
 import torch.nn.functional as F
 
 from search.space import get_space
+from search.space.spaces import Space
 from search.supernet import Supernet
 from search.train import build_proxy_model
 
-__all__ = ["measure", "activation_bytes", "loss_step", "print_table"]
+__all__ = ["measure", "activation_bytes", "loss_step", "print_table", "bench_parser", "bench_setup"]
 
 
 def activation_bytes(fn: Callable[[], None], exclude: set[int]) -> int:
@@ -99,22 +100,33 @@ def print_table(rows: list[tuple[str, dict[str, float]]], baseline: str) -> None
               f"{r['cuda_peak_mb']:9.1f}")  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.search_step", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def bench_parser(module: str, doc: str | None, steps: int) -> argparse.ArgumentParser:
+    """The options both search benchmarks share."""
+    p = argparse.ArgumentParser(prog=f"python -m {module}", description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--space", default="fbnet-r32-w0.25")
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--threshold", type=float, default=1e-3)
+    p.add_argument("--steps", type=int, default=steps)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    return p
+
+
+def bench_setup(args: argparse.Namespace) -> tuple[torch.device, Space, torch.Tensor, torch.Tensor, Supernet]:
+    """Seeded device, space, one batch (10 classes) and a fresh supernet in train mode."""
     torch.manual_seed(args.seed)
     dev = torch.device(args.device)
     space = get_space(args.space)
     x = torch.randn(args.batch, 3, space.resolution, space.resolution, device=dev)
     y = torch.randint(0, 10, (args.batch,), device=dev)
-    net = Supernet(space, 10).to(dev).train()
+    return dev, space, x, y, Supernet(space, 10).to(dev).train()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = bench_parser("bench.search_step", __doc__, steps=5)
+    p.add_argument("--threshold", type=float, default=1e-3)
+    args = p.parse_args(argv)
+    dev, space, x, y, net = bench_setup(args)
     theta = torch.zeros(net.allowed.shape, device=dev, requires_grad=True)
     idx = torch.multinomial(torch.softmax(theta.detach() + net.logit_mask, -1), 1).squeeze(1)
     blocks = tuple(space.candidates_all[int(i)] for i in idx)

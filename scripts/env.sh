@@ -26,11 +26,17 @@ want=$(cat pyproject.toml requirements.lock | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "== installing Python dependencies into .venv"
     .venv/bin/python -m pip install -q --upgrade pip
-    # The CPU build of torch: a local wheel when pip is configured with one (no index needed),
-    # else PyTorch's CPU index. A plain `pip install torch` would pull a multi-GB CUDA build.
-    if ! .venv/bin/python -m pip install -q --no-index torch==2.13.0 2>/dev/null; then
-        .venv/bin/python -m pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+    # The CPU build of torch. A plain `pip install torch` would pull a multi-GB CUDA build, so:
+    # a local CPU wheel when pip's find-links has one (its dependencies then come from PyPI),
+    # else PyTorch's CPU index.
+    if .venv/bin/python -m pip install -q --no-index --no-deps torch==2.13.0 2>/dev/null; then
+        .venv/bin/python -m pip install -q torch==2.13.0
+    else
+        .venv/bin/python -m pip install -q torch==2.13.0 \
+            --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple
     fi
+    .venv/bin/python -c 'import torch, sys; sys.exit("+cpu" not in torch.__version__ and torch.version.cuda is not None)' \
+        || { echo "torch is not the CPU build: remove .venv and check pip's indexes" >&2; exit 1; }
     .venv/bin/python -m pip install -q -c requirements.lock -e .
     echo "$want" > "$stamp"
 fi
