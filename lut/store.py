@@ -428,7 +428,8 @@ def list_luts(root: str | Path = "luts") -> list[dict[str, Any]]:
             counts = meta.get("counts") or {}
             row.update(
                 created=meta.get("created_at", ""),
-                ops=counts.get("ops"),
+                # space ops, as profiler.run reports them; the table also holds overhead rows
+                ops=None if "ops" not in counts else counts["ops"] - counts.get("overhead", 0),
                 failed=counts.get("failed", len(meta.get("failed_ops") or {})),
                 parent=meta.get("parent"),
                 validated=(vdir / "validation.json").is_file(),
