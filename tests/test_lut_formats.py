@@ -19,16 +19,13 @@ from lut.store import LutError, load_lut
 from search.space import Arch, FBNET_BLOCKS, Op, arch_ops, get_space
 from test_lut_compare import SPACE, synthetic_lut
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parent / "data" / "reference"  # published tables, see its README
 HWNAS = DATA / "hwnasbench"
 PIXEL_YAML = DATA / "proxylessnas" / "pixel_trim.yaml"
-needs_hwnas = pytest.mark.skipif(not HWNAS.is_dir(), reason="HW-NAS-Bench data not in ../shared/data")
-needs_yaml = pytest.mark.skipif(not PIXEL_YAML.is_file(), reason="pixel_trim.yaml not in ../shared/data")
 # table.csv stores µs with 3 decimals: a sum of 26 ops is exact to 26 × 0.0005 µs
 STORE_TOL_MS = 26 * 0.0005e-3
 
 
-@needs_hwnas
 @pytest.mark.parametrize("device", ["pixel3", "raspi4", "edgegpu", "eyeriss", "fpga"])
 def test_hwnasbench_import_reproduces_reference_totals(tmp_path: Path, device: str) -> None:
     (path,) = import_file(HWNAS / f"hwnasbench_fbnet_lut_{device}.csv", "hwnasbench", tmp_path)
@@ -50,7 +47,6 @@ def test_hwnasbench_import_reproduces_reference_totals(tmp_path: Path, device: s
         assert predicted_ms == pytest.approx(row[f"{device}_latency_ms"], abs=STORE_TOL_MS)
 
 
-@needs_hwnas
 def test_hwnasbench_pool_fc_is_avgpool_plus_fc(tmp_path: Path) -> None:
     csv = HWNAS / "hwnasbench_fbnet_lut_pixel3.csv"
     (path,) = import_file(csv, "hwnasbench", tmp_path)
@@ -61,7 +57,6 @@ def test_hwnasbench_pool_fc_is_avgpool_plus_fc(tmp_path: Path) -> None:
     assert load_lut(path).table.at[key, "median_us"] == pytest.approx(expected_us, abs=1e-3)
 
 
-@needs_yaml
 def test_proxyless_yaml_import(tmp_path: Path) -> None:
     (path,) = import_file(PIXEL_YAML, "proxyless_yaml", tmp_path)
     lut = load_lut(path)
@@ -146,7 +141,6 @@ def test_errors_say_what_to_do(tmp_path: Path) -> None:
         import_file(tmp_path / "missing.csv", "flat_csv", tmp_path / "store")
 
 
-@needs_yaml
 def test_cli_import_export(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root = str(tmp_path / "luts")
     assert lut_main(["import", str(PIXEL_YAML), "--format", "proxyless_yaml", "--root", root, "--json"]) == 0

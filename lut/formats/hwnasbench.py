@@ -1,6 +1,6 @@
 """HW-NAS-Bench FBNet-space per-block latency tables (import only).
 
-Columns (see /work/shared/data/README.md): device, dataset, input_res, layer_index, stage, block,
+Columns (see tests/data/reference/README.md): device, dataset, input_res, layer_index, stage, block,
 latency_ms, H_in, W_in, Cin, Cout, stride, expansion, kernel, group, lut_key.
 
 Mapping to our ops:
