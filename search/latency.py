@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -99,6 +99,7 @@ class LatencyModel:
     overhead_us: float  # per-invocation overhead, added once per network
     lut: Any = field(default=None, repr=False)  # the `Lut` it came from (for other head widths)
     lut_info: dict[str, Any] = field(default_factory=dict)  # device id, runtime, version, hash
+    correction: dict[str, Any] | None = None  # the validated correction folded in, if any
 
     # --- construction ------------------------------------------------------------------------
     @classmethod
@@ -125,6 +126,46 @@ class LatencyModel:
         # Whatever input shape the store attributes the overhead to, predict_us adds it once.
         overhead_us = float(lut.predict_us(fixed_keys)) - fixed_us
         return cls(space, table, allowed, float(fixed_us), overhead_us, lut, _lut_info(lut))
+
+    def with_correction(self, name: str, coef: dict[str, float]) -> "LatencyModel":
+        """Fold a correction of the additive sum (`lut.validate.CORRECTIONS`: a·Σ + c·computing ops
+        + b) into the tensors. It is linear in the block choice, so every prediction (one arch, a
+        batch, a relaxed mask) stays a table sum and stays differentiable."""
+        a, c, b = _coefficients(coef)
+        computing = torch.zeros_like(self.table_us)
+        for layer in self.space.layers():
+            for block in self.space.candidates(layer):
+                computing[layer.index, self.blocks.index(block)] = float(not layer.op(block).is_identity)
+        n_fixed = sum(not op.is_identity for op in self.space.fixed_ops().values())
+        return replace(
+            self,
+            table_us=torch.where(self.allowed, a * self.table_us + c * computing, self.table_us),
+            fixed_us=a * self.fixed_us + c * n_fixed,
+            overhead_us=a * self.overhead_us + b,
+            correction={"name": name, "coef": dict(coef)},
+        )
+
+    def with_validated_correction(self) -> "LatencyModel":
+        """The LUT's own validated correction (`lut validate --correction ...` stored it in
+        validation.json) folded in; unchanged when the LUT was never validated or the validation
+        kept the plain additive sum."""
+        from lut.validate import read_validation
+
+        if self.lut is None or not getattr(self.lut, "path", None):
+            return self
+        report = read_validation(self.lut.path)
+        name = (report or {}).get("prediction_model", "additive")
+        if name == "additive":
+            return self
+        try:
+            coef = report["corrections"][name]["coef"]
+        except (KeyError, TypeError):
+            raise LatencyModelError(
+                f"{self.lut.path}/validation.json names correction {name!r} but has no coefficients for it; "
+                "re-run `python -m lut validate`"
+            ) from None
+        log.info("latency: using %s's validated %s correction %s", self.lut_info.get("id"), name, coef)
+        return self.with_correction(name, coef)
 
     @classmethod
     def load(cls, lut: str | Path, *, root: str | Path = "luts") -> "LatencyModel":
@@ -170,7 +211,12 @@ class LatencyModel:
         if isinstance(arch, Arch):
             if arch.head_channels not in (None, self.space.default_head):
                 # A named arch with its own head width: sum its ops through the LUT itself.
-                return float(self.lut.predict_us([op.key for op in arch_ops(arch, self.space)]))
+                ops = arch_ops(arch, self.space)
+                raw = float(self.lut.predict_us([op.key for op in ops]))
+                if self.correction is None:
+                    return raw
+                a, c, b = _coefficients(self.correction["coef"])
+                return a * raw + c * sum(not op.is_identity for op in ops) + b
             blocks = arch.blocks
         else:
             blocks = tuple(arch)
@@ -222,6 +268,14 @@ def _check_space_hash(lut: "Lut", space: Space) -> None:
             f"the LUT's space hash {lut_hash} differs from {space.name!r} as defined now "
             f"({space.hash()}): the blocks or shapes changed since it was measured; re-profile"
         )
+
+
+def _coefficients(coef: dict[str, float]) -> tuple[float, float, float]:
+    """(a, c, b) of a·predicted_us + c·num_ops + b from a correction's coefficient dict."""
+    unknown = set(coef) - {"predicted_us", "num_ops", "1"}
+    if unknown:
+        raise LatencyModelError(f"unknown correction features {sorted(unknown)}")
+    return float(coef.get("predicted_us", 1.0)), float(coef.get("num_ops", 0.0)), float(coef.get("1", 0.0))
 
 
 def _lut_info(lut: "Lut") -> dict[str, Any]:

@@ -92,6 +92,7 @@ def run_search(
             "predicted_latency_ms": predicted / 1000.0,
             "val_accuracy": result.val_accuracy,
             "lut": latency.lut_info,
+            "latency_correction": latency.correction,
             "proxy_space": proxy.name,
             "data": data.name,
             "search_s": elapsed_s,
@@ -109,6 +110,7 @@ def run_search(
         "space": latency.space.name,
         "proxy_space": proxy.name,
         "lut": latency.lut_info,
+        "latency_correction": latency.correction,
         "blocks": list(result.blocks),
         "search_s": elapsed_s,
     }
@@ -194,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--runtime", help="runtime name (with --device-id)")
     g.add_argument("--threads", type=int, default=1, help="runtime threads of the LUT (default 1)")
     g.add_argument("--luts-root", default="luts", help="LUT store root (default luts)")
+    g.add_argument("--latency-correction", choices=["auto", "none"], default="auto",
+                   help="auto (default): predict with the correction `lut validate` chose for this LUT, if any; "
+                        "none: the plain additive sum")  # fmt: skip
     p.add_argument("--strategy", default="fbnet", choices=sorted(STRATEGIES))
     p.add_argument("--data", default="digits", help="digits (embedded) | cifar10:DIR | imagefolder:DIR")
     p.add_argument("--subset", type=int, help="use this many train images (seeded sample)")
@@ -222,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         lut = resolve_lut(args.lut, device_id=args.device_id, space=args.space,
                           runtime=args.runtime, threads=args.threads, root=args.luts_root)
         latency = LatencyModel.from_lut(lut)
+        if args.latency_correction == "auto":
+            latency = latency.with_validated_correction()
         proxy = (get_space(args.proxy_space) if args.proxy_space
                  else proxy_space_for(latency.space, args.resolution, args.width))
         summary = run_search(cfg, latency, proxy, args.data, out=args.out, subset=args.subset,

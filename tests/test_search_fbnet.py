@@ -166,6 +166,7 @@ def test_cli_outputs_are_complete_and_reproducible_with_a_seed(tmp_path) -> None
     assert arch.info["predicted_latency_us"] == pytest.approx(lat.predict_us(arch))
     assert arch.info["lut"]["content_hash"] == lat.lut.meta["content_hash"]
     assert {"device_id", "runtime", "version"} <= set(arch.info["lut"])
+    assert arch.info["latency_correction"] is None  # the synthetic LUT was never validated
     assert len(arch.info["samples"]) == 3
     with (out / "log.csv").open() as f:
         row = next(csv.DictReader(f))

@@ -102,3 +102,44 @@ def test_index_round_trip(model) -> None:
     with pytest.raises(LatencyModelError):
         model.indices(arch.blocks[:-1])
     assert isinstance(model.arch(idx), Arch)
+
+
+COEF = {"predicted_us": 0.93, "num_ops": -12.5, "1": -1500.0}  # a·Σ + c·computing ops + b
+
+
+def _corrected_by_hand(fbnet_lut, arch: Arch) -> float:
+    ops = arch_ops(arch)
+    raw = fbnet_lut.predict_us([op.key for op in ops])
+    return COEF["predicted_us"] * raw + COEF["num_ops"] * sum(not op.is_identity for op in ops) + COEF["1"]
+
+
+def test_a_correction_folded_into_the_tensors_equals_the_formula_everywhere(fbnet_lut, model) -> None:
+    fixed = model.with_correction("per_op", COEF)
+    assert fixed.correction == {"name": "per_op", "coef": COEF} and model.correction is None
+    idx = model.sample_uniform(16, torch.Generator().manual_seed(3))
+    archs = [model.arch(i) for i in idx] + [a for a in NAMED_ARCHS.values() if a.space == "fbnet"]
+    for arch in archs:  # random archs (skip identities among them) and named archs with other heads
+        assert fixed.predict_us(arch) == pytest.approx(_corrected_by_hand(fbnet_lut, arch), rel=1e-12)
+    one_hot = torch.nn.functional.one_hot(idx, len(model.blocks)).double()
+    torch.testing.assert_close(fixed.expected_us(one_hot), fixed.predict_batch_us(idx))
+    with pytest.raises(LatencyModelError, match="unknown correction features"):
+        model.with_correction("x", {"flops": 1.0})
+
+
+def test_the_validated_correction_is_read_from_validation_json(tmp_path) -> None:
+    import json
+
+    lut = load_lut(write_synthetic_lut(tmp_path, "fbnet"))
+    plain = LatencyModel.from_lut(lut)
+    assert plain.with_validated_correction() is plain  # never validated: the additive sum
+    report = {"prediction_model": "additive", "corrections": {"affine": {"coef": COEF}}}
+    (lut.path / "validation.json").write_text(json.dumps(report))
+    assert plain.with_validated_correction() is plain  # validated, and the sum was kept
+    report["prediction_model"] = "affine"
+    (lut.path / "validation.json").write_text(json.dumps(report))
+    arch = NAMED_ARCHS["fbnet_c"]
+    assert plain.with_validated_correction().predict_us(arch) == pytest.approx(_corrected_by_hand(lut, arch))
+    report["corrections"] = {}
+    (lut.path / "validation.json").write_text(json.dumps(report))
+    with pytest.raises(LatencyModelError, match="no coefficients"):
+        plain.with_validated_correction()
