@@ -17,6 +17,7 @@ Final arch: argmax of α (under the hard constraint, if one is set).
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -59,27 +60,14 @@ class DARTS:
             return latency_loss(ce, lat.expected_us(m), cfg, ref_us, form), ce, out
 
         def second_order_grad(xt, yt, xv, yv) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            m = torch.softmax(alpha + mask, dim=-1)
-            g_train = torch.autograd.grad(ce_of(xt, yt, m.detach())[0], params)
-            backup = [p.detach().clone() for p in params]
-            with torch.no_grad():  # virtual step w' = w − ξ (∇w L_train + wd · w)
-                for p, g in zip(params, g_train):
-                    p.sub_(xi * (g + cfg.w_weight_decay * p))
-            loss, ce, out = val_loss(xv, yv)
-            grads = torch.autograd.grad(loss, [alpha, *params])
-            d_alpha, d_w = grads[0], grads[1:]
-            eps = 0.01 / torch.sqrt(sum((g * g).sum() for g in d_w)).clamp_min(1e-12)
-            hvp = []
-            for sign in (1.0, -1.0):  # ∇α L_train at w ± ε·dw
-                with torch.no_grad():
-                    for p, b, g in zip(params, backup, d_w):
-                        p.copy_(b + sign * eps * g)
+            def train_ce(weights_grad: bool) -> torch.Tensor:
                 m = torch.softmax(alpha + mask, dim=-1)
-                hvp.append(torch.autograd.grad(ce_of(xt, yt, m)[0], alpha)[0])
-            with torch.no_grad():
-                for p, b in zip(params, backup):
-                    p.copy_(b)
-            return d_alpha - xi * (hvp[0] - hvp[1]) / (2 * eps), loss.detach(), torch.stack([ce.detach(), _acc(out, yv)])
+                return ce_of(xt, yt, m if weights_grad else m.detach())[0]
+
+            grad, (loss, ce, out) = unrolled_alpha_grad(
+                params, alpha, train_ce, lambda: val_loss(xv, yv), xi, cfg.w_weight_decay
+            )
+            return grad, loss.detach(), torch.stack([ce.detach(), _acc(out, yv)])
 
         for epoch in bar(range(total), ctx, "darts", total):
             t0 = time.perf_counter()
@@ -133,3 +121,40 @@ class DARTS:
 
 def _acc(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (out.argmax(1) == y).float().mean()
+
+
+def unrolled_alpha_grad(
+    params: list[torch.Tensor],
+    alpha: torch.Tensor,
+    train_loss: Callable[[bool], torch.Tensor],
+    val_loss: Callable[[], tuple[torch.Tensor, ...]],
+    xi: float,
+    weight_decay: float,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """DARTS's second-order α gradient (eq. 7–8 of the paper) by the central finite difference.
+
+    `train_loss(with_alpha)` is L_train at the current `params` (its α graph only needed when
+    `with_alpha`); `val_loss()` returns (L_val, ...) at the current `params`. The params are restored
+    on return. Returns (∇α L_val(w', α) − ξ · [∇α L_train(w⁺) − ∇α L_train(w⁻)] / 2ε, val_loss()).
+    """
+    g_train = torch.autograd.grad(train_loss(False), params)
+    backup = [p.detach().clone() for p in params]
+    try:
+        with torch.no_grad():  # virtual step w' = w − ξ (∇w L_train + wd · w)
+            for p, g in zip(params, g_train):
+                p.sub_(xi * (g + weight_decay * p))
+        val = val_loss()
+        grads = torch.autograd.grad(val[0], [alpha, *params])
+        d_alpha, d_w = grads[0], grads[1:]
+        eps = 0.01 / torch.sqrt(sum((g * g).sum() for g in d_w)).clamp_min(1e-12)
+        hvp = []
+        for sign in (1.0, -1.0):  # ∇α L_train at w ± ε·∇w' L_val
+            with torch.no_grad():
+                for p, b, g in zip(params, backup, d_w):
+                    p.copy_(b + sign * eps * g)
+            hvp.append(torch.autograd.grad(train_loss(True), alpha)[0])
+    finally:
+        with torch.no_grad():
+            for p, b in zip(params, backup):
+                p.copy_(b)
+    return d_alpha - xi * (hvp[0] - hvp[1]) / (2 * eps), val
