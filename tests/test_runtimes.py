@@ -73,3 +73,17 @@ def test_export_failure_carries_the_exporter_message(name: str, tmp_path: Path) 
     with pytest.raises(ExportError) as e:
         rt.export(_DataDependent(), torch.randn(1, 4, 4, 4), path)
     assert len(str(e.value)) > 20  # the exporter's own explanation, not a bare type name
+
+
+def test_executorch_native_log_held_back_unless_the_load_fails(capfd: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    from profiler.runtimes.executorch import _native_stderr_quiet
+
+    with _native_stderr_quiet():
+        os.write(2, b"[cpuinfo_utils.cpp:87] Failed to open midr file\n")
+    assert "midr" not in capfd.readouterr().err
+    with pytest.raises(RuntimeError, match="load failed"), _native_stderr_quiet():
+        os.write(2, b"[method.cpp:42] missing operator\n")
+        raise RuntimeError("load failed")
+    assert "missing operator" in capfd.readouterr().err

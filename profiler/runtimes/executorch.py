@@ -10,7 +10,11 @@ then the same lowering.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
+import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
@@ -23,6 +27,25 @@ from .base import ExportError
 log = logging.getLogger(__name__)
 
 CALIBRATION_BATCHES = 8  # random inputs fed through the prepared model before int8 conversion
+
+
+@contextlib.contextmanager
+def _native_stderr_quiet():
+    """Hold back what native code writes to fd 2 inside the block; give it back if the block fails."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            os.write(2, sink.read())
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 class ExecuTorchRuntime:
@@ -80,9 +103,12 @@ class ExecuTorchRuntime:
         import executorch.extension.pybindings.portable_lib as portable_lib
         from executorch.runtime import Runtime
 
-        if portable_lib._threadpool_get_thread_count() != threads:
-            portable_lib._unsafe_reset_threadpool(threads)  # the XNNPACK backend's threadpool
-        method = Runtime.get().load_program(Path(path)).load_method("forward")
+        # The runtime logs its first cpuinfo probe of the host ("Failed to open midr file", ...)
+        # and each threadpool reset to stderr: nothing about the op, so held back unless it fails.
+        with _native_stderr_quiet():
+            if portable_lib._threadpool_get_thread_count() != threads:
+                portable_lib._unsafe_reset_threadpool(threads)  # the XNNPACK backend's threadpool
+            method = Runtime.get().load_program(Path(path)).load_method("forward")
         if method is None:
             raise RuntimeError(f"{path}: program has no 'forward' method")
         return method
