@@ -28,12 +28,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m pip install -q --upgrade pip
     # The CPU build of torch. A plain `pip install torch` would pull a multi-GB CUDA build, so:
     # a local CPU wheel when pip's find-links has one (its dependencies then come from PyPI),
-    # else PyTorch's CPU index.
+    # else PyTorch's CPU index beside pip's own (its `2.13.0+cpu` outranks the plain `2.13.0`).
     if .venv/bin/python -m pip install -q --no-index --no-deps torch==2.13.0 2>/dev/null; then
         .venv/bin/python -m pip install -q torch==2.13.0
     else
-        .venv/bin/python -m pip install -q torch==2.13.0 \
-            --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple
+        .venv/bin/python -m pip install -q torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cpu
     fi
     .venv/bin/python -c 'import torch, sys; sys.exit("+cpu" not in torch.__version__ and torch.version.cuda is not None)' \
         || { echo "torch is not the CPU build: remove .venv and check pip's indexes" >&2; exit 1; }
