@@ -161,6 +161,22 @@ def mean_entropy(logits: torch.Tensor) -> float:
     return float(-(torch.xlogy(p, p)).sum(-1).mean())
 
 
+def arch_columns(logits: torch.Tensor, latency: LatencyModel) -> dict[str, float]:
+    """The per-epoch log columns that describe the architecture distribution softmax(logits)."""
+    logits = logits.detach()
+    best = constrained_argmax(logits, latency, None)
+    return {
+        "expected_latency_us": float(latency.expected_us(torch.softmax(logits.double().cpu(), dim=-1))),
+        "argmax_latency_us": float(latency.predict_batch_us(best[None])[0]),
+        "theta_entropy": mean_entropy(logits),
+    }
+
+
+def accuracy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Top-1 accuracy of a batch, as a 0-d tensor."""
+    return (out.argmax(1) == y).float().mean()
+
+
 def sample_archs(
     logits: torch.Tensor,
     k: int,

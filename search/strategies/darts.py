@@ -25,14 +25,7 @@ import torch.nn.functional as F
 from search.data import batches
 
 from .base import SearchContext, SearchResult, register_strategy
-from .common import (
-    bar,
-    constrained_argmax,
-    finish,
-    latency_loss,
-    mean_entropy,
-    relaxed_setup,
-)
+from .common import accuracy, arch_columns, bar, finish, latency_loss, relaxed_setup
 
 
 @register_strategy("darts")
@@ -67,7 +60,7 @@ class DARTS:
             grad, (loss, ce, out) = unrolled_alpha_grad(
                 params, alpha, train_ce, lambda: val_loss(xv, yv), xi, cfg.w_weight_decay
             )
-            return grad, loss.detach(), torch.stack([ce.detach(), _acc(out, yv)])
+            return grad, loss.detach(), torch.stack([ce.detach(), accuracy(out, yv)])
 
         for epoch in bar(range(total), ctx, "darts", total):
             t0 = time.perf_counter()
@@ -87,7 +80,7 @@ class DARTS:
                     else:
                         loss, ce, out = val_loss(xv, yv)
                         grad = torch.autograd.grad(loss, alpha)[0]
-                        loss, ce_acc = loss.detach(), torch.stack([ce.detach(), _acc(out, yv)])
+                        loss, ce_acc = loss.detach(), torch.stack([ce.detach(), accuracy(out, yv)])
                     a_opt.zero_grad(set_to_none=True)
                     alpha.grad = grad
                     a_opt.step()
@@ -101,26 +94,15 @@ class DARTS:
                 w_opt.step()
                 sched.step()
                 stats["train_loss"] += ce.item()
-                stats["train_acc"] += _acc(out, y).item()
+                stats["train_acc"] += accuracy(out, y).item()
                 n_w += 1
-            logits = (alpha + mask).detach()
-            best = constrained_argmax(logits, lat, None)
             row = {"epoch": epoch, "phase": "warmup" if warm else "search"}
             for k, v in stats.items():
                 n = n_w if k.startswith("train") else n_a
                 row[k] = v / n if n else float("nan")
-            row.update({
-                "expected_latency_us": float(lat.expected_us(torch.softmax(logits.double().cpu(), -1))),
-                "argmax_latency_us": float(lat.predict_batch_us(best[None])[0]),
-                "theta_entropy": mean_entropy(logits),
-                "epoch_s": time.perf_counter() - t0,
-            })  # fmt: skip
+            row.update(arch_columns(alpha + mask, lat), epoch_s=time.perf_counter() - t0)
             ctx.on_epoch(row)
         return finish(ctx, net, alpha, gen, {"darts_order": cfg.darts_order, "xi": xi})
-
-
-def _acc(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return (out.argmax(1) == y).float().mean()
 
 
 def unrolled_alpha_grad(

@@ -31,14 +31,7 @@ import torch.nn.functional as F
 from search.data import batches
 
 from .base import SearchContext, SearchResult, register_strategy
-from .common import (
-    bar,
-    constrained_argmax,
-    finish,
-    latency_loss,
-    mean_entropy,
-    relaxed_setup,
-)
+from .common import accuracy, arch_columns, bar, finish, latency_loss, relaxed_setup
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +60,7 @@ class FBNet:
             opt.step()
             if not arch:
                 sched.step()
-            acc = (out.argmax(1) == y).float().mean().item()
+            acc = accuracy(out, y).item()
             return ce.item(), acc, loss.item(), sum(net.active_paths) / len(net.active_paths)
 
         for epoch in bar(range(total), ctx, "fbnet", total):
@@ -95,7 +88,7 @@ class FBNet:
                 out = net(xb, m, threshold=ctx.cfg.mask_threshold)
                 ce = F.cross_entropy(out, yb)
                 loss = latency_loss(ce, ctx.latency.expected_us(m), ctx.cfg, ref_us, form)
-                acc = (out.argmax(1) == yb).float().mean().item()
+                acc = accuracy(out, yb).item()
                 stats.append((ce.item(), acc, loss.item(), sum(net.active_paths) / len(net.active_paths)))
         return stats
 
@@ -104,9 +97,6 @@ class FBNet:
         def mean(stats: list[tuple[float, ...]], i: int) -> float:
             return sum(s[i] for s in stats) / max(1, len(stats))
 
-        lat = ctx.latency
-        p = torch.softmax(logits.detach().double().cpu(), dim=-1)
-        best = constrained_argmax(logits, lat, None)
         return {
             "epoch": epoch,
             "phase": "warmup" if warm else "search",
@@ -116,9 +106,7 @@ class FBNet:
             "val_loss": mean(a_stats, 0),
             "val_acc": mean(a_stats, 1),
             "objective": mean(a_stats, 2),
-            "expected_latency_us": float(lat.expected_us(p)),
-            "argmax_latency_us": float(lat.predict_batch_us(best[None])[0]),
-            "theta_entropy": mean_entropy(logits),
+            **arch_columns(logits, ctx.latency),
             "active_paths": mean(w_stats, 3),
             "epoch_s": time.perf_counter() - t0,
         }

@@ -26,6 +26,7 @@ from search.supernet import Supernet
 
 from .base import SearchContext
 from .common import (
+    accuracy,
     bar,
     evaluate_path,
     loss_form,
@@ -82,7 +83,7 @@ class OneShot:
                 ce.backward()
                 opt.step()
                 sched.step()
-                loss_sum, acc_sum, n = loss_sum + ce.item(), acc_sum + (out.argmax(1) == y).float().mean().item(), n + 1
+                loss_sum, acc_sum, n = loss_sum + ce.item(), acc_sum + accuracy(out, y).item(), n + 1
             self.ctx.on_epoch({"epoch": epoch, "phase": "supernet", "train_loss": loss_sum / n,
                                "train_acc": acc_sum / n, "epoch_s": time.perf_counter() - t0})  # fmt: skip
 

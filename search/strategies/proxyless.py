@@ -28,14 +28,7 @@ from search.data import batches
 from search.supernet import Supernet
 
 from .base import SearchContext, SearchResult, register_strategy
-from .common import (
-    bar,
-    constrained_argmax,
-    finish,
-    latency_loss,
-    mean_entropy,
-    relaxed_setup,
-)
+from .common import accuracy, arch_columns, bar, finish, latency_loss, relaxed_setup
 
 
 @register_strategy("proxyless")
@@ -65,7 +58,7 @@ class ProxylessNAS:
                 ce.backward()
                 w_opt.step()
                 sched.step()
-                w_loss, w_acc, n_w = w_loss + ce.item(), w_acc + _acc(out, y), n_w + 1
+                w_loss, w_acc, n_w = w_loss + ce.item(), w_acc + accuracy(out, y).item(), n_w + 1
             a_loss, a_acc, a_obj, n_a = 0.0, 0.0, 0.0, 0
             if not warm:
                 net.requires_grad_(False)
@@ -90,10 +83,8 @@ class ProxylessNAS:
                         new = alpha.gather(1, pair)
                         offset = torch.logsumexp(new, 1, keepdim=True) - torch.logsumexp(old, 1, keepdim=True)
                         alpha[rows[:, None], pair] = new - offset
-                    a_loss, a_acc, a_obj, n_a = a_loss + ce.item(), a_acc + _acc(out, y), a_obj + loss.item(), n_a + 1
+                    a_loss, a_acc, a_obj, n_a = a_loss + ce.item(), a_acc + accuracy(out, y).item(), a_obj + loss.item(), n_a + 1
                 net.requires_grad_(True)
-            logits = (alpha + mask).detach()
-            best = constrained_argmax(logits, lat, None)
             ctx.on_epoch({
                 "epoch": epoch,
                 "phase": "warmup" if warm else "search",
@@ -102,9 +93,7 @@ class ProxylessNAS:
                 "val_loss": a_loss / n_a if n_a else float("nan"),
                 "val_acc": a_acc / n_a if n_a else float("nan"),
                 "objective": a_obj / n_a if n_a else float("nan"),
-                "expected_latency_us": float(lat.expected_us(torch.softmax(logits.double().cpu(), -1))),
-                "argmax_latency_us": float(lat.predict_batch_us(best[None])[0]),
-                "theta_entropy": mean_entropy(logits),
+                **arch_columns(alpha + mask, lat),
                 "epoch_s": time.perf_counter() - t0,
             })  # fmt: skip
         return finish(ctx, net, alpha, gen, {"max_active_paths": max_paths})
@@ -115,7 +104,3 @@ class ProxylessNAS:
         n_allowed = int(net.allowed.sum(1).min())
         k = n_allowed if k <= 0 else min(k, n_allowed)
         return torch.multinomial(torch.softmax(logits, dim=-1), k, replacement=False)
-
-
-def _acc(out: torch.Tensor, y: torch.Tensor) -> float:
-    return (out.argmax(1) == y).float().mean().item()
