@@ -344,8 +344,8 @@ def profile_ops(
         "device": fp,
         "runtime": {
             "name": runtime.name,
-            "version": getattr(runtime, "runtime_version", runtime.versions().get(runtime.name, "")),
-            "delegate": getattr(runtime, "delegate", None),
+            "version": runtime.runtime_version,
+            "delegate": runtime.delegate,
             "threads": threads,
             "core_mask": core_mask or fp.get("core_mask"),  # phones report the mask they pin to
             "dtype": runtime.dtype,

@@ -26,7 +26,7 @@ from lut.stats import summarize
 from profiler.api import arch_name, measure_archs, profile_space
 from profiler.export import quiet_exporter_noise
 from profiler.protocol import ProtocolConfig
-from profiler.runtimes import DTYPES, list_runtimes
+from profiler.runtimes import RUNTIMES, list_runtimes
 from search.space import load_arch
 
 log = logging.getLogger("profiler.run")
@@ -50,7 +50,7 @@ def build_parser(adb=None) -> argparse.ArgumentParser:
     p.add_argument("--device", action="append", help="'host' (default) or an adb serial; repeatable")
     p.add_argument("--space", default="fbnet", help="search space, e.g. fbnet, fbnet-r96-w0.35")
     p.add_argument("--runtime", required=True, choices=list_runtimes())
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "int8"],
+    p.add_argument("--dtype", default="fp32", choices=sorted({d for i in RUNTIMES.values() for d in i.dtypes}),
                    help="int8: executorch (XNNPACKQuantizer PTQ) or onnxruntime (quantize_static)")
     p.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
     p.add_argument("--rounds", type=int, default=_D.rounds, help=f"rounds over all ops (default {_D.rounds})")
@@ -121,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         quiet_exporter_noise()
     devices = list(dict.fromkeys(args.device or ["host"]))
-    if args.dtype not in DTYPES[args.runtime]:
-        print(f"error: runtime {args.runtime} supports dtype {', '.join(DTYPES[args.runtime])}", file=sys.stderr)
+    if args.dtype not in RUNTIMES[args.runtime].dtypes:
+        print(f"error: runtime {args.runtime} supports dtype {', '.join(RUNTIMES[args.runtime].dtypes)}", file=sys.stderr)
         return 2
 
     def run_one(device: str) -> dict[str, Any]:

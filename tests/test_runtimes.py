@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from profiler.runtimes import DTYPES, RUNTIMES, ExportError, Runtime, get_runtime, list_runtimes
+from profiler.runtimes import RUNTIMES, ExportError, Runtime, Session, get_runtime, list_runtimes, run_host
 from search.space import Op
 
-CONFIGS = [(name, dtype) for name in RUNTIMES for dtype in DTYPES[name]]
+CONFIGS = [(name, dtype) for name, info in RUNTIMES.items() for dtype in info.dtypes]
 OP = Op("k3_e1_g2", 8, 8, 8, 16, 2)  # group conv + channel shuffle + stride: a non-trivial block
 
 
@@ -36,11 +36,13 @@ def test_export_and_run_on_host(name: str, dtype: str, tmp_path: Path) -> None:
     path = tmp_path / f"op{rt.suffix}"
     rt.export(module, x, path)
     assert path.stat().st_size > 0
-    samples = rt.run_host(path, threads=1, warmup=2, runs=4)
+    samples = run_host(rt, path, threads=1, warmup=2, runs=4)
     assert len(samples) == 4 and all(s > 0 for s in samples)
     with torch.no_grad():
         ref = module(x).numpy()
-    out = rt.infer(path, x)
+    session = rt.open(path, threads=1)
+    assert isinstance(session, Session)
+    out = session.infer(x.numpy())
     assert out.shape == ref.shape
     if dtype == "fp32":
         np.testing.assert_allclose(out, ref, atol=1e-4, rtol=1e-4)

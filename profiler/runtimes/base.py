@@ -1,34 +1,77 @@
-"""The runtime protocol: export a module to a file, run that file.
+"""The runtime protocol: export a module to a file, open that file on this machine, run it.
 
 A runtime (executorch, tflite, onnxruntime) knows how to export an `nn.Module` + example input to
-its file format, how to time that file on this machine with its own Python interpreter, and which
-device benchmark binary runs the file on a phone (`runner`: the command lines and output parsers
-of those binaries live in `android_harness.runners`, which knows nothing of torch).
+its file format, how to open that file on this machine with its own interpreter (a `Session`),
+and which device benchmark binary runs the file on a phone (`runner`: the command lines and
+output parsers of those binaries live in `android_harness.runners`, which knows nothing of torch).
 
-Adding a runtime is adding one module to `profiler/runtimes/` and one line to its registry.
+    rt = get_runtime("executorch")
+    rt.export(module, x, Path("op.pte"))
+    session = rt.open(Path("op.pte"), threads=1)     # load, plan memory, bind a seeded input
+    session.run()                                   # one invocation on the bound input
+    y = session.infer(x)                            # bind x, run, return the first output
+
+A session binds its input once: `run()` is the invocation alone, as a runner binary times it
+(no per-call input copy or output clone). Adding a runtime is adding one module to
+`profiler/runtimes/` and one `RuntimeInfo` line to the registry in `profiler/runtimes/__init__.py`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Runtime", "ExportError"]
+__all__ = ["Runtime", "RuntimeBase", "RuntimeInfo", "Session", "ExportError"]
 
 
 class ExportError(RuntimeError):
     """Exporting one op failed; the message carries the exporter's own message."""
 
 
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """Everything the rest of the project needs to know about a runtime without importing it."""
+
+    name: str  # "executorch" | "tflite" | "onnxruntime"
+    impl: str  # "module:Class" of its implementation, imported on first use
+    dtypes: tuple[str, ...]  # what it exports: "fp32", "int8" (the runtime's own PTQ flow)
+    suffix: str  # file suffix of exported models, e.g. ".pte"
+    runner: str | None  # device benchmark binary (an `android_harness.runners` name) or None
+    delegate: str  # the backend that runs the ops: "xnnpack", "cpu_ep"
+    version_package: str  # the distribution whose version is "the runtime's version"
+
+
+@runtime_checkable
+class Session(Protocol):
+    """One model file opened by its runtime's interpreter, with a seeded input bound."""
+
+    def run(self) -> None:
+        """One invocation on the bound input (nothing copied in or out)."""
+        ...
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """Bind `x`, run once and return the first output (for correctness checks)."""
+        ...
+
+
 @runtime_checkable
 class Runtime(Protocol):
-    name: str  # "executorch" | "tflite" | "onnxruntime"
-    suffix: str  # file suffix of exported models, e.g. ".pte"
-    runner: str | None  # device benchmark binary ("executor_runner", "benchmark_model") or None
+    info: RuntimeInfo
+    name: str  # == info.name
+    suffix: str  # == info.suffix
+    runner: str | None  # == info.runner
+    delegate: str  # == info.delegate
     dtype: str  # "fp32" or "int8"
+
+    @property
+    def runtime_version(self) -> str:
+        """The version of the interpreter that times models (`info.version_package`)."""
+        ...
 
     def versions(self) -> dict[str, str]:
         """Exporter and runtime versions: part of the export cache key and of the LUT metadata."""
@@ -38,6 +81,44 @@ class Runtime(Protocol):
         """Write `module` to `path`; raise ExportError with the exporter's message on failure."""
         ...
 
-    def run_host(self, path: Path, *, threads: int, warmup: int, runs: int) -> list[float]:
-        """Time `runs` invocations of `path` on this machine after `warmup` ones; µs samples."""
+    def open(self, path: Path, *, threads: int, seed: int = 0) -> Session:
+        """Load `path` with `threads` intra-op threads and bind a seeded random input."""
         ...
+
+
+class RuntimeBase:
+    """What every runtime class shares: its registry entry and the dtype check.
+
+    Subclasses set `info` (their `RUNTIMES` entry) and implement `versions`, `export`, `open`."""
+
+    info: RuntimeInfo
+
+    def __init__(self, dtype: str = "fp32") -> None:
+        if dtype not in self.info.dtypes:
+            raise ValueError(
+                f"runtime {self.info.name!r} does not support dtype {dtype!r}; "
+                f"supported: {', '.join(self.info.dtypes)}"
+            )
+        self.dtype = dtype
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def suffix(self) -> str:
+        return self.info.suffix
+
+    @property
+    def runner(self) -> str | None:
+        return self.info.runner
+
+    @property
+    def delegate(self) -> str:
+        return self.info.delegate
+
+    @property
+    def runtime_version(self) -> str:
+        from importlib.metadata import version
+
+        return version(self.info.version_package)

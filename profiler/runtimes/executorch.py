@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import ExportError
+from . import RUNTIMES
+from .base import ExportError, RuntimeBase
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +49,11 @@ def _native_stderr_quiet():
             os.close(saved)
 
 
-class ExecuTorchRuntime:
-    name = "executorch"
-    suffix = ".pte"
-    runner = "executor_runner"
-    delegate = "xnnpack"
-
-    def __init__(self, dtype: str = "fp32") -> None:
-        self.dtype = dtype
+class ExecuTorchRuntime(RuntimeBase):
+    info = RUNTIMES["executorch"]
 
     def versions(self) -> dict[str, str]:
         return {"torch": version("torch"), "executorch": version("executorch")}
-
-    @property
-    def runtime_version(self) -> str:
-        return version("executorch")
 
     # --- export ---------------------------------------------------------------------------------
     def export(self, module: nn.Module, example_input: torch.Tensor, path: Path) -> None:
@@ -99,7 +90,7 @@ class ExecuTorchRuntime:
         return torch.export.export(converted, (example_input,))
 
     # --- host execution -------------------------------------------------------------------------
-    def _load(self, path: Path, threads: int):
+    def open(self, path: Path, *, threads: int, seed: int = 0) -> "ExecuTorchSession":
         import executorch.extension.pybindings.portable_lib as portable_lib
         from executorch.runtime import Runtime
 
@@ -108,23 +99,35 @@ class ExecuTorchRuntime:
         with _native_stderr_quiet():
             if portable_lib._threadpool_get_thread_count() != threads:
                 portable_lib._unsafe_reset_threadpool(threads)  # the XNNPACK backend's threadpool
-            method = Runtime.get().load_program(Path(path)).load_method("forward")
+            program = Runtime.get().load_program(Path(path))
+            method = program.load_method("forward")
         if method is None:
             raise RuntimeError(f"{path}: program has no 'forward' method")
-        return method
+        return ExecuTorchSession(program, method, seed)
 
-    def _input(self, method, seed: int = 0) -> torch.Tensor:
-        sizes = tuple(method.metadata.input_tensor_meta(0).sizes())
-        return torch.randn(sizes, generator=torch.Generator().manual_seed(seed))
 
-    def run_host(self, path: Path, *, threads: int, warmup: int, runs: int) -> list[float]:
-        from . import time_invocations
+class ExecuTorchSession:
+    """A loaded `forward` method. `run()` calls the pybind method's `execute()` on inputs bound
+    once with `set_inputs` (the `executorch.runtime.Method` wrapper copies inputs in and clones
+    outputs on every call, which `executor_runner` does not)."""
 
-        method = self._load(path, threads)
-        inputs = [self._input(method)]
-        return time_invocations(lambda: method.execute(inputs), warmup=warmup, runs=runs)
+    def __init__(self, program, method, seed: int) -> None:
+        self._program = program  # keeps the program (and the method's memory) alive
+        self._method = method._method  # the pybind ExecuTorchMethod behind the public wrapper
+        meta = method.metadata
+        g = torch.Generator().manual_seed(seed)
+        self._inputs = [
+            torch.randn(tuple(meta.input_tensor_meta(i).sizes()), generator=g)
+            for i in range(meta.num_inputs())
+        ]
+        self._method.set_inputs(self._inputs)
 
-    def infer(self, path: Path, x: torch.Tensor, *, threads: int = 1) -> np.ndarray:
-        """One invocation on `x`; the first output as numpy (for correctness checks)."""
-        method = self._load(path, threads)
-        return method.execute([x.contiguous()])[0].numpy()
+    def run(self) -> None:
+        self._method.execute()
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        self._method.set_inputs([torch.from_numpy(np.ascontiguousarray(x))])
+        self._method.execute()
+        out = self._method.get_outputs(clone_outputs=True)[0].numpy()
+        self._method.set_inputs(self._inputs)
+        return out

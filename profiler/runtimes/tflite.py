@@ -17,21 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import ExportError
+from . import RUNTIMES
+from .base import ExportError, RuntimeBase
 
 log = logging.getLogger(__name__)
 
 
-class TFLiteRuntime:
-    name = "tflite"
-    suffix = ".tflite"
-    runner = "benchmark_model"
-    delegate = "xnnpack"
-
-    def __init__(self, dtype: str = "fp32") -> None:
-        if dtype != "fp32":
-            raise ValueError("the tflite runtime exports fp32 only; use executorch or onnxruntime for int8")
-        self.dtype = dtype
+class TFLiteRuntime(RuntimeBase):
+    info = RUNTIMES["tflite"]
 
     def versions(self) -> dict[str, str]:
         return {
@@ -39,10 +32,6 @@ class TFLiteRuntime:
             "litert-torch": version("litert-torch"),
             "ai-edge-litert": version("ai-edge-litert"),
         }
-
-    @property
-    def runtime_version(self) -> str:
-        return version("ai-edge-litert")
 
     def export(self, module: nn.Module, example_input: torch.Tensor, path: Path) -> None:
         import litert_torch
@@ -62,22 +51,35 @@ class TFLiteRuntime:
         interp.allocate_tensors()
         return interp
 
-    def run_host(self, path: Path, *, threads: int, warmup: int, runs: int) -> list[float]:
-        from . import time_invocations
-
-        interp = self._interpreter(path, threads)
-        for d in interp.get_input_details():
-            rng = np.random.default_rng(0)
-            interp.set_tensor(d["index"], rng.standard_normal(d["shape"]).astype(d["dtype"]))
-        return time_invocations(interp.invoke, warmup=warmup, runs=runs)
-
-    def infer(self, path: Path, x: torch.Tensor, *, threads: int = 1) -> np.ndarray:
-        interp = self._interpreter(path, threads)
-        interp.set_tensor(interp.get_input_details()[0]["index"], x.numpy())
-        interp.invoke()
-        return interp.get_tensor(interp.get_output_details()[0]["index"])
+    def open(self, path: Path, *, threads: int, seed: int = 0) -> "TFLiteSession":
+        return TFLiteSession(self._interpreter(path, threads), seed)
 
     def delegated_nodes(self, path: Path, threads: int = 1) -> int:
         """Number of DELEGATE nodes after the interpreter applied its default delegates."""
         interp = self._interpreter(path, threads)
         return sum(op["op_name"] == "DELEGATE" for op in interp._get_ops_details())
+
+
+class TFLiteSession:
+    """An allocated interpreter with seeded inputs set once; `run()` is `invoke()`."""
+
+    def __init__(self, interp, seed: int) -> None:
+        self._interp = interp
+        rng = np.random.default_rng(seed)
+        self._inputs = []
+        for d in interp.get_input_details():
+            data = rng.standard_normal(d["shape"]).astype(d["dtype"])
+            interp.set_tensor(d["index"], data)
+            self._inputs.append((d["index"], data))
+
+    def run(self) -> None:
+        self._interp.invoke()
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        index = self._interp.get_input_details()[0]["index"]
+        self._interp.set_tensor(index, np.ascontiguousarray(x, dtype=np.float32))
+        self._interp.invoke()
+        out = self._interp.get_tensor(self._interp.get_output_details()[0]["index"])
+        for i, data in self._inputs:
+            self._interp.set_tensor(i, data)
+        return out

@@ -19,7 +19,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from profiler.runtimes.base import Runtime
+from profiler.runtimes import Runtime, run_host
 
 from .base import RunnerError, RunSpec
 
@@ -118,9 +118,7 @@ class HostTarget:
     def measure(self, runtime: Runtime, model_file: Path, spec: RunSpec) -> list[float]:
         # In-process: spec.timeout_s cannot interrupt a native call, and core_mask does not apply.
         try:
-            return runtime.run_host(
-                Path(model_file), threads=spec.threads, warmup=spec.warmup, runs=spec.runs
-            )
+            return run_host(runtime, Path(model_file), threads=spec.threads, warmup=spec.warmup, runs=spec.runs)
         except Exception as e:  # any runtime failure fails this op only (the job goes on)
             raise RunnerError(f"{runtime.name} failed to run {Path(model_file).name}: {type(e).__name__}: {e}") from e
 
