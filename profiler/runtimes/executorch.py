@@ -90,7 +90,9 @@ class ExecuTorchRuntime(RuntimeBase):
         return torch.export.export(converted, (example_input,))
 
     # --- host execution -------------------------------------------------------------------------
-    def open(self, path: Path, *, threads: int, seed: int = 0) -> "ExecuTorchSession":
+    def open(self, path: Path, *, threads: int, seed: int = 0, etdump: bool = False) -> "ExecuTorchSession":
+        """`etdump=True` records an ETDump (per-delegate-operator timings of every run) that
+        `session.write_etdump(path)` writes out; `executorch.devtools.Inspector` reads it."""
         import executorch.extension.pybindings.portable_lib as portable_lib
         from executorch.runtime import Runtime
 
@@ -99,7 +101,7 @@ class ExecuTorchRuntime(RuntimeBase):
         with _native_stderr_quiet():
             if portable_lib._threadpool_get_thread_count() != threads:
                 portable_lib._unsafe_reset_threadpool(threads)  # the XNNPACK backend's threadpool
-            program = Runtime.get().load_program(Path(path))
+            program = Runtime.get().load_program(Path(path), enable_etdump=etdump)
             method = program.load_method("forward")
         if method is None:
             raise RuntimeError(f"{path}: program has no 'forward' method")
@@ -124,6 +126,10 @@ class ExecuTorchSession:
 
     def run(self) -> None:
         self._method.execute()
+
+    def write_etdump(self, path: Path) -> None:
+        """Write the ETDump of every run so far (opened with `etdump=True`)."""
+        self._program._program.write_etdump_result_to_file(str(path))
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         self._method.set_inputs([torch.from_numpy(np.ascontiguousarray(x))])
