@@ -19,7 +19,9 @@ import logging
 import sys
 
 from lut.store import LutError, list_luts, load_lut
-from lut.validate import CORRECTIONS, ValidationConfig, validate_lut, write_validation
+from lut.correction import CORRECTIONS
+from lut.validate import write_validation
+from profiler.validate import ValidationConfig, validate_lut
 
 
 def _latest_host_luts(root: str, space: str) -> list[str]:

@@ -3,6 +3,9 @@
     python -m lut list [--root luts] [--json]
     python -m lut show PATH_OR_ID [--root luts] [--json]
     python -m lut validate LUT [--archs N] [--seed S] [--device SERIAL] [--correction C] [--json]
+                                              (runs `python -m profiler.validate`: measuring
+                                               belongs to the profiler)
+    python -m lut predict LUT --arch NAME_OR_FILE [--arch …] [--correction validated|none] [--json]
     python -m lut compare A B [--json] [--out DIR]
     python -m lut plot LUT [--vs LUT2] --out DIR
     python -m lut import FILE --format F [--space S] [--device-id D] [--runtime-dir R]
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -102,24 +106,27 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 # --- validate, compare, plot, import, export ------------------------------------------------------
-def _cmd_validate(args: argparse.Namespace) -> int:
-    from .validate import ValidationConfig, validate_lut, write_validation
+def _validate(argv: list[str]) -> int:
+    """`lut validate` measures archs on the LUT's target, which is the profiler's job: run its CLI
+    with the same arguments (see `profiler/validate.py`)."""
+    return subprocess.call([sys.executable, "-m", "profiler.validate", *argv])
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from search.space import load_arch
+
+    from .correction import predict_arch
 
     lut = load_lut(args.lut, root=args.root)
-    cfg = ValidationConfig(num_archs=args.archs, seed=args.seed, rounds=args.rounds,
-                           device=args.device, correction=args.correction, progress=not args.json)  # fmt: skip
-    report = validate_lut(lut, cfg)
-    path = write_validation(lut, report)
-    if not args.json:
-        cols = ["name", "split", "predicted_us", "measured_us", "ape"]
-        with pd.option_context("display.width", 200, "display.float_format", "{:.1f}".format):
-            print(pd.DataFrame(report["archs"])[cols].to_string(index=False))
-        print(f"{lut.id}: MAPE {report['mape']:.2f}%  max APE {report['max_ape']:.2f}%  "
-              f"Spearman {report['spearman']:.3f}  Kendall {report['kendall']:.3f}  "
-              f"noise floor {report['noise_floor']:.2f}%  ({report['prediction_model']}, "
-              f"{report['evaluated_on']} archs)  → {path}")  # fmt: skip
-    else:
-        print(json.dumps(report, default=str))
+    rows = [predict_arch(lut, load_arch(a), "validated" if args.correction == "validated" else None)
+            for a in args.arch]  # fmt: skip
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    for r in rows:
+        corr = f"  corrected ({r['correction']['name']}) {r['corrected_us'] / 1e3:.3f} ms" if r["correction"] else ""
+        print(f"{r['arch']} on {r['lut']}: {r['predicted_us'] / 1e3:.3f} ms  (additive {r['additive_us'] / 1e3:.3f} ms{corr})")
     return 0
 
 
@@ -127,8 +134,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare_luts
 
     a, b = load_lut(args.a, root=args.root), load_lut(args.b, root=args.root)
-    floors = tuple(float(f) for f in args.floors.split(","))
-    cmp = compare_luts(a, b, floors=floors)
+    cmp = compare_luts(a, b)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -149,10 +155,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     for r in changed:
         print(f"    layer {r['layer']:2d}: A {r['best_a']}, B {r['best_b']} "
               f"(A's pick +{r['a_pick_slowdown_on_b_pct']:.1f}% on B)")  # fmt: skip
-    for f in cmp.transfer["floors"]:
-        if f["feasible"]:
-            print(f"  transfer at MACs ≥ {f['macs_floor'] / 1e6:.1f}M: A's pick is "
-                  f"{f['penalty_on_b_pct']:+.1f}% on B vs B's pick; B's pick {f['penalty_on_a_pct']:+.1f}% on A")  # fmt: skip
+    print("  how an arch searched on A fares on B: python -m search.crossdevice --lut A --lut B")
     d = cmp.drift
     print(f"  drift: median change {d['median_change_pct']:+.1f}%, {d['ops_changed']} of "
           f"{d['ops_compared']} ops moved > {d['threshold_pct']:.0f}%; meta differs in "
@@ -193,24 +196,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _add_analysis_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     from .formats import FORMATS
-    from .validate import CORRECTIONS
 
-    p = sub.add_parser("validate", parents=[common], help="measure archs end to end, report the LUT's error")
+    sub.add_parser("validate", add_help=False, help="measure archs end to end, report the LUT's error "
+                   "(python -m profiler.validate; `lut validate --help` lists its options)")  # fmt: skip
+
+    p = sub.add_parser("predict", parents=[common], help="an arch's predicted latency on a LUT")
     p.add_argument("lut", help="LUT version dir, runtime dir or id")
-    p.add_argument("--archs", type=int, default=20, help="random archs besides the named ones (default 20)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random archs (default 0)")
-    p.add_argument("--rounds", type=int, default=6, help="end-to-end rounds, two halves (default 6)")
-    p.add_argument("--device", help="adb serial for phone LUTs (host LUTs: omit)")
-    p.add_argument("--correction", default="none", choices=["none", "auto", *CORRECTIONS],
-                   help="fitted correction of the additive sum, scored on held-out archs")
-    p.add_argument("--json", action="store_true", help="last line: one JSON object")
-    p.set_defaults(func=_cmd_validate)
+    p.add_argument("--arch", action="append", required=True, help="named arch or arch JSON file; repeatable")
+    p.add_argument("--correction", default="validated", choices=["validated", "none"],
+                   help="validated (default): also apply the correction `lut validate` stored for the LUT")
+    p.add_argument("--json", action="store_true", help="one JSON object per arch (predicted_us, additive_us, …)")
+    p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("compare", parents=[common], help="compare two LUTs of one space")
     p.add_argument("a")
     p.add_argument("b")
-    p.add_argument("--floors", default="0.25,0.5,0.75",
-                   help="MACs floors of the transfer analysis, fractions of the body MACs range")
+    p.add_argument("--floors", help=argparse.SUPPRESS)  # the transfer analysis moved to search.transfer
     p.add_argument("--out", help="write ops.csv (per-op ratios) and compare.json here")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_compare)
@@ -257,10 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["validate"]:
+        return _validate(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except LutError as e:
+    except ValueError as e:  # LutError, ArchError: the message says what is wrong
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -14,7 +14,8 @@ What `compare_luts(a, b)` returns (`Comparison.to_dict()` is the JSON of `lut co
   between A and B (x faster than y on A, slower on B), largest disagreement first.
 - `best_blocks`: per layer, the fastest computing block (identity candidates left out: they cost
   nothing on every device) under A and under B, and what A's choice costs on B.
-- `transfer`: architecture-level transfer, see `transfer_analysis`.
+Architecture-level transfer (how an arch picked with A's LUT fares on B) is a search over the
+space, so it lives with the searches: `python -m search.crossdevice` (and `search.transfer`).
 - `drift`: per-op relative change summary and the metadata fields that differ; the headline when
   A and B are versions of the same device and runtime.
 """
@@ -24,17 +25,15 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
 from itertools import combinations
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy import stats
 
 from lut.store import Lut, LutError
-from search.space import Op, count_macs, get_space, parse_op_key
+from search.space import get_space, parse_op_key
 from search.space.spaces import Space
 
 __all__ = [
@@ -43,17 +42,13 @@ __all__ = [
     "op_ratio_table",
     "block_flips",
     "best_blocks",
-    "transfer_analysis",
+    "layer_matrix",
     "drift_summary",
     "net_latencies_us",
-    "DEFAULT_MACS_FLOORS",
 ]
 
 logger = logging.getLogger(__name__)
 
-# MACs floors of the transfer analysis, as fractions of the way from the space's cheapest to its
-# most expensive architecture (in MACs).
-DEFAULT_MACS_FLOORS = (0.25, 0.5, 0.75)
 # Ops whose latency changed by more than this (relative) are listed in the drift summary.
 DRIFT_THRESHOLD = 0.05
 # Meta fields whose difference explains drift: compared between A and B and listed when different.
@@ -71,7 +66,6 @@ class Comparison:
     summary: dict[str, Any]
     flips: list[dict[str, Any]] = field(default_factory=list)
     best_blocks: list[dict[str, Any]] = field(default_factory=list)
-    transfer: dict[str, Any] = field(default_factory=dict)
     drift: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,7 +76,6 @@ class Comparison:
             **self.summary,
             "flips": self.flips,
             "best_blocks": self.best_blocks,
-            "transfer": self.transfer,
             "drift": self.drift,
         }
 
@@ -145,7 +138,7 @@ def op_ratio_table(a: Lut, b: Lut) -> tuple[pd.DataFrame, dict[str, int]]:
     return df.set_index("op_key"), left_out
 
 
-def _layer_matrix(lut: Lut, space: Space) -> list[dict[str, float]]:
+def layer_matrix(lut: Lut, space: Space) -> list[dict[str, float]]:
     """Per searchable layer: candidate block → net latency (NaN where missing or failed)."""
     rows = []
     for layer in space.layers():
@@ -162,7 +155,7 @@ def block_flips(a: Lut, b: Lut, space: Space) -> list[dict[str, Any]]:
     and ops missing in either LUT are left out.
     """
     flips = []
-    for layer, ma, mb in zip(space.layers(), _layer_matrix(a, space), _layer_matrix(b, space)):
+    for layer, ma, mb in zip(space.layers(), layer_matrix(a, space), layer_matrix(b, space)):
         blocks = [
             blk
             for blk in ma
@@ -188,7 +181,7 @@ def block_flips(a: Lut, b: Lut, space: Space) -> list[dict[str, Any]]:
 def best_blocks(a: Lut, b: Lut, space: Space) -> list[dict[str, Any]]:
     """Per layer: the fastest computing candidate under A and under B (identity ops left out)."""
     out = []
-    for layer, ma, mb in zip(space.layers(), _layer_matrix(a, space), _layer_matrix(b, space)):
+    for layer, ma, mb in zip(space.layers(), layer_matrix(a, space), layer_matrix(b, space)):
         real = [blk for blk in ma if not layer.op(blk).is_identity]
         sa = {blk: ma[blk] for blk in real if ma[blk] > 0}
         sb = {blk: mb[blk] for blk in real if mb.get(blk, math.nan) > 0}
@@ -206,121 +199,6 @@ def best_blocks(a: Lut, b: Lut, space: Space) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-@lru_cache(maxsize=4096)
-def _op_macs(op: Op) -> int:
-    if op.is_identity:
-        return 0
-    return count_macs(op.build(), op.input_shape)
-
-
-def _body_macs(space: Space) -> list[dict[str, int]]:
-    """Per searchable layer: candidate block → MACs (one forward pass per op, on one thread:
-    these tiny passes are ~10× slower when torch spreads them over busy cores)."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return [
-            {blk: _op_macs(layer.op(blk)) for blk in space.candidates(layer)}
-            for layer in space.layers()
-        ]
-    finally:
-        torch.set_num_threads(prev)
-
-
-def _min_latency_arch(
-    lat: list[dict[str, float]], macs: list[dict[str, int]], floor: int, bins: int = 2000
-) -> tuple[list[str], float] | None:
-    """Blocks minimizing Σ latency subject to Σ MACs ≥ floor (dynamic programming over layers).
-
-    The state is the MACs reached so far, floored to bins of (max body MACs / bins) and capped
-    at the floor. Since binned sums never exceed true sums, every arch found truly meets the
-    floor; it is optimal among archs that meet it in binned MACs.
-    """
-    total_max = sum(max(m.values()) for m in macs)
-    step = max(1, math.ceil(total_max / bins))
-    need = math.ceil(floor / step)
-    dp = np.full(need + 1, np.inf)
-    dp[0] = 0.0
-    back: list[tuple[list[str], np.ndarray, np.ndarray]] = []  # per layer: blocks, choice, source
-    for lat_l, macs_l in zip(lat, macs):
-        blocks = [b for b, t in lat_l.items() if math.isfinite(t)]
-        new = np.full(need + 1, np.inf)
-        choice = np.full(need + 1, -1)
-        source = np.full(need + 1, -1)
-        for j, blk in enumerate(blocks):
-            m = min(macs_l[blk] // step, need)
-            cand = np.full(need + 1, np.inf)
-            src = np.full(need + 1, -1)
-            cand[m:need] = dp[: need - m] + lat_l[blk]  # not yet at the floor
-            src[m:need] = np.arange(need - m)
-            tail = need - m + int(np.argmin(dp[need - m :]))  # every state that reaches the floor
-            cand[need], src[need] = dp[tail] + lat_l[blk], tail
-            better = cand < new
-            new[better], choice[better], source[better] = cand[better], j, src[better]
-        back.append((blocks, choice, source))
-        dp = new
-    if not math.isfinite(dp[need]):
-        return None
-    picked, state = [], need
-    for blocks, choice, source in reversed(back):
-        picked.append(blocks[choice[state]])
-        state = source[state]
-    return picked[::-1], float(dp[need])
-
-
-def transfer_analysis(
-    a: Lut, b: Lut, space: Space, floors: tuple[float, ...] = DEFAULT_MACS_FLOORS
-) -> dict[str, Any]:
-    """How much slower A's fastest architecture is on B than B's own, at equal compute.
-
-    Definition (accuracy-proxy free): for a MACs floor F, the pick of a LUT is the architecture
-    of the space with the lowest predicted latency among those with at least F MACs (body layers
-    only; the fixed stem/head/classifier are the same for every arch and left out of both sums).
-    F runs over `floors`, fractions of the way from the body's minimum to its maximum MACs.
-    `penalty_on_b_pct` = 100 · (lat_B(pick_A) / lat_B(pick_B) − 1), and symmetrically on A.
-    """
-    lat_a, lat_b = _layer_matrix(a, space), _layer_matrix(b, space)
-    macs = _body_macs(space)
-    lo, hi = sum(min(m.values()) for m in macs), sum(max(m.values()) for m in macs)
-    results = []
-    for frac in floors:
-        floor = int(lo + frac * (hi - lo))
-        pa, pb = _min_latency_arch(lat_a, macs, floor), _min_latency_arch(lat_b, macs, floor)
-        if pa is None or pb is None:
-            results.append({"floor_frac": frac, "macs_floor": floor, "feasible": False})
-            continue
-        blocks_a, blocks_b = pa[0], pb[0]
-        a_on_b = sum(lat_b[i][blk] for i, blk in enumerate(blocks_a))
-        b_on_a = sum(lat_a[i][blk] for i, blk in enumerate(blocks_b))
-        results.append(
-            {
-                "floor_frac": frac,
-                "macs_floor": floor,
-                "feasible": True,
-                "pick_a": blocks_a,
-                "pick_b": blocks_b,
-                "pick_a_macs": sum(macs[i][blk] for i, blk in enumerate(blocks_a)),
-                "pick_b_macs": sum(macs[i][blk] for i, blk in enumerate(blocks_b)),
-                "same_pick": blocks_a == blocks_b,
-                "pick_a_on_a_us": pa[1],
-                "pick_b_on_b_us": pb[1],
-                "pick_a_on_b_us": a_on_b,
-                "pick_b_on_a_us": b_on_a,
-                "penalty_on_b_pct": 100.0 * (a_on_b / pb[1] - 1.0),
-                "penalty_on_a_pct": 100.0 * (b_on_a / pa[1] - 1.0),
-            }
-        )
-    return {
-        "definition": (
-            "pick_X = argmin over archs of the body latency predicted by LUT X subject to body "
-            "MACs >= macs_floor; macs_floor = min + floor_frac*(max - min) of the body MACs; "
-            "penalty_on_b_pct = 100*(lat_B(pick_A)/lat_B(pick_B) - 1)"
-        ),
-        "body_macs_range": [lo, hi],
-        "floors": results,
-    }
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -368,9 +246,7 @@ def _kind(a: Lut, b: Lut) -> str:
     return "device" if same_rt else "device+runtime"
 
 
-def compare_luts(
-    a: Lut, b: Lut, *, floors: tuple[float, ...] = DEFAULT_MACS_FLOORS
-) -> Comparison:
+def compare_luts(a: Lut, b: Lut) -> Comparison:
     """Compare LUTs A and B over their common space (see the module docstring)."""
     if a.space != b.space:
         raise LutError(
@@ -398,7 +274,6 @@ def compare_luts(
     }
     flips = block_flips(a, b, space)
     summary["num_flips"] = len(flips)
-    transfer = transfer_analysis(a, b, space, floors)
     return Comparison(
         a_id=lut_id(a),
         b_id=lut_id(b),
@@ -407,6 +282,5 @@ def compare_luts(
         summary=summary,
         flips=flips,
         best_blocks=best_blocks(a, b, space),
-        transfer=transfer,
         drift=drift_summary(ops, a, b),
     )

@@ -31,6 +31,7 @@ import pandas as pd
 
 from search.space import op_key, overhead_op, parse_op_key
 
+from .files import fsync_dir
 from .schema import SAMPLE_COLUMNS, TABLE_COLUMNS, SchemaError, check_meta, check_samples, check_table
 
 __all__ = [
@@ -118,18 +119,11 @@ def _samples_bytes(samples: pd.DataFrame) -> bytes:
 
 
 def _write_file(path: Path, data: bytes) -> None:
+    """A new file inside the hidden temp version dir (the dir's rename makes it atomic)."""
     with open(path, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def list_versions(runtime_dir: str | Path) -> list[int]:
@@ -197,7 +191,7 @@ def write_lut(
             meta["version"] = version
             meta["parent"] = parent if parent is not None else (versions[-1] if versions else None)
             _write_file(tmp / "meta.json", (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             target = base / f"v{version}"
             try:
                 os.rename(tmp, target)  # fails if the target exists and is not empty
@@ -205,7 +199,7 @@ def write_lut(
                 if target.exists():
                     continue
                 raise
-            _fsync_dir(base)
+            fsync_dir(base)
             log.info("wrote LUT %s", target)
             return target
         raise LutError(f"could not claim a version number under {base} after 100 attempts")

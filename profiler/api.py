@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,7 +17,7 @@ from profiler.targets import RunSpec, get_target
 from profiler.targets.base import TargetError
 from search.space import Arch
 
-__all__ = ["profile_space", "measure_archs", "arch_name", "ProfileResult", "ProtocolConfig"]
+__all__ = ["profile_space", "measure_archs", "ProfileResult", "ProtocolConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +62,6 @@ def profile_space(
         target.close()
 
 
-def arch_name(arch: Arch) -> str:
-    """The key `measure_archs` uses: the arch's name, or a stable hash of its blocks."""
-    if arch.name:
-        return arch.name
-    blob = json.dumps({"space": arch.space, "blocks": list(arch.blocks), "head": arch.head_channels})
-    return f"arch-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
-
-
 def measure_archs(
     archs: Sequence[Arch],
     runtime: str,
@@ -90,12 +80,13 @@ def measure_archs(
 ) -> dict[str, list[float]]:
     """Export each arch whole (cached like ops) and time it end to end in shuffled rounds.
 
-    Returns raw µs samples per arch (rounds × runs each), keyed by `arch_name`."""
+    Returns raw µs samples per arch (rounds × runs each), keyed by `Arch.label` (the name, else
+    the arch id)."""
     names: dict[str, str] = {}
     items: dict[str, ExportItem] = {}
     for arch in archs:
         arch.validate()
-        name = arch_name(arch)
+        name = arch.label
         item = ExportItem.for_arch(arch)
         if name in names and names[name] != item.key:
             raise ValueError(f"two different archs are both named {name!r}; give them distinct names")

@@ -1,10 +1,14 @@
-"""The export cache: one exported model file per (op or arch, runtime, exporter versions).
+"""The export cache: one exported model file per (op or arch, runtime, exporter versions, graph).
 
-Layout: `<root>/<runtime>[-int8]/<versions-hash>/<key><suffix>`, where root is `HWNAS_CACHE` or
-`.cache/exports`, `versions-hash` covers the runtime's exporter versions, the dtype and the source
-of `search.space.blocks` (a changed block definition must not reuse stale files), and `key` is
-the op key (or `arch_key(arch)` for whole architectures). Files are written to a temp name and
-renamed, so a crash never leaves a half-written model under its final name.
+Layout: `<root>/<runtime>[-int8]/<versions-hash>/<key><suffix>` beside `<key>.graph`, where root
+is `HWNAS_CACHE` or `.cache/exports`, `versions-hash` covers the runtime's exporter versions and
+the dtype, and `key` is the op key (or `Arch.id` for whole architectures). `<key>.graph` holds the
+fingerprint of the module that was exported (`graph_fingerprint`: every submodule's configuration
+and the code of every project-defined `forward`): a cached file is reused only while the module
+built for its key today has the same fingerprint, so an edit that changes what a block computes
+re-exports exactly the items it changes, and a docstring or comment edit re-exports nothing.
+Files are written to a temp name and renamed, so a crash never leaves a half-written model
+under its final name.
 
 A failed export leaves `<key>.failed.txt` with the exporter's message; later runs report it
 again without retrying, unless asked to (`retry_failed=True`, CLI `--retry-failed`).
@@ -15,9 +19,12 @@ workers roughly halve the cold build time of a space.
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import inspect
 import json
+import textwrap
 import logging
 import multiprocessing
 import os
@@ -33,15 +40,15 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from lut.files import atomic_write
 from profiler.runtimes import ExportError, Runtime, get_runtime
-from search.space import Arch, Op, build_model, parse_op_key
-from search.space import blocks as _blocks
+from search.space import Arch, Op, build_model, get_space, parse_op_key
 
-__all__ = ["ExportItem", "ExportCache", "ExportReport", "arch_key", "default_cache_root", "quiet_exporter_noise"]
+__all__ = ["ExportItem", "ExportCache", "ExportReport", "graph_fingerprint", "default_cache_root", "quiet_exporter_noise"]
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1  # bump when the cache layout or the way items are built changes
+CACHE_FORMAT = 2  # bump when the cache layout or the way items are built changes
 MIN_ITEMS_PER_WORKER = 6  # below this, worker start-up (imports, ~10 s) costs more than it saves
 
 
@@ -49,10 +56,28 @@ def default_cache_root() -> Path:
     return Path(os.environ.get("HWNAS_CACHE", ".cache/exports"))
 
 
-def arch_key(arch: Arch) -> str:
-    """Stable file stem of a whole-arch export: space + hash of blocks and head width."""
-    blob = json.dumps({"space": arch.space, "blocks": list(arch.blocks), "head": arch.head_channels})
-    return f"arch-{arch.space}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+@functools.lru_cache(maxsize=None)
+def _forward_code(cls: type) -> str:
+    """The AST of `cls.forward` without docstrings: what the method computes, not how it reads."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls.forward)))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(
+            getattr(body[0], "value", None), ast.Constant
+        ) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False)
+
+
+def graph_fingerprint(module: nn.Module, example_input: torch.Tensor) -> str:
+    """What an exported graph depends on, hashed: the module tree with every submodule's
+    configuration (`repr`: channels, kernels, strides, groups, eps, ...), the code of each
+    project-defined `forward` (torch's own modules are covered by the torch version in the
+    versions hash), and the input shape and dtype."""
+    classes = sorted({type(m) for m in module.modules()}, key=lambda c: f"{c.__module__}.{c.__qualname__}")
+    code = [_forward_code(c) for c in classes if not c.__module__.startswith("torch.")]
+    blob = json.dumps([repr(module), code, list(example_input.shape), str(example_input.dtype)])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -68,20 +93,20 @@ class ExportItem:
 
     @classmethod
     def for_arch(cls, arch: Arch) -> "ExportItem":
-        return cls(arch_key(arch), arch.to_json())
+        return cls(arch.id, arch.to_json())
 
     def build(self) -> tuple[nn.Module, torch.Tensor]:
-        """The module (eval mode, seeded weights) and its example input."""
-        torch.manual_seed(0)
-        if self.arch is None:
-            op = parse_op_key(self.key)
-            return op.build(), op.example_input()
-        arch = Arch.from_json(self.arch)
-        from search.space import get_space
-
-        res = get_space(arch.space).resolution
-        x = torch.randn((1, 3, res, res), generator=torch.Generator().manual_seed(0))
-        return build_model(arch).eval(), x
+        """The module (eval mode, weights seeded without touching the caller's RNG state) and its
+        example input."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            if self.arch is None:
+                op = parse_op_key(self.key)
+                return op.build(), op.example_input()
+            arch = Arch.from_json(self.arch)
+            res = get_space(arch.space).resolution
+            x = torch.randn((1, 3, res, res), generator=torch.Generator().manual_seed(0))
+            return build_model(arch).eval(), x
 
 
 @dataclass
@@ -99,7 +124,6 @@ def _versions_hash(runtime: Runtime) -> str:
             "format": CACHE_FORMAT,
             "versions": runtime.versions(),
             "dtype": runtime.dtype,
-            "blocks": hashlib.sha256(inspect.getsource(_blocks).encode()).hexdigest(),
         },
         sort_keys=True,
     )
@@ -107,27 +131,26 @@ def _versions_hash(runtime: Runtime) -> str:
 
 
 def _export_one(runtime: Runtime, item: ExportItem, path: Path) -> str | None:
-    """Export `item` to `path` atomically; None on success, else the error message (also written
-    to the failure marker)."""
+    """Export `item` to `path` atomically, then record its graph fingerprint beside it; None on
+    success, else the error message (also written to the failure marker)."""
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
     try:
         module, x = item.build()
         runtime.export(module, x, tmp)
         os.replace(tmp, path)
+        atomic_write(_graph_file(path), graph_fingerprint(module, x))
         return None
     except (ExportError, ValueError) as e:  # ValueError: the item cannot be built
         msg = str(e) or type(e).__name__
-        _write_atomic(path.with_name(path.stem + ".failed.txt"), msg)
+        atomic_write(path.with_name(path.stem + ".failed.txt"), msg)
         return msg
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _graph_file(model_path: Path) -> Path:
+    return model_path.with_name(model_path.stem + ".graph")
 
 
 _WORKER_RUNTIME: Runtime | None = None
@@ -170,6 +193,18 @@ class ExportCache:
     def path(self, key: str) -> Path:
         return self.dir / f"{key}{self.runtime.suffix}"
 
+    def is_current(self, item: ExportItem) -> bool:
+        """The item's file exists and was exported from the module its key builds today."""
+        path = self.path(item.key)
+        try:
+            recorded = _graph_file(path).read_text()
+        except FileNotFoundError:
+            return False
+        if not path.is_file():
+            return False
+        module, x = item.build()
+        return recorded == graph_fingerprint(module, x)
+
     def failure(self, key: str) -> str | None:
         """The remembered export error of `key`, if its last export failed."""
         try:
@@ -192,7 +227,7 @@ class ExportCache:
         report = ExportReport()
         todo: list[ExportItem] = []
         for item in dict((i.key, i) for i in items).values():
-            if self.path(item.key).is_file():
+            if self.is_current(item):
                 report.paths[item.key] = self.path(item.key)
                 report.cached += 1
             elif not retry_failed and (msg := self.failure(item.key)) is not None:

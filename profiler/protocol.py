@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import shutil
 import time
@@ -32,6 +31,7 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 from tqdm import tqdm
 
+from lut.files import append_durable, atomic_write
 from lut.schema import TABLE_COLUMNS
 from lut.stats import STAT_COLUMNS, summarize
 from lut.store import LutError, list_versions, load_lut, runtime_dir_name, write_lut
@@ -186,7 +186,7 @@ class _WorkDir:
                 )
         else:
             path.mkdir(parents=True, exist_ok=True)
-            _atomic_write(job_file, json.dumps(job, indent=2, sort_keys=True))
+            atomic_write(job_file, json.dumps(job, indent=2, sort_keys=True))
         self.samples = self._load_samples()
         self.states = {int(d.pop("round")): d for d in _read_jsonl(self.rounds_file)}
         self.failures = {d["op_key"]: d["error"] for d in _read_jsonl(self.failed_file)}
@@ -216,40 +216,24 @@ class _WorkDir:
         if torn or sum(len(v) for v in groups.values()) != len(out) * runs:
             log.warning("dropping an incomplete op-round from %s (interrupted mid-write)", self.samples_file)
             body = "".join(_sample_lines(k, r, v) for (k, r), v in out.items())
-            _atomic_write(self.samples_file, "op_key,round,sample,latency_us\n" + body)
+            atomic_write(self.samples_file, "op_key,round,sample,latency_us\n" + body)
         return out
 
     def add_samples(self, key: str, r: int, samples: list[float]) -> None:
-        _append(self.samples_file, _sample_lines(key, r, samples))
+        append_durable(self.samples_file, _sample_lines(key, r, samples))
         self.samples[(key, r)] = samples
 
     def add_state(self, r: int, state: dict[str, Any]) -> None:
-        _append(self.rounds_file, json.dumps({"round": r, **state}) + "\n")
+        append_durable(self.rounds_file, json.dumps({"round": r, **state}) + "\n")
         self.states[r] = state
 
     def add_failure(self, key: str, error: str) -> None:
-        _append(self.failed_file, json.dumps({"op_key": key, "error": error}) + "\n")
+        append_durable(self.failed_file, json.dumps({"op_key": key, "error": error}) + "\n")
         self.failures[key] = error
 
 
 def _sample_lines(key: str, r: int, samples: Sequence[float]) -> str:
     return "".join(f"{key},{r},{i},{v:.3f}\n" for i, v in enumerate(samples))
-
-
-def _append(path: Path, text: str) -> None:
-    with open(path, "a") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from lut.stats import summarize
-from profiler.api import arch_name, measure_archs, profile_space
+from profiler.api import measure_archs, profile_space
 from profiler.export import quiet_exporter_noise
 from profiler.protocol import ProtocolConfig
 from profiler.runtimes import RUNTIMES, list_runtimes
@@ -33,7 +33,7 @@ log = logging.getLogger("profiler.run")
 _D = ProtocolConfig()
 
 
-def _adb_module():
+def adb_module():
     """profiler.targets.adb if it exists (it adds --adb-host, --runner, ...), else None."""
     try:
         import profiler.targets.adb as adb
@@ -112,7 +112,7 @@ def _print_human(res: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    adb = _adb_module()
+    adb = adb_module()
     args = build_parser(adb).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)  # fmt: skip

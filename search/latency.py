@@ -1,9 +1,15 @@
 """Latency model: a LUT becomes a `[layers × blocks]` tensor in µs that search can differentiate.
 
     model = LatencyModel.load("luts/pixel7/fbnet/executorch-t1")   # or an id, or a version dir
-    model.predict_us(arch)                       # == lut.predict_us([op.key for op in arch_ops(arch)])
+    model.predict_us(arch)                       # the LUT's prediction of one arch
     model.predict_batch_us(idx)                  # idx: LongTensor [N, layers] of block columns
     model.expected_us(masks)                     # Σ_l Σ_i m[l,i]·LUT[l,i] + fixed, differentiable
+    model.with_validated_correction()            # the same with the LUT's validated correction
+
+Without a correction, `predict_us(arch)` equals `Lut.predict_us` of the arch's op keys (the
+additive sum); with one (`lut.correction.Correction`, folded in per op, so every prediction stays
+a table sum and stays differentiable) it equals `correction.predict_us(lut, keys)`, which is what
+`python -m lut predict` prints.
 
 Columns follow the space's canonical candidate order (`Space.candidates_all`). A block that is
 not a candidate at a layer (ProxylessNAS `zero` where a stage changes shape) is +inf in `table_us`
@@ -20,25 +26,21 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any
 
 import torch
 
-from search.space import Arch, Op, Space, arch_ops, get_space
-
-if TYPE_CHECKING:  # the store is imported lazily so that search imports without lut
-    from lut.store import Lut
+from lut.correction import Correction, validated_correction
+from lut.store import Lut, load_lut, runtime_dir_name
+from search.space import Arch, Space, arch_ops, get_space
 
 __all__ = [
     "LatencyModel",
     "LatencyModelError",
     "resolve_lut",
     "check_proxy_space",
-    "analytic_macs",
-    "macs_latency_us",
-    "write_synthetic_lut",
 ]
 
 log = logging.getLogger(__name__)
@@ -56,10 +58,8 @@ def resolve_lut(
     runtime: str | None = None,
     threads: int = 1,
     root: str | Path = "luts",
-) -> "Lut":
+) -> Lut:
     """Load a LUT from a path/id, or from device id + space + runtime (latest version)."""
-    from lut.store import load_lut, runtime_dir_name
-
     if lut is not None:
         return load_lut(str(lut), root=root)
     if not (device_id and space and runtime):
@@ -93,18 +93,21 @@ class LatencyModel:
     """A LUT as tensors over one space. Pure: built from a loaded `Lut`, no file access."""
 
     space: Space  # the LUT's space (fixes the shapes the latencies belong to)
-    table_us: torch.Tensor  # [layers, blocks] float64, overhead-subtracted op latency, +inf = n/a
+    table_us: torch.Tensor  # [layers, blocks] float64, µs each op adds, +inf = n/a
     allowed: torch.Tensor  # [layers, blocks] bool: block is a candidate at that layer
     fixed_us: float  # Σ fixed ops (stem, pre, head, classifier) at the default head width
-    overhead_us: float  # per-invocation overhead, added once per network
+    overhead_us: float  # what a network adds once (the per-invocation overhead, corrected)
     lut: Any = field(default=None, repr=False)  # the `Lut` it came from (for other head widths)
     lut_info: dict[str, Any] = field(default_factory=dict)  # device id, runtime, version, hash
-    correction: dict[str, Any] | None = None  # the validated correction folded in, if any
+    correction: Correction | None = None  # the correction folded in, if any
 
     # --- construction ------------------------------------------------------------------------
     @classmethod
-    def from_lut(cls, lut: "Lut", space: Space | str | None = None) -> "LatencyModel":
-        """Check coverage of the space and build the tensors."""
+    def from_lut(
+        cls, lut: Lut, space: Space | str | None = None, correction: Correction | None = None
+    ) -> "LatencyModel":
+        """Check coverage of the space and build the tensors: each (layer, block) entry is what
+        that op adds to a network's prediction (`Lut.op_latency_us`, or `correction.op_us`)."""
         if not isinstance(space, Space):
             space = get_space(space or _lut_space_name(lut))
         _check_space_hash(lut, space)
@@ -113,59 +116,43 @@ class LatencyModel:
         needed = [layer.op(b).key for layer in layers for b in space.candidates(layer)]
         needed += [op.key for op in fixed]
         lut.check_coverage(needed)  # LutCoverageError listing every missing op
+        op_us = lut.op_latency_us if correction is None else (lambda k: correction.op_us(lut, k))
         cols = space.candidates_all
         table = torch.full((len(layers), len(cols)), math.inf, dtype=torch.float64)
         allowed = torch.zeros((len(layers), len(cols)), dtype=torch.bool)
         for layer in layers:
             for block in space.candidates(layer):
                 j = cols.index(block)
-                table[layer.index, j] = lut.op_latency_us(layer.op(block).key)
+                table[layer.index, j] = op_us(layer.op(block).key)
                 allowed[layer.index, j] = True
         fixed_keys = [op.key for op in fixed]
-        fixed_us = sum(lut.op_latency_us(k) for k in fixed_keys)
-        # Whatever input shape the store attributes the overhead to, predict_us adds it once.
-        overhead_us = float(lut.predict_us(fixed_keys)) - fixed_us
-        return cls(space, table, allowed, float(fixed_us), overhead_us, lut, _lut_info(lut))
+        fixed_us = float(sum(op_us(k) for k in fixed_keys))
+        if correction is None:  # whatever input shape the store attributes it to, added once
+            once_us = float(lut.predict_us(fixed_keys)) - float(sum(lut.op_latency_us(k) for k in fixed_keys))
+        else:
+            once_us = correction.once_us(lut, fixed_keys[0])
+        return cls(space, table, allowed, fixed_us, once_us, lut, _lut_info(lut), correction)
 
-    def with_correction(self, name: str, coef: dict[str, float]) -> "LatencyModel":
-        """Fold a correction of the additive sum (`lut.validate.CORRECTIONS`: a·Σ + c·computing ops
-        + b) into the tensors. It is linear in the block choice, so every prediction (one arch, a
-        batch, a relaxed mask) stays a table sum and stays differentiable."""
-        a, c, b = _coefficients(coef)
-        computing = torch.zeros_like(self.table_us)
-        for layer in self.space.layers():
-            for block in self.space.candidates(layer):
-                computing[layer.index, self.blocks.index(block)] = float(not layer.op(block).is_identity)
-        n_fixed = sum(not op.is_identity for op in self.space.fixed_ops().values())
-        return replace(
-            self,
-            table_us=torch.where(self.allowed, a * self.table_us + c * computing, self.table_us),
-            fixed_us=a * self.fixed_us + c * n_fixed,
-            overhead_us=a * self.overhead_us + b,
-            correction={"name": name, "coef": dict(coef)},
-        )
+    def with_correction(self, correction: Correction | None) -> "LatencyModel":
+        """The same LUT with `correction` folded in (None: the plain additive sum)."""
+        return LatencyModel.from_lut(self.lut, self.space, correction)
 
     def with_validated_correction(self) -> "LatencyModel":
         """The LUT's own validated correction (`lut validate --correction ...` stored it in
         validation.json) folded in; unchanged when the LUT was never validated or the validation
         kept the plain additive sum."""
-        from lut.validate import read_validation
-
         if self.lut is None or not getattr(self.lut, "path", None):
             return self
-        report = read_validation(self.lut.path)
-        name = (report or {}).get("prediction_model", "additive")
-        if name == "additive":
+        corr = validated_correction(self.lut)
+        if corr is None:
             return self
-        try:
-            coef = report["corrections"][name]["coef"]
-        except (KeyError, TypeError):
-            raise LatencyModelError(
-                f"{self.lut.path}/validation.json names correction {name!r} but has no coefficients for it; "
-                "re-run `python -m lut validate`"
-            ) from None
-        log.info("latency: using %s's validated %s correction %s", self.lut_info.get("id"), name, coef)
-        return self.with_correction(name, coef)
+        log.info("latency: using %s's validated %s correction %s", self.lut_info.get("id"), corr.name, dict(corr.coef))
+        return self.with_correction(corr)
+
+    @property
+    def correction_info(self) -> dict[str, Any] | None:
+        """The folded-in correction as JSON (arch.json records it), or None."""
+        return None if self.correction is None else self.correction.to_dict()
 
     @classmethod
     def load(cls, lut: str | Path, *, root: str | Path = "luts") -> "LatencyModel":
@@ -207,16 +194,15 @@ class LatencyModel:
 
     # --- prediction --------------------------------------------------------------------------
     def predict_us(self, arch: Arch | tuple[str, ...] | list[str]) -> float:
-        """Predicted latency of one arch; equals `Lut.predict_us` of its op keys."""
+        """Predicted latency of one arch: `Lut.predict_us` of its op keys, or with the folded-in
+        correction `correction.predict_us(lut, keys)` (see the module docstring)."""
         if isinstance(arch, Arch):
             if arch.head_channels not in (None, self.space.default_head):
                 # A named arch with its own head width: sum its ops through the LUT itself.
-                ops = arch_ops(arch, self.space)
-                raw = float(self.lut.predict_us([op.key for op in ops]))
+                keys = [op.key for op in arch_ops(arch, self.space)]
                 if self.correction is None:
-                    return raw
-                a, c, b = _coefficients(self.correction["coef"])
-                return a * raw + c * sum(not op.is_identity for op in ops) + b
+                    return float(self.lut.predict_us(keys))
+                return float(self.correction.predict_us(self.lut, keys))
             blocks = arch.blocks
         else:
             blocks = tuple(arch)
@@ -249,12 +235,12 @@ class LatencyModel:
         return torch.multinomial(probs, 1, generator=generator).view(n, self.num_layers)
 
 
-def _lut_space_name(lut: "Lut") -> str:
+def _lut_space_name(lut: Lut) -> str:
     s = lut.space
     return s if isinstance(s, str) else s["name"]
 
 
-def _check_space_hash(lut: "Lut", space: Space) -> None:
+def _check_space_hash(lut: Lut, space: Space) -> None:
     meta_space = (lut.meta or {}).get("space") or {}
     lut_name = meta_space.get("name", _lut_space_name(lut))
     if lut_name != space.name:
@@ -270,15 +256,7 @@ def _check_space_hash(lut: "Lut", space: Space) -> None:
         )
 
 
-def _coefficients(coef: dict[str, float]) -> tuple[float, float, float]:
-    """(a, c, b) of a·predicted_us + c·num_ops + b from a correction's coefficient dict."""
-    unknown = set(coef) - {"predicted_us", "num_ops", "1"}
-    if unknown:
-        raise LatencyModelError(f"unknown correction features {sorted(unknown)}")
-    return float(coef.get("predicted_us", 1.0)), float(coef.get("num_ops", 0.0)), float(coef.get("1", 0.0))
-
-
-def _lut_info(lut: "Lut") -> dict[str, Any]:
+def _lut_info(lut: Lut) -> dict[str, Any]:
     meta = lut.meta or {}
     runtime = meta.get("runtime") or {}
     return {
@@ -292,95 +270,3 @@ def _lut_info(lut: "Lut") -> dict[str, Any]:
         "id": getattr(lut, "id", None),
         "path": str(getattr(lut, "path", "") or ""),
     }
-
-
-# --- synthetic LUTs: tests, benchmarks and dry runs without a measured device ----------------------
-def analytic_macs(op: Op) -> int:
-    """Multiply-accumulates of one op from its block spec and shape (convs and fc only)."""
-    from search.space import block_spec
-
-    spec = block_spec(op.block)
-    ho, wo = -(-op.h // op.stride), -(-op.w // op.stride)
-    if spec.kind in ("ir", "mb"):
-        mid = op.c_in * spec.expansion
-        g = spec.groups
-        expand = 0 if spec.kind == "mb" and spec.expansion == 1 else op.h * op.w * op.c_in * mid // g
-        return expand + ho * wo * mid * spec.kernel**2 + ho * wo * mid * op.c_out // g
-    if spec.kind == "skip":
-        return 0 if op.is_identity else ho * wo * op.c_in * op.c_out
-    if spec.kind == "conv":
-        return ho * wo * op.c_in * op.c_out * spec.kernel**2
-    if spec.kind == "pool_fc":
-        return op.c_in * op.c_out
-    return 0
-
-
-def macs_latency_us(op: Op, macs_per_us: float = 1e4, per_op_us: float = 1.0) -> float:
-    """A synthetic latency: `per_op_us` + MACs at `macs_per_us` (1e4 = 10 GMAC/s)."""
-    return per_op_us + analytic_macs(op) / macs_per_us
-
-
-def write_synthetic_lut(
-    root: str | Path,
-    space: str,
-    latency_us: Callable[[Op], float] = macs_latency_us,
-    *,
-    device_id: str = "synthetic",
-    runtime: str = "synthetic",
-    overhead_us: float = 0.0,
-) -> Path:
-    """Write a LUT of `space` whose op latencies come from `latency_us(op)` (plus `overhead_us`
-    per invocation, stored as overhead rows) through `lut.store.write_lut`; returns its dir.
-    Three samples per op at ±2 % around the value, so the median is exactly the value."""
-    import pandas as pd
-
-    from lut.stats import summarize
-    from lut.store import runtime_dir_name, write_lut
-    from search.space import overhead_op
-
-    sp = get_space(space)
-    rows, samples = [], []
-
-    def add(op: Op, value_us: float | None) -> None:
-        shape = {"c_in": op.c_in, "h": op.h, "w": op.w, "c_out": op.c_out, "stride": op.stride}
-        if value_us is None:
-            stats = {"median_us": 0.0, "mean_us": 0.0, "std_us": 0.0, "min_us": 0.0,
-                     "p10_us": 0.0, "p90_us": 0.0, "n": 0}  # fmt: skip
-            rows.append({"op_key": op.key, "block": op.block, **shape, "status": "identity",
-                         **stats, "error": ""})  # fmt: skip
-            return
-        values = [value_us * 0.98, value_us, value_us * 1.02]
-        rows.append({"op_key": op.key, "block": op.block, **shape, "status": "ok",
-                     **summarize(values), "error": ""})  # fmt: skip
-        samples.extend({"op_key": op.key, "round": 0, "sample": i, "latency_us": v}
-                       for i, v in enumerate(values))  # fmt: skip
-
-    shapes: dict[str, Op] = {}
-    for op in sp.unique_ops():
-        if op.is_identity:
-            add(op, None)
-            continue
-        add(op, float(latency_us(op)) + overhead_us)
-        ovh = overhead_op(op)
-        shapes.setdefault(ovh.key, ovh)
-    for ovh in shapes.values():
-        add(ovh, overhead_us)
-    meta = {
-        "device": {"device_id": device_id, "synthetic": True},
-        "runtime": {"name": runtime, "version": "synthetic", "delegate": None, "threads": 1,
-                    "core_mask": None, "dtype": "fp32"},  # fmt: skip
-        "space": {"name": sp.name, "hash": sp.hash()},
-        "exporters": {},
-        "protocol": {"synthetic": True},
-        "overhead_us": overhead_us,
-        "failed_ops": [],
-    }
-    return write_lut(
-        root,
-        device_id=device_id,
-        space=sp.name,
-        runtime_dir=runtime_dir_name(runtime, 1),
-        table=pd.DataFrame(rows),
-        samples=pd.DataFrame(samples),
-        meta=meta,
-    )

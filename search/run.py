@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 
+from lut.files import atomic_write
 from search.data import load_data
 from search.latency import LatencyModel, check_proxy_space, resolve_lut
 from search.plots import plot_theta
@@ -92,7 +93,7 @@ def run_search(
             "predicted_latency_ms": predicted / 1000.0,
             "val_accuracy": result.val_accuracy,
             "lut": latency.lut_info,
-            "latency_correction": latency.correction,
+            "latency_correction": latency.correction_info,
             "proxy_space": proxy.name,
             "data": data.name,
             "search_s": elapsed_s,
@@ -110,7 +111,7 @@ def run_search(
         "space": latency.space.name,
         "proxy_space": proxy.name,
         "lut": latency.lut_info,
-        "latency_correction": latency.correction,
+        "latency_correction": latency.correction_info,
         "blocks": list(result.blocks),
         "search_s": elapsed_s,
     }
@@ -128,7 +129,7 @@ def write_outputs(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"arch": out / "arch.json", "log": out / "log.csv", "samples": out / "samples.csv"}
-    arch.save(paths["arch"])
+    atomic_write(paths["arch"], arch.to_json(indent=2) + "\n")
     fields = list(dict.fromkeys(k for row in rows for k in row))
     with paths["log"].open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)

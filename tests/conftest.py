@@ -25,7 +25,7 @@ def _seed() -> None:
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     # Exports made by tests never land in (or come from) the user's cache.
-    os.environ.setdefault("HWNAS_CACHE", str(tmp_path_factory.mktemp("hwnas-cache")))
+    os.environ["HWNAS_CACHE"] = str(tmp_path_factory.mktemp("hwnas-cache"))
 
 
 @pytest.fixture(scope="module")
@@ -37,3 +37,104 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# --- synthetic LUTs (written through the store; provenance "synthetic") -------------------------
+SYNTH_SPACE = "fbnet-r32-w0.25"  # 22 layers, tiny shapes
+
+
+def _base_us(op) -> float:
+    """A deterministic latency growing with shape, expansion and kernel; groups and skip cheaper."""
+    from search.space import block_spec
+
+    spec = block_spec(op.block)
+    factor = spec.expansion * (1.0 + 0.1 * spec.kernel) * (0.8 if spec.groups > 1 else 1.0)
+    factor *= 0.3 if spec.kind == "skip" else 1.0
+    return 5.0 + factor * op.h * op.w * (op.c_in + op.c_out) / 200.0
+
+
+def _macs_latency_us(op, macs_per_us: float = 1e4, per_op_us: float = 1.0) -> float:
+    """`per_op_us` + the op's MACs at `macs_per_us` (1e4 = 10 GMAC/s)."""
+    return per_op_us + op.macs / macs_per_us
+
+
+def _synthetic_lut_dir(
+    root,
+    device_id: str = "synthA",
+    *,
+    space: str = SYNTH_SPACE,
+    latency_us=_base_us,
+    scale: dict[str, float] | None = None,
+    overhead_us: float = 3.0,
+    seed: int = 0,
+    noise: float = 0.01,
+    samples_per_op: int = 5,
+    runtime: str = "executorch",
+):
+    """Write a LUT whose op latency is `latency_us(op) · scale[block]` plus `overhead_us` (with
+    `samples_per_op` samples at `noise` relative noise; 0 makes the median exact) through
+    `lut.store.write_lut`; returns its version dir."""
+    import numpy as np
+    import pandas as pd
+
+    from lut.stats import summarize
+    from lut.store import write_lut
+    from search.space import get_space, overhead_op
+
+    rng = np.random.default_rng(seed)
+    scale = scale or {}
+    sp = get_space(space)
+    rows, samples = [], []
+    ops = sp.unique_ops()
+    ovh = {overhead_op(op).key: overhead_op(op) for op in ops if not op.is_identity}
+    for op in list(ops) + list(ovh.values()):
+        shape = {"op_key": op.key, "block": op.block, "c_in": op.c_in, "h": op.h, "w": op.w,
+                 "c_out": op.c_out, "stride": op.stride}  # fmt: skip
+        if op.is_identity:
+            zeros = {c: 0.0 for c in ("median_us", "mean_us", "std_us", "min_us", "p10_us", "p90_us")}
+            rows.append({**shape, "status": "identity", **zeros, "n": 0, "error": ""})
+            continue
+        true_us = overhead_us if op.block == "overhead" else latency_us(op) * scale.get(op.block, 1.0) + overhead_us
+        xs = true_us * (1.0 + noise * rng.standard_normal(samples_per_op))
+        samples += [{"op_key": op.key, "round": i, "sample": 0, "latency_us": x} for i, x in enumerate(xs)]
+        rows.append({**shape, "status": "ok", **summarize(xs), "error": ""})
+    meta = {
+        "device": {"device_id": device_id, "target": "host"},
+        "runtime": {"name": runtime, "version": "test", "delegate": None, "threads": 1,
+                    "core_mask": None, "dtype": "fp32"},  # fmt: skip
+        "space": {"name": sp.name, "hash": sp.hash()},
+        "overhead_us": overhead_us,
+        "failed_ops": {},
+        "exporters": {},
+        "protocol": {"synthetic": True},
+        "provenance": "synthetic",
+    }
+    return write_lut(root, device_id=device_id, space=sp.name, runtime_dir=f"{runtime}-t1",
+                     table=pd.DataFrame(rows), samples=pd.DataFrame(samples), meta=meta)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def synthetic_lut():
+    """`synthetic_lut(root, device_id="synthA", *, space=, latency_us=, scale=, overhead_us=3,
+    seed=, noise=0.01, runtime="executorch") -> Lut` (see `_synthetic_lut_dir`)."""
+    from lut.store import load_lut
+
+    return lambda root, *args, **kw: load_lut(_synthetic_lut_dir(root, *args, **kw))
+
+
+@pytest.fixture(scope="session")
+def write_synthetic_lut():
+    """`write_synthetic_lut(root, space, latency_us=macs_latency_us, *, device_id="synthetic",
+    runtime="synthetic", overhead_us=0.0) -> Path`: exact medians (no noise), MACs-based latency."""
+
+    def write(root, space, latency_us=_macs_latency_us, *, device_id="synthetic", runtime="synthetic",
+              overhead_us=0.0):  # fmt: skip
+        return _synthetic_lut_dir(root, device_id, space=space, latency_us=latency_us, overhead_us=overhead_us,
+                                  noise=0.0, samples_per_op=3, runtime=runtime)  # fmt: skip
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def macs_latency_us():
+    return _macs_latency_us

@@ -1,7 +1,4 @@
-"""lut.compare on synthetic LUTs written through the store (no measurement involved).
-
-`synthetic_lut` is shared with test_lut_formats.py and test_lut_plots.py.
-"""
+"""lut.compare on synthetic LUTs written through the store (no measurement involved)."""
 
 from __future__ import annotations
 
@@ -16,72 +13,15 @@ import pytest
 from scipy import stats
 
 from lut.__main__ import main as lut_main
-from lut.compare import compare_luts, transfer_analysis
+from lut.compare import compare_luts, layer_matrix
 from lut.stats import summarize
 from lut.store import Lut, LutError, load_lut, write_lut
 from search.space import block_spec, get_space, overhead_op
 
-SPACE = "fbnet-r32-w0.25"  # 22 layers, tiny shapes
+SPACE = "fbnet-r32-w0.25"  # 22 layers, tiny shapes (the synthetic_lut default)
 
 
-def _base_us(op) -> float:
-    """A deterministic latency growing with shape, expansion and kernel; groups and skip cheaper."""
-    spec = block_spec(op.block)
-    factor = spec.expansion * (1.0 + 0.1 * spec.kernel) * (0.8 if spec.groups > 1 else 1.0)
-    factor *= 0.3 if spec.kind == "skip" else 1.0
-    return 5.0 + factor * op.h * op.w * (op.c_in + op.c_out) / 200.0
-
-
-def synthetic_lut(
-    root: Path,
-    device_id: str = "synthA",
-    *,
-    space: str = SPACE,
-    scale: dict[str, float] | None = None,
-    overhead_us: float = 3.0,
-    seed: int = 0,
-    runtime: str = "executorch",
-) -> Lut:
-    """A LUT whose op latency is `_base_us(op) · scale[block]` plus overhead, with 5 noisy
-    samples per op (1% noise), written by `write_lut` and loaded back."""
-    rng = np.random.default_rng(seed)
-    scale = scale or {}
-    sp = get_space(space)
-    rows, samples = [], []
-    ops = sp.unique_ops()
-    ovh = {overhead_op(op).key: overhead_op(op) for op in ops}
-    for op in list(ops) + list(ovh.values()):
-        if op.is_identity:
-            rows.append({"op_key": op.key, "block": op.block, "c_in": op.c_in, "h": op.h, "w": op.w,
-                         "c_out": op.c_out, "stride": op.stride, "status": "identity",
-                         **{c: 0.0 for c in ("median_us", "mean_us", "std_us", "min_us", "p10_us",
-                                              "p90_us")}, "n": 0, "error": ""})  # fmt: skip
-            continue
-        if op.block == "overhead":
-            true_us = overhead_us
-        else:
-            true_us = _base_us(op) * scale.get(op.block, 1.0) + overhead_us
-        xs = true_us * (1.0 + 0.01 * rng.standard_normal(5))
-        samples += [{"op_key": op.key, "round": i, "sample": 0, "latency_us": x} for i, x in enumerate(xs)]
-        rows.append({"op_key": op.key, "block": op.block, "c_in": op.c_in, "h": op.h, "w": op.w,
-                     "c_out": op.c_out, "stride": op.stride, "status": "ok", **summarize(xs),
-                     "error": ""})  # fmt: skip
-    meta = {
-        "device": {"device_id": device_id, "target": "host"},
-        "runtime": {"name": runtime, "version": "test", "delegate": None, "threads": 1,
-                    "core_mask": None, "dtype": "fp32"},  # fmt: skip
-        "space": {"name": sp.name, "hash": sp.hash()},
-        "overhead_us": overhead_us,
-        "failed_ops": {},
-        "exporters": {},
-        "protocol": {"rounds": 5},
-    }
-    path = write_lut(root, device_id=device_id, space=sp.name, runtime_dir=f"{runtime}-t1",
-                     table=pd.DataFrame(rows), samples=pd.DataFrame(samples), meta=meta)  # fmt: skip
-    return load_lut(path)
-
-
-def test_identical_luts_agree_everywhere(tmp_path: Path) -> None:
+def test_identical_luts_agree_everywhere(tmp_path: Path, synthetic_lut) -> None:
     a = synthetic_lut(tmp_path, seed=0)
     b = synthetic_lut(tmp_path, seed=0)  # version 2 of the same LUT, same numbers
     cmp = compare_luts(a, b)
@@ -91,10 +31,9 @@ def test_identical_luts_agree_everywhere(tmp_path: Path) -> None:
     assert cmp.flips == []
     assert all(r["same"] for r in cmp.best_blocks)
     assert cmp.drift["ops_changed"] == 0
-    assert all(f["penalty_on_b_pct"] == pytest.approx(0.0, abs=1e-6) for f in cmp.transfer["floors"])
 
 
-def test_ratios_against_an_independent_computation(tmp_path: Path) -> None:
+def test_ratios_against_an_independent_computation(tmp_path: Path, synthetic_lut) -> None:
     a = synthetic_lut(tmp_path, "devA", seed=1)
     b = synthetic_lut(tmp_path, "devB", seed=2, scale={"k5_e6": 3.0, "k3_e1": 0.5}, overhead_us=9.0)
     cmp = compare_luts(a, b)
@@ -118,7 +57,7 @@ def test_ratios_against_an_independent_computation(tmp_path: Path) -> None:
     assert k5.between(2.7, 3.3).all()
 
 
-def test_block_specific_slowdown_flips_order_and_best_block(tmp_path: Path) -> None:
+def test_block_specific_slowdown_flips_order_and_best_block(tmp_path: Path, synthetic_lut) -> None:
     a = synthetic_lut(tmp_path, "devA", seed=1)
     # on B every k3 block is 4x slower: k5 variants become faster than their k3 twins
     slow = {b: 4.0 for b in ("k3_e1", "k3_e1_g2", "k3_e3", "k3_e6")}
@@ -131,47 +70,27 @@ def test_block_specific_slowdown_flips_order_and_best_block(tmp_path: Path) -> N
     assert changed and all(r["a_pick_slowdown_on_b_pct"] > 0 for r in changed)
 
 
-def test_transfer_pick_is_optimal_and_penalty_nonnegative(tmp_path: Path) -> None:
-    a = synthetic_lut(tmp_path, "devA", seed=1)
-    b = synthetic_lut(tmp_path, "devB", seed=2, scale={"k3_e6": 5.0, "skip": 10.0, "k5_e1": 0.2})
-    space = get_space(SPACE)
-    tr = transfer_analysis(a, b, space, floors=(0.5,))
-    f = tr["floors"][0]
-    assert f["feasible"] and f["penalty_on_b_pct"] >= 0 and f["penalty_on_a_pct"] >= 0
-    assert f["pick_b_macs"] >= f["macs_floor"] and f["pick_a_macs"] >= f["macs_floor"]
-    # no random arch meeting the floor beats B's pick on B (the DP is exact up to MAC binning)
-    from lut.compare import _body_macs, _layer_matrix
-
-    lat_b, macs = _layer_matrix(b, space), _body_macs(space)
-    rng = random.Random(0)
-    for _ in range(3000):
-        blocks = [rng.choice(list(m)) for m in macs]
-        if sum(m[x] for m, x in zip(macs, blocks)) >= f["macs_floor"]:
-            assert sum(l[x] for l, x in zip(lat_b, blocks)) >= f["pick_b_on_b_us"] * (1 - 1e-3)
-
-
-def test_different_spaces_refused(tmp_path: Path) -> None:
+def test_different_spaces_refused(tmp_path: Path, synthetic_lut) -> None:
     a = synthetic_lut(tmp_path, "devA")
     b = synthetic_lut(tmp_path, "devB", space="fbnet-r32-w0.35")
     with pytest.raises(LutError, match="different spaces"):
         compare_luts(a, b)
 
 
-def test_cli_compare_json_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_compare_json_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture, synthetic_lut) -> None:
     synthetic_lut(tmp_path, "devA", seed=1)
     synthetic_lut(tmp_path, "devB", seed=2, scale={"k5_e6": 2.0})
     a_id, b_id = f"devA/{SPACE}/executorch-t1", f"devB/{SPACE}/executorch-t1"
     rc = lut_main(["compare", a_id, b_id, "--root", str(tmp_path), "--json", "--out", str(tmp_path / "cmp")])
     assert rc == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    for key in ("geomean_ratio", "spearman", "kendall", "flips", "best_blocks", "transfer", "drift"):
+    for key in ("geomean_ratio", "spearman", "kendall", "flips", "best_blocks", "drift"):
         assert key in out
     ops = pd.read_csv(tmp_path / "cmp" / "ops.csv", index_col="op_key")
     assert len(ops) == out["num_ops"] and {"a_us", "b_us", "ratio"} <= set(ops.columns)
-    assert out["transfer"]["definition"].startswith("pick_X")
 
 
-def test_drift_reports_changed_ops_and_meta(tmp_path: Path) -> None:
+def test_drift_reports_changed_ops_and_meta(tmp_path: Path, synthetic_lut) -> None:
     a = synthetic_lut(tmp_path, "dev", seed=1)
     b = synthetic_lut(tmp_path, "dev", seed=1, scale={"k3_e6": 1.5})  # v2: one block slower
     b.meta["runtime"]["version"] = "test2"

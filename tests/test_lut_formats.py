@@ -17,7 +17,7 @@ from lut.formats import FORMATS, export_lut, get_format, import_file
 from lut.formats.proxyless_yaml import parse_yaml_key, yaml_key
 from lut.store import LutError, load_lut
 from search.space import Arch, FBNET_BLOCKS, Op, arch_ops, get_space
-from test_lut_compare import SPACE, synthetic_lut
+SPACE = "fbnet-r32-w0.25"  # the synthetic_lut default
 
 DATA = Path(__file__).resolve().parent / "data" / "reference"  # published tables, see its README
 HWNAS = DATA / "hwnasbench"
@@ -102,7 +102,7 @@ def test_yaml_key_matches_published_grammar() -> None:
 
 
 @pytest.mark.parametrize("fmt", sorted(n for n, f in FORMATS.items() if f.can_export))
-def test_export_import_round_trip_keeps_predictions(tmp_path: Path, fmt: str) -> None:
+def test_export_import_round_trip_keeps_predictions(tmp_path: Path, fmt: str, synthetic_lut) -> None:
     lut = synthetic_lut(tmp_path / "a", "devA", overhead_us=7.0)
     out = export_lut(lut, fmt, tmp_path / f"lut{get_format(fmt).suffixes[0]}")
     (path,) = import_file(out, fmt, tmp_path / "b", space=SPACE, device_id="devA-copy")
@@ -116,7 +116,7 @@ def test_export_import_round_trip_keeps_predictions(tmp_path: Path, fmt: str) ->
         assert back.predict_us(keys) == pytest.approx(lut.predict_us(keys), abs=0.01)
 
 
-def test_flat_csv_has_identity_columns(tmp_path: Path) -> None:
+def test_flat_csv_has_identity_columns(tmp_path: Path, synthetic_lut) -> None:
     lut = synthetic_lut(tmp_path, "devA")
     out = export_lut(lut, "flat_csv", tmp_path / "flat.csv")
     df = pd.read_csv(out)
@@ -127,7 +127,7 @@ def test_flat_csv_has_identity_columns(tmp_path: Path) -> None:
         assert ok.at[key, "latency_us"] == pytest.approx(lut.op_latency_us(key), abs=1e-3)
 
 
-def test_errors_say_what_to_do(tmp_path: Path) -> None:
+def test_errors_say_what_to_do(tmp_path: Path, synthetic_lut) -> None:
     lut = synthetic_lut(tmp_path, "devA")
     with pytest.raises(LutError, match="known formats"):
         get_format("nope")

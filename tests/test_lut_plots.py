@@ -12,7 +12,7 @@ from lut.__main__ import main as lut_main
 from lut.compare import compare_luts
 from lut.plots import heatmap, ops_scatter, plot_all, validation_scatter
 from lut.validate import evaluate, write_validation
-from test_lut_compare import SPACE, synthetic_lut
+SPACE = "fbnet-r32-w0.25"  # the synthetic_lut default
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -37,7 +37,7 @@ def _report(seed: int = 0) -> dict:
     return {**evaluate(archs), "archs": archs}
 
 
-def test_each_plot_is_a_png(tmp_path: Path) -> None:
+def test_each_plot_is_a_png(tmp_path: Path, synthetic_lut) -> None:
     a = synthetic_lut(tmp_path / "s", "devA")
     b = synthetic_lut(tmp_path / "s", "devB", scale={"k5_e6": 2.0})
     files = [
@@ -51,7 +51,7 @@ def test_each_plot_is_a_png(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow  # five figures: ~5 s, more on a busy machine
-def test_plot_all_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_plot_all_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture, synthetic_lut) -> None:
     root = tmp_path / "luts"
     a = synthetic_lut(root, "devA")
     synthetic_lut(root, "devB", scale={"k3_e6": 0.5})

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from lut.store import load_lut
-from search.latency import LatencyModel, macs_latency_us, write_synthetic_lut
+from search.latency import LatencyModel
 from search.run import run_search
 from search.space import get_space, load_arch
 from search.strategies import SearchConfig
@@ -37,20 +37,22 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def slow_block_latency(block: str, factor: float = 50.0):
+    """1 µs + MACs at 10 GMAC/s (as `write_synthetic_lut`), `factor`× slower for `block`."""
+
     def fn(op) -> float:
-        base = macs_latency_us(op)
+        base = 1.0 + op.macs / 1e4
         return base * factor if op.block == block else base
 
     return fn
 
 
 @pytest.fixture(scope="module")
-def macs_model(tmp_path_factory: pytest.TempPathFactory) -> LatencyModel:
+def macs_model(tmp_path_factory: pytest.TempPathFactory, write_synthetic_lut) -> LatencyModel:
     return LatencyModel.from_lut(load_lut(write_synthetic_lut(tmp_path_factory.mktemp("l"), "fbnet")))
 
 
 @pytest.mark.slow
-def test_search_stops_choosing_a_far_slower_block(tmp_path) -> None:
+def test_search_stops_choosing_a_far_slower_block(tmp_path, write_synthetic_lut) -> None:
     # k3_e1 is column 0: the arg-max of an untrained (all-zero) θ, so only the LUT moves it away.
     lat = LatencyModel.from_lut(load_lut(write_synthetic_lut(tmp_path, "fbnet", slow_block_latency("k3_e1"))))
     summary = run_search(STRONG, lat, PROXY, out=tmp_path / "run", subset=SUBSET)
@@ -149,7 +151,7 @@ def test_constrained_argmax_and_samples_meet_the_budget(macs_model) -> None:
 
 
 @pytest.mark.slow
-def test_cli_outputs_are_complete_and_reproducible_with_a_seed(tmp_path) -> None:
+def test_cli_outputs_are_complete_and_reproducible_with_a_seed(tmp_path, write_synthetic_lut) -> None:
     lut_dir = write_synthetic_lut(tmp_path / "luts", "fbnet")
     out = tmp_path / "runs" / "a"
     cmd = [sys.executable, "-m", "search.run", "--lut", str(lut_dir), "--strategy", "fbnet",

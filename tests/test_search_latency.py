@@ -7,13 +7,14 @@ import math
 import pytest
 import torch
 
-from lut.store import LutCoverageError, load_lut, runtime_dir_name, write_lut
-from search.latency import LatencyModel, LatencyModelError, check_proxy_space, resolve_lut, write_synthetic_lut
+from lut.correction import Correction
+from lut.store import LutCoverageError, LutError, load_lut, runtime_dir_name, write_lut
+from search.latency import LatencyModel, LatencyModelError, check_proxy_space, resolve_lut
 from search.space import NAMED_ARCHS, Arch, arch_ops, get_space
 
 
 @pytest.fixture(scope="module")
-def fbnet_lut(tmp_path_factory: pytest.TempPathFactory):
+def fbnet_lut(tmp_path_factory: pytest.TempPathFactory, write_synthetic_lut):
     root = tmp_path_factory.mktemp("luts")
     return load_lut(write_synthetic_lut(root, "fbnet", overhead_us=37.5))
 
@@ -52,7 +53,7 @@ def test_expected_latency_of_one_hot_masks_is_the_arch_latency_and_differentiabl
     torch.testing.assert_close(masks.grad[0], model.table_finite_us)
 
 
-def test_disallowed_blocks_are_inf_and_masked(tmp_path) -> None:
+def test_disallowed_blocks_are_inf_and_masked(tmp_path, write_synthetic_lut) -> None:
     lat = LatencyModel.from_lut(load_lut(write_synthetic_lut(tmp_path, "proxyless_mobile")))
     space = get_space("proxyless_mobile")
     zero = space.candidates_all.index("zero")
@@ -86,7 +87,7 @@ def test_space_mismatch_and_proxy_checks(fbnet_lut) -> None:
         check_proxy_space(get_space("fbnet"), get_space("proxyless_mobile-r32"))
 
 
-def test_resolve_by_device_space_runtime_takes_latest(tmp_path) -> None:
+def test_resolve_by_device_space_runtime_takes_latest(tmp_path, write_synthetic_lut) -> None:
     write_synthetic_lut(tmp_path, "fbnet", device_id="dev", runtime="rt")
     write_synthetic_lut(tmp_path, "fbnet", device_id="dev", runtime="rt", overhead_us=5.0)
     lut = resolve_lut(device_id="dev", space="fbnet", runtime="rt", root=tmp_path)
@@ -114,19 +115,37 @@ def _corrected_by_hand(fbnet_lut, arch: Arch) -> float:
 
 
 def test_a_correction_folded_into_the_tensors_equals_the_formula_everywhere(fbnet_lut, model) -> None:
-    fixed = model.with_correction("per_op", COEF)
-    assert fixed.correction == {"name": "per_op", "coef": COEF} and model.correction is None
+    fixed = model.with_correction(Correction("per_op", COEF))
+    assert fixed.correction_info == {"name": "per_op", "coef": COEF} and model.correction is None
     idx = model.sample_uniform(16, torch.Generator().manual_seed(3))
     archs = [model.arch(i) for i in idx] + [a for a in NAMED_ARCHS.values() if a.space == "fbnet"]
     for arch in archs:  # random archs (skip identities among them) and named archs with other heads
         assert fixed.predict_us(arch) == pytest.approx(_corrected_by_hand(fbnet_lut, arch), rel=1e-12)
+        keys = [op.key for op in arch_ops(arch)]
+        assert fixed.predict_us(arch) == pytest.approx(Correction("per_op", COEF).predict_us(fbnet_lut, keys))
     one_hot = torch.nn.functional.one_hot(idx, len(model.blocks)).double()
     torch.testing.assert_close(fixed.expected_us(one_hot), fixed.predict_batch_us(idx))
-    with pytest.raises(LatencyModelError, match="unknown correction features"):
-        model.with_correction("x", {"flops": 1.0})
+    with pytest.raises(LutError, match="unknown features"):
+        Correction("x", {"flops": 1.0})
 
 
-def test_the_validated_correction_is_read_from_validation_json(tmp_path) -> None:
+def test_a_new_correction_needs_no_change_in_search(fbnet_lut, model, monkeypatch) -> None:
+    """A feature and a correction added to lut.correction's registries fold into the search's
+    tensors as they are: search names no feature."""
+    from lut import correction as corr_mod
+
+    dw = corr_mod.Feature(lambda lut, k: float(k.startswith("k5")), lambda lut, k: 0.0, "5×5 blocks")
+    monkeypatch.setitem(corr_mod.FEATURES, "num_k5", dw)
+    monkeypatch.setitem(corr_mod.CORRECTIONS, "k5", ("predicted_us", "num_k5", "1"))
+    corr = Correction("k5", {"predicted_us": 1.1, "num_k5": 40.0, "1": 10.0})
+    fixed = model.with_correction(corr)
+    arch = NAMED_ARCHS["fbnet_c"]
+    keys = [op.key for op in arch_ops(arch)]
+    by_hand = 1.1 * fbnet_lut.predict_us(keys) + 40.0 * sum(k.startswith("k5") for k in keys) + 10.0
+    assert fixed.predict_us(arch) == pytest.approx(by_hand, rel=1e-12)
+
+
+def test_the_validated_correction_is_read_from_validation_json(tmp_path, write_synthetic_lut) -> None:
     import json
 
     lut = load_lut(write_synthetic_lut(tmp_path, "fbnet"))
@@ -141,5 +160,5 @@ def test_the_validated_correction_is_read_from_validation_json(tmp_path) -> None
     assert plain.with_validated_correction().predict_us(arch) == pytest.approx(_corrected_by_hand(lut, arch))
     report["corrections"] = {}
     (lut.path / "validation.json").write_text(json.dumps(report))
-    with pytest.raises(LatencyModelError, match="no coefficients"):
+    with pytest.raises(LutError, match="no coefficients"):
         plain.with_validated_correction()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lut.store import load_lut
-from search.latency import LatencyModel, write_synthetic_lut
+from search.latency import LatencyModel
 from search.run import run_search
 from search.space import get_space, load_arch
 from search.strategies import STRATEGIES, SearchConfig
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def lat(tmp_path_factory: pytest.TempPathFactory) -> LatencyModel:
+def lat(tmp_path_factory: pytest.TempPathFactory, write_synthetic_lut) -> LatencyModel:
     return LatencyModel.from_lut(load_lut(write_synthetic_lut(tmp_path_factory.mktemp("l"), "fbnet")))
 
 

@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 
-from lut.schema import TABLE_COLUMNS as SCHEMA_TABLE_COLUMNS
+from lut.schema import TABLE_COLUMNS
 from lut.stats import STAT_COLUMNS, summarize
 from lut.store import Lut, LutError, write_lut
 from search.space import Op
@@ -39,13 +39,13 @@ __all__ = [
     "op_row",
     "file_source",
     "imported_runtime",
-    "TABLE_COLUMNS",
+    "ROW_COLUMNS",
 ]
 
 logger = logging.getLogger(__name__)
 
 # The store's table columns without op_key (the index of the frames built here).
-TABLE_COLUMNS = [c for c in SCHEMA_TABLE_COLUMNS if c != "op_key"]
+ROW_COLUMNS = [c for c in TABLE_COLUMNS if c != "op_key"]
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class ImportedLut:
     device_id: str
     space: str
     runtime_dir: str
-    table: pd.DataFrame  # indexed by op key, TABLE_COLUMNS
+    table: pd.DataFrame  # indexed by op key, ROW_COLUMNS
     meta: dict[str, Any]  # device, runtime, space, source, overhead_us ...
     notes: list[str] = field(default_factory=list)  # what was skipped or assumed, and why
 
@@ -123,7 +123,7 @@ def op_row(
 
 def rows_to_table(rows: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """op key → row dicts → a table in the store's columns, sorted by key."""
-    df = pd.DataFrame.from_dict(rows, orient="index", columns=TABLE_COLUMNS)
+    df = pd.DataFrame.from_dict(rows, orient="index", columns=ROW_COLUMNS)
     df.index.name = "op_key"
     return df.sort_index()
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from lut.formats import TABLE_COLUMNS, ImportedLut, file_source, imported_runtime, register_format
+from lut.formats import ROW_COLUMNS, ImportedLut, file_source, imported_runtime, register_format
 from lut.store import Lut, LutError
 from search.space import get_space
 
@@ -37,7 +37,7 @@ class FlatCsv:
             df = pd.read_csv(path, dtype={"op_key": str, "error": str})
         except (pd.errors.ParserError, UnicodeDecodeError) as e:
             raise LutError(f"{path}: not a readable CSV ({e})") from None
-        missing = [c for c in ("device_id", "space", "runtime_dir", "op_key", *TABLE_COLUMNS)
+        missing = [c for c in ("device_id", "space", "runtime_dir", "op_key", *ROW_COLUMNS)
                    if c not in df.columns and c != "error"]  # fmt: skip
         if missing:
             raise LutError(f"{path}: flat CSV lacks columns {', '.join(missing)}")
@@ -49,7 +49,7 @@ class FlatCsv:
             ["device_id", "space", "runtime_dir"], sort=True
         ):
             sp = get_space(str(space))
-            table = g.set_index("op_key")[TABLE_COLUMNS].sort_index()
+            table = g.set_index("op_key")[ROW_COLUMNS].sort_index()
             first = g.iloc[0]
             threads = first.get("threads")
             meta = {
@@ -73,7 +73,7 @@ class FlatCsv:
 
     def write(self, lut: Lut, path: Path) -> None:
         rt = lut.meta.get("runtime", {})
-        table = lut.table[TABLE_COLUMNS].copy()
+        table = lut.table[ROW_COLUMNS].copy()
         latency = []
         for key in table.index:
             if table.at[key, "block"] == "overhead" or table.at[key, "status"] == "failed":

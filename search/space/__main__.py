@@ -9,8 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from .arch import Arch, ArchError, build_model, get_arch, load_arch
-from .cost import count_macs, count_params
+from .arch import Arch, ArchError, get_arch, load_arch
+from .cost import arch_macs, arch_params
 from .spaces import get_space, list_spaces
 
 
@@ -43,12 +43,11 @@ def space_info(space_name: str, arch: Arch | None = None) -> dict[str, Any]:
     }
     if arch is not None:
         arch.validate(space)
-        model = build_model(arch)
         info["arch"] = arch.name
         info["blocks"] = list(arch.blocks)
         info["head_channels"] = arch.head_channels or space.default_head
-        info["params"] = count_params(model)
-        info["macs"] = count_macs(model, (1, 3, space.resolution, space.resolution))
+        info["params"] = arch_params(arch, space)
+        info["macs"] = arch_macs(arch, space)
         for row, block in zip(info["layers"], arch.blocks):
             row["block"] = block
     return info

@@ -10,23 +10,18 @@ JSON form (the exchange format between search, profiler and lut):
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
-from .blocks import build_block
 from .ops import Op
 from .spaces import Space, get_space
 
 __all__ = [
     "Arch",
     "ArchError",
-    "Network",
-    "build_model",
     "arch_ops",
     "NAMED_ARCHS",
     "register_arch",
@@ -50,6 +45,18 @@ class Arch:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "blocks", tuple(self.blocks))
+
+    @property
+    def id(self) -> str:
+        """Content id: space + a hash of blocks and head width ('arch-fbnet-3f2a…'); the name of
+        an unnamed arch and the file stem of its exports. The one place an arch id is made."""
+        blob = json.dumps({"space": self.space, "blocks": list(self.blocks), "head": self.head_channels})
+        return f"arch-{self.space}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+    @property
+    def label(self) -> str:
+        """What reports call the arch: its name, else its id."""
+        return self.name or self.id
 
     def validate(self, space: Space | None = None) -> "Arch":
         """Check length and every block against its layer's candidates; returns self."""
@@ -108,28 +115,6 @@ class Arch:
             raise ArchError(f"arch file is not valid JSON: {e}") from None
         return cls.from_dict(d)
 
-    def save(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json(indent=2) + "\n")
-        tmp.replace(path)
-
-
-class Network(nn.Module):
-    """stem → [fixed first block] → searchable layers → head conv → pool + fc."""
-
-    def __init__(self, ops: list[Op]) -> None:
-        super().__init__()
-        self.ops = nn.ModuleList(
-            build_block(op.block, op.c_in, op.c_out, op.stride) for op in ops
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for m in self.ops:
-            x = m(x)
-        return x
-
 
 def arch_ops(arch: Arch, space: Space | None = None) -> list[Op]:
     """Every op the arch runs, in network order (fixed ops included): what a LUT sums."""
@@ -139,11 +124,6 @@ def arch_ops(arch: Arch, space: Space | None = None) -> list[Op]:
     body = [layer.op(block) for layer, block in zip(space.layers(), arch.blocks)]
     pre = [fixed["stem"]] + ([fixed["pre"]] if "pre" in fixed else [])
     return pre + body + [fixed["head"], fixed["classifier"]]
-
-
-def build_model(arch: Arch) -> Network:
-    """`Arch` → a runnable `nn.Module` (training mode, as nn.Modules start)."""
-    return Network(arch_ops(arch))
 
 
 # --- named reference architectures ---------------------------------------------------------------
@@ -200,7 +180,7 @@ _FBNET_B = [
     "k3_e1",
     "k3_e6", "k5_e1", "k3_e1", "k3_e1",
     "k5_e6", "k5_e3", "k3_e6", "k5_e6",
-    "k5_e6", "k5_e6", "skip", "k5_e3",
+    "k5_e6", "k5_e1", "skip", "k5_e3",  # layer 10 is k5_e1 in the released FBNet-B model graph
     "k5_e6", "k3_e1", "k5_e1", "k5_e3",
     "k5_e6", "k5_e1", "k5_e6", "k5_e6",
     "k3_e6",

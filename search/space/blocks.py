@@ -1,7 +1,7 @@
-"""Candidate blocks and fixed ops of the search spaces, in one registry.
+"""Candidate blocks and fixed ops of the search spaces, in one registry, as plain data.
 
 Block names are a short grammar (timm-style) decoded into plain data (`BlockSpec`) before any
-module is built:
+module is built (`search.space.modules.build_block` builds them):
 
     k3_e6       FBNet inverted-residual block, kernel 3, expansion 6, group 1, ReLU
     k5_e1_g2    same with group-2 1×1 convs and a channel shuffle, kernel 5, expansion 1
@@ -13,9 +13,10 @@ module is built:
     overhead    one ReLU over the input: the cheapest real op of a shape, timed beside the ops to
                 measure the per-invocation overhead of a runtime at that input shape
 
-Every block is built by one factory signature `(c_in, c_out, stride) -> nn.Module`
-(mobile-vision's convention), so the profiler, the supernet and `build_model` never need to know
-which kind a block is.
+A registry entry also carries the block's cost: `spec.macs(...)` and `spec.params(...)` at a
+shape, counted from the block's definition (checked against torch's FlopCounterMode and the
+built module's parameters in the tests). Nothing here imports torch, so the LUT package can use
+block names and costs without it.
 
 FBNet block (Wu et al., CVPR 2019, https://arxiv.org/abs/1812.03443, Fig. 3 and Table 2):
 1×1 group conv (ReLU) → channel shuffle if g > 1 → k×k depthwise conv (stride s, ReLU) →
@@ -25,38 +26,40 @@ HW-NAS-Bench measured), the first 1×1 conv is present at expansion 1 too.
 
 FBNet `skip` where a layer changes channels or stride: the reference implementation's `Identity`
 module becomes a 1×1 conv (stride s) + BN + ReLU whenever c_in != c_out or stride != 1, and a true
-identity otherwise. We do the same, so `skip` is a valid choice at every layer.
+identity otherwise. We do the same (`modules.Skip`), so `skip` is a valid choice at every layer.
 
 ProxylessNAS MBConv (Cai et al., ICLR 2019, https://arxiv.org/abs/1812.00332): 1×1 expand conv
 (ReLU6, omitted at expansion 1) → k×k depthwise (ReLU6) → 1×1 linear conv, BN after each conv,
 residual when shapes match. Its `zero` op contributes nothing: the layer's output is its input,
 so it is only allowed where shapes match.
+
+MACs count multiply-accumulates of convolutions and fully connected layers (the FBNet and
+MobileNet papers' "FLOPs"); BatchNorm, activations, adds, shuffles and pooling are not counted.
+Params count trainable parameters (conv weights, BN weight and bias, fc weight and bias).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable
-
-import torch
-from torch import nn
 
 __all__ = [
     "BlockSpec",
     "BLOCKS",
+    "BLOCK_KINDS",
+    "FBNET_BLOCKS",
+    "PROXYLESS_BLOCKS",
     "block_spec",
-    "build_block",
     "register_block",
-    "ChannelShuffle",
-    "FBNetBlock",
-    "MBConv",
-    "Identity",
-    "Zero",
-    "ConvBNAct",
-    "PoolFC",
-    "Overhead",
 ]
+
+# Every kind a BlockSpec may have; `modules.build_block` has a builder for each (a test checks).
+BLOCK_KINDS = ("ir", "mb", "skip", "zero", "conv", "pool_fc", "overhead")
+
+
+def _out(size: int, stride: int) -> int:
+    # Convs here use padding k//2 with odd k, so the output is ceil(size / stride).
+    return (size + stride - 1) // stride
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ class BlockSpec:
     """A block name decoded into plain data.
 
     kind: "ir" (FBNet inverted residual), "mb" (ProxylessNAS MBConv), "skip", "zero",
-    "conv" (fixed conv+BN+act), "pool_fc" (fixed classifier).
+    "conv" (fixed conv+BN+act), "pool_fc" (fixed classifier), "overhead" (one ReLU).
     """
 
     name: str
@@ -74,163 +77,50 @@ class BlockSpec:
     groups: int = 1  # groups of both 1×1 convs (ir only)
     act: str = "relu"  # "relu" or "relu6"
 
+    def __post_init__(self) -> None:
+        if self.kind not in BLOCK_KINDS:
+            raise ValueError(f"block {self.name!r}: unknown kind {self.kind!r}; known: {BLOCK_KINDS}")
+
     @property
     def searchable(self) -> bool:
         return self.kind in ("ir", "mb", "skip", "zero")
 
+    def is_identity(self, c_in: int, c_out: int, stride: int) -> bool:
+        """True where the block computes nothing at this shape (skip/zero keeping the shape)."""
+        return self.kind in ("skip", "zero") and c_in == c_out and stride == 1
 
-_ACTS: dict[str, Callable[[], nn.Module]] = {
-    "relu": lambda: nn.ReLU(inplace=True),
-    "relu6": lambda: nn.ReLU6(inplace=True),
-}
+    # --- cost ------------------------------------------------------------------------------------
+    def _convs(self, c_in: int, c_out: int, stride: int) -> list[tuple[int, int, int, int, int]]:
+        """The block's convolutions as (c_in, c_out, kernel, groups, stride), in order."""
+        mid = c_in * self.expansion
+        if self.kind == "ir":
+            g = self.groups
+            return [(c_in, mid, 1, g, 1), (mid, mid, self.kernel, mid, stride), (mid, c_out, 1, g, 1)]
+        if self.kind == "mb":
+            expand = [] if self.expansion == 1 else [(c_in, mid, 1, 1, 1)]
+            return expand + [(mid, mid, self.kernel, mid, stride), (mid, c_out, 1, 1, 1)]
+        if self.kind == "skip":
+            return [] if self.is_identity(c_in, c_out, stride) else [(c_in, c_out, 1, 1, stride)]
+        if self.kind == "conv":
+            return [(c_in, c_out, self.kernel, 1, stride)]
+        return []  # zero, overhead, pool_fc (its fc is counted apart)
 
+    def macs(self, c_in: int, h: int, w: int, c_out: int, stride: int) -> int:
+        """Multiply-accumulates of one forward pass at input (1, c_in, h, w)."""
+        total = 0
+        for ci, co, k, g, s in self._convs(c_in, c_out, stride):
+            h, w = _out(h, s), _out(w, s)
+            total += h * w * co * (ci // g) * k * k
+        if self.kind == "pool_fc":
+            total += c_in * c_out
+        return total
 
-class ConvBNAct(nn.Sequential):
-    """Conv2d (no bias) → BatchNorm2d → optional activation."""
-
-    def __init__(
-        self,
-        c_in: int,
-        c_out: int,
-        *,
-        kernel: int,
-        stride: int = 1,
-        groups: int = 1,
-        act: str | None = "relu",
-    ) -> None:
-        layers: list[nn.Module] = [
-            nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False),
-            nn.BatchNorm2d(c_out),
-        ]
-        if act is not None:
-            layers.append(_ACTS[act]())
-        super().__init__(*layers)
-
-
-class ChannelShuffle(nn.Module):
-    """ShuffleNet channel shuffle: (N, g·c, H, W) → interleave the g groups."""
-
-    def __init__(self, groups: int) -> None:
-        super().__init__()
-        self.groups = groups
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        g = self.groups
-        return x.reshape(n, g, c // g, h, w).transpose(1, 2).reshape(n, c, h, w)
-
-
-class FBNetBlock(nn.Module):
-    """FBNet candidate block (paper Fig. 3): pw-group conv → shuffle → dw conv → pw-group conv."""
-
-    def __init__(
-        self, c_in: int, c_out: int, stride: int, *, kernel: int, expansion: int, groups: int
-    ) -> None:
-        super().__init__()
-        mid = c_in * expansion
-        for c in (c_in, mid, c_out):
-            if c % groups:
-                raise ValueError(f"{c} channels cannot be split into {groups} groups")
-        self.pw = ConvBNAct(c_in, mid, kernel=1, groups=groups, act="relu")
-        self.shuffle = ChannelShuffle(groups) if groups > 1 else nn.Identity()
-        self.dw = ConvBNAct(mid, mid, kernel=kernel, stride=stride, groups=mid, act="relu")
-        self.pwl = ConvBNAct(mid, c_out, kernel=1, groups=groups, act=None)
-        self.use_residual = stride == 1 and c_in == c_out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.pwl(self.dw(self.shuffle(self.pw(x))))
-        return x + y if self.use_residual else y
-
-
-class MBConv(nn.Module):
-    """ProxylessNAS mobile inverted bottleneck: expand (ReLU6) → dw (ReLU6) → linear pw."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int, *, kernel: int, expansion: int) -> None:
-        super().__init__()
-        mid = c_in * expansion
-        self.expand = (
-            ConvBNAct(c_in, mid, kernel=1, act="relu6") if expansion != 1 else nn.Identity()
-        )
-        self.dw = ConvBNAct(mid, mid, kernel=kernel, stride=stride, groups=mid, act="relu6")
-        self.pwl = ConvBNAct(mid, c_out, kernel=1, act=None)
-        self.use_residual = stride == 1 and c_in == c_out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.pwl(self.dw(self.expand(x)))
-        return x + y if self.use_residual else y
-
-
-class Identity(nn.Module):
-    """FBNet `skip`: identity, or 1×1 conv (stride s) + BN + ReLU where the shape changes."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
-        super().__init__()
-        self.conv = (
-            ConvBNAct(c_in, c_out, kernel=1, stride=stride, act="relu")
-            if c_in != c_out or stride != 1
-            else None
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.conv is None else self.conv(x)
-
-
-class Zero(nn.Module):
-    """ProxylessNAS `zero` op: the layer is dropped, its residual passes the input through."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
-        super().__init__()
-        if c_in != c_out or stride != 1:
-            raise ValueError(
-                f"'zero' needs matching shapes (got c_in={c_in}, c_out={c_out}, stride={stride}); "
-                "it is not a candidate where a layer changes channels or stride"
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-
-class Overhead(nn.Module):
-    """A single ReLU: measures what invoking a model of this input shape costs on its own."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
-        super().__init__()
-        if c_in != c_out or stride != 1:
-            raise ValueError("the overhead op keeps its input shape (c_in == c_out, stride 1)")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(x)
-
-
-class PoolFC(nn.Module):
-    """Global average pool → flatten → Linear(c_in, c_out)."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
-        super().__init__()
-        self.fc = nn.Linear(c_in, c_out)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x.mean(dim=(2, 3)))
-
-
-def _build(spec: BlockSpec, c_in: int, c_out: int, stride: int) -> nn.Module:
-    if spec.kind == "ir":
-        return FBNetBlock(
-            c_in, c_out, stride, kernel=spec.kernel, expansion=spec.expansion, groups=spec.groups
-        )
-    if spec.kind == "mb":
-        return MBConv(c_in, c_out, stride, kernel=spec.kernel, expansion=spec.expansion)
-    if spec.kind == "skip":
-        return Identity(c_in, c_out, stride)
-    if spec.kind == "zero":
-        return Zero(c_in, c_out, stride)
-    if spec.kind == "conv":
-        return ConvBNAct(c_in, c_out, kernel=spec.kernel, stride=stride, act=spec.act)
-    if spec.kind == "pool_fc":
-        return PoolFC(c_in, c_out, stride)
-    if spec.kind == "overhead":
-        return Overhead(c_in, c_out, stride)
-    raise ValueError(f"unknown block kind {spec.kind!r}")  # unreachable for registered specs
+    def params(self, c_in: int, c_out: int, stride: int) -> int:
+        """Trainable parameters: conv weights (no bias), BN weight + bias, fc weight + bias."""
+        total = sum(co * (ci // g) * k * k + 2 * co for ci, co, k, g, _ in self._convs(c_in, c_out, stride))
+        if self.kind == "pool_fc":
+            total += c_in * c_out + c_out
+        return total
 
 
 BLOCKS: dict[str, BlockSpec] = {}
@@ -250,11 +140,6 @@ def block_spec(name: str) -> BlockSpec:
         return BLOCKS[name]
     except KeyError:
         raise ValueError(f"unknown block {name!r}; known blocks: {', '.join(BLOCKS)}") from None
-
-
-def build_block(name: str, c_in: int, c_out: int, stride: int) -> nn.Module:
-    """The one factory: block name + shape → `nn.Module`."""
-    return _build(block_spec(name), c_in, c_out, stride)
 
 
 _IR_NAME = re.compile(r"^k(?P<k>\d+)_e(?P<e>\d+)(?:_g(?P<g>\d+))?$")

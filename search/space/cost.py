@@ -1,48 +1,26 @@
-"""Parameter and multiply-accumulate counts.
+"""Parameter and multiply-accumulate counts of ops and architectures, from the block registry.
 
 `macs` counts multiply-accumulates of convolutions and fully connected layers, the convention of
 the FBNet and MobileNet papers ("FLOPs" there are MACs); BatchNorm, activations, adds and pooling
-are not counted.
+are not counted. Each block's count lives in its registry entry (`BlockSpec.macs/params`); this
+module only sums them, so a new block kind cannot silently count 0.
+
+    arch_macs(get_arch("fbnet_c"))     ->  385.0e6
 """
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from .arch import Arch, arch_ops
+from .spaces import Space
 
-__all__ = ["count_params", "count_macs"]
-
-
-def count_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+__all__ = ["arch_macs", "arch_params"]
 
 
-def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """MACs of one forward pass at `input_shape` (batch included), from the real output shapes."""
-    total = 0
+def arch_macs(arch: Arch, space: Space | None = None) -> int:
+    """MACs of one forward pass of `arch` at its space's resolution (batch 1)."""
+    return sum(op.macs for op in arch_ops(arch, space))
 
-    def conv_hook(m: nn.Conv2d, _inp, out: torch.Tensor) -> None:
-        nonlocal total
-        kh, kw = m.kernel_size
-        total += out.numel() * (m.in_channels // m.groups) * kh * kw
 
-    def linear_hook(m: nn.Linear, _inp, out: torch.Tensor) -> None:
-        nonlocal total
-        total += out.numel() * m.in_features
-
-    handles = []
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            handles.append(m.register_forward_hook(conv_hook))
-        elif isinstance(m, nn.Linear):
-            handles.append(m.register_forward_hook(linear_hook))
-    was_training = module.training
-    try:
-        module.eval()
-        with torch.no_grad():
-            module(torch.zeros(input_shape))
-    finally:
-        for h in handles:
-            h.remove()
-        module.train(was_training)
-    return total
+def arch_params(arch: Arch, space: Space | None = None) -> int:
+    """Trainable parameters of `arch` (with its space's 1000-class classifier)."""
+    return sum(op.params for op in arch_ops(arch, space))

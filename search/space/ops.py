@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+from .blocks import block_spec
 
-from .blocks import block_spec, build_block
+if TYPE_CHECKING:  # modules (torch) are imported only by the methods that build them
+    import torch
+    from torch import nn
 
 __all__ = ["Op", "op_key", "parse_op_key", "overhead_op"]
 
@@ -64,14 +66,27 @@ class Op:
     @property
     def is_identity(self) -> bool:
         """True for ops that compute nothing (skip/zero at matching shapes): latency ~ 0."""
-        kind = block_spec(self.block).kind
-        return kind in ("skip", "zero") and self.c_in == self.c_out and self.stride == 1
+        return block_spec(self.block).is_identity(self.c_in, self.c_out, self.stride)
 
-    def build(self) -> nn.Module:
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of one forward pass (the block registry's count)."""
+        return block_spec(self.block).macs(self.c_in, self.h, self.w, self.c_out, self.stride)
+
+    @property
+    def params(self) -> int:
+        """Trainable parameters (the block registry's count)."""
+        return block_spec(self.block).params(self.c_in, self.c_out, self.stride)
+
+    def build(self) -> "nn.Module":
         """A fresh module for this op, in eval mode."""
+        from .modules import build_block
+
         return build_block(self.block, self.c_in, self.c_out, self.stride).eval()
 
-    def example_input(self, seed: int = 0) -> torch.Tensor:
+    def example_input(self, seed: int = 0) -> "torch.Tensor":
+        import torch
+
         g = torch.Generator().manual_seed(seed)
         return torch.randn(self.input_shape, generator=g)
 

@@ -1,0 +1,169 @@
+"""Validate a LUT on its own target: measure archs end to end, score the LUT's prediction.
+
+    python -m lut validate LUT [--archs 20] [--seed 0] [--rounds 6] [--correction none|auto|…]
+                               [--device SERIAL --runner NAME=PATH …] [--json]
+    (the same as `python -m profiler.validate …`: the LUT CLI hands validation to the profiler,
+    which owns the targets)
+
+`validate_lut(lut, config)` builds `config.num_archs` random architectures of the LUT's space
+plus the space's named reference archs (`lut.validate.random_archs`, FBNet-A/B/C for "fbnet"),
+measures each end to end with `measure_archs` on the LUT's own target and runtime (threads,
+dtype, warm-up and runs of its protocol) in two independent halves of the rounds, and scores the
+pooled measurement against the LUT's prediction with `lut.validate.evaluate` (MAPE, max error,
+Spearman, Kendall, the noise floor and held-out corrections). The report is stored beside the
+LUT as validation.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lut.correction import CORRECTIONS, Correction
+from lut.store import Lut, LutError, load_lut
+from lut.validate import arch_features, evaluate, random_archs, write_validation
+from profiler.api import measure_archs
+from profiler.run import adb_module
+from search.space import arch_ops, get_space, named_archs_for
+
+__all__ = ["ValidationConfig", "validate_lut", "main"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    num_archs: int = 20  # random archs, besides the space's named reference archs
+    seed: int = 0  # seeds the random archs and the measurement order
+    rounds: int = 6  # end-to-end rounds in all, split into two halves for the noise floor
+    device: str | None = None  # target: "host", or an adb serial (required for phone LUTs)
+    correction: str = "none"  # "none" (additive sum), or a CORRECTIONS key, or "auto"
+    target_options: dict[str, Any] | None = None  # passed through to the target (adb options)
+    progress: bool = False  # progress bars while exporting and measuring
+
+
+def _target(lut: Lut, device: str | None) -> str:
+    if device:
+        return device
+    dev = lut.meta.get("device", {})
+    if dev.get("target") == "host" or str(dev.get("device_id", "")).startswith("host"):
+        return "host"
+    raise LutError(
+        f"LUT {lut.device_id} was measured on a phone: give its adb serial with --device SERIAL "
+        "(a serial is not an identity, so it is not stored in the LUT)"
+    )
+
+
+def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dict[str, Any]:
+    """Measure random + named archs end to end and report the LUT's error (see module doc)."""
+    if config.rounds < 2:
+        raise ValueError("rounds must be ≥ 2: the noise floor needs two independent halves")
+    space = get_space(lut.space)
+    rand = random_archs(space, config.num_archs, config.seed)
+    archs = rand + named_archs_for(space.name)
+    for arch in archs:
+        lut.check_coverage([op.key for op in arch_ops(arch, space)])
+    rt, proto = lut.meta.get("runtime", {}), lut.meta.get("protocol", {})
+    kwargs = dict(  # the LUT's own target, runtime and protocol
+        device=_target(lut, config.device),
+        threads=int(rt.get("threads") or 1),
+        dtype=rt.get("dtype", "fp32"),
+        core_mask=rt.get("core_mask"),
+        warmup=int(proto.get("warmup", 5)),
+        runs=int(proto.get("runs", 20)),
+        target_options=config.target_options,
+        progress=config.progress,
+    )
+    half = config.rounds // 2
+    halves = [measure_archs(archs, rt["name"], rounds=half, seed=config.seed + i, **kwargs) for i in range(2)]
+    n_train = len(rand) // 2
+    records = []
+    for i, arch in enumerate(archs):
+        s1, s2 = halves[0][arch.label], halves[1][arch.label]
+        records.append(
+            {
+                "name": arch.label,
+                "blocks": list(arch.blocks),
+                "head_channels": arch.head_channels,
+                "split": "train" if i < n_train else "holdout",
+                **arch_features(lut, arch),
+                "measured_us": float(np.median(s1 + s2)),
+                "half_us": [float(np.median(s1)), float(np.median(s2))],
+                "num_samples": len(s1) + len(s2),
+            }
+        )
+    report = evaluate(records, config.correction)
+    chosen = report["corrections"].get(report["prediction_model"])
+    for r in records:
+        r["ape"] = 100.0 * abs(r["predicted_us"] - r["measured_us"]) / r["measured_us"]
+        if chosen:
+            r["corrected_us"] = Correction(report["prediction_model"], chosen["coef"]).apply(r)
+    options = {k: v for k, v in kwargs.items() if k not in ("progress", "target_options")}
+    report.update(
+        num_archs=len(archs),
+        lut={"device_id": lut.device_id, "space": lut.space, "version": lut.version,
+             "content_hash": lut.meta.get("content_hash")},  # fmt: skip
+        config={**asdict(config), **options, "runtime": rt.get("name"), "target_options": None},
+        noise_floor_definition=(
+            "median over archs of 100*|m1-m2|/((m1+m2)/2), m1 and m2 the medians of two "
+            f"independent halves of {config.rounds} end-to-end rounds"
+        ),
+        archs=records,
+    )
+    return report
+
+
+# --- CLI ------------------------------------------------------------------------------------------
+def build_parser(adb=None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lut validate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("lut", help="LUT version dir, runtime dir or id")
+    p.add_argument("--root", default="luts", help="LUT store root (default: luts)")
+    p.add_argument("--archs", type=int, default=20, help="random archs besides the named ones (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random archs (default 0)")
+    p.add_argument("--rounds", type=int, default=6, help="end-to-end rounds, two halves (default 6)")
+    p.add_argument("--device", help="adb serial for phone LUTs (host LUTs: omit)")
+    p.add_argument("--correction", default="none", choices=["none", "auto", *CORRECTIONS],
+                   help="fitted correction of the additive sum, scored on held-out archs")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="last line: one JSON object")
+    if adb is not None:
+        adb.add_adb_arguments(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    adb = adb_module()
+    args = build_parser(adb).parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        lut = load_lut(args.lut, root=args.root)
+        options = adb.adb_options(args) if (adb is not None and args.device and args.device != "host") else None
+        cfg = ValidationConfig(num_archs=args.archs, seed=args.seed, rounds=args.rounds, device=args.device,
+                               correction=args.correction, target_options=options, progress=not args.json)  # fmt: skip
+        report = validate_lut(lut, cfg)
+    except (ValueError, RuntimeError, OSError) as e:  # LutError and TargetError included
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    path = write_validation(lut, report)
+    if args.json:
+        print(json.dumps(report, default=str))
+        return 0
+    cols = ["name", "split", "predicted_us", "measured_us", "ape"]
+    with pd.option_context("display.width", 200, "display.float_format", "{:.1f}".format):
+        print(pd.DataFrame(report["archs"])[cols].to_string(index=False))
+    print(f"{lut.id}: MAPE {report['mape']:.2f}%  max APE {report['max_ape']:.2f}%  "
+          f"Spearman {report['spearman']:.3f}  Kendall {report['kendall']:.3f}  "
+          f"noise floor {report['noise_floor']:.2f}%  ({report['prediction_model']}, "
+          f"{report['evaluated_on']} archs)  → {path}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
