@@ -28,7 +28,7 @@ import pandas as pd
 
 from .store import LutError, list_luts, load_lut
 
-_LIST_COLUMNS = ["device", "space", "runtime", "version", "created", "ops", "failed", "validated"]
+_LIST_COLUMNS = ["device", "space", "runtime", "version", "provenance", "created", "ops", "failed", "validated"]
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -70,6 +70,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
                 {
                     "id": lut.id,
                     "path": str(lut.path),
+                    "provenance": lut.provenance,
                     "meta": lut.meta,
                     "validation": validation,
                     "table": json.loads(table.to_json(orient="records")),
@@ -81,6 +82,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     rt = m["runtime"]
     dev = m["device"]
     print(f"LUT {lut.id}  ({lut.path})")
+    print(f"  provenance  {lut.provenance}")
     print(f"  created     {m['created_at']}  (tool {m['tool_version']}, schema {m['schema_version']})")
     print(f"  parent      {m['parent']}   content_hash {m['content_hash'][:16]}")
     print(f"  device      {dev['device_id']}  {dev.get('cpu_model') or dev.get('model') or ''}")

@@ -36,6 +36,7 @@ from .schema import SAMPLE_COLUMNS, TABLE_COLUMNS, SchemaError, check_meta, chec
 
 __all__ = [
     "SCHEMA_VERSION",
+    "PROVENANCES",
     "TOOL_VERSION",
     "LutError",
     "LutCoverageError",
@@ -51,6 +52,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+PROVENANCES = ("measured", "loopback", "imported", "synthetic")  # where a LUT's numbers come from
 _VERSION_DIR = re.compile(r"^v(\d+)$")
 _RUNTIME_DIR = re.compile(r"^(?P<runtime>[a-z0-9_]+?)(?:-(?P<dtype>int8|fp16))?-t(?P<threads>\d+)$")
 
@@ -181,6 +183,9 @@ def write_lut(
     )
     for key in ("overhead_us", "failed_ops", "exporters", "space", "protocol", "runtime"):
         meta.setdefault(key, {} if key != "overhead_us" else None)
+    if meta.get("provenance") is not None and meta["provenance"] not in PROVENANCES:
+        raise LutError(f"provenance must be one of {PROVENANCES}, got {meta['provenance']!r}")
+    meta["provenance"] = provenance_of(meta)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=base))
     try:
         _write_file(tmp / "table.csv", table_b)
@@ -309,6 +314,12 @@ class Lut:
         return dict(self.meta["runtime"])
 
     @property
+    def provenance(self) -> str:
+        """Where the numbers come from (`PROVENANCES`): meta.json's `provenance`, or for LUTs
+        written before it was recorded, what their metadata shows."""
+        return provenance_of(self.meta)
+
+    @property
     def runtime_dir(self) -> str:
         return self.path.parent.name
 
@@ -394,6 +405,22 @@ class Lut:
         raise LutCoverageError([key], self.id)
 
 
+def provenance_of(meta: dict[str, Any]) -> str:
+    """measured (host or phone) | loopback (host CPU through the dry-run adb device, whose
+    temperature, frequencies and taskset are sandbox values) | imported (published, one value
+    per op) | synthetic (made up for tests and dry runs)."""
+    if meta.get("provenance") in PROVENANCES:
+        return str(meta["provenance"])
+    device = meta.get("device") or {}
+    if device.get("synthetic") or (meta.get("protocol") or {}).get("synthetic"):
+        return "synthetic"
+    if meta.get("source") or meta.get("import_notes") is not None:
+        return "imported"
+    if device.get("manufacturer") == "hwnas" and device.get("model") == "Loopback":
+        return "loopback"
+    return "measured"
+
+
 def load_lut(path_or_id: str | Path, root: str | Path = "luts") -> Lut:
     """Load a LUT version (see module docstring for what `path_or_id` may be)."""
     path = _resolve(path_or_id, root)
@@ -421,6 +448,7 @@ def list_luts(root: str | Path = "luts") -> list[dict[str, Any]]:
             meta = _read_meta(vdir)
             counts = meta.get("counts") or {}
             row.update(
+                provenance=provenance_of(meta),
                 created=meta.get("created_at", ""),
                 # space ops, as profiler.run reports them; the table also holds overhead rows
                 ops=None if "ops" not in counts else counts["ops"] - counts.get("overhead", 0),
@@ -430,7 +458,8 @@ def list_luts(root: str | Path = "luts") -> list[dict[str, Any]]:
                 error="",
             )
         except LutError as e:
-            row.update(created="", ops=None, failed=None, parent=None, validated=False, error=str(e))
+            row.update(provenance=None, created="", ops=None, failed=None, parent=None, validated=False,
+                       error=str(e))
         row["path"] = str(vdir)
         rows.append(row)
     rows.sort(key=lambda r: (r["device"], r["space"], r["runtime"], r["version"] or 0))

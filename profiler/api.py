@@ -15,6 +15,7 @@ from profiler.protocol import ProfileResult, ProtocolConfig, profile_ops, run_ro
 from profiler.runtimes import get_runtime
 from profiler.targets import RunSpec, get_target
 from profiler.targets.base import TargetError
+from profiler.targets.lock import device_lock
 from search.space import Arch
 
 __all__ = ["profile_space", "measure_archs", "ProfileResult", "ProtocolConfig"]
@@ -36,6 +37,7 @@ def profile_space(
     out: str | Path = "luts",
     ops_limit: int | None = None,
     dtype: str = "fp32",
+    layout: str | None = None,
     target_options: dict[str, Any] | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -45,11 +47,12 @@ def profile_space(
     retry_failed: bool = False,
     fresh: bool = False,
     skip_existing: bool = False,
+    lock_wait_s: float = 0.0,
 ) -> ProfileResult:
     """Measure every op of `space` on `device` with `runtime` and write a new LUT version.
 
     Resumes an interrupted job with the same settings (see `profiler.protocol`)."""
-    rt = get_runtime(runtime, dtype)
+    rt = get_runtime(runtime, dtype, layout)
     config = ProtocolConfig(rounds=rounds, warmup=warmup, runs=runs, seed=seed)
     target = get_target(device, target_options)
     try:
@@ -57,6 +60,7 @@ def profile_space(
             target, rt, space, out=out, threads=threads, core_mask=core_mask, config=config,
             ops_limit=ops_limit, cache_root=cache_root, export_workers=export_workers,
             retry_failed=retry_failed, fresh=fresh, progress=progress, skip_existing=skip_existing,
+            lock_wait_s=lock_wait_s,
         )  # fmt: skip
     finally:
         target.close()
@@ -72,11 +76,13 @@ def measure_archs(
     warmup: int = _DEFAULTS.warmup,
     runs: int = _DEFAULTS.runs,
     dtype: str = "fp32",
+    layout: str | None = None,
     target_options: dict[str, Any] | None = None,
     seed: int = 0,
     core_mask: str | None = None,
     cache_root: str | Path | None = None,
     progress: bool = False,
+    lock_wait_s: float = 0.0,
 ) -> dict[str, list[float]]:
     """Export each arch whole (cached like ops) and time it end to end in shuffled rounds.
 
@@ -92,7 +98,7 @@ def measure_archs(
             raise ValueError(f"two different archs are both named {name!r}; give them distinct names")
         names[name] = item.key
         items[item.key] = item
-    rt = get_runtime(runtime, dtype)
+    rt = get_runtime(runtime, dtype, layout)
     report = ExportCache(rt, cache_root).ensure(list(items.values()), progress=progress)
     if report.failed:
         failed = {n: report.failed[k] for n, k in names.items() if k in report.failed}
@@ -102,16 +108,17 @@ def measure_archs(
     target = get_target(device, target_options)
     samples: dict[str, list[float]] = {k: [] for k in items}
     errors: dict[str, str] = {}
-    try:
-        target.prepare(rt, list(report.paths.values()))
-        run_rounds(
-            target, rt, report.paths, config, spec,
-            on_samples=lambda k, _r, s: samples[k].extend(s),
-            on_failure=lambda k, m: errors.__setitem__(k, m),
-            progress=progress, desc=f"archs {runtime}",
-        )  # fmt: skip
-    finally:
-        target.close()
+    with device_lock(target.name, wait_s=lock_wait_s, what=f"time {len(items)} arch(s) with {runtime}"):
+        try:
+            target.prepare(rt, list(report.paths.values()))
+            run_rounds(
+                target, rt, report.paths, config, spec,
+                on_samples=lambda k, _r, s: samples[k].extend(s),
+                on_failure=lambda k, m: errors.__setitem__(k, m),
+                progress=progress, desc=f"archs {runtime}",
+            )  # fmt: skip
+        finally:
+            target.close()
     if errors:
         raise TargetError(f"arch measurement failed on {device}: {errors}")
     return {name: samples[key] for name, key in names.items()}

@@ -1,8 +1,8 @@
 """The export cache: one exported model file per (op or arch, runtime, exporter versions, graph).
 
-Layout: `<root>/<runtime>[-int8]/<versions-hash>/<key><suffix>` beside `<key>.graph`, where root
+Layout: `<root>/<runtime>[-int8][-nchw]/<versions-hash>/<key><suffix>` beside `<key>.graph`, where root
 is `HWNAS_CACHE` or `.cache/exports`, `versions-hash` covers the runtime's exporter versions and
-the dtype, and `key` is the op key (or `Arch.id` for whole architectures). `<key>.graph` holds the
+the export options (dtype, layout), and `key` is the op key (or `Arch.id` for whole architectures). `<key>.graph` holds the
 fingerprint of the module that was exported (`graph_fingerprint`: every submodule's configuration
 and the code of every project-defined `forward`): a cached file is reused only while the module
 built for its key today has the same fingerprint, so an edit that changes what a block computes
@@ -123,7 +123,7 @@ def _versions_hash(runtime: Runtime) -> str:
         {
             "format": CACHE_FORMAT,
             "versions": runtime.versions(),
-            "dtype": runtime.dtype,
+            **runtime.export_options,
         },
         sort_keys=True,
     )
@@ -167,12 +167,12 @@ def quiet_exporter_noise() -> None:
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 
-def _worker_init(runtime_name: str, dtype: str) -> None:
+def _worker_init(runtime_name: str, dtype: str, layout: str) -> None:
     global _WORKER_RUNTIME
     torch.set_num_threads(1)  # workers share the cores; one thread each
     logging.basicConfig(level=logging.WARNING)
     quiet_exporter_noise()
-    _WORKER_RUNTIME = get_runtime(runtime_name, dtype)
+    _WORKER_RUNTIME = get_runtime(runtime_name, dtype, layout)
 
 
 def _worker_export(item: ExportItem, path: str) -> tuple[str, str | None]:
@@ -188,6 +188,7 @@ class ExportCache:
         self.runtime = runtime
         self.root = Path(root) if root is not None else default_cache_root()
         sub = runtime.name if runtime.dtype == "fp32" else f"{runtime.name}-{runtime.dtype}"
+        sub += "" if runtime.layout == runtime.info.layouts[0] else f"-{runtime.layout}"
         self.dir = self.root / sub / _versions_hash(runtime)
 
     def path(self, key: str) -> Path:
@@ -264,7 +265,7 @@ class ExportCache:
         ctx = multiprocessing.get_context("spawn")  # fork after torch/threads is unsafe
         with ProcessPoolExecutor(
             n_workers, mp_context=ctx, initializer=_worker_init,
-            initargs=(self.runtime.name, self.runtime.dtype),
+            initargs=(self.runtime.name, self.runtime.dtype, self.runtime.layout),
         ) as pool:  # fmt: skip
             futures = [pool.submit(_worker_export, item, str(self.path(item.key))) for item in todo]
             for fut in as_completed(futures):

@@ -34,10 +34,11 @@ from tqdm import tqdm
 from lut.files import append_durable, atomic_write
 from lut.schema import TABLE_COLUMNS
 from lut.stats import STAT_COLUMNS, summarize
-from lut.store import LutError, list_versions, load_lut, runtime_dir_name, write_lut
+from lut.store import LutError, list_versions, load_lut, provenance_of, runtime_dir_name, write_lut
 from profiler.export import ExportCache, ExportItem
 from profiler.runtimes import Runtime
 from profiler.targets.base import RunnerError, RunSpec, Target
+from profiler.targets.lock import device_lock
 from search.space import Op, get_space, overhead_op
 
 __all__ = ["ProtocolConfig", "ProfileResult", "JobError", "plan_ops", "run_rounds", "profile_ops"]
@@ -265,11 +266,38 @@ def profile_ops(
     fresh: bool = False,
     progress: bool = True,
     skip_existing: bool = False,
+    lock_wait_s: float = 0.0,
 ) -> ProfileResult:
     """Build (or resume) the LUT of `space_name` on `target` with `runtime`; see module doc.
 
     With `skip_existing`, a latest version measured with the same space, exporters, protocol and
-    runtime settings and without failed ops is returned as is (`reused=True`)."""
+    runtime settings and without failed ops is returned as is (`reused=True`). The job holds the
+    device's lock (`profiler.targets.lock`) throughout; a busy device waits `lock_wait_s`, then
+    raises DeviceBusyError."""
+    kwargs = dict(out=out, threads=threads, core_mask=core_mask, config=config, ops_limit=ops_limit,
+                  cache_root=cache_root, export_workers=export_workers, retry_failed=retry_failed,
+                  fresh=fresh, progress=progress, skip_existing=skip_existing)  # fmt: skip
+    with device_lock(target.name, wait_s=lock_wait_s, what=f"profile {space_name} with {runtime.name}"):
+        return _profile_ops(target, runtime, space_name, **kwargs)
+
+
+def _profile_ops(
+    target: Target,
+    runtime: Runtime,
+    space_name: str,
+    *,
+    out: str | Path,
+    threads: int,
+    core_mask: str | None,
+    config: ProtocolConfig,
+    ops_limit: int | None,
+    cache_root: str | Path | None,
+    export_workers: int | None,
+    retry_failed: bool,
+    fresh: bool,
+    progress: bool,
+    skip_existing: bool,
+) -> ProfileResult:
     t0 = time.perf_counter()
     space = get_space(space_name)
     timed, identity, net_overhead = plan_ops(space.name, ops_limit)
@@ -280,7 +308,8 @@ def profile_ops(
     job = {
         "device_id": device_id,
         "space": {"name": space.name, "hash": space.hash()},
-        "runtime": {"name": runtime.name, "dtype": runtime.dtype, "threads": threads, "core_mask": core_mask},
+        "runtime": {"name": runtime.name, "dtype": runtime.dtype, "layout": runtime.layout, "threads": threads,
+                    "core_mask": core_mask},
         "exporters": runtime.versions(),
         "protocol": asdict(config),
         "ops": sorted(op.key for op in timed),
@@ -333,6 +362,7 @@ def profile_ops(
             "threads": threads,
             "core_mask": core_mask or fp.get("core_mask"),  # phones report the mask they pin to
             "dtype": runtime.dtype,
+            "layout": runtime.layout,  # I/O layout of every exported op (profiler.runtimes.base)
             "runner": runtime.runner if target.name != "host" else "python",
         },
         "exporters": runtime.versions(),
@@ -346,6 +376,7 @@ def profile_ops(
         },
         "overhead_us": float(ovh["median_us"].iloc[0]) if (ovh["status"] == "ok").any() else None,
         "failed_ops": dict(sorted(failures.items())),
+        "provenance": provenance_of({"device": fp}),  # measured, or loopback for the dry-run device
     }
     lut_dir = write_lut(out, device_id=device_id, space=space.name, runtime_dir=rdir,
                         table=table, samples=samples, meta=meta)  # fmt: skip
@@ -376,6 +407,7 @@ def _up_to_date_version(runtime_dir: Path, job: dict[str, Any], ops_limit: int |
         and all(meta["protocol"].get(k) == v for k, v in job["protocol"].items())
         and meta["runtime"].get("threads") == rt["threads"]
         and meta["runtime"].get("dtype") == rt["dtype"]
+        and meta["runtime"].get("layout", "nchw") == rt["layout"]
         and (rt["core_mask"] is None or meta["runtime"].get("core_mask") == rt["core_mask"])
         and not meta.get("failed_ops")
     )

@@ -26,7 +26,7 @@ from lut.stats import summarize
 from profiler.api import measure_archs, profile_space
 from profiler.export import quiet_exporter_noise
 from profiler.protocol import ProtocolConfig
-from profiler.runtimes import RUNTIMES, list_runtimes
+from profiler.runtimes import LAYOUTS, RUNTIMES, list_runtimes
 from search.space import load_arch
 
 log = logging.getLogger("profiler.run")
@@ -52,6 +52,9 @@ def build_parser(adb=None) -> argparse.ArgumentParser:
     p.add_argument("--runtime", required=True, choices=list_runtimes())
     p.add_argument("--dtype", default="fp32", choices=sorted({d for i in RUNTIMES.values() for d in i.dtypes}),
                    help="int8: executorch (XNNPACKQuantizer PTQ) or onnxruntime (quantize_static)")
+    p.add_argument("--layout", choices=LAYOUTS,
+                   help="I/O layout of exported models: nhwc (default where the runtime can: no layout "
+                        "conversion at an op's boundaries, as inside a network) or nchw")  # fmt: skip
     p.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
     p.add_argument("--rounds", type=int, default=_D.rounds, help=f"rounds over all ops (default {_D.rounds})")
     p.add_argument("--warmup", type=int, default=_D.warmup, help=f"untimed runs per op per round (default {_D.warmup})")
@@ -67,6 +70,8 @@ def build_parser(adb=None) -> argparse.ArgumentParser:
     p.add_argument("--skip-existing", action="store_true",
                    help="do nothing when the latest LUT version was measured with the same space, exporters, "
                         "protocol and runtime settings and has no failed ops")  # fmt: skip
+    p.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
+                   help="when another job is measuring on the device, wait this long for it (default: stop)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print one JSON object per device (last line)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -79,7 +84,8 @@ def _run_device(device: str, args: argparse.Namespace, adb) -> dict[str, Any]:
     t0 = time.perf_counter()
     options = adb.adb_options(args) if (adb is not None and device != "host") else None
     common = dict(threads=args.threads, rounds=args.rounds, warmup=args.warmup, runs=args.runs,
-                  dtype=args.dtype, target_options=options, seed=args.seed, cache_root=args.cache_dir)  # fmt: skip
+                  dtype=args.dtype, layout=args.layout, target_options=options, seed=args.seed,
+                  cache_root=args.cache_dir, lock_wait_s=args.wait_lock)  # fmt: skip
     if args.arch:
         archs = [load_arch(a) for a in args.arch]
         samples = measure_archs(archs, args.runtime, device, progress=not args.no_progress, **common)

@@ -31,6 +31,8 @@ from lut.store import Lut, LutError, load_lut
 from lut.validate import arch_features, evaluate, random_archs, write_validation
 from profiler.api import measure_archs
 from profiler.run import adb_module
+from profiler.runtimes import runtime_info
+from profiler.targets.lock import device_lock
 from search.space import arch_ops, get_space, named_archs_for
 
 __all__ = ["ValidationConfig", "validate_lut", "main"]
@@ -47,6 +49,7 @@ class ValidationConfig:
     correction: str = "none"  # "none" (additive sum), or a CORRECTIONS key, or "auto"
     target_options: dict[str, Any] | None = None  # passed through to the target (adb options)
     progress: bool = False  # progress bars while exporting and measuring
+    lock_wait_s: float = 0.0  # a busy device: wait this long for its lock, then stop
 
 
 def _target(lut: Lut, device: str | None) -> str:
@@ -75,6 +78,7 @@ def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dic
         device=_target(lut, config.device),
         threads=int(rt.get("threads") or 1),
         dtype=rt.get("dtype", "fp32"),
+        layout=rt.get("layout") or runtime_info(rt["name"]).layouts[-1],  # LUTs before layouts: nchw
         core_mask=rt.get("core_mask"),
         warmup=int(proto.get("warmup", 5)),
         runs=int(proto.get("runs", 20)),
@@ -82,7 +86,8 @@ def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dic
         progress=config.progress,
     )
     half = config.rounds // 2
-    halves = [measure_archs(archs, rt["name"], rounds=half, seed=config.seed + i, **kwargs) for i in range(2)]
+    with device_lock(kwargs["device"], wait_s=config.lock_wait_s, what=f"validate {lut.id}"):
+        halves = [measure_archs(archs, rt["name"], rounds=half, seed=config.seed + i, **kwargs) for i in range(2)]
     n_train = len(rand) // 2
     records = []
     for i, arch in enumerate(archs):
@@ -133,6 +138,8 @@ def build_parser(adb=None) -> argparse.ArgumentParser:
     p.add_argument("--correction", default="none", choices=["none", "auto", *CORRECTIONS],
                    help="fitted correction of the additive sum, scored on held-out archs")  # fmt: skip
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
+    p.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
+                   help="when another job is measuring on the device, wait this long for it (default: stop)")
     if adb is not None:
         adb.add_adb_arguments(p)
     return p
@@ -146,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         lut = load_lut(args.lut, root=args.root)
         options = adb.adb_options(args) if (adb is not None and args.device and args.device != "host") else None
         cfg = ValidationConfig(num_archs=args.archs, seed=args.seed, rounds=args.rounds, device=args.device,
-                               correction=args.correction, target_options=options, progress=not args.json)  # fmt: skip
+                               correction=args.correction, target_options=options, progress=not args.json,
+                               lock_wait_s=args.wait_lock)  # fmt: skip
         report = validate_lut(lut, cfg)
     except (ValueError, RuntimeError, OSError) as e:  # LutError and TargetError included
         print(f"error: {e}", file=sys.stderr)

@@ -227,6 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         lut = resolve_lut(args.lut, device_id=args.device_id, space=args.space,
                           runtime=args.runtime, threads=args.threads, root=args.luts_root)
+        if lut.provenance != "measured":
+            log.warning(
+                "LUT %s is %s, not measured on a device: its numbers are %s", lut.id, lut.provenance,
+                {"loopback": "this host's CPU seen through the dry-run adb device, not a phone's",
+                 "imported": "published values, one per op, measured by someone else",
+                 "synthetic": "made up (tests, dry runs)"}.get(lut.provenance, "of unknown origin"),
+            )  # fmt: skip
         latency = LatencyModel.from_lut(lut)
         if args.latency_correction == "auto":
             latency = latency.with_validated_correction()

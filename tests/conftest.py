@@ -26,6 +26,8 @@ def _seed() -> None:
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     # Exports made by tests never land in (or come from) the user's cache.
     os.environ["HWNAS_CACHE"] = str(tmp_path_factory.mktemp("hwnas-cache"))
+    # device locks of this test session only: a test run does not wait for (or block) real jobs
+    os.environ["HWNAS_LOCK_DIR"] = str(tmp_path_factory.mktemp("hwnas-locks"))
 
 
 @pytest.fixture(scope="module")

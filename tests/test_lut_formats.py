@@ -67,8 +67,17 @@ def test_proxyless_yaml_import(tmp_path: Path) -> None:
     stem = raw["Conv-input:224x224x3-output:112x112x32"]
     row = lut.table.loc[space.fixed_ops()["stem"].key]
     assert row["median_us"] == pytest.approx(1000 * stem["mean"], abs=1e-3)
-    assert row["std_us"] == pytest.approx(1000 * math.sqrt(stem["var"]), abs=1e-3)
-    assert row["n"] == stem["count"]
+    # one published value per op: the row describes that one sample; the source's own run count
+    # and spread are kept as published
+    assert row["n"] == 1 and row["std_us"] == 0.0
+    key = space.fixed_ops()["stem"].key
+    assert (lut.samples["op_key"] == key).sum() == 1
+    pub = lut.meta["published_stats"][key]
+    assert pub["n"] == stem["count"] and pub["std_us"] == pytest.approx(1000 * math.sqrt(stem["var"]), abs=1e-3)
+    assert lut.provenance == "imported" and lut.meta["provenance"] == "imported"
+    ok = lut.table[lut.table["status"] == "ok"]
+    counts = lut.samples.groupby("op_key").size()
+    assert (counts.reindex(ok.index) == ok["n"]).all()  # every row's n is its number of samples
     mb = Op("mb_k5_e6", 24, 56, 56, 40, 2).key
     assert lut.table.at[mb, "median_us"] == pytest.approx(
         1000 * raw["expanded_conv-input:56x56x24-output:28x28x40-expand:6-kernel:5-stride:2-idskip:0"]["mean"], abs=1e-3)
@@ -152,3 +161,4 @@ def test_cli_import_export(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     assert set(exported) <= set(original) and len(exported) == len(original) - 2
     for key, val in exported.items():
         assert val["mean"] == pytest.approx(original[key]["mean"], abs=1e-6)
+        assert val["count"] == original[key]["count"]  # the published count passes through

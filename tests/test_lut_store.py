@@ -251,3 +251,21 @@ def test_lut_cli_list_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert data["meta"]["version"] == 2 and len(data["table"]) == 7
     assert lut_main(["show", "missing/x/y", "--root", str(tmp_path)]) == 2
     assert "no LUT" in capsys.readouterr().err
+
+
+def test_provenance_is_recorded_or_inferred(tmp_path: Path, synthetic_lut, capsys: pytest.CaptureFixture) -> None:
+    from lut.store import provenance_of
+
+    lut = synthetic_lut(tmp_path)
+    assert lut.provenance == "synthetic" and lut.meta["provenance"] == "synthetic"
+    assert lut_main(["show", str(lut.path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["provenance"] == "synthetic"
+    assert lut_main(["list", "--root", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["provenance"] == "synthetic"
+    # LUTs written before provenance was recorded: inferred from their metadata
+    assert provenance_of({"device": {"device_id": "host-x"}}) == "measured"
+    assert provenance_of({"device": {"manufacturer": "hwnas", "model": "Loopback"}}) == "loopback"
+    assert provenance_of({"device": {}, "source": {"format": "hwnasbench"}}) == "imported"
+    with pytest.raises(LutError, match="provenance must be one of"):
+        write_lut(tmp_path, device_id="d", space="fbnet", runtime_dir="x-t1", table=lut.table.reset_index(),
+                  samples=lut.samples, meta={**lut.meta, "provenance": "guessed"})  # fmt: skip

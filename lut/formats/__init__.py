@@ -94,29 +94,19 @@ def get_format(name: str) -> LutFormat:
         raise LutError(f"unknown LUT format {name!r}; known formats: {', '.join(FORMATS)}") from None
 
 
-def op_row(
-    op: Op,
-    *,
-    mean_us: float,
-    std_us: float | None = None,
-    n: int | None = None,
-    status: str = "ok",
-) -> dict[str, Any]:
-    """A table row for a published value, of which only the mean (maybe a spread) is known.
+def op_row(op: Op, *, mean_us: float, status: str = "ok") -> dict[str, Any]:
+    """A table row for a published value, of which only the mean is known.
 
-    The statistics are those of the one sample an imported LUT stores (the published mean), so
-    median/min/p10/p90 equal the mean; `std_us` and `n` are the published ones where the source
-    gives them (else 0 and 1). Identity rows have all statistics 0 and n 0.
+    The statistics are those of the one sample an imported LUT stores (the published mean): n 1,
+    std 0, median/min/p10/p90 = the mean, so the row and its samples agree. What the source
+    published about its own measurement (its run count, its spread) goes to the LUT's metadata
+    (`published_stats`). Identity rows have all statistics 0 and n 0.
     """
     if status == "identity":
-        stats = {c: 0.0 for c in STAT_COLUMNS}
+        stats: dict[str, Any] = {c: 0.0 for c in STAT_COLUMNS}
         stats["n"] = 0
     else:
         stats = summarize([mean_us])
-        if std_us is not None and math.isfinite(std_us):
-            stats["std_us"] = std_us
-        if n is not None:
-            stats["n"] = n
     shape = {"c_in": op.c_in, "h": op.h, "w": op.w, "c_out": op.c_out, "stride": op.stride}
     return {"block": op.block, **shape, "status": status, **stats, "error": ""}
 
@@ -163,7 +153,7 @@ def import_file(
     for imp in get_format(fmt).read(path, **options):
         for note in imp.notes:
             logger.info("%s: %s", path.name, note)
-        meta = {**imp.meta, "import_notes": imp.notes}
+        meta = {**imp.meta, "import_notes": imp.notes, "provenance": "imported"}
         written.append(
             write_lut(
                 root,

@@ -159,7 +159,7 @@ class ProxylessYaml:
                 raise LutError(f"{path}: entry {key!r} has no 'mean' (ms)")
         sp = get_space(space or _space_from_entries(entries))
         wanted = {op.key for op in sp.unique_ops()}
-        rows, notes = {}, []
+        rows, notes, published = {}, [], {}
         for key, entry in entries.items():
             op, why = _op_for(entry, sp)
             if op is None or op.key not in wanted:
@@ -167,15 +167,14 @@ class ProxylessYaml:
                 continue
             val = raw[key]
             var = float(val["var"]) if val.get("var") is not None else math.nan
-            rows[op.key] = op_row(
-                op,
-                mean_us=1000.0 * float(val["mean"]),
-                std_us=1000.0 * math.sqrt(var) if var >= 0 else math.nan,
-                n=int(val.get("count", 1)),
-            )
+            rows[op.key] = op_row(op, mean_us=1000.0 * float(val["mean"]))
+            published[op.key] = {
+                "n": int(val.get("count", 1)),
+                "std_us": 1000.0 * math.sqrt(var) if var >= 0 else None,
+            }
         identity = [op for op in sp.unique_ops() if op.is_identity and op.key not in rows]
         for op in identity:
-            rows[op.key] = op_row(op, mean_us=0.0, n=0, status="identity")
+            rows[op.key] = op_row(op, mean_us=0.0, status="identity")
         if identity:
             notes.append(f"added {len(identity)} identity ops (zero/skip at matching shapes) at 0 µs")
         if not rows:
@@ -185,10 +184,11 @@ class ProxylessYaml:
             "runtime": imported_runtime(runtime),
             "space": {"name": sp.name, "hash": sp.hash()},
             "overhead_us": 0.0,
+            "published_stats": published,
             "source": {
                 **file_source(path, self.name, citation),
-                "samples": "one row per op holding the published mean; no raw samples. "
-                "median/min/p10/p90 = the mean; std_us and n are the published ones",
+                "samples": "one sample per op: the published mean (n 1); the source's own run count "
+                "and spread are in published_stats",
                 "threads": "not published; the t1 of the runtime dir is nominal",
             },
         }
@@ -211,9 +211,13 @@ class ProxylessYaml:
             role = roles.get(key)
             # the stem carries the once-per-network overhead, so the YAML sums to predict_us
             value_us = lut.predict_us([key]) if key == stem_key else lut.op_latency_us(key)
-            std_ms = float(row["std_us"]) / 1000.0
+            # an imported LUT passes the source's own count and spread through; a measured one
+            # gives its samples' count and spread
+            pub = (lut.meta.get("published_stats") or {}).get(key) or {}
+            std_us = pub.get("std_us", float(row["std_us"]))
+            std_ms = (std_us if std_us is not None else math.nan) / 1000.0
             out[yaml_key(op, role if role != "pre" else None)] = {
-                "count": int(row["n"]),
+                "count": int(pub.get("n", row["n"])),
                 "mean": float(value_us) / 1000.0,
                 "var": std_ms * std_ms if math.isfinite(std_ms) else None,
             }

@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .base import ExportError, Runtime, RuntimeInfo, Session
+from .base import LAYOUTS, ExportError, Runtime, RuntimeInfo, Session
 
 __all__ = [
+    "LAYOUTS",
     "RUNTIMES",
     "ExportError",
     "Runtime",
@@ -39,7 +40,7 @@ RUNTIMES: dict[str, RuntimeInfo] = {
         RuntimeInfo("tflite", "profiler.runtimes.tflite:TFLiteRuntime", ("fp32",),
                     ".tflite", "benchmark_model", "xnnpack", "ai-edge-litert"),
         RuntimeInfo("onnxruntime", "profiler.runtimes.onnxruntime:OnnxRuntime", ("fp32", "int8"),
-                    ".onnx", None, "cpu_ep", "onnxruntime"),
+                    ".onnx", None, "cpu_ep", "onnxruntime", ("nchw",)),
     )
 }  # fmt: skip
 
@@ -55,8 +56,8 @@ def runtime_info(name: str) -> RuntimeInfo:
         raise ValueError(f"unknown runtime {name!r}; known runtimes: {', '.join(RUNTIMES)}") from None
 
 
-def get_runtime(name: str, dtype: str = "fp32") -> Runtime:
-    """An instance of runtime `name` exporting `dtype` models."""
+def get_runtime(name: str, dtype: str = "fp32", layout: str | None = None) -> Runtime:
+    """An instance of runtime `name` exporting `dtype` models with `layout` I/O (see base.py)."""
     info = runtime_info(name)
     if dtype not in info.dtypes:
         raise ValueError(
@@ -64,7 +65,7 @@ def get_runtime(name: str, dtype: str = "fp32") -> Runtime:
         )
     module_name, cls_name = info.impl.split(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
-    return cls(dtype=dtype)
+    return cls(dtype=dtype, layout=layout)
 
 
 def time_invocations(invoke: Callable[[], object], *, warmup: int, runs: int) -> list[float]:

@@ -12,7 +12,16 @@ output parsers of those binaries live in `android_harness.runners`, which knows 
     y = session.infer(x)                            # bind x, run, return the first output
 
 A session binds its input once: `run()` is the invocation alone, as a runner binary times it
-(no per-call input copy or output clone). Adding a runtime is adding one module to
+(no per-call input copy or output clone).
+
+Layout (`layout`, part of the export cache key and of a LUT's metadata): "nhwc" (default) exports
+4-D inputs and outputs channels-last — ExecuTorch's channels-last dim order, litert-torch's
+channel-last I/O — so an op converts no layout at its boundaries, as inside a deployed network
+whose input arrives channels-last (a whole network is exported the same way). "nchw" keeps
+PyTorch's layout at the boundaries: every exported op pays an NCHW↔NHWC conversion on each side
+that a network pays once (kept for comparison: `bench.lut_accuracy --layouts`). ONNX graphs are
+NCHW by definition: onnxruntime exports "nchw" only, and its CPU provider converts to its own
+blocked layout inside a session, for an op as for a network. Adding a runtime is adding one module to
 `profiler/runtimes/` and one `RuntimeInfo` line to the registry in `profiler/runtimes/__init__.py`.
 """
 
@@ -26,7 +35,9 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Runtime", "RuntimeBase", "RuntimeInfo", "Session", "ExportError"]
+__all__ = ["LAYOUTS", "Runtime", "RuntimeBase", "RuntimeInfo", "Session", "ExportError"]
+
+LAYOUTS = ("nhwc", "nchw")  # layouts of exported models' 4-D inputs and outputs (see above)
 
 
 class ExportError(RuntimeError):
@@ -44,6 +55,7 @@ class RuntimeInfo:
     runner: str | None  # device benchmark binary (an `android_harness.runners` name) or None
     delegate: str  # the backend that runs the ops: "xnnpack", "cpu_ep"
     version_package: str  # the distribution whose version is "the runtime's version"
+    layouts: tuple[str, ...] = LAYOUTS  # I/O layouts its exporter can write; the first is the default
 
 
 @runtime_checkable
@@ -67,6 +79,7 @@ class Runtime(Protocol):
     runner: str | None  # == info.runner
     delegate: str  # == info.delegate
     dtype: str  # "fp32" or "int8"
+    layout: str  # "nhwc" or "nchw": the layout of exported models' 4-D inputs and outputs
 
     @property
     def runtime_version(self) -> str:
@@ -93,13 +106,24 @@ class RuntimeBase:
 
     info: RuntimeInfo
 
-    def __init__(self, dtype: str = "fp32") -> None:
+    def __init__(self, dtype: str = "fp32", layout: str | None = None) -> None:
         if dtype not in self.info.dtypes:
             raise ValueError(
                 f"runtime {self.info.name!r} does not support dtype {dtype!r}; "
                 f"supported: {', '.join(self.info.dtypes)}"
             )
+        layout = layout or self.info.layouts[0]
+        if layout not in self.info.layouts:
+            raise ValueError(
+                f"runtime {self.info.name!r} exports layout(s) {', '.join(self.info.layouts)}, not {layout!r}"
+            )
         self.dtype = dtype
+        self.layout = layout
+
+    @property
+    def export_options(self) -> dict[str, str]:
+        """What besides the versions decides an exported file: part of the cache key and LUT meta."""
+        return {"dtype": self.dtype, "layout": self.layout}
 
     @property
     def name(self) -> str:

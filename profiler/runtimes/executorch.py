@@ -61,6 +61,10 @@ class ExecuTorchRuntime(RuntimeBase):
         from executorch.exir import to_edge_transform_and_lower
 
         module = module.eval()
+        if self.layout == "nhwc" and example_input.dim() == 4:
+            # channels-last dim order at the input: XNNPACK then needs no NCHW→NHWC conversion,
+            # and 4-D outputs keep the channels-last order their producers give them
+            example_input = example_input.contiguous(memory_format=torch.channels_last)
         try:
             with torch.no_grad():
                 ep = torch.export.export(module, (example_input,))
@@ -105,7 +109,7 @@ class ExecuTorchRuntime(RuntimeBase):
             method = program.load_method("forward")
         if method is None:
             raise RuntimeError(f"{path}: program has no 'forward' method")
-        return ExecuTorchSession(program, method, seed)
+        return ExecuTorchSession(program, method, seed, self.layout)
 
 
 class ExecuTorchSession:
@@ -113,16 +117,23 @@ class ExecuTorchSession:
     once with `set_inputs` (the `executorch.runtime.Method` wrapper copies inputs in and clones
     outputs on every call, which `executor_runner` does not)."""
 
-    def __init__(self, program, method, seed: int) -> None:
+    def __init__(self, program, method, seed: int, layout: str) -> None:
         self._program = program  # keeps the program (and the method's memory) alive
         self._method = method._method  # the pybind ExecuTorchMethod behind the public wrapper
+        self._layout = layout
         meta = method.metadata
         g = torch.Generator().manual_seed(seed)
         self._inputs = [
-            torch.randn(tuple(meta.input_tensor_meta(i).sizes()), generator=g)
+            self._as_layout(torch.randn(tuple(meta.input_tensor_meta(i).sizes()), generator=g))
             for i in range(meta.num_inputs())
         ]
         self._method.set_inputs(self._inputs)
+
+    def _as_layout(self, x: torch.Tensor) -> torch.Tensor:
+        """Inputs are bound in the dim order the program was exported with."""
+        if self._layout == "nhwc" and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x.contiguous()
 
     def run(self) -> None:
         self._method.execute()
@@ -132,8 +143,8 @@ class ExecuTorchSession:
         self._program._program.write_etdump_result_to_file(str(path))
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        self._method.set_inputs([torch.from_numpy(np.ascontiguousarray(x))])
+        self._method.set_inputs([self._as_layout(torch.from_numpy(np.ascontiguousarray(x)))])
         self._method.execute()
-        out = self._method.get_outputs(clone_outputs=True)[0].numpy()
+        out = self._method.get_outputs(clone_outputs=True)[0].contiguous().numpy()
         self._method.set_inputs(self._inputs)
         return out

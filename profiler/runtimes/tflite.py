@@ -34,15 +34,28 @@ class TFLiteRuntime(RuntimeBase):
         }
 
     def export(self, module: nn.Module, example_input: torch.Tensor, path: Path) -> None:
-        import litert_torch
-
+        """With layout "nhwc", 4-D inputs and outputs are channel-last (`to_channel_last_io`), so
+        the converter needs no TRANSPOSE at the boundaries (`boundary_transposes` counts them)."""
+        module = module.eval()
         try:
-            # litert-torch prints conversion progress on stdout; keep stdout for CLI output.
-            with contextlib.redirect_stdout(sys.stderr), torch.no_grad():
-                edge_model = litert_torch.convert(module.eval(), (example_input,))
-                edge_model.export(str(path))
+            if self.layout == "nhwc" and example_input.dim() == 4:
+                import litert_torch
+
+                with torch.no_grad():
+                    out_4d = module(example_input).dim() == 4
+                module = litert_torch.to_channel_last_io(module, args=[0], outputs=[0] if out_4d else [])
+                example_input = example_input.permute(0, 2, 3, 1).contiguous()
+            self._convert(module, example_input, path)
         except Exception as e:  # the converter raises many unrelated types; report any of them
             raise ExportError(f"{type(e).__name__}: {e}") from e
+
+    @staticmethod
+    def _convert(module: nn.Module, example_input: torch.Tensor, path: Path) -> None:
+        import litert_torch
+
+        # litert-torch prints conversion progress on stdout; keep stdout for CLI output.
+        with contextlib.redirect_stdout(sys.stderr), torch.no_grad():
+            litert_torch.convert(module, (example_input,)).export(str(path))
 
     def _interpreter(self, path: Path, threads: int):
         from ai_edge_litert.interpreter import Interpreter
@@ -52,7 +65,7 @@ class TFLiteRuntime(RuntimeBase):
         return interp
 
     def open(self, path: Path, *, threads: int, seed: int = 0) -> "TFLiteSession":
-        return TFLiteSession(self._interpreter(path, threads), seed)
+        return TFLiteSession(self._interpreter(path, threads), seed, self.layout)
 
     def delegated_nodes(self, path: Path, threads: int = 1) -> int:
         """Number of DELEGATE nodes after the interpreter applied its default delegates."""
@@ -60,11 +73,22 @@ class TFLiteRuntime(RuntimeBase):
         return sum(op["op_name"] == "DELEGATE" for op in interp._get_ops_details())
 
 
+def boundary_transposes(path: Path) -> int:
+    """TRANSPOSE ops that read a model input or write a model output (before delegation)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    io = {d["index"] for d in interp.get_input_details() + interp.get_output_details()}
+    ops = interp._get_ops_details()
+    return sum(op["op_name"] == "TRANSPOSE" and bool(io & (set(op["inputs"]) | set(op["outputs"]))) for op in ops)
+
+
 class TFLiteSession:
     """An allocated interpreter with seeded inputs set once; `run()` is `invoke()`."""
 
-    def __init__(self, interp, seed: int) -> None:
+    def __init__(self, interp, seed: int, layout: str) -> None:
         self._interp = interp
+        self._layout = layout
         rng = np.random.default_rng(seed)
         self._inputs = []
         for d in interp.get_input_details():
@@ -76,10 +100,16 @@ class TFLiteSession:
         self._interp.invoke()
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        index = self._interp.get_input_details()[0]["index"]
-        self._interp.set_tensor(index, np.ascontiguousarray(x, dtype=np.float32))
+        """`x` and the result in PyTorch's layout (NCHW), whatever the file's I/O layout is."""
+        detail = self._interp.get_input_details()[0]
+        channel_last = self._layout == "nhwc" and x.ndim == 4
+        if channel_last:
+            x = x.transpose(0, 2, 3, 1)
+        self._interp.set_tensor(detail["index"], np.ascontiguousarray(x, dtype=np.float32))
         self._interp.invoke()
         out = self._interp.get_tensor(self._interp.get_output_details()[0]["index"])
+        if channel_last and out.ndim == 4:
+            out = out.transpose(0, 3, 1, 2)
         for i, data in self._inputs:
             self._interp.set_tensor(i, data)
         return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .arch import Arch, arch_ops
@@ -158,14 +159,19 @@ class Overhead(nn.Module):
 
 
 class PoolFC(nn.Module):
-    """Global average pool → flatten → Linear(c_in, c_out)."""
+    """Global average pool → flatten → Linear(c_in, c_out).
+
+    The pool is an average pool over the whole feature map: on a channels-last input both
+    exporters lower it to one native pooling op (XNNPACK's Average Pooling, TFLite's
+    AVERAGE_POOL_2D) that reads the channel-last tensor as it is; `mean(dim=(2, 3))` would cost a
+    portable kernel plus a layout copy in ExecuTorch and an input TRANSPOSE in litert-torch."""
 
     def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
         super().__init__()
         self.fc = nn.Linear(c_in, c_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x.mean(dim=(2, 3)))
+        return self.fc(F.avg_pool2d(x, (x.shape[-2], x.shape[-1])).flatten(1))
 
 
 # block kind → builder(spec, c_in, c_out, stride)
