@@ -111,14 +111,14 @@ def measure_archs(
     with device_lock(target.name, wait_s=lock_wait_s, what=f"time {len(items)} arch(s) with {runtime}"):
         try:
             target.prepare(rt, list(report.paths.values()))
-            run_rounds(
+            given_up = run_rounds(
                 target, rt, report.paths, config, spec,
                 on_samples=lambda k, _r, s: samples[k].extend(s),
-                on_failure=lambda k, m: errors.__setitem__(k, m),
+                on_failure=lambda k, _r, m: errors.__setitem__(k, m),
                 progress=progress, desc=f"archs {runtime}",
             )  # fmt: skip
         finally:
             target.close()
-    if errors:
-        raise TargetError(f"arch measurement failed on {device}: {errors}")
+    if given_up:
+        raise TargetError(f"arch measurement failed on {device}: { {k: errors[k] for k in sorted(given_up)} }")
     return {name: samples[key] for name, key in names.items()}

@@ -13,8 +13,10 @@
 
 Work dir: `<out>/<device_id>/<space>/<runtime_dir>/.partial/` with job.json (the settings; a
 re-run must match them), samples.csv (op_key, round, sample, latency_us), rounds.jsonl (state per
-round) and failed.jsonl (ops that failed to run). A crash or Ctrl-C loses at most the op-round in
-flight; re-running the same command skips every op-round already on disk.
+round) and failed.jsonl (one record per faulty op-round). A crash or Ctrl-C loses at most the
+op-round in flight; re-running the same command skips every op-round already on disk. A runner
+fault costs one op-round: it is measured again after the last round, and the op is marked failed
+only after `retries + 1` faults (`--retry-failed` gives ops that failed to run a fresh chance).
 """
 
 from __future__ import annotations
@@ -57,11 +59,13 @@ class ProtocolConfig:
     runs: int = 20  # timed invocations per op per round (one sample each)
     seed: int = 0  # round r is shuffled with random.Random(seed + r)
     shuffle: bool = True  # False keeps the sorted key order (for debugging only)
+    retries: int = 1  # faults an op may have (each re-measured later) before it is marked failed
 
     def __post_init__(self) -> None:
-        if self.rounds < 1 or self.runs < 1 or self.warmup < 0:
+        if self.rounds < 1 or self.runs < 1 or self.warmup < 0 or self.retries < 0:
             raise ValueError(
-                f"need rounds ≥ 1, runs ≥ 1, warmup ≥ 0; got {self.rounds}, {self.runs}, {self.warmup}"
+                f"need rounds ≥ 1, runs ≥ 1, warmup ≥ 0, retries ≥ 0; got {self.rounds}, {self.runs}, "
+                f"{self.warmup}, {self.retries}"
             )
 
 
@@ -115,23 +119,51 @@ def run_rounds(
     round_states: dict[int, dict[str, Any]] | None = None,
     on_state: Callable[[int, dict[str, Any]], None] | None = None,
     on_samples: Callable[[str, int, list[float]], None] | None = None,
-    on_failure: Callable[[str, str], None] | None = None,
-    failed: set[str] | None = None,
+    on_failure: Callable[[str, int, str], None] | None = None,
+    failures: dict[str, int] | None = None,
     progress: bool = True,
     desc: str = "measure",
-) -> None:
-    """Measure every (key, round) not in `done`; report through the callbacks."""
+) -> set[str]:
+    """Measure every (key, round) not in `done`; report through the callbacks.
+
+    A fault (the runner crashed, timed out, printed nothing usable) costs that op-round only: the
+    op goes on in the next rounds, and its missing op-round is measured again after the last
+    round. An op is given up after `config.retries + 1` faults (`failures` holds each key's fault
+    count so far, e.g. from an interrupted job, and is updated). Returns the keys given up."""
     keys = sorted(files)
-    failed = failed if failed is not None else set()
+    failures = failures if failures is not None else {}
     round_states = round_states if round_states is not None else {}
-    total = len(keys) * config.rounds
-    bar = tqdm(total=total, initial=len(done), desc=desc, unit="op", disable=not progress)
+    done = set(done)
+    bar = tqdm(total=len(keys) * config.rounds, initial=len(done), desc=desc, unit="op", disable=not progress)
+
+    def given_up(key: str) -> bool:
+        return failures.get(key, 0) > config.retries
+
+    def attempt(key: str, r: int) -> None:
+        try:
+            samples = target.measure(runtime, files[key], spec)
+            if len(samples) != spec.runs or min(samples) <= 0:
+                raise RunnerError(f"target returned {len(samples)} samples (expected {spec.runs}) or non-positive ones")
+        except RunnerError as e:
+            failures[key] = failures.get(key, 0) + 1
+            later = "giving up on it" if given_up(key) else "measuring that op-round again later"
+            log.warning("op %s failed in round %d (fault %d): %s; %s", key, r + 1, failures[key], e, later)
+            if on_failure is not None:
+                on_failure(key, r, str(e))
+            if given_up(key):
+                bar.update(sum((key, q) not in done for q in range(config.rounds)))
+            return
+        done.add((key, r))
+        if on_samples is not None:
+            on_samples(key, r, samples)
+        bar.update()
+
     try:
         for r in range(config.rounds):
             order = list(keys)
             if config.shuffle:
                 random.Random(config.seed + r).shuffle(order)
-            pending = [k for k in order if (k, r) not in done and k not in failed]
+            pending = [k for k in order if (k, r) not in done and not given_up(k)]
             if not pending:
                 continue
             if r not in round_states:
@@ -140,29 +172,17 @@ def run_rounds(
                     on_state(r, round_states[r])
             bar.set_postfix(round=f"{r + 1}/{config.rounds}")
             for key in pending:
-                if key in failed:  # failed earlier in this round
-                    continue
-                try:
-                    samples = target.measure(runtime, files[key], spec)
-                except RunnerError as e:
-                    failed.add(key)
-                    log.warning("op %s failed to run: %s", key, e)
-                    if on_failure is not None:
-                        on_failure(key, str(e))
-                    bar.update(config.rounds - r)
-                    continue
-                if len(samples) != spec.runs or min(samples) <= 0:
-                    failed.add(key)
-                    msg = f"target returned {len(samples)} samples (expected {spec.runs}) or non-positive ones"
-                    if on_failure is not None:
-                        on_failure(key, msg)
-                    bar.update(config.rounds - r)
-                    continue
-                if on_samples is not None:
-                    on_samples(key, r, samples)
-                bar.update()
+                if not given_up(key):  # it may have failed too often earlier in this round
+                    attempt(key, r)
+        # retry passes: each missing op-round of an op not given up, in round order
+        while missing := [(k, r) for r in range(config.rounds) for k in keys if (k, r) not in done and not given_up(k)]:
+            bar.set_postfix(round="retry")
+            for key, r in missing:
+                if not given_up(key):
+                    attempt(key, r)
     finally:
         bar.close()
+    return {k for k in keys if given_up(k)}
 
 
 # --- the persistent work dir --------------------------------------------------------------------
@@ -190,7 +210,7 @@ class _WorkDir:
             atomic_write(job_file, json.dumps(job, indent=2, sort_keys=True))
         self.samples = self._load_samples()
         self.states = {int(d.pop("round")): d for d in _read_jsonl(self.rounds_file)}
-        self.failures = {d["op_key"]: d["error"] for d in _read_jsonl(self.failed_file)}
+        self.faults = _read_jsonl(self.failed_file)  # one record per fault: op_key, round, error
 
     def _load_samples(self) -> dict[tuple[str, int], list[float]]:
         """Complete op-rounds on disk; a torn last line or a partial op-round is dropped and the
@@ -228,9 +248,20 @@ class _WorkDir:
         append_durable(self.rounds_file, json.dumps({"round": r, **state}) + "\n")
         self.states[r] = state
 
-    def add_failure(self, key: str, error: str) -> None:
-        append_durable(self.failed_file, json.dumps({"op_key": key, "error": error}) + "\n")
-        self.failures[key] = error
+    def add_fault(self, key: str, r: int, error: str) -> None:
+        record = {"op_key": key, "round": r, "error": error}
+        append_durable(self.failed_file, json.dumps(record) + "\n")
+        self.faults.append(record)
+
+    def fault_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for d in self.faults:
+            counts[d["op_key"]] = counts.get(d["op_key"], 0) + 1
+        return counts
+
+    def last_error(self, key: str) -> str:
+        errors = [d["error"] for d in self.faults if d["op_key"] == key]
+        return errors[-1] if errors else ""
 
 
 def _sample_lines(key: str, r: int, samples: Sequence[float]) -> str:
@@ -338,18 +369,17 @@ def _profile_ops(
     log.info("exports: %d exported, %d cached, %d failed (%.1f s)",
              report.exported, report.cached, len(report.failed), report.elapsed_s)
     failures = {k: f"export: {m}" for k, m in report.failed.items()}
-    failures.update({k: m for k, m in work.failures.items() if k not in failures})
-
     files = {k: p for k, p in report.paths.items() if k not in failures}
     target.prepare(runtime, list(files.values()))
-    failed_run: set[str] = set(work.failures)
-    run_rounds(
+    # faults of an interrupted run count, unless --retry-failed asks for a fresh chance
+    counts = {} if retry_failed else work.fault_counts()
+    given_up = run_rounds(
         target, runtime, files, config, spec,
         done=set(work.samples), round_states=work.states, on_state=work.add_state,
-        on_samples=work.add_samples, on_failure=work.add_failure, failed=failed_run,
+        on_samples=work.add_samples, on_failure=work.add_fault, failures=counts,
         progress=progress, desc=f"{device_id[:24]} {rdir}",
     )  # fmt: skip
-    failures.update({k: m for k, m in work.failures.items() if k not in failures})
+    failures.update({k: f"run: {work.last_error(k)}" for k in sorted(given_up)})
 
     table, samples = _assemble(timed, identity, work, failures, config.rounds)
     ovh = table.loc[table["op_key"] == net_overhead.key, ["status", "median_us"]]

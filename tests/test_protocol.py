@@ -13,6 +13,7 @@ from profiler.export import ExportCache
 from profiler.protocol import JobError, ProtocolConfig, plan_ops, profile_ops
 from profiler.runtimes import get_runtime
 from profiler.targets import RunSpec, get_target
+from profiler.targets.base import RunnerError
 from profiler.targets.host import HostTarget
 from search.space import Arch, get_space, overhead_op
 
@@ -33,6 +34,21 @@ class InterruptingHost(HostTarget):
         if self.stop_after is not None and len(self.calls) == self.stop_after:
             raise KeyboardInterrupt
         self.calls.append(Path(model_file).stem)
+        return super().measure(runtime, model_file, spec)
+
+
+class FlakyHost(HostTarget):
+    """The real host target whose runner faults on op `key` the first `faults` times."""
+
+    def __init__(self, key: str, faults: int) -> None:
+        super().__init__()
+        self.key, self.faults, self.calls = key, faults, []
+
+    def measure(self, runtime, model_file: Path, spec: RunSpec) -> list[float]:
+        stem = Path(model_file).stem
+        self.calls.append(stem)
+        if stem == self.key and self.calls.count(stem) <= self.faults:
+            raise RunnerError(f"runner crashed (signal 11) on {stem}")
         return super().measure(runtime, model_file, spec)
 
 
@@ -175,3 +191,24 @@ def test_export_cache_reexports_only_a_changed_graph(tmp_path: Path) -> None:
     graph.write_text("0" * 16)  # as if the block's definition had changed since the export
     again = ec.ensure(items, progress=False, workers=1)
     assert (again.exported, again.cached) == (1, 1) and graph.read_text() != "0" * 16
+
+
+@pytest.mark.slow
+def test_a_runner_fault_costs_one_op_round(tmp_path: Path, cache: Path) -> None:
+    rt = get_runtime("onnxruntime")
+    kw = dict(out=tmp_path, config=CONFIG, ops_limit=OPS_LIMIT, cache_root=cache, progress=False)
+    victim = sorted(op.key for op in plan_ops(SPACE, OPS_LIMIT)[0])[1]
+    flaky = FlakyHost(victim, faults=1)
+    res = profile_ops(flaky, rt, SPACE, **kw)
+    lut = load_lut(res.lut_dir)
+    assert res.num_failed == 0 and lut.table.loc[victim, "status"] == "ok"
+    assert lut.table.loc[victim, "n"] == CONFIG.rounds * CONFIG.runs  # the faulty op-round was measured again
+    assert flaky.calls.count(victim) == CONFIG.rounds + 1
+    # an op that faults every time is given up after retries + 1 faults, and named
+    broken = FlakyHost(victim, faults=99)
+    res = profile_ops(broken, rt, SPACE, **kw)
+    lut = load_lut(res.lut_dir)
+    assert res.num_failed == 1 and lut.table.loc[victim, "status"] == "failed"
+    assert broken.calls.count(victim) == CONFIG.retries + 1
+    assert "signal 11" in lut.table.loc[victim, "error"] and list(lut.meta["failed_ops"]) == [victim]
+    assert (lut.table.drop(index=victim)["status"] == "ok").all()
