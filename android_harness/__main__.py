@@ -3,7 +3,8 @@
     python -m android_harness devices [--json]
     python -m android_harness doctor --device SERIAL
     python -m android_harness parse --runner benchmark_model|executor_runner FILE --json
-    python -m android_harness loopback start [--port P] [--sandbox DIR]
+    python -m android_harness loopback start [--port P] [--sandbox DIR] [--unrooted]
+        [--timing-quantum-us Q] [--event-tracer]
 """
 
 from __future__ import annotations
@@ -68,11 +69,13 @@ def _parse(args: argparse.Namespace) -> int:
 
 
 def _loopback_start(args: argparse.Namespace) -> int:
-    from .loopback import LoopbackDaemon
+    from .loopback import Knobs, LoopbackDaemon
 
     sandbox = Path(args.sandbox) if args.sandbox else Path(tempfile.mkdtemp(prefix="hwnas-dev-"))
     server = AdbServer.from_env(args.adb_host, args.adb_port)
-    with LoopbackDaemon(sandbox, port=args.port) as daemon:
+    knobs = Knobs(rooted=not args.unrooted, timing_quantum_us=args.timing_quantum_us,
+                  event_tracer=args.event_tracer)
+    with LoopbackDaemon(sandbox, port=args.port, knobs=knobs) as daemon:
         Device.connect(server, daemon.serial)
         print(f"loopback device {daemon.serial} attached (sandbox {sandbox}); Ctrl-C stops it")
         print(f"  try: python -m profiler.run --device {daemon.serial} ...")
@@ -114,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     s = lsub.add_parser("start", help="start it and attach it to the adb server")
     s.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
     s.add_argument("--sandbox", help="folder standing for the device's / (default: a temp dir)")
+    s.add_argument("--unrooted", action="store_true", help="no su, as on a stock phone")
+    s.add_argument("--timing-quantum-us", type=int, default=0,
+                   help="runner shims round timings up to multiples of this (default: 1 µs)")
+    s.add_argument("--event-tracer", action="store_true",
+                   help="executor_runner as a devtools build: accepts --etdump_path")
     s.set_defaults(func=_loopback_start)
 
     args = parser.parse_args(argv)

@@ -275,8 +275,12 @@ class Device:
         return info.mode, info.size
 
     def read_text(self, remote: str) -> str:
+        return self.pull_bytes(remote).decode("utf-8", errors="replace")
+
+    def pull_bytes(self, remote: str) -> bytes:
+        """The content of a device file (adb sync RECV)."""
         try:
-            return self._dev.sync.read_text(remote)
+            return self._dev.sync.read_bytes(remote)
         except (_UtilsError, OSError, EOFError) as exc:
             self._check_alive(exc)
             raise AdbError(f"reading {self.serial}:{remote} failed: {exc}") from exc

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .adb import AdbError, Device
+from .clocks import su_prefix
 from .device_state import clusters_of, cpu_temperature_c, read_battery, read_cpus, read_thermal
 from .files import WorkDir
 from .runners import RUNNERS
@@ -89,4 +90,8 @@ def run_checks(
         checks.append(Check("governor", ok, detail,
                             "" if ok else "powersave governor: numbers will be low and noisy; "
                             "disable battery saver"))
+    root = su_prefix(device)
+    checks.append(Check("clock lock", True,
+                        f"rooted (`{root}`): --lock-clocks auto locks the measured cores" if root else
+                        "not rooted: clocks run under the phone's governor (recorded per round)"))
     return checks

@@ -5,23 +5,42 @@ One sample is one timed inference, in microseconds:
 - `executor_runner`: one invocation with `--num_executions warmup+runs`; its per-iteration lines
   are the samples, the first `warmup` are dropped.
 - `benchmark_model`: it prints statistics, not runs, but with `--num_runs=2` its statistics line
-  holds both runs (`first=`, `curr=`). So each invocation runs `warmup` untimed then 2 timed
-  inferences, and ceil(runs / 2) invocations give the samples.
+  holds both runs (`first=`, `curr=`, or `curr=X(all same)` when both took the same µs). So each
+  invocation runs `warmup` untimed then 2 timed inferences, and ceil(runs / 2) invocations give
+  the samples.
 
-Each invocation is `timeout -s 9 T taskset MASK BINARY FLAGS...`: pinned to the core mask, killed
-after the per-run timeout.
+Each invocation is `cd WORK_DIR && timeout -s 9 T taskset MASK BINARY FLAGS...`: run in the
+runner's folder (where a devtools `executor_runner` writes its default `model.etdump`), pinned to
+the core mask, killed after the per-run timeout.
+
+`measure_detailed` also returns what the runners report besides latency (`Measurement.extra`:
+init time, memory; the median over the invocations of each value) and, with
+`RunOptions.profile`, per-operator data:
+
+- `benchmark_model`: one more invocation with `--enable_op_profiling=true` (its samples are not
+  used: the profiler's own overhead is in them) whose `Run Order` table becomes `Measurement.ops`.
+- `executor_runner`: the timed invocation gets `--etdump_path=WORK_DIR/profiles/<label>.etdump`
+  (a devtools build traces every execution whether or not it writes the file, so the samples are
+  the same); the file is pulled back as `Measurement.etdump` (bytes; `executorch.devtools`
+  reads them) and removed from the device.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+import posixpath
+import re
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from .adb import CommandTimeout, Device, quote
 from .runners import RunnerOutputError, RunnerTiming, get_runner, output_tail
+from .tflite_stats import OperatorTiming
 
-__all__ = ["RunOptions", "RunnerFailed", "invoke", "measure", "SAMPLE_SEMANTICS"]
+__all__ = ["RunOptions", "RunnerFailed", "Measurement", "invoke", "measure", "measure_detailed",
+           "SAMPLE_SEMANTICS"]
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +48,11 @@ SAMPLE_SEMANTICS = {
     "executor_runner": "one timed execution from an 'Iteration i of N' line; one invocation per "
     "measurement with --num_executions=warmup+runs, the first `warmup` iterations dropped",
     "benchmark_model": "one timed inference: each invocation runs --warmup_runs=warmup then "
-    "--num_runs=2 (--min_secs=0) and contributes its first= and curr= values",
+    "--num_runs=2 (--min_secs=0) and contributes its first= and curr= values (or both copies of "
+    "curr= when the line reads '(all same)')",
 }
 _TIMEOUT_EXIT = (124, 137)  # toybox timeout, or the shell reporting SIGKILL
+_PROFILES = "profiles"  # folder of the runner's work dir for ETDumps in flight
 
 
 class RunnerFailed(RuntimeError):
@@ -46,20 +67,38 @@ class RunOptions:
     core_mask: str | None = None  # taskset hex mask; None runs unpinned
     timeout_s: float = 120.0  # per invocation
     xnnpack: bool = True  # benchmark_model --use_xnnpack
+    profile: bool = False  # per-operator data too: op tables (benchmark_model) or an ETDump
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Samples of one model and what the runner reported with them."""
+
+    samples_us: list[float]
+    extra: dict[str, float] = field(default_factory=dict)  # median over invocations, unit-named
+    ops: tuple[OperatorTiming, ...] = ()  # benchmark_model op-profiling rows, in run order
+    etdump: bytes | None = None  # executor_runner ETDump of the timed invocation
+    invocations: int = 0  # runner invocations that gave the samples
+
+    def write_etdump(self, path: Path) -> Path:
+        if self.etdump is None:
+            raise ValueError("this measurement has no ETDump (RunOptions.profile with executor_runner)")
+        Path(path).write_bytes(self.etdump)
+        return Path(path)
 
 
 def invoke(
     device: Device, runner_name: str, binary: str, model: str, *, warmup: int, runs: int,
-    options: RunOptions, label: str,
+    options: RunOptions, label: str, profile: str | None = None,
 ) -> RunnerTiming:
     """One invocation of a runner; RunnerFailed names `label` and shows the output tail."""
     runner = get_runner(runner_name)
     argv = runner.command(binary, model, threads=options.threads, warmup=warmup, runs=runs,
-                          xnnpack=options.xnnpack)
+                          xnnpack=options.xnnpack, profile=profile)
     line = " ".join(quote(a) for a in argv)
     if options.core_mask:
         line = f"taskset {quote(options.core_mask)} {line}"
-    line = f"timeout -s 9 {int(math.ceil(options.timeout_s))} {line}"
+    line = f"cd {quote(posixpath.dirname(binary) or '/')} && timeout -s 9 {int(math.ceil(options.timeout_s))} {line}"
     if runner.log_tag:
         device.check("logcat -c")
     try:
@@ -73,6 +112,10 @@ def invoke(
     if result.exit_code in _TIMEOUT_EXIT:
         raise RunnerFailed(f"{label}: {runner_name} timed out after {options.timeout_s:g} s "
                            f"(exit {result.exit_code})\n  last lines:\n{output_tail(text)}")
+    if "unknown command line flag 'etdump_path'" in text:
+        raise RunnerFailed(f"{label}: this executor_runner has no event tracer, so it cannot write "
+                           "an ETDump: rebuild it with -DEXECUTORCH_BUILD_DEVTOOLS=ON "
+                           "-DEXECUTORCH_ENABLE_EVENT_TRACER=ON (android_harness/README.md)")
     if result.exit_code != 0:
         raise RunnerFailed(f"{label}: {runner_name} exited with status {result.exit_code}"
                            f"\n  last lines:\n{output_tail(text)}")
@@ -82,21 +125,33 @@ def invoke(
         raise RunnerFailed(f"{label}: {exc}\n  last lines:\n{output_tail(text)}") from None
 
 
-def _executor_runner_samples(
-    device: Device, binary: str, model: str, options: RunOptions, label: str
-) -> list[float]:
+def _median_extra(timings: list[RunnerTiming]) -> dict[str, float]:
+    keys = dict.fromkeys(k for t in timings for k in t.extra)
+    return {k: statistics.median([t.extra[k] for t in timings if k in t.extra]) for k in keys}
+
+
+def _executor_runner(device: Device, binary: str, model: str, options: RunOptions, label: str) -> Measurement:
+    remote = None
+    if options.profile:
+        folder = posixpath.join(posixpath.dirname(binary), _PROFILES)
+        device.check(f"mkdir -p {quote(folder)}")
+        remote = posixpath.join(folder, re.sub(r"[^\w.-]", "_", label) + ".etdump")
     timing = invoke(device, "executor_runner", binary, model, warmup=options.warmup,
-                    runs=options.runs, options=options, label=label)
+                    runs=options.runs, options=options, label=label, profile=remote)
     if not timing.samples_us:
         raise RunnerFailed(f"{label}: this executor_runner build prints no 'Iteration i of N' "
                            "lines; build a recent ExecuTorch (see android_harness/README.md)")
-    return list(timing.samples_us[options.warmup:])
+    etdump = None
+    if remote is not None:
+        etdump = device.pull_bytes(remote)
+        device.check(f"rm -rf {quote(remote)}")
+    return Measurement(list(timing.samples_us[options.warmup:]), dict(timing.extra),
+                       etdump=etdump, invocations=1)
 
 
-def _benchmark_model_samples(
-    device: Device, binary: str, model: str, options: RunOptions, label: str
-) -> list[float]:
+def _benchmark_model(device: Device, binary: str, model: str, options: RunOptions, label: str) -> Measurement:
     samples: list[float] = []
+    timings = []
     for _ in range(math.ceil(options.runs / 2)):
         timing = invoke(device, "benchmark_model", binary, model, warmup=options.warmup, runs=2,
                         options=options, label=label)
@@ -104,21 +159,38 @@ def _benchmark_model_samples(
             raise RunnerFailed(f"{label}: benchmark_model ran {timing.count} timed runs, "
                                "expected 2 (--num_runs=2 --min_secs=0)")
         samples.extend(timing.samples_us)
-    return samples
+        timings.append(timing)
+    ops: tuple[OperatorTiming, ...] = ()
+    if options.profile:
+        profiled = invoke(device, "benchmark_model", binary, model, warmup=options.warmup,
+                          runs=max(options.runs, 1), options=options, label=label, profile="")
+        if not profiled.ops:
+            raise RunnerFailed(f"{label}: benchmark_model printed no op-profiling table with "
+                               "--enable_op_profiling=true")
+        ops = profiled.ops
+    return Measurement(samples, _median_extra(timings), ops=ops, invocations=len(timings))
 
 
 _SAMPLERS = {
-    "executor_runner": _executor_runner_samples,
-    "benchmark_model": _benchmark_model_samples,
+    "executor_runner": _executor_runner,
+    "benchmark_model": _benchmark_model,
 }
+
+
+def measure_detailed(
+    device: Device, runner_name: str, binary: str, model: str, options: RunOptions, *, label: str
+) -> Measurement:
+    """`options.runs` samples in µs for one model, with the runner's extras (module docstring)."""
+    get_runner(runner_name)  # unknown names fail here with the list of known runners
+    result = _SAMPLERS[runner_name](device, binary, model, options, label)
+    if len(result.samples_us) < options.runs:
+        raise RunnerFailed(f"{label}: got {len(result.samples_us)} samples, expected {options.runs}")
+    return Measurement(result.samples_us[: options.runs], result.extra, result.ops, result.etdump,
+                       result.invocations)
 
 
 def measure(
     device: Device, runner_name: str, binary: str, model: str, options: RunOptions, *, label: str
 ) -> list[float]:
     """`options.runs` samples in µs for one model (see the module docstring)."""
-    get_runner(runner_name)  # unknown names fail here with the list of known runners
-    samples = _SAMPLERS[runner_name](device, binary, model, options, label)
-    if len(samples) < options.runs:
-        raise RunnerFailed(f"{label}: got {len(samples)} samples, expected {options.runs}")
-    return samples[: options.runs]
+    return measure_detailed(device, runner_name, binary, model, options, label=label).samples_us

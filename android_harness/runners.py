@@ -5,12 +5,23 @@ Two runners, one registry (`RUNNERS`):
 - `benchmark_model` (TFLite/LiteRT benchmark tool). Its log has a warm-up statistics line
   (`count=… curr=…`) before the timed one, with `--min_secs` > 0 the timed count may differ from
   `--num_runs`, and with op profiling later `Timings (microseconds): count=…` lines that are not
-  the run's. The timed line is the last statistics line before `Inference timings in us:`.
-  It prints no per-run timings, but a statistics line with count=2 holds both runs (`first=`,
-  `curr=`), so `sample_command` asks for exactly 2 timed runs and `parse` returns them as samples.
+  the run's. The timed line is the last statistics line before `Inference timings in us:`; it has
+  any of the four forms `tflite_stats` describes (`count=0`, `count=1 curr=`, `count=N
+  curr=X(all same)`, the full line), with or without percentiles. The tool prints no per-run
+  timings, but `count=2 first= curr=` holds both runs and an `(all same)` line all of them, so
+  `execute` asks for 2 timed runs per invocation and `parse` returns them as samples.
+  `extra` holds `init_us`, `first_inference_us`, `warmup_avg_us`, `p5_us`/`median_us`/`p95_us`,
+  `warmup_count`, `model_size_mb` and the memory it reports: `mem_delta_init_mb` and
+  `mem_delta_mb` (growth of the process's peak RSS since the tool started, after init and at the
+  end) and, with `--report_peak_memory_footprint`, `peak_memory_mb`. With
+  `--enable_op_profiling=true`, `ops` holds the `Run Order` table (`tflite_stats.OperatorTiming`).
 - `executor_runner` (ExecuTorch). It has no warm-up flag; recent builds log `Iteration i of N: X ms`
   per execution (raw samples) and always `Model executed successfully N time(s) in X ms.`. On
-  Android its log goes to logcat under the tag `ExecuTorch`.
+  Android its log goes to logcat under the tag `ExecuTorch`. `extra` holds `total_us`, `init_us`
+  (`Model loaded in X ms`: program parse + method load, memory planning and delegate init),
+  `planned_memory_bytes` and `planned_buffers` (`Setting up [CPU ]planned buffer I, size N.`).
+  Built with ExecuTorch's event tracer (devtools), it takes `--etdump_path=PATH` and writes an
+  ETDump of every execution there (`profile=PATH`); other builds refuse the flag.
 
 Parsers are pure: text in, `RunnerTiming` out, `RunnerOutputError` on malformed or truncated text.
 
@@ -25,6 +36,8 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from .tflite_stats import NUM, OperatorTiming, OpProfileError, Stat, parse_op_profile, parse_stat_line
+
 __all__ = [
     "RunnerTiming",
     "RunnerOutputError",
@@ -37,8 +50,6 @@ __all__ = [
     "output_tail",
 ]
 
-_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
-
 
 class RunnerOutputError(ValueError):
     """A runner's output does not contain a complete, consistent timing report."""
@@ -48,18 +59,22 @@ class RunnerOutputError(ValueError):
 class RunnerTiming:
     """Latencies parsed from one runner invocation, in microseconds."""
 
-    avg_us: float
+    avg_us: float  # NaN when the runner timed no runs (count=0)
     count: int | None = None
     std_us: float | None = None
     min_us: float | None = None
     max_us: float | None = None
     samples_us: tuple[float, ...] = ()  # individual timed runs, in order, where the output has them
-    extra: dict[str, float] = field(default_factory=dict)  # e.g. init_us, warmup_avg_us
+    extra: dict[str, float] = field(default_factory=dict)  # unit-named: init_us, mem_delta_mb, ...
+    ops: tuple[OperatorTiming, ...] = ()  # op-profiling rows in run order (benchmark_model)
 
     def to_json(self) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if v is not None and k != "extra"}
+        data = {k: v for k, v in asdict(self).items()
+                if v is not None and k not in ("extra", "ops")}
         data["samples_us"] = list(self.samples_us)
         data.update(self.extra)
+        if self.ops:
+            data["ops"] = [op.to_json() for op in self.ops]
         return data
 
 
@@ -72,48 +87,70 @@ def output_tail(text: str, lines: int = 15) -> str:
 class Runner(Protocol):
     name: str
     log_tag: str | None  # logcat tag its log goes to on Android, or None for stdout/stderr
+    profile_kind: str  # what `profile=` adds: "op_tables" (printed) or "etdump" (a file)
 
     def command(
-        self, binary: str, model: str, *, threads: int, warmup: int, runs: int, xnnpack: bool
+        self, binary: str, model: str, *, threads: int, warmup: int, runs: int, xnnpack: bool,
+        profile: str | None = None,
     ) -> list[str]:
-        """argv for one invocation that runs `warmup` untimed then `runs` timed inferences."""
+        """argv for one invocation that runs `warmup` untimed then `runs` timed inferences;
+        with `profile`, per-operator profiling too (a device path for file outputs)."""
         ...
 
     def parse(self, text: str) -> RunnerTiming: ...
 
 
 # ---- benchmark_model -------------------------------------------------------------------------
-_STATS = re.compile(rf"\bcount=(\d+)((?:\s+\w+={_NUM})*)")
 _SUMMARY = re.compile(
-    rf"Inference timings in us: Init: ({_NUM}), First inference: ({_NUM}), "
-    rf"Warmup \(avg\): ({_NUM}), Inference \(avg\): ({_NUM})"
+    rf"Inference timings in us: Init: ({NUM}), First inference: ({NUM}), "
+    rf"Warmup \(avg\): ({NUM}), Inference \(avg\): ({NUM})"
 )
+# Memory lines, all in MB. Both init=/overall= forms are the growth of the process's peak RSS
+# (ru_maxrss on Linux and Android) since the tool started: TF 2.x builds print it as "Peak memory
+# footprint", LiteRT-era builds as "Memory footprint delta from the start of the tool".
+_MEMORY = {
+    re.compile(rf"(?:Memory footprint delta from the start of the tool|Peak memory footprint) "
+               rf"\(MB\): init=({NUM}) overall=({NUM})"): ("mem_delta_init_mb", "mem_delta_mb"),
+    re.compile(rf"Overall peak memory footprint \(MB\) via periodic monitoring: ({NUM})"):
+        ("peak_memory_mb",),
+    re.compile(rf"The input model file size \(MB\): ({NUM})"): ("model_size_mb",),
+}
 
 
-def _stats_fields(line: str) -> dict[str, float] | None:
-    """key=value fields of a statistics line; None for op-profiling/memory lines."""
-    if "Timings (microseconds)" in line or "Memory (bytes)" in line:
-        return None
-    match = _STATS.search(line)
-    if not match:
-        return None
-    fields = {"count": float(match.group(1))}
-    for key, value in re.findall(rf"(\w+)=({_NUM})", match.group(2)):
-        fields[key] = float(value)
-    return fields
+def _stat_lines(lines: list[str]) -> list[Stat]:
+    """Statistics lines of the benchmark itself (not op-profiling `Timings`/`Memory` lines)."""
+    stats = []
+    for line in lines:
+        if "Timings (microseconds)" in line or "Memory (bytes)" in line:
+            continue
+        stat = parse_stat_line(line)
+        if stat is not None:
+            stats.append(stat)
+    return stats
+
+
+def _memory_extra(text: str) -> dict[str, float]:
+    extra: dict[str, float] = {}
+    for pattern, names in _MEMORY.items():
+        match = pattern.search(text)
+        if match:
+            extra.update({name: float(value) for name, value in zip(names, match.groups())})
+    return extra
 
 
 @dataclass(frozen=True)
 class BenchmarkModel:
     name: str = "benchmark_model"
     log_tag: str | None = None
+    profile_kind: str = "op_tables"
     max_secs: float = 150.0  # the tool's own cap on one timed phase
 
     def command(
-        self, binary: str, model: str, *, threads: int, warmup: int, runs: int, xnnpack: bool
+        self, binary: str, model: str, *, threads: int, warmup: int, runs: int, xnnpack: bool,
+        profile: str | None = None,
     ) -> list[str]:
         # --min_secs/--warmup_min_secs 0: the counts are exactly --num_runs/--warmup_runs.
-        return [
+        argv = [
             binary,
             f"--graph={model}",
             f"--num_threads={threads}",
@@ -124,6 +161,9 @@ class BenchmarkModel:
             f"--max_secs={self.max_secs:g}",
             f"--use_xnnpack={'true' if xnnpack else 'false'}",
         ]
+        if profile is not None:  # tables on stdout, after the timings
+            argv.append("--enable_op_profiling=true")
+        return argv
 
     def parse(self, text: str) -> RunnerTiming:
         lines = text.splitlines()
@@ -134,66 +174,72 @@ class BenchmarkModel:
                 "or the output is truncated"
             )
         init, first, warm_avg, run_avg = (float(v) for v in _SUMMARY.search(lines[summary_at]).groups())
-        stats = [f for f in (_stats_fields(l) for l in lines[:summary_at]) if f is not None]
+        stats = _stat_lines(lines[:summary_at])
         if not stats:
             raise RunnerOutputError("benchmark_model output has no 'count=' statistics line")
-        run = stats[-1]
-        if "avg" not in run and int(run["count"]) != 1:
+        run = stats[-1]  # the timed phase's line is the last one before the summary
+        if not run.complete:
             raise RunnerOutputError(f"benchmark_model statistics line is incomplete: {run}")
-        count = int(run["count"])
-        avg = run.get("avg", run.get("curr"))
-        if avg is None:
-            raise RunnerOutputError("benchmark_model statistics line has neither avg= nor curr=")
-        if run_avg > 0 and not math.isclose(avg, run_avg, rel_tol=1e-3, abs_tol=1.0):
+        avg = run.mean
+        if avg is not None and run_avg > 0 and not math.isclose(avg, run_avg, rel_tol=1e-3, abs_tol=1.0):
             raise RunnerOutputError(
                 f"timed statistics avg={avg:g} disagrees with 'Inference (avg): {run_avg:g}'"
             )
-        if count == 1:
-            samples: tuple[float, ...] = (run["curr"],)
-        elif count == 2 and "first" in run and "curr" in run:
-            samples = (run["first"], run["curr"])
-        else:
-            samples = ()
         extra = {"init_us": init, "first_inference_us": first, "warmup_avg_us": warm_avg}
         for key in ("p5", "median", "p95"):
-            if key in run:
-                extra[f"{key}_us"] = run[key]
+            if getattr(run, key) is not None:
+                extra[f"{key}_us"] = getattr(run, key)
         if len(stats) > 1:
-            extra["warmup_count"] = stats[-2]["count"]
+            extra["warmup_count"] = float(stats[-2].count)
+        extra.update(_memory_extra(text))
+        try:
+            ops = parse_op_profile(text)
+        except OpProfileError as exc:
+            raise RunnerOutputError(f"benchmark_model op profiling: {exc}") from None
+        same = run.count >= 1 and (run.all_same or run.count == 1)
         return RunnerTiming(
-            avg_us=avg,
-            count=count,
-            std_us=run.get("std", 0.0 if count == 1 else None),
-            min_us=run.get("min", run.get("curr") if count == 1 else None),
-            max_us=run.get("max", run.get("curr") if count == 1 else None),
-            samples_us=samples,
+            avg_us=math.nan if avg is None else avg,
+            count=run.count,
+            std_us=0.0 if same else run.std,
+            min_us=run.curr if same else run.min,
+            max_us=run.curr if same else run.max,
+            samples_us=run.samples,
             extra=extra,
+            ops=ops,
         )
 
 
 # ---- executor_runner -------------------------------------------------------------------------
-_ITER = re.compile(rf"Iteration (\d+) of (\d+): ({_NUM}) ms")
-_DONE = re.compile(rf"Model executed successfully (\d+) time\(s\) in ({_NUM}) ms")
-_FAILED = re.compile(r"(Execution of method .* failed.*|In function .*assert failed.*|Loading of method .* failed.*)")
+_ITER = re.compile(rf"Iteration (\d+) of (\d+): ({NUM}) ms")
+_DONE = re.compile(rf"Model executed successfully (\d+) time\(s\) in ({NUM}) ms")
+_LOADED = re.compile(rf"Model loaded in ({NUM}) ms")
+_PLANNED = re.compile(r"Setting up (?:CPU |device )?planned buffer (\d+), size (\d+)")
+_FAILED = re.compile(r"(Execution of method .* failed.*|In function .*assert failed.*|"
+                     r"Loading of method .* failed.*|ERROR: unknown command line flag '\w+'.*)")
 
 
 @dataclass(frozen=True)
 class ExecutorRunner:
     name: str = "executor_runner"
     log_tag: str | None = "ExecuTorch"
+    profile_kind: str = "etdump"
 
     def command(
-        self, binary: str, model: str, *, threads: int, warmup: int, runs: int, xnnpack: bool
+        self, binary: str, model: str, *, threads: int, warmup: int, runs: int, xnnpack: bool,
+        profile: str | None = None,
     ) -> list[str]:
         # No warm-up flag: run warmup + runs executions; the caller drops the first `warmup`.
         # XNNPACK is a property of the build (EXECUTORCH_BUILD_XNNPACK) and of the .pte.
-        return [
+        argv = [
             binary,
             f"--model_path={model}",
             f"--num_executions={warmup + runs}",
             f"--cpu_threads={threads}",
             "--print_output=none",
         ]
+        if profile is not None:  # needs a build with the event tracer (see the module docstring)
+            argv.append(f"--etdump_path={profile}")
+        return argv
 
     def parse(self, text: str) -> RunnerTiming:
         failed = _FAILED.search(text)
@@ -204,6 +250,14 @@ class ExecutorRunner:
                 f"executor_runner output has no 'Model executed successfully N time(s)' line: {reason}"
             )
         count, total_ms = int(done.group(1)), float(done.group(2))
+        extra = {"total_us": total_ms * 1000.0}
+        loaded = _LOADED.search(text)
+        if loaded:
+            extra["init_us"] = float(loaded.group(1)) * 1000.0
+        planned = {int(i): int(size) for i, size in _PLANNED.findall(text)}
+        if planned:
+            extra["planned_memory_bytes"] = float(sum(planned.values()))
+            extra["planned_buffers"] = float(len(planned))
         iterations = [(int(i), int(n), float(ms)) for i, n, ms in _ITER.findall(text)]
         samples: tuple[float, ...] = ()
         if iterations:
@@ -223,12 +277,11 @@ class ExecutorRunner:
                 min_us=min(samples),
                 max_us=max(samples),
                 samples_us=samples,
-                extra={"total_us": total_ms * 1000.0},
+                extra=extra,
             )
         if count < 1:
             raise RunnerOutputError("executor_runner reports 0 executions")
-        return RunnerTiming(avg_us=total_ms * 1000.0 / count, count=count,
-                            extra={"total_us": total_ms * 1000.0})
+        return RunnerTiming(avg_us=total_ms * 1000.0 / count, count=count, extra=extra)
 
 
 RUNNERS: dict[str, Runner] = {r.name: r for r in (BenchmarkModel(), ExecutorRunner())}

@@ -1,4 +1,4 @@
-"""Shared test setup: deterministic seeds and a private export cache per test session."""
+"""Shared test setup: deterministic seeds, private export cache and state dirs, the loopback device."""
 
 from __future__ import annotations
 
@@ -140,3 +140,37 @@ def write_synthetic_lut():
 @pytest.fixture(scope="session")
 def macs_latency_us():
     return _macs_latency_us
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_state(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Clock locks a test leaves to restore never land in (or come from) the user's state dir.
+    os.environ["HWNAS_STATE_DIR"] = str(tmp_path_factory.mktemp("hwnas-state"))
+
+
+@pytest.fixture(scope="module")
+def loopback(tmp_path_factory: pytest.TempPathFactory):
+    """(AdbServer, LoopbackDaemon): a private adb server with a loopback device, one per module."""
+    from android_harness.loopback.session import loopback_session
+
+    with loopback_session(tmp_path_factory.mktemp("device")) as pair:
+        yield pair
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """runtime name -> an exported k3_e1 block at 8x8x8 (for every runtime with a phone runner)."""
+    from profiler.runtimes import RUNTIMES, get_runtime
+    from search.space.ops import Op
+
+    out = tmp_path_factory.mktemp("models")
+    op = Op("k3_e1", 8, 8, 8, 8, 1)
+    files = {}
+    for name, info in RUNTIMES.items():
+        if info.runner is None:
+            continue
+        rt = get_runtime(name)
+        path = out / f"{op.key}{rt.suffix}"
+        rt.export(op.build(), op.example_input(), path)
+        files[name] = path
+    return files

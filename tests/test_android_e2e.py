@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
-from android_harness.loopback.session import loopback_session
+from lut import load_lut
 from profiler.api import profile_space
 from profiler.targets.base import DeviceLostError
 
 pytestmark = pytest.mark.slow  # exports models and times them through both device runners
 
 _FAST = dict(rounds=1, warmup=1, runs=2, progress=False)
-
-
-@pytest.fixture(scope="module")
-def session(tmp_path_factory):
-    with loopback_session(tmp_path_factory.mktemp("device")) as pair:
-        yield pair
 
 
 @pytest.fixture(scope="module")
@@ -31,33 +26,64 @@ def _options(server):
 
 
 @pytest.mark.parametrize("runtime", ["tflite", "executorch"])
-def test_profile_space_writes_lut_with_fingerprint(session, cache, tmp_path, runtime):
-    server, daemon = session
+def test_profile_space_writes_lut_with_fingerprint(loopback, cache, tmp_path, runtime):
+    server, daemon = loopback
     result = profile_space("fbnet", runtime, device=daemon.serial, ops_limit=3, out=tmp_path,
                            cache_root=cache, target_options=_options(server), **_FAST)
     assert result.num_ops >= 1 and result.num_failed == 0
-    meta = json.loads((result.lut_dir / "meta.json").read_text())
-    device = meta["device"]
+    lut = load_lut(result.lut_dir)
+    device = lut.meta["device"]
     assert device["device_id"] == result.device_id and device["model"] == "Loopback"
     assert device["cpu_clusters"][-1]["max_freq_khz"] == 2457600
-    assert runtime in json.dumps(meta) and device["sample_semantics"]
+    assert runtime in json.dumps(lut.meta) and device["sample_semantics"]
+    assert device["clock_lock"]["locked"] and device["clock_lock"]["freq_khz"] == {"4": 2457600}
+    assert lut.samples["clocks_locked"].all() and (lut.samples["locked_freq_khz"] == 2457600).all()
+    assert (daemon.sandbox / "sys/devices/system/cpu/cpu4/cpufreq/scaling_governor").read_text() == "schedutil\n"
+    assert daemon.unsupported == []
 
 
-def test_disconnect_mid_job_then_resume(session, cache, tmp_path):
-    server, daemon = session
+def test_overhead_op_with_all_same_runs_succeeds(loopback, cache, tmp_path):
+    # Integer µs make both runs of a tiny op often equal, and benchmark_model then prints
+    # `count=2 curr=X(all same)`: here every run is rounded to 20 ms so every op meets that form.
+    server, daemon = loopback
+    daemon.set_knobs(timing_quantum_us=20_000)
+    try:
+        result = profile_space("fbnet", "tflite", device=daemon.serial, ops_limit=2, out=tmp_path,
+                               cache_root=cache, target_options=_options(server), **_FAST)
+    finally:
+        daemon.set_knobs(timing_quantum_us=0)
+    assert result.num_failed == 0
+    lut = load_lut(result.lut_dir)
+    overhead = lut.table[lut.table["block"] == "overhead"]
+    assert len(overhead) >= 1 and (overhead["status"] == "ok").all()
+    assert (lut.samples["latency_us"] % 20_000 == 0).all()
+    assert lut.meta["overhead_us"] is not None
+
+
+def test_disconnect_mid_job_then_resume_keeps_every_sample(loopback, cache, tmp_path):
+    server, daemon = loopback
+    kw = dict(device=daemon.serial, ops_limit=4, out=tmp_path, cache_root=cache,
+              target_options=_options(server), **{**_FAST, "rounds": 2})
     # enough commands for setup and part of the ops, then the cable is "pulled"
-    daemon.set_faults(drop_after_commands=len(daemon.commands) + 16)
+    daemon.set_faults(drop_after_commands=len(daemon.commands) + 28)  # into round 2 of 2
     with pytest.raises(DeviceLostError, match="reconnect it and run the same command again"):
-        profile_space("fbnet", "tflite", device=daemon.serial, ops_limit=4, out=tmp_path,
-                      cache_root=cache, target_options=_options(server), **_FAST)
+        profile_space("fbnet", "tflite", **kw)
+    partial = next(tmp_path.rglob(".partial"))
+    saved = pd.read_csv(partial / "samples.csv")
+    assert len(saved) > 0  # some op-rounds were measured before the disconnect
     daemon.replug()
-    result = profile_space("fbnet", "tflite", device=daemon.serial, ops_limit=4, out=tmp_path,
-                           cache_root=cache, target_options=_options(server), **_FAST)
-    assert result.skipped > 0 and result.num_failed == 0
+    result = profile_space("fbnet", "tflite", **kw)
+    assert result.skipped == len(saved) // _FAST["runs"] and result.num_failed == 0
+    assert not partial.exists()
+    lut = load_lut(result.lut_dir)
+    merged = lut.samples.merge(saved, on=["op_key", "round", "sample"], suffixes=("", "_before"))
+    assert len(merged) == len(saved)  # every sample measured before the disconnect is in the LUT ...
+    assert (merged["latency_us"] - merged["latency_us_before"]).abs().max() < 1e-6  # ... unchanged
+    assert len(lut.samples) == (lut.table["status"] == "ok").sum() * 2 * _FAST["runs"]
 
 
-def test_runner_crash_marks_one_op_failed(session, cache, tmp_path):
-    server, daemon = session
+def test_runner_crash_marks_one_op_failed(loopback, cache, tmp_path):
+    server, daemon = loopback
     daemon.set_faults(crash_on="k3_e1-")
     try:
         result = profile_space("fbnet", "tflite", device=daemon.serial, ops_limit=3,
@@ -65,4 +91,9 @@ def test_runner_crash_marks_one_op_failed(session, cache, tmp_path):
                                **_FAST)
     finally:
         daemon.set_faults(crash_on=None)
-    assert result.num_failed >= 1 and result.num_ops > result.num_failed
+    lut = load_lut(result.lut_dir)
+    failed = lut.table[lut.table["status"] == "failed"]
+    assert result.num_failed == len(failed) >= 1
+    assert all(key.startswith("k3_e1-") and "exited with status 134" in error
+               for key, error in zip(failed.index, failed["error"]))
+    assert result.num_ops > result.num_failed

@@ -16,20 +16,14 @@ from android_harness.doctor import run_checks
 from android_harness.loopback.session import loopback_session
 
 
-@pytest.fixture(scope="module")
-def session(tmp_path_factory):
-    with loopback_session(tmp_path_factory.mktemp("device")) as pair:
-        yield pair
-
-
 @pytest.fixture()
-def device(session):
-    server, daemon = session
+def device(loopback):
+    server, daemon = loopback
     return Device.connect(server, daemon.serial)
 
 
-def test_devices_lists_identity(session):
-    server, daemon = session
+def test_devices_lists_identity(loopback):
+    server, daemon = loopback
     [info] = [i for i in list_devices(server) if i.serial == daemon.serial]
     assert (info.state, info.model, info.android) == ("device", "Loopback", "14")
     out = subprocess.run(
@@ -68,11 +62,12 @@ def test_push_skips_files_with_same_checksum(device, tmp_path):
         WorkDir(device, "/sdcard/x")
 
 
-def test_doctor_reports_and_fixes(session, device):
-    server, daemon = session
+def test_doctor_reports_and_fixes(loopback, device):
+    server, daemon = loopback
     checks = {c.name: c for c in run_checks(device, work_dir="/data/local/tmp/hwnas")}
     assert checks["runner benchmark_model"].ok and checks["runner executor_runner"].ok
     assert checks["battery"].ok and checks["temperature"].ok and checks["free space"].ok
+    assert checks["clock lock"].detail.startswith("rooted (`su -c`)")
     battery = daemon.sandbox / "sys/class/power_supply/battery/capacity"
     battery.write_text("9\n")
     try:
@@ -83,8 +78,8 @@ def test_doctor_reports_and_fixes(session, device):
         battery.write_text("87\n")
 
 
-def test_cooldown_waits_until_below_threshold(session, device):
-    _, daemon = session
+def test_cooldown_waits_until_below_threshold(loopback, device):
+    _, daemon = loopback
     zone = daemon.sandbox / "sys/class/thermal/thermal_zone1/temp"
     zone.write_text("52000\n")
     threading.Timer(0.6, lambda: zone.write_text("39000\n")).start()

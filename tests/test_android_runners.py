@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -10,8 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from android_harness.loopback.shims.benchmark_model import format_stats
 from android_harness.runners import RUNNERS, RunnerOutputError, parse_output
+from android_harness.tflite_stats import (
+    OP_PROFILE_HEADER,
+    format_op_profile,
+    format_stat,
+    parse_op_profile,
+    parse_stat_line,
+)
 
 DATA = Path(__file__).parent / "data" / "runners"
 
@@ -92,28 +99,172 @@ def test_executor_runner_missing_iteration_is_an_error():
         parse_output("executor_runner", text)
 
 
-def test_shim_statistics_line_parses_back():
-    values = [120.0, 100.0, 110.0, 90.0]
-    line = format_stats(values)
-    text = (f"{format_stats([130.0])}\n{line}\nInference timings in us: Init: 1, First inference: "
-            f"130, Warmup (avg): 130, Inference (avg): {sum(values) / 4:g}\n")
+# ---- every form of Stat::OutputToStream ------------------------------------------------------
+@pytest.mark.parametrize(("line", "count", "samples", "mean"), [
+    ("count=0", 0, (), None),
+    ("count=0 p5=0 median=0 p95=0", 0, (), None),
+    ("count=1 curr=3512391", 1, (3512391.0,), 3512391.0),
+    ("INFO: count=1 curr=1357602 p5=1357602 median=1357602 p95=1357602", 1, (1357602.0,), 1357602.0),
+    ("count=2 curr=120(all same)", 2, (120.0, 120.0), 120.0),
+    ("count=3 curr=7(all same) p5=7 median=7 p95=7", 3, (7.0, 7.0, 7.0), 7.0),
+    ("count=2 first=6449 curr=6510 min=6449 max=6510 avg=6479.5 std=30", 2, (6449.0, 6510.0), 6479.5),
+    ("count=50 first=2990275 curr=2913402 min=2727568 max=3189954 avg=2.95034e+06 std=109798",
+     50, (), 2.95034e06),
+    ("count=50 first=1249964 curr=1240143 min=1238588 max=1252566 avg=1.24027e+06 std=2565 "
+     "p5=1238753 median=1239807 p95=1247415", 50, (), 1.24027e06),
+])
+def test_stat_line_forms(line, count, samples, mean):
+    stat = parse_stat_line(line)
+    assert stat.complete and (stat.count, stat.samples, stat.mean) == (count, samples, mean)
+
+
+@pytest.mark.parametrize("values", [[], [130], [120, 120], [9, 9, 9, 9], [7, 9], [120, 100, 110, 90],
+                                    list(range(1000, 1050))])
+def test_format_stat_matches_the_tool_and_parses_back(values):
+    line = format_stat(values)
+    stat = parse_stat_line(line)
+    assert stat.count == len(values)
+    if len(values) == 2 or len(set(values)) <= 1:
+        assert stat.samples == tuple(float(v) for v in values)
+    if len(set(values)) > 1:  # independent computation: int64 truncation of the population std
+        assert stat.std == int(statistics.pstdev(values))
+        assert stat.avg == float(f"{statistics.fmean(values):g}")
+        assert (stat.first, stat.curr, stat.min, stat.max) == (values[0], values[-1], min(values), max(values))
+    # StatWithPercentiles: the value at index size * pct / 100 of the sorted list, 0 when empty
+    assert stat.median == (sorted(values)[len(values) // 2] if values else 0)
+    assert stat.p95 == (sorted(values)[len(values) * 95 // 100] if values else 0)
+
+
+def test_stat_line_incomplete_is_refused():
+    text = "count=5 curr=3\nInference timings in us: Init: 1, First inference: 3, Warmup (avg): 3, Inference (avg): 3\n"
+    with pytest.raises(RunnerOutputError, match="incomplete"):
+        parse_output("benchmark_model", text)
+
+
+def _with_timed_line(path: Path, line: str) -> str:
+    """A captured log whose timed statistics line is replaced (and the summary made to agree)."""
+    text = path.read_text()
+    lines = text.splitlines()
+    summary = next(i for i, l in enumerate(lines) if "Inference timings in us" in l)
+    timed = max(i for i in range(summary) if "count=" in lines[i])
+    mean = parse_stat_line(line).mean
+    lines[timed] = "INFO: " + line
+    head, _, _ = lines[summary].rpartition("Inference (avg): ")
+    lines[summary] = head + f"Inference (avg): {mean if mean is not None else 0:g}"
+    return "\n".join(lines) + "\n"
+
+
+def test_benchmark_model_count2_real_output():
+    # Arm TC2 documentation: --num_runs=1 --min_secs=0.01 ran 2 timed inferences
+    t = parse_output("benchmark_model", (DATA / "benchmark_model_count2_tc2.txt").read_text())
+    assert (t.count, t.samples_us, t.avg_us) == (2, (6449.0, 6510.0), 6479.5)
+    assert (t.min_us, t.max_us, t.std_us) == (6449.0, 6510.0, 30.0)
+    assert t.extra["warmup_count"] == 70 and t.extra["init_us"] == 16599.0
+
+
+def test_benchmark_model_all_same_timed_line():
+    text = _with_timed_line(DATA / "benchmark_model_count2_tc2.txt", format_stat([6449, 6449]))
+    assert "curr=6449(all same) p5=6449" in text
     t = parse_output("benchmark_model", text)
-    assert (t.count, t.avg_us, t.min_us, t.max_us) == (4, 105.0, 90.0, 120.0)
-    assert t.std_us == round(statistics.pstdev(values))
-    two = parse_output("benchmark_model", text.replace(line, format_stats([7.0, 9.0])).replace(
-        "(avg): 105", "(avg): 8"))
-    assert two.samples_us == (7.0, 9.0)
+    assert (t.count, t.samples_us, t.avg_us) == (2, (6449.0, 6449.0), 6449.0)
+    assert (t.min_us, t.max_us, t.std_us) == (6449.0, 6449.0, 0.0)
+
+
+def test_benchmark_model_no_timed_runs():
+    t = parse_output("benchmark_model", _with_timed_line(DATA / "benchmark_model_count2_tc2.txt", "count=0"))
+    assert t.count == 0 and t.samples_us == () and math.isnan(t.avg_us)
+
+
+def test_benchmark_model_memory_and_init_extras():
+    new = parse_output("benchmark_model", (DATA / "benchmark_model_count2_tc2.txt").read_text())
+    assert (new.extra["mem_delta_init_mb"], new.extra["mem_delta_mb"]) == (8.45312, 10.5898)
+    assert new.extra["model_size_mb"] == 1.86664
+    old = parse_output("benchmark_model", (DATA / "benchmark_model_android_cpu_tf24.txt").read_text())
+    assert (old.extra["mem_delta_init_mb"], old.extra["mem_delta_mb"]) == (4.92969, 138.809)
+    assert old.extra["init_us"] == 16242.0 and "peak_memory_mb" not in old.extra
+    monitored = (DATA / "benchmark_model_count2_tc2.txt").read_text() + (
+        "INFO: Overall peak memory footprint (MB) via periodic monitoring: 12.5\n")
+    assert parse_output("benchmark_model", monitored).extra["peak_memory_mb"] == 12.5
+
+
+# ---- op profiling ------------------------------------------------------------------------------
+def test_op_profiling_xnnpack_internal_operators():
+    t = parse_output("benchmark_model", (DATA / "benchmark_model_xnnpack_op_profiling_tc2.txt").read_text())
+    assert (t.count, t.avg_us) == (67, 7454.97)  # the run's line, not the tables' Timings line
+    assert len(t.ops) == 115
+    first = t.ops[0]
+    assert (first.node_type, first.name) == ("Convolution (NHWC, QU8) IGEMM", "Delegate/Convolution (NHWC, QU8) IGEMM:0")
+    assert (first.first_us, first.avg_us, first.percent, first.times_called) == (267.0, 278.0, 3.783, 1)
+    assert first.start_us is None  # recent builds have no [start] column
+    last = t.ops[-1]
+    assert last.node_type == "TFLite_Detection_PostProcess" and last.name.endswith("]:114")
+    assert last.cdf_percent == 100.0
+    assert sum(op.node_type.startswith("Convolution") for op in t.ops) == 88
+    assert t.to_json()["ops"][0]["name"] == first.name
+
+
+def test_op_profiling_older_layout_with_start_column():
+    ops = parse_op_profile((DATA / "benchmark_model_op_profiling.txt").read_text())
+    assert [op.node_type for op in ops] == ["CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "SOFTMAX"]
+    assert (ops[1].start_us, ops[1].first_us, ops[1].avg_us) == (61033.0, 53628.0, 49870.0)
+    assert ops[1].name == "[MobilenetV1/MobilenetV1/Conv2d_1_depthwise/Relu6]:1"
+
+
+def test_op_profiling_cut_short_is_an_error():
+    text = (DATA / "benchmark_model_xnnpack_op_profiling_tc2.txt").read_text()
+    cut = text[: text.index("Delegate/Add (ND, QU8):9")]
+    with pytest.raises(RunnerOutputError, match="op profiling"):
+        parse_output("benchmark_model", cut)
+    assert parse_op_profile(text.replace(OP_PROFILE_HEADER, "Something else")) == ()
+
+
+def test_format_op_profile_parses_back():
+    runs = [[("Delegate/Convolution (NHWC, F32) GEMM:0", "Convolution (NHWC, F32) GEMM", e1),
+             ("Delegate/Add (ND):1", "Add (ND)", e2),
+             ("[y]:4", "SOFTMAX", e3)] for e1, e2, e3 in [(40, 3, 10), (44, 5, 10), (42, 4, 13)]]
+    text = format_op_profile(runs)
+    assert "Timings (microseconds): count=3 first=53 curr=59" in text and "3 nodes observed" in text
+    ops = parse_op_profile(f"INFO: {OP_PROFILE_HEADER}\n{text}\n")
+    assert [op.name for op in ops] == ["Delegate/Convolution (NHWC, F32) GEMM:0", "Delegate/Add (ND):1", "[y]:4"]
+    total = sum(e for run in runs for _, _, e in run)
+    for op, column in zip(ops, zip(*runs)):
+        elapsed = [e for _, _, e in column]
+        assert op.first_us == elapsed[0] and op.avg_us == pytest.approx(statistics.fmean(elapsed), abs=0.5)
+        assert op.percent == pytest.approx(100 * sum(elapsed) / total, abs=1e-3)
+        assert op.times_called == 1
+    assert ops[-1].cdf_percent == 100.0
+
+
+# ---- executor_runner extras ---------------------------------------------------------------------
+def test_executor_runner_load_time_and_planned_memory():
+    t = parse_output("executor_runner", (DATA / "executor_runner_planned_buffer.txt").read_text())
+    assert t.extra["init_us"] == pytest.approx(29490.0)
+    assert (t.extra["planned_memory_bytes"], t.extra["planned_buffers"]) == (9936896.0, 1.0)
+    old = parse_output("executor_runner", (DATA / "executor_runner_add.txt").read_text())
+    assert old.extra["planned_memory_bytes"] == 48.0 and "init_us" not in old.extra
+    it = parse_output("executor_runner", (DATA / "executor_runner_iterations.txt").read_text())
+    assert it.extra["init_us"] == pytest.approx(4463268.273)
+
+
+def test_executor_runner_without_event_tracer_names_the_flag():
+    text = "ERROR: unknown command line flag 'etdump_path'\n"
+    with pytest.raises(RunnerOutputError, match="unknown command line flag 'etdump_path'"):
+        parse_output("executor_runner", text)
 
 
 @pytest.mark.parametrize("name", sorted(RUNNERS))
 def test_command_lines(name):
     argv = RUNNERS[name].command("/d/bin", "/d/m.x", threads=2, warmup=3, runs=4, xnnpack=True)
     assert argv[0] == "/d/bin" and any("/d/m.x" in a for a in argv)
+    profiled = RUNNERS[name].command("/d/bin", "/d/m.x", threads=2, warmup=3, runs=4, xnnpack=True,
+                                     profile="/d/p.etdump")
     if name == "executor_runner":
         assert "--num_executions=7" in argv and "--cpu_threads=2" in argv
+        assert profiled == [*argv, "--etdump_path=/d/p.etdump"]
     else:
         assert {"--num_runs=4", "--warmup_runs=3", "--min_secs=0", "--num_threads=2",
                 "--use_xnnpack=true"} <= set(argv)
+        assert profiled == [*argv, "--enable_op_profiling=true"]
 
 
 def test_parse_cli_json():

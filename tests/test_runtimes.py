@@ -74,7 +74,9 @@ def test_export_failure_carries_the_exporter_message(name: str, tmp_path: Path) 
     path = tmp_path / f"bad{rt.suffix}"
     with pytest.raises(ExportError) as e:
         rt.export(_DataDependent(), torch.randn(1, 4, 4, 4), path)
-    assert len(str(e.value)) > 20  # the exporter's own explanation, not a bare type name
+    cause = e.value.__cause__  # the exporter's own exception, kept as the cause
+    assert cause is not None and str(cause)
+    assert str(e.value) == f"{type(cause).__name__}: {cause}"  # its type and its whole message
 
 
 def test_executorch_native_log_held_back_unless_the_load_fails(capfd: pytest.CaptureFixture[str]) -> None:

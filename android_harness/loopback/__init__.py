@@ -3,11 +3,11 @@
     with LoopbackDaemon(tmp_path / "device") as device:
         client.connect(device.serial)          # adb connect 127.0.0.1:PORT
 
-See `daemon.py` (transport, services, faults), `shell.py` (the device shell), `device.py` (the
+See `daemon.py` (transport, services, faults, knobs), `shell.py` (the device shell), `device.py` (the
 property set and fake sysfs tree) and `shims/` (the runners).
 """
 
-from .daemon import Faults, LoopbackDaemon
+from .daemon import Faults, Knobs, LoopbackDaemon
 from .device import Cluster, LoopbackConfig
 
-__all__ = ["LoopbackDaemon", "Faults", "LoopbackConfig", "Cluster"]
+__all__ = ["LoopbackDaemon", "Faults", "Knobs", "LoopbackConfig", "Cluster"]

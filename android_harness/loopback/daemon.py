@@ -7,6 +7,11 @@ Shell command lines run in `Shell` against the sandbox folder that stands for th
 
 Fault injection (`Faults`): drop the connection after N shell commands (the device then stays
 unplugged until `replug()`), crash a runner on a model whose path contains a string, or hang it.
+Knobs (`Knobs`) change how the device behaves while it runs: whether `su` works, whether the
+runner shims round their timings to a coarser quantum (so that, e.g., both runs of a
+`benchmark_model` invocation take the same µs and it prints `count=2 curr=X(all same)`), and
+whether `executor_runner` was built with the event tracer (accepts `--etdump_path`).
+`daemon.set_faults(...)`/`daemon.set_knobs(...)` take effect from the next shell command.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from . import protocol as P
 from .device import LoopbackConfig, build_sandbox, device_path
 from .shell import Shell
 
-__all__ = ["LoopbackDaemon", "Faults"]
+__all__ = ["LoopbackDaemon", "Faults", "Knobs"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,24 @@ class Faults:
     drop_after_commands: int | None = None  # serve N shell commands, then unplug
     crash_on: str | None = None  # a runner aborts (SIGABRT) on a model path containing this
     hang_on: str | None = None  # a runner never returns on a model path containing this
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """Device behaviour that tests and dry runs switch (`LOOPBACK_*` variables reach the shims)."""
+
+    rooted: bool = True  # `su -c` / `su 0 sh -c` work; False: `su: not found`, as on a stock phone
+    timing_quantum_us: int = 0  # shims round timings up to multiples of this; 0: to the µs, as the tools do
+    event_tracer: bool = False  # executor_runner built with devtools' event tracer (--etdump_path);
+    # the README's build does not have it, and then the flag is refused
+
+    def env(self) -> dict[str, str]:
+        env = {}
+        if self.timing_quantum_us:
+            env["LOOPBACK_TIMING_QUANTUM_US"] = str(int(self.timing_quantum_us))
+        if self.event_tracer:
+            env["LOOPBACK_EVENT_TRACER"] = "1"
+        return env
 
 
 class _Closed(Exception):
@@ -209,11 +232,14 @@ class LoopbackDaemon:
         *,
         port: int = 0,
         faults: Faults | None = None,
+        knobs: Knobs | None = None,
     ) -> None:
         self.sandbox = Path(sandbox)
         self.config = config or LoopbackConfig()
         self.faults = faults or Faults()
+        self.knobs = knobs or Knobs()
         self.commands: list[str] = []  # every shell command line served, in order
+        self.unsupported: list[str] = []  # commands the shell refused as forms it does not serve
         self._port = port
         self._listener: socket.socket | None = None
         self._conns: set[_Connection] = set()
@@ -278,6 +304,9 @@ class LoopbackDaemon:
 
     def set_faults(self, **changes: object) -> None:
         self.faults = replace(self.faults, **changes)
+
+    def set_knobs(self, **changes: object) -> None:
+        self.knobs = replace(self.knobs, **changes)
 
     def _listen(self) -> None:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -360,14 +389,15 @@ class LoopbackDaemon:
         if not self._count_command(command):
             raise _Closed()
         ncpu = sum(len(c.cpus) for c in self.config.clusters)
-        env = {"LOOPBACK_RUNTIME_SOCKET": self._worker_socket}
+        env = {"LOOPBACK_RUNTIME_SOCKET": self._worker_socket, **self.knobs.env()}
         if self.faults.crash_on:
             env["LOOPBACK_CRASH_ON"] = self.faults.crash_on
         if self.faults.hang_on:
             env["LOOPBACK_HANG_ON"] = self.faults.hang_on
         shell = Shell(self.sandbox, props=self.config.props, env=env, cpu_count=ncpu,
-                      rooted=self.config.rooted)
+                      rooted=self.knobs.rooted)
         result = shell.run(command)
+        self.unsupported += shell.unsupported
         if v2:
             out = b""
             if result.stdout:

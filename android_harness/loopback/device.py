@@ -5,6 +5,13 @@ The device's whole filesystem is a sandbox folder on the host: the device path `
 the battery, `/proc/cpuinfo` and `/proc/version`, and installs the runner shims into the
 runner folder, as a phone looks after its user pushed the runners once. Tests change the state
 of the device by writing those files (e.g. a thermal zone's `temp`).
+
+cpufreq behaves as the kernel's: `write_cpufreq` is what a (root) shell write to
+`cpuN/cpufreq/{scaling_governor,scaling_min_freq,scaling_max_freq,scaling_setspeed}` does. The
+value is checked (an unknown governor, a non-number or `scaling_setspeed` outside the userspace
+governor is EINVAL), applies to every CPU of the policy, and `scaling_cur_freq` follows: the set
+speed under `userspace`, the max under `performance` (and `schedutil`: the loopback is busy), the
+min under `powersave`, always within [scaling_min_freq, scaling_max_freq].
 """
 
 from __future__ import annotations
@@ -17,13 +24,23 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-__all__ = ["Cluster", "LoopbackConfig", "build_sandbox", "device_path", "RUNNER_SHIMS"]
+from ..runners import RUNNERS
 
-# Runner file name on the device -> module implementing its command line and output.
-RUNNER_SHIMS = {
-    "benchmark_model": "android_harness.loopback.shims.benchmark_model",
-    "executor_runner": "android_harness.loopback.shims.executor_runner",
-}
+__all__ = [
+    "Cluster",
+    "LoopbackConfig",
+    "build_sandbox",
+    "device_path",
+    "RUNNER_SHIMS",
+    "CPUFREQ_WRITABLE",
+    "write_cpufreq",
+]
+
+# Runner name (`android_harness.runners.RUNNERS`) -> module with the same command line and output.
+RUNNER_SHIMS = {name: f"android_harness.loopback.shims.{name}" for name in RUNNERS}
+GOVERNORS = ("schedutil", "performance", "powersave", "userspace")
+CPUFREQ_WRITABLE = ("scaling_governor", "scaling_min_freq", "scaling_max_freq", "scaling_setspeed")
+_CPUFREQ = "/sys/devices/system/cpu/cpu{cpu}/cpufreq"
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -35,6 +52,13 @@ class Cluster:
     max_freq_khz: int
     min_freq_khz: int = 300000
     governor: str = "schedutil"
+    steps: int = 8  # scaling_available_frequencies: this many, evenly from min to max
+
+    @property
+    def frequencies_khz(self) -> tuple[int, ...]:
+        span = self.max_freq_khz - self.min_freq_khz
+        return tuple(self.min_freq_khz + span * i // (self.steps - 1) // 100 * 100
+                     for i in range(self.steps - 1)) + (self.max_freq_khz,)
 
 
 def _default_props() -> dict[str, str]:
@@ -79,7 +103,6 @@ class LoopbackConfig:
     battery_temp_decic: int = 300  # tenths of a degree C, as `dumpsys battery` prints it
     runner_dir: str = "/data/local/tmp/hwnas"  # where the runner shims are preinstalled
     kernel: str = "Linux version 5.15.0-loopback (hwnas@loopback) #1 SMP PREEMPT"
-    rooted: bool = False  # `su` exists only on rooted devices
 
 
 def device_path(sandbox: Path, path: str, cwd: str = "/") -> Path:
@@ -137,18 +160,18 @@ def build_sandbox(config: LoopbackConfig, sandbox: Path) -> Path:
     for cluster in config.clusters:
         related = " ".join(str(c) for c in cluster.cpus)
         for cpu in cluster.cpus:
-            base = f"/sys/devices/system/cpu/cpu{cpu}/cpufreq"
+            base = _CPUFREQ.format(cpu=cpu)
             _write(sandbox, f"{base}/cpuinfo_max_freq", f"{cluster.max_freq_khz}\n")
             _write(sandbox, f"{base}/cpuinfo_min_freq", f"{cluster.min_freq_khz}\n")
             _write(sandbox, f"{base}/scaling_max_freq", f"{cluster.max_freq_khz}\n")
+            _write(sandbox, f"{base}/scaling_min_freq", f"{cluster.min_freq_khz}\n")
             _write(sandbox, f"{base}/scaling_cur_freq", f"{cluster.max_freq_khz}\n")
             _write(sandbox, f"{base}/scaling_governor", f"{cluster.governor}\n")
+            _write(sandbox, f"{base}/scaling_setspeed", "<unsupported>\n")
             _write(sandbox, f"{base}/related_cpus", f"{related}\n")
-            _write(
-                sandbox,
-                f"{base}/scaling_available_governors",
-                "schedutil performance powersave userspace\n",
-            )
+            _write(sandbox, f"{base}/scaling_available_governors", " ".join(GOVERNORS) + "\n")
+            _write(sandbox, f"{base}/scaling_available_frequencies",
+                   " ".join(str(f) for f in cluster.frequencies_khz) + " \n")
     for index, (kind, milli_c) in enumerate(config.thermal_zones):
         _write(sandbox, f"/sys/class/thermal/thermal_zone{index}/type", f"{kind}\n")
         _write(sandbox, f"/sys/class/thermal/thermal_zone{index}/temp", f"{milli_c}\n")
@@ -164,3 +187,50 @@ def build_sandbox(config: LoopbackConfig, sandbox: Path) -> Path:
         _install_runner(sandbox, config.runner_dir, name, module)
     os.makedirs(device_path(sandbox, "/data/local/tmp"), exist_ok=True)
     return sandbox
+
+
+def _read(sandbox: Path, cpu: int, name: str) -> str:
+    return device_path(sandbox, f"{_CPUFREQ.format(cpu=cpu)}/{name}").read_text().strip()
+
+
+def write_cpufreq(sandbox: Path, cpu: int, name: str, value: str) -> str | None:
+    """A write of `value` to cpu`cpu`/cpufreq/`name`, as the kernel takes it (module docstring).
+
+    Returns None on success, else the errno text the writing shell reports."""
+    if name not in CPUFREQ_WRITABLE:
+        return "Permission denied"
+    value = value.strip()
+    governor = _read(sandbox, cpu, "scaling_governor")
+    lo, hi = int(_read(sandbox, cpu, "cpuinfo_min_freq")), int(_read(sandbox, cpu, "cpuinfo_max_freq"))
+    if name == "scaling_governor":
+        if value not in _read(sandbox, cpu, "scaling_available_governors").split():
+            return "Invalid argument"
+    elif not value.isdigit() or (name == "scaling_setspeed" and governor != "userspace"):
+        return "Invalid argument"
+    else:
+        value = str(min(max(int(value), lo), hi))
+    policy = [int(c) for c in _read(sandbox, cpu, "related_cpus").split()] or [cpu]
+    for member in policy:
+        base = device_path(sandbox, _CPUFREQ.format(cpu=member))
+        if name == "scaling_governor" and value != governor:
+            # the userspace governor starts at the current speed; others have no set speed
+            speed = _read(sandbox, member, "scaling_cur_freq") if value == "userspace" else "<unsupported>"
+            (base / "scaling_setspeed").write_text(speed + "\n")
+        (base / name).write_text(value + "\n")
+        _settle(sandbox, member)
+    return None
+
+
+def _settle(sandbox: Path, cpu: int) -> None:
+    """scaling_cur_freq after a change of governor or limits."""
+    governor = _read(sandbox, cpu, "scaling_governor")
+    low, high = int(_read(sandbox, cpu, "scaling_min_freq")), int(_read(sandbox, cpu, "scaling_max_freq"))
+    low = min(low, high)
+    if governor == "userspace":
+        target = int(_read(sandbox, cpu, "scaling_setspeed"))
+    elif governor == "powersave":
+        target = low
+    else:
+        target = high
+    cur = device_path(sandbox, f"{_CPUFREQ.format(cpu=cpu)}/scaling_cur_freq")
+    cur.write_text(f"{min(max(target, low), high)}\n")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..adb import AdbError, AdbServer, Device, ensure_server
-from .daemon import Faults, LoopbackDaemon
+from .daemon import Faults, Knobs, LoopbackDaemon
 from .device import LoopbackConfig
 
 __all__ = ["loopback_session", "free_port"]
@@ -31,14 +31,15 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def loopback_session(
-    sandbox: Path, config: LoopbackConfig | None = None, faults: Faults | None = None
+    sandbox: Path, config: LoopbackConfig | None = None, faults: Faults | None = None,
+    knobs: Knobs | None = None,
 ) -> Iterator[tuple[AdbServer, LoopbackDaemon]]:
     adb = shutil.which("adb")
     if adb is None:
         raise AdbError("the loopback session needs `adb` on PATH (apt-get install adb)")
     server = AdbServer("127.0.0.1", free_port())
     ensure_server(server)
-    daemon = LoopbackDaemon(Path(sandbox), config, faults=faults).start()
+    daemon = LoopbackDaemon(Path(sandbox), config, faults=faults, knobs=knobs).start()
     try:
         Device.connect(server, daemon.serial)
         yield server, daemon

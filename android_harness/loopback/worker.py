@@ -1,37 +1,55 @@
-"""The loopback device's runtime worker: times models with the host runtimes.
+"""The loopback device's runtime worker: times models with the host runtimes of `profiler.runtimes`.
 
 Importing `executorch.runtime` costs seconds, far more than a phone's `executor_runner` takes to
 start, so each loopback device keeps one worker process with the runtimes loaded. The runner shims
 (separate processes with the real runners' flags and output) send it one request each over a
-UNIX socket and print what it measured. Every request loads the model afresh, as a fresh runner
-process would.
+UNIX socket and print what it measured. Every request opens the model afresh through
+`get_runtime(name).open(path, threads=...)`, as a fresh runner process would, and times
+`session.run()`, the invocation alone.
 
-Request (one JSON line): {"runtime": "tflite"|"executorch", "model": host path, "threads": int,
+Request (one JSON line): {"runner": "benchmark_model"|"executor_runner" (timed with the
+runtime whose `RuntimeInfo.runner` it is), "model": host path, "threads": int,
 "warmup": int, "warmup_min_s": float, "runs": int, "min_s": float, "max_s": float,
-"xnnpack": bool}. Reply (one JSON line): {"ok": true, "init_us": float, "warmup_us": [...],
-"runs_us": [...]} or {"ok": false, "error": str}.
+"xnnpack": bool, "profile_ops": bool, "etdump_path": host path or null}.
+Reply (one JSON line): {"ok": true, "init_us": float, "warmup_us": [...], "runs_us": [...],
+"rss_start_kb", "rss_init_kb", "rss_end_kb": int, "planned_buffers": [bytes, ...] (executorch),
+"ops": [[[name, node_type, µs], ...] per profiled run] (tflite with profile_ops)} or
+{"ok": false, "error": str}.
+
+A runtime's first request opens the model once untimed before the timed open: that open imports
+the runtime's Python modules (seconds for ExecuTorch), which a runner binary never pays.
+
+Memory: the worker lives on, so instead of the runner's peak-RSS growth since its start it reports
+its resident set before opening the model, after opening it and after the runs.
 
     python -m android_harness.loopback.worker /tmp/x/runtime.sock
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
 import socket
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["request", "serve"]
+__all__ = ["request", "serve", "handle"]
 
 log = logging.getLogger(__name__)
 
+_warm: set[str] = set()  # runtimes whose modules this process has imported
 
-def _timed_loop(
-    invoke: Callable[[], None], count: int, min_s: float, max_s: float
-) -> list[float]:
+
+def _rss_kb() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def _timed_loop(invoke: Callable[[], None], count: int, min_s: float, max_s: float) -> list[float]:
     """benchmark_model's loop: at least `count` runs and `min_s` seconds, at most `max_s`."""
     times_us: list[float] = []
     start = time.perf_counter()
@@ -44,64 +62,52 @@ def _timed_loop(
     return times_us
 
 
-def _tflite(req: dict[str, Any]) -> dict[str, Any]:
-    import numpy as np
-    from ai_edge_litert import interpreter as litert
+def _measure(req: dict[str, Any]) -> dict[str, Any]:
+    from profiler.runtimes import RUNTIMES, get_runtime
 
+    name = next((n for n, info in RUNTIMES.items() if info.runner == req["runner"]), None)
+    if name is None:
+        raise ValueError(f"no runtime in profiler.runtimes.RUNTIMES has the runner {req['runner']!r}")
+    runtime = get_runtime(name)
+    path = Path(req["model"])
+    options: dict[str, Any] = {}
+    if "xnnpack" in inspect.signature(runtime.open).parameters:
+        options["xnnpack"] = req.get("xnnpack", True)
+    if req.get("etdump_path"):
+        options["etdump"] = True
+    if name not in _warm:
+        runtime.open(path, threads=max(int(req["threads"]), 1))
+        _warm.add(name)
+    rss_start = _rss_kb()
     t0 = time.perf_counter_ns()
-    resolver = (
-        litert.OpResolverType.AUTO
-        if req.get("xnnpack", True)
-        else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    )
-    interp = litert.Interpreter(
-        model_path=req["model"], num_threads=req["threads"], experimental_op_resolver_type=resolver
-    )
-    interp.allocate_tensors()
+    session = runtime.open(path, threads=max(int(req["threads"]), 1), **options)
     init_us = (time.perf_counter_ns() - t0) / 1000.0
-    rng = np.random.default_rng(0)
-    for detail in interp.get_input_details():
-        data = rng.standard_normal(detail["shape"]).astype(detail["dtype"])
-        interp.set_tensor(detail["index"], data)
-    warm = _timed_loop(interp.invoke, req["warmup"], req.get("warmup_min_s", 0.0), req["max_s"])
-    runs = _timed_loop(interp.invoke, req["runs"], req.get("min_s", 0.0), req["max_s"])
-    return {"ok": True, "init_us": init_us, "warmup_us": warm, "runs_us": runs}
+    rss_init = _rss_kb()
+    reply: dict[str, Any] = {"ok": True, "init_us": init_us}
+    reply["warmup_us"] = _timed_loop(session.run, req["warmup"], req.get("warmup_min_s", 0.0), req["max_s"])
+    reply["runs_us"] = _timed_loop(session.run, req["runs"], req.get("min_s", 0.0), req["max_s"])
+    reply.update(rss_start_kb=rss_start, rss_init_kb=rss_init, rss_end_kb=_rss_kb())
+    if hasattr(runtime, "planned_buffer_sizes"):
+        reply["planned_buffers"] = runtime.planned_buffer_sizes(path)
+    if req.get("profile_ops") and reply["runs_us"]:
+        rows = session.profile_ops(runs=len(reply["runs_us"]))
+        reply["ops"] = [[[r.name, r.node_type, r.elapsed_us[i]] for r in rows if i < len(r.elapsed_us)]
+                        for i in range(len(reply["runs_us"]))]
+    if req.get("etdump_path"):
+        session.write_etdump(Path(req["etdump_path"]))
+    return reply
 
 
-def _executorch(req: dict[str, Any]) -> dict[str, Any]:
-    import torch
-    from executorch.extension.pybindings import portable_lib
-    from executorch.runtime import Runtime
-
-    if req["threads"] > 0:
-        portable_lib._unsafe_reset_threadpool(req["threads"])
-    t0 = time.perf_counter_ns()
-    program = Runtime.get().load_program(req["model"])
-    method = program.load_method("forward")
-    if method is None:
-        raise ValueError("program has no method 'forward'")
-    init_us = (time.perf_counter_ns() - t0) / 1000.0
-    meta = method.metadata
-    inputs = [torch.ones(meta.input_tensor_meta(i).sizes()) for i in range(meta.num_inputs())]
-    warm = _timed_loop(lambda: method.execute(inputs), req["warmup"], 0.0, req["max_s"])
-    runs = _timed_loop(lambda: method.execute(inputs), req["runs"], 0.0, req["max_s"])
-    return {"ok": True, "init_us": init_us, "warmup_us": warm, "runs_us": runs}
-
-
-_RUNTIMES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "tflite": _tflite,
-    "executorch": _executorch,
-}
-
-
-def _handle(line: bytes) -> dict[str, Any]:
+def handle(line: bytes) -> dict[str, Any]:
+    """One request line -> its reply (errors are replies, never exceptions)."""
     try:
         req = json.loads(line)
-        run = _RUNTIMES[req["runtime"]]
-    except (ValueError, KeyError) as exc:
+        for key in ("runner", "model", "threads", "warmup", "runs", "max_s"):
+            req[key]
+    except (ValueError, KeyError, TypeError) as exc:
         return {"ok": False, "error": f"bad request: {exc!r}"}
     try:
-        return run(req)
+        return _measure(req)
     except Exception as exc:  # noqa: BLE001 - any runtime failure is reported to the runner
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
@@ -116,7 +122,7 @@ def serve(path: str) -> None:
         with conn, conn.makefile("rwb") as stream:
             line = stream.readline()
             if line:
-                stream.write(json.dumps(_handle(line)).encode() + b"\n")
+                stream.write(json.dumps(handle(line)).encode() + b"\n")
                 stream.flush()
 
 

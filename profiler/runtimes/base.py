@@ -27,15 +27,19 @@ blocked layout inside a session, for an op as for a network. Adding a runtime is
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Iterator, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["LAYOUTS", "Runtime", "RuntimeBase", "RuntimeInfo", "Session", "ExportError"]
+__all__ = ["LAYOUTS", "Runtime", "RuntimeBase", "RuntimeInfo", "Session", "ExportError", "native_stderr_quiet"]
 
 LAYOUTS = ("nhwc", "nchw")  # layouts of exported models' 4-D inputs and outputs (see above)
 
@@ -146,3 +150,22 @@ class RuntimeBase:
         from importlib.metadata import version
 
         return version(self.info.version_package)
+
+
+@contextlib.contextmanager
+def native_stderr_quiet() -> Iterator[None]:
+    """Hold back what native code writes to fd 2 inside the block; give it back if the block fails."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            os.write(2, sink.read())
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

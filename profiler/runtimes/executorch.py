@@ -10,11 +10,7 @@ then the same lowering.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import sys
-import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
@@ -24,29 +20,11 @@ from torch import nn
 
 from . import RUNTIMES
 from .base import ExportError, RuntimeBase
+from .base import native_stderr_quiet as _native_stderr_quiet
 
 log = logging.getLogger(__name__)
 
 CALIBRATION_BATCHES = 8  # random inputs fed through the prepared model before int8 conversion
-
-
-@contextlib.contextmanager
-def _native_stderr_quiet():
-    """Hold back what native code writes to fd 2 inside the block; give it back if the block fails."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            os.dup2(saved, 2)
-            sink.seek(0)
-            os.write(2, sink.read())
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 class ExecuTorchRuntime(RuntimeBase):
@@ -92,6 +70,20 @@ class ExecuTorchRuntime(RuntimeBase):
             prepared(torch.randn(example_input.shape, generator=g))
         converted = convert_pt2e(prepared)
         return torch.export.export(converted, (example_input,))
+
+    @staticmethod
+    def planned_buffer_sizes(path: Path) -> list[int]:
+        """Bytes of each memory-planned buffer of `forward`, as `executor_runner` allocates them
+        ("Setting up CPU planned buffer I, size N."); read from the program's flatbuffer, since
+        the Python MethodMeta does not expose them."""
+        from executorch.exir._serialize._program import deserialize_pte_binary
+
+        pte = deserialize_pte_binary(Path(path).read_bytes())
+        program = getattr(pte, "program", pte)
+        plan = next((p for p in program.execution_plan if p.name == "forward"), None)
+        if plan is None:
+            raise ValueError(f"{path}: program has no 'forward' method")
+        return list(plan.non_const_buffer_sizes[1:])  # entry 0 is reserved by the planner
 
     # --- host execution -------------------------------------------------------------------------
     def open(self, path: Path, *, threads: int, seed: int = 0, etdump: bool = False) -> "ExecuTorchSession":

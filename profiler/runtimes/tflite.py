@@ -2,7 +2,12 @@
 
 On the host, `.tflite` files run in `ai_edge_litert.interpreter.Interpreter(num_threads=...)`,
 whose default op resolver applies the XNNPACK delegate to fp32 models (`delegated_nodes` counts
-the DELEGATE nodes it produced, so tests can check it); on a phone, in `benchmark_model`.
+the DELEGATE nodes it produced, so tests can check it; `open(..., xnnpack=False)` runs the
+builtin kernels alone); on a phone, in `benchmark_model`.
+
+`session.profile_ops(runs)` times every operator in context, as `benchmark_model
+--enable_op_profiling=true` does on a phone: LiteRT's own profiler, reached through the C API of
+the `libLiteRt.so` that ai-edge-litert ships (`litert_profiler.py`), since its Python API has none.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import torch
 from torch import nn
 
 from . import RUNTIMES
-from .base import ExportError, RuntimeBase
+from .base import ExportError, RuntimeBase, native_stderr_quiet
+from .litert_profiler import OperatorProfile, profile_tflite
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +63,19 @@ class TFLiteRuntime(RuntimeBase):
         with contextlib.redirect_stdout(sys.stderr), torch.no_grad():
             litert_torch.convert(module, (example_input,)).export(str(path))
 
-    def _interpreter(self, path: Path, threads: int):
-        from ai_edge_litert.interpreter import Interpreter
+    def _interpreter(self, path: Path, threads: int, xnnpack: bool = True):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        interp = Interpreter(model_path=str(path), num_threads=threads)
+        resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        interp = Interpreter(model_path=str(path), num_threads=threads,
+                             experimental_op_resolver_type=resolver)
         interp.allocate_tensors()
         return interp
 
-    def open(self, path: Path, *, threads: int, seed: int = 0) -> "TFLiteSession":
-        return TFLiteSession(self._interpreter(path, threads), seed, self.layout)
+    def open(self, path: Path, *, threads: int, seed: int = 0, xnnpack: bool = True) -> "TFLiteSession":
+        """`xnnpack=False` leaves out the default XNNPACK delegate (`--use_xnnpack=false`)."""
+        return TFLiteSession(self._interpreter(path, threads, xnnpack), seed, path=Path(path),
+                             threads=threads, xnnpack=xnnpack, layout=self.layout)
 
     def delegated_nodes(self, path: Path, threads: int = 1) -> int:
         """Number of DELEGATE nodes after the interpreter applied its default delegates."""
@@ -86,8 +96,10 @@ def boundary_transposes(path: Path) -> int:
 class TFLiteSession:
     """An allocated interpreter with seeded inputs set once; `run()` is `invoke()`."""
 
-    def __init__(self, interp, seed: int, layout: str) -> None:
+    def __init__(self, interp, seed: int, *, path: Path | None = None, threads: int = 1,
+                 xnnpack: bool = True, layout: str = "nhwc") -> None:
         self._interp = interp
+        self._path, self._threads, self._seed, self._xnnpack = path, threads, seed, xnnpack
         self._layout = layout
         rng = np.random.default_rng(seed)
         self._inputs = []
@@ -98,6 +110,18 @@ class TFLiteSession:
 
     def run(self) -> None:
         self._interp.invoke()
+
+    def profile_ops(self, runs: int = 10, *, warmup: int = 1) -> list[OperatorProfile]:
+        """Per-operator µs of `runs` profiled invocations (after `warmup` unprofiled ones), in
+        execution order, named as benchmark_model's op-profiling tables name them. The model
+        runs in its own LiteRT compiled model (CPU accelerator: XNNPACK, or the builtin kernels
+        for a session opened with xnnpack=False) with the session's threads and seed, so the
+        session's interpreter is left as it was."""
+        if self._path is None:
+            raise ValueError("this session was not opened from a file; use TFLiteRuntime.open")
+        with native_stderr_quiet():  # LiteRT logs its accelerator registry at INFO
+            return profile_tflite(self._path, threads=self._threads, runs=runs, warmup=warmup,
+                                  seed=self._seed, xnnpack=self._xnnpack)
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """`x` and the result in PyTorch's layout (NCHW), whatever the file's I/O layout is."""

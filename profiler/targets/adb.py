@@ -4,10 +4,20 @@
     target.prepare(runtime, model_files)    # battery check, runner check, checksummed push
     state = target.round_state()            # waits for cool-down; temperature, freq, governor
     samples_us = target.measure(runtime, model_file, RunSpec(runs=20))
+    m = target.measure_detailed(runtime, model_file, RunSpec(runs=20), profile=True)
+    m.samples_us, m.extra["init_us"], m.ops, m.etdump     # see android_harness.execute.Measurement
+    target.close()                          # restores the clocks, removes the pushed models
+
+Clocks (`lock_clocks`): "auto" locks the measured cores' cpufreq policies at a fixed frequency
+when the phone is rooted and goes on unlocked when it is not, "require" refuses to measure
+unlocked, "off" leaves them alone (`android_harness.clocks` says how). The lock is taken when the
+target is first used (`fingerprint()` or `prepare()`) and released by `close()`; what a
+disconnect left locked is restored when a target next connects to that serial. The fingerprint's
+`clock_lock` and every round's `clocks_locked`/`locked_freq_khz`/`governor` record the outcome.
 
 The CLI helpers `add_adb_arguments(parser)` and `adb_options(args)` give `profiler.run` its
 `--adb-host`, `--adb-port`, `--runner NAME=PATH`, `--work-dir`, `--core-mask`, `--max-temp-c`,
-`--min-battery`, `--force` and `--keep-files`.
+`--min-battery`, `--force`, `--keep-files`, `--lock-clocks` and `--lock-freq-khz`.
 """
 
 from __future__ import annotations
@@ -25,15 +35,17 @@ from android_harness import (
     AdbServer,
     Device,
     DeviceGoneError,
+    Measurement,
     RunnerFailed,
     RunOptions,
     WorkDir,
     fingerprint,
-    measure,
+    measure_detailed,
     read_battery,
     read_cpus,
     wait_for_cooldown,
 )
+from android_harness.clocks import ClockLock, ClockLockError, ClockStatus, restore_pending
 from android_harness.device_state import clusters_of
 from android_harness.device_state import core_mask as mask_of_cpus
 from android_harness.runners import RUNNERS
@@ -41,11 +53,12 @@ from profiler.runtimes.base import Runtime
 
 from .base import DeviceLostError, RunnerError, RunSpec, TargetError
 
-__all__ = ["AdbTarget", "add_adb_arguments", "adb_options"]
+__all__ = ["AdbTarget", "add_adb_arguments", "adb_options", "LOCK_CLOCKS"]
 
 log = logging.getLogger(__name__)
 
 _MODELS = "models"
+LOCK_CLOCKS = ("auto", "off", "require")
 
 
 class AdbTarget:
@@ -67,7 +80,12 @@ class AdbTarget:
         force: bool = False,
         keep_files: bool = False,  # leave pushed models on the phone after close()
         xnnpack: bool = True,  # benchmark_model --use_xnnpack
+        lock_clocks: str = "auto",  # "auto" (lock when rooted) | "off" | "require"
+        lock_freq_khz: int | None = None,  # locked frequency; None: each policy's highest
+        clock_state_dir: str | None = None,  # where locks to restore live ($HWNAS_STATE_DIR/...)
     ) -> None:
+        if lock_clocks not in LOCK_CLOCKS:
+            raise TargetError(f"lock_clocks must be one of {', '.join(LOCK_CLOCKS)}, got {lock_clocks!r}")
         self.name = serial
         self._server = AdbServer.from_env(adb_host, adb_port)
         self._runners = {k: Path(v).expanduser() for k, v in (runners or {}).items()}
@@ -81,17 +99,25 @@ class AdbTarget:
         self._force = force
         self._keep_files = keep_files
         self._xnnpack = xnnpack
+        self._lock_mode = lock_clocks
+        self._clock_state_dir = Path(clock_state_dir) if clock_state_dir else None
         self._device = self._call(lambda: Device.connect(self._server, serial))
+        self._call(lambda: restore_pending(self._device, self._clock_state_dir))
         self._work = WorkDir(self._device, work_dir)
         self._clusters = clusters_of(self._call(lambda: read_cpus(self._device)))
         self._pinned = self._pinned_cpus(core_mask)
         self._core_mask = core_mask or (mask_of_cpus(self._pinned) if self._pinned else None)
         self._remote: dict[Path, str] = {}
         self._fingerprint: dict[str, Any] | None = None
+        self._clock_lock = ClockLock(self._device, self._pinned or tuple(sorted(
+            c for cl in self._clusters for c in cl.cpus)), state_dir=self._clock_state_dir,
+            freq_khz=lock_freq_khz)
+        self._clocks: ClockStatus | None = None
 
     # ---- protocol ----------------------------------------------------------------------------
     def fingerprint(self) -> dict[str, Any]:
         if self._fingerprint is None:
+            clocks = self._lock_clocks()
             fp = self._call(lambda: fingerprint(self._device))
             binaries = [self._work.remote(name) for name in RUNNERS]
             sums = self._call(lambda: self._work.remote_sha256(binaries))
@@ -106,12 +132,14 @@ class AdbTarget:
                     "benchmark_model": "--warmup_runs in every invocation",
                 },
                 "max_temp_c": self._max_temp_c,
+                "clock_lock": {"mode": self._lock_mode, **clocks.to_json()},
             })
             self._fingerprint = fp
         return dict(self._fingerprint)
 
     def prepare(self, runtime: Runtime, model_files: list[Path]) -> None:
         runner = self._runner_of(runtime)
+        self._lock_clocks()
         if not self._force:
             battery = self._call(lambda: read_battery(self._device))
             if battery.level_pct is not None and battery.level_pct < self._min_battery:
@@ -142,30 +170,49 @@ class AdbTarget:
         probe = self._pinned[0] if self._pinned else (min(cpus) if cpus else None)
         files = cpus.get(probe, {}) if probe is not None else {}
         freq = files.get("scaling_cur_freq", "")
+        clocks = self._clocks or ClockStatus(False, reason="not used yet")
+        related = files.get("related_cpus", "").split()
+        policy = str(min((int(c) for c in related), default=probe)) if probe is not None else ""
         return {
             "temperature_c": temp,
             "cpu_freq_khz": int(freq) if freq.isdigit() else None,
             "governor": files.get("scaling_governor"),
+            "clocks_locked": clocks.locked,
+            "locked_freq_khz": clocks.freq_khz.get(policy),
             "cpu_freq_khz_all": {str(c): int(f["scaling_cur_freq"]) for c, f in cpus.items()
                                  if f.get("scaling_cur_freq", "").isdigit()},
             "battery_pct": self._call(lambda: read_battery(self._device)).level_pct,
         }
 
     def measure(self, runtime: Runtime, model_file: Path, spec: RunSpec) -> list[float]:
+        return self.measure_detailed(runtime, model_file, spec).samples_us
+
+    def measure_detailed(
+        self, runtime: Runtime, model_file: Path, spec: RunSpec, *, profile: bool = False
+    ) -> Measurement:
+        """`spec.runs` samples with the runner's extras (init_us, memory, ...) and, with
+        `profile`, per-operator data: benchmark_model's op table (`ops`) or an ETDump (`etdump`)."""
         runner = self._runner_of(runtime)
         remote = self._remote.get(Path(model_file))
         if remote is None:
             raise TargetError(f"{model_file} was not passed to prepare(); call prepare() first")
         options = RunOptions(threads=spec.threads, warmup=spec.warmup, runs=spec.runs,
                              core_mask=spec.core_mask or self._core_mask,
-                             timeout_s=spec.timeout_s, xnnpack=self._xnnpack)
+                             timeout_s=spec.timeout_s, xnnpack=self._xnnpack, profile=profile)
         try:
-            return self._call(lambda: measure(self._device, runner, self._work.remote(runner),
-                                              remote, options, label=Path(model_file).stem))
+            return self._call(lambda: measure_detailed(self._device, runner, self._work.remote(runner),
+                                                       remote, options, label=Path(model_file).stem))
         except RunnerFailed as exc:
             raise RunnerError(str(exc)) from exc
 
     def close(self) -> None:
+        try:
+            self._clock_lock.restore()
+        except DeviceGoneError as exc:
+            log.warning("%s: gone before its CPU clocks were restored; they are restored when it "
+                        "next connects (%s)", self.name, exc)
+        except AdbError as exc:
+            log.warning("%s: could not restore its CPU clocks: %s", self.name, exc)
         if self._keep_files or not self._remote:
             return
         try:
@@ -174,6 +221,18 @@ class AdbTarget:
             log.warning("%s: could not remove pushed models: %s", self.name, exc)
 
     # ---- helpers -----------------------------------------------------------------------------
+    def _lock_clocks(self) -> ClockStatus:
+        if self._clocks is None:
+            if self._lock_mode == "off":
+                self._clocks = ClockStatus(False, reason="--lock-clocks off")
+            else:
+                try:
+                    self._clocks = self._call(
+                        lambda: self._clock_lock.lock(require=self._lock_mode == "require"))
+                except ClockLockError as exc:
+                    raise TargetError(f"{exc}; root the phone, or pass --lock-clocks auto|off") from exc
+        return self._clocks
+
     def _runner_of(self, runtime: Runtime) -> str:
         if runtime.runner is None:
             raise TargetError(
@@ -223,6 +282,11 @@ def add_adb_arguments(parser: argparse.ArgumentParser) -> None:
                    help="refuse to start below this battery percent (default 20)")
     g.add_argument("--force", action="store_true", help="profile even on low battery")
     g.add_argument("--keep-files", action="store_true", help="leave pushed models on the phone")
+    g.add_argument("--lock-clocks", choices=LOCK_CLOCKS, default="auto",
+                   help="lock the measured cores at a fixed CPU frequency: auto (when the phone is "
+                        "rooted), require, off (default %(default)s)")
+    g.add_argument("--lock-freq-khz", type=int,
+                   help="the locked frequency, rounded down to an available one (default: the highest)")
 
 
 def adb_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -237,4 +301,6 @@ def adb_options(args: argparse.Namespace) -> dict[str, Any]:
         "min_battery": args.min_battery,
         "force": args.force,
         "keep_files": args.keep_files,
+        "lock_clocks": getattr(args, "lock_clocks", "auto"),
+        "lock_freq_khz": getattr(args, "lock_freq_khz", None),
     }

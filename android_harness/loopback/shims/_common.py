@@ -1,13 +1,23 @@
-"""What both runner shims share: device paths, flags, logcat, injected faults."""
+"""What both runner shims share: device paths, flags, logcat, timing resolution, injected faults."""
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
 from datetime import datetime
 
-__all__ = ["host_path", "parse_flags", "logcat", "apply_faults", "FlagError"]
+__all__ = ["host_path", "parse_flags", "logcat", "apply_faults", "FlagError", "tool_us"]
+
+
+def tool_us(value_us: float) -> int:
+    """A host timing as the tools report it: whole µs, or rounded up to the loopback device's
+    timing quantum ($LOOPBACK_TIMING_QUANTUM_US) so that tests meet equal runs deterministically."""
+    quantum = int(os.environ.get("LOOPBACK_TIMING_QUANTUM_US", "0") or 0)
+    if quantum > 0:
+        return max(1, math.ceil(value_us / quantum)) * quantum
+    return int(round(value_us))
 
 
 class FlagError(ValueError):

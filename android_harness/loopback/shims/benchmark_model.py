@@ -1,21 +1,25 @@
 """`benchmark_model` (TFLite/LiteRT benchmark tool) on the loopback device.
 
-Same `--flag=value` command line and same log text as the real tool: parameter echo, a warm-up
-statistics line, the timed statistics line, `Inference timings in us: ...`, memory note. Times
-are measured by the loopback runtime worker with `ai_edge_litert`.
+Same `--flag=value` command line and the log a LiteRT-era build writes (`INFO: ` prefixes):
+parameter echo, model size, `Initialized session in X ms.`, the warm-up and the timed statistics
+lines (`tflite_stats.format_stat`: integer µs with percentiles, so `count=2 curr=X(all same)`
+when both runs round to the same µs), `Inference timings in us: ...`, the memory note and
+`Memory footprint delta from the start of the tool (MB): init= overall=`, and with
+`--enable_op_profiling=true` the op-profiling tables (`tflite_stats.format_op_profile`) of host
+per-operator timings (LiteRT's profiler through `TFLiteSession.profile_ops`). Times are measured
+by the loopback runtime worker.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import statistics
 import sys
 
-from android_harness.loopback.shims._common import FlagError, apply_faults, host_path, parse_flags
+from android_harness.loopback.shims._common import FlagError, apply_faults, host_path, parse_flags, tool_us
 from android_harness.loopback.worker import request
+from android_harness.tflite_stats import OP_PROFILE_HEADER, cpp_double, format_op_profile, format_stat
 
-__all__ = ["main", "format_stats"]
+__all__ = ["main"]
 
 _FLAGS = {
     "graph": "",
@@ -31,29 +35,45 @@ _FLAGS = {
     "verbose": "false",
     "report_peak_memory_footprint": "false",
 }
+# LogParams() order and labels; only flags given on the command line are echoed (not --verbose).
+_ECHO = (
+    ("num_runs", "Min num runs"),
+    ("min_secs", "Min runs duration (seconds)"),
+    ("max_secs", "Max runs duration (seconds)"),
+    ("num_threads", "Num threads"),
+    ("warmup_runs", "Min warmup runs"),
+    ("warmup_min_secs", "Min warmup runs duration (seconds)"),
+    ("report_peak_memory_footprint", "Report the peak memory footprint"),
+    ("graph", "Graph"),
+    ("enable_op_profiling", "Enable op profiling"),
+    ("use_xnnpack", "Use xnnpack"),
+)
 
 
-def _log(text: str) -> None:
+def _log(text: str = "") -> None:
     print(f"INFO: {text}")
 
 
-def _pct(values: list[float], q: float) -> int:
-    ordered = sorted(values)
-    return int(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))])
+def _param(name: str, value: str) -> str:
+    if value in ("true", "false"):
+        return str(int(value == "true"))
+    try:
+        return cpp_double(float(value)) if "secs" in name else value
+    except ValueError:
+        return value
 
 
-def format_stats(values_us: list[float]) -> str:
-    """The tool's `Stat::OutputToStream` line for a list of integer-µs timings."""
-    ints = [int(v) for v in values_us]
-    tail = f"p5={_pct(ints, .05)} median={_pct(ints, .5)} p95={_pct(ints, .95)}"
-    if len(ints) == 1:
-        return f"count=1 curr={ints[0]} {tail}"
-    avg = sum(ints) / len(ints)
-    std = int(round(statistics.pstdev(ints)))
-    return (
-        f"count={len(ints)} first={ints[0]} curr={ints[-1]} min={min(ints)} max={max(ints)} "
-        f"avg={avg:g} std={std} {tail}"
-    )
+def _avg(values: list[int]) -> str:
+    # Stat::avg() of no values is quiet_NaN of int64_t, i.e. 0
+    return cpp_double(sum(values) / len(values)) if values else "0"
+
+
+def _phase(count: str, min_secs: str, max_secs: str, values: list[int]) -> None:
+    _log(f"Running benchmark for at least {count} iterations and at least "
+         f"{cpp_double(float(min_secs))} seconds but terminate if exceeding "
+         f"{cpp_double(float(max_secs))} seconds.")
+    _log(format_stat(values))
+    print()  # the tool logs the line with std::endl
 
 
 def main(argv: list[str]) -> int:
@@ -62,20 +82,14 @@ def main(argv: list[str]) -> int:
     except FlagError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 1
+    given = {arg.lstrip("-").partition("=")[0] for arg in argv}
     _log("STARTING!")
     _log("Log parameter values verbosely: [0]")
-    _log(f"Min num runs: [{flags['num_runs']}]")
-    _log(f"Min runs duration (seconds): [{flags['min_secs']}]")
-    _log(f"Max runs duration (seconds): [{flags['max_secs']}]")
-    _log(f"Num threads: [{flags['num_threads']}]")
-    _log(f"Min warmup runs: [{flags['warmup_runs']}]")
-    _log(f"Min warmup runs duration (seconds): [{flags['warmup_min_secs']}]")
-    _log(f"Graph: [{flags['graph']}]")
-    if flags["use_xnnpack"]:
-        _log(f"Use xnnpack: [{1 if flags['use_xnnpack'] == 'true' else 0}]")
+    for name, label in _ECHO:
+        if name in given:
+            _log(f"{label}: [{_param(name, flags[name])}]")
     if not flags["graph"]:
-        print("ERROR: Please specify the name of your TF Lite input file with --graph",
-              file=sys.stderr)
+        print("ERROR: Please specify the name of your TF Lite input file with --graph", file=sys.stderr)
         return 1
     path = host_path(flags["graph"])
     if not os.path.isfile(path):
@@ -83,12 +97,12 @@ def main(argv: list[str]) -> int:
         print(f"ERROR: Failed to mmap model {flags['graph']}", file=sys.stderr)
         return 1
     _log(f"Loaded model {flags['graph']}")
-    _log(f"The input model file size (MB): {os.path.getsize(path) / 1e6:g}")
     sys.stdout.flush()
     apply_faults(flags["graph"])
     threads = int(flags["num_threads"])
+    profile = flags["enable_op_profiling"] == "true"
     reply = request({
-        "runtime": "tflite",
+        "runner": "benchmark_model",
         "model": os.path.abspath(path),
         "threads": threads if threads > 0 else 1,
         "warmup": int(flags["warmup_runs"]),
@@ -97,31 +111,34 @@ def main(argv: list[str]) -> int:
         "min_s": float(flags["min_secs"]),
         "max_s": float(flags["max_secs"]),
         "xnnpack": flags["use_xnnpack"] != "false",
+        "profile_ops": profile,
     })
     if not reply.get("ok"):
         print(f"ERROR: {reply.get('error')}", file=sys.stderr)
         print("ERROR: Benchmarking failed.", file=sys.stderr)
         return 1
-    init_us, warm, runs = reply["init_us"], reply["warmup_us"], reply["runs_us"]
-    _log(f"Initialized session in {init_us / 1000:g}ms.")
-    _log(f"Running benchmark for at least {flags['warmup_runs']} iterations and at least "
-         f"{flags['warmup_min_secs']} seconds but terminate if exceeding {flags['max_secs']} seconds.")
-    if warm:
-        _log(format_stats(warm))
-    print()
-    _log(f"Running benchmark for at least {flags['num_runs']} iterations and at least "
-         f"{flags['min_secs']} seconds but terminate if exceeding {flags['max_secs']} seconds.")
-    if runs:
-        _log(format_stats(runs))
-    print()
-    first = int(warm[0]) if warm else (int(runs[0]) if runs else 0)
-    warm_avg = sum(int(v) for v in warm) / len(warm) if warm else -1
-    run_avg = sum(int(v) for v in runs) / len(runs) if runs else -1
-    _log(f"Inference timings in us: Init: {int(init_us)}, First inference: {first}, "
-         f"Warmup (avg): {warm_avg:g}, Inference (avg): {run_avg:g}")
+    init_us = int(reply["init_us"])
+    warm = [tool_us(v) for v in reply["warmup_us"]]
+    runs = [tool_us(v) for v in reply["runs_us"]]
+    _log(f"The input model file size (MB): {cpp_double(os.path.getsize(path) / 1e6)}")
+    _log(f"Initialized session in {cpp_double(init_us / 1e3)}ms.")
+    _phase(flags["warmup_runs"], flags["warmup_min_secs"], flags["max_secs"], warm)
+    _phase(flags["num_runs"], flags["min_secs"], flags["max_secs"], runs)
+    _log(f"Inference timings in us: Init: {init_us}, First inference: {warm[0] if warm else 0}, "
+         f"Warmup (avg): {_avg(warm)}, Inference (avg): {_avg(runs)}")
     _log("Note: as the benchmark tool itself affects memory footprint, the following is only "
          "APPROXIMATE to the actual memory footprint of the model at runtime. Take the "
          "information at your discretion.")
+    start = reply["rss_start_kb"]
+    _log("Memory footprint delta from the start of the tool (MB): "
+         f"init={cpp_double(max(reply['rss_init_kb'] - start, 0) / 1024.0)} "
+         f"overall={cpp_double(max(reply['rss_end_kb'] - start, 0) / 1024.0)}")
+    if flags["report_peak_memory_footprint"] == "true":
+        peak = max(reply["rss_start_kb"], reply["rss_init_kb"], reply["rss_end_kb"])
+        _log(f"Overall peak memory footprint (MB) via periodic monitoring: {cpp_double(peak / 1024.0)}")
+    if profile and reply.get("ops"):
+        _log(OP_PROFILE_HEADER)
+        print(format_op_profile([[(name, kind, us) for name, kind, us in run] for run in reply["ops"]]))
     return 0
 
 

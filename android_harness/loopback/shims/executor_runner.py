@@ -1,10 +1,16 @@
-"""`executor_runner` (ExecuTorch, XNNPACK build) on the loopback device.
+"""`executor_runner` (ExecuTorch release 1.5, XNNPACK build) on the loopback device.
 
 Same gflags command line (`--model_path`, `--num_executions`, `--cpu_threads`, ...) and the same
-ET_LOG text as the real runner built for Android: the log goes to logcat under the tag
-`ExecuTorch` (including one `Iteration i of N: X ms` line per execution and `Model executed
-successfully N time(s) in X ms.`); stdout carries only the printed outputs. Times are measured by
-the loopback runtime worker with `executorch.runtime`.
+ET_LOG text as the runner built for Android: the log goes to logcat under the tag `ExecuTorch`
+(`Setting up CPU planned buffer I, size N.`, `Model loaded in X ms.`, one `Iteration i of N: X ms`
+line per execution, `Model executed successfully N time(s) in X ms.`); stdout carries only the
+printed outputs. Times are measured by the loopback runtime worker with `executorch.runtime`.
+
+With the device's `event_tracer` knob ($LOOPBACK_EVENT_TRACER) it is a devtools build
+(`-DEXECUTORCH_BUILD_DEVTOOLS=ON -DEXECUTORCH_ENABLE_EVENT_TRACER=ON`): it takes
+`--etdump_path` (default `model.etdump` in the working directory, as in the source) and writes a
+real ETDump of every execution there (`session.write_etdump`), aborting when it cannot open the
+file. Without it, `--etdump_path` is an unknown flag, as in the README's build.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from android_harness.loopback.shims._common import (
     host_path,
     logcat,
     parse_flags,
+    tool_us,
 )
 from android_harness.loopback.worker import request
 
@@ -33,18 +40,26 @@ _FLAGS = {
     "method_name": "",
     "cpu_threads": "-1",
 }
-# (source line, message) pairs follow the layout of the runner's source.
-_LINES = {"loaded": 166, "method": 175, "threads": 137, "load": 564, "iter": 705, "done": 714,
-          "outputs": 720}
+# Source lines of the ET_LOG calls in examples/portable/executor_runner/executor_runner.cpp (1.5).
+_LINES = {"threads": 340, "loaded": 476, "method": 486, "planned": 556, "load": 624, "iter": 779,
+          "done": 789, "outputs": 798, "etdump": 261, "etdump_failed": 253}
 
 
 def _et_log(level: str, where: str, message: str) -> None:
     logcat("ExecuTorch", level, f"executor_runner.cpp:{_LINES[where]}] {message}")
 
 
+def _abort(where: str, message: str) -> None:
+    _et_log("F", where, message)
+    sys.stdout.flush()
+    os.abort()
+
+
 def main(argv: list[str]) -> int:
+    tracer = os.environ.get("LOOPBACK_EVENT_TRACER") == "1"
+    known = {**_FLAGS, "etdump_path": "model.etdump"} if tracer else _FLAGS
     try:
-        flags = parse_flags(argv, _FLAGS, equals_only=False)
+        flags = parse_flags(argv, known, equals_only=False)
     except FlagError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 1
@@ -52,28 +67,36 @@ def main(argv: list[str]) -> int:
     _et_log("I", "threads", f"Resetting threadpool with num threads = {max(threads, 1)}")
     path = host_path(flags["model_path"])
     if not os.path.isfile(path):
-        _et_log("E", "loaded", f"Model file {flags['model_path']} could not be opened.")
-        print(f"F 00:00:00.000000 executorch:executor_runner.cpp:{_LINES['loaded']}] "
-              f"In function main(), assert failed: Error opening model file", file=sys.stderr)
-        os.abort()
+        _abort("loaded", f"In function main(), assert failed (file_loader.ok()): "
+                         f"FileDataLoader::from() failed: 0x22")
     _et_log("I", "loaded", f"Model file {flags['model_path']} is loaded.")
     method = flags["method_name"] or "forward"
     _et_log("I", "method", f"Using method {method}")
     apply_faults(flags["model_path"])
     runs = int(flags["num_executions"])
-    reply = request({"runtime": "executorch", "model": os.path.abspath(path),
-                     "threads": threads, "warmup": 0, "runs": runs, "min_s": 0.0, "max_s": 0.0})
+    etdump = os.path.abspath(host_path(flags["etdump_path"])) if tracer else None
+    reply = request({"runner": "executor_runner", "model": os.path.abspath(path), "threads": threads,
+                     "warmup": 0, "runs": runs, "min_s": 0.0, "max_s": 0.0,
+                     "etdump_path": etdump if etdump and os.path.isdir(os.path.dirname(etdump)) else None})
     if not reply.get("ok"):
-        _et_log("E", "iter", f"Execution of method {method} failed: {reply.get('error')}")
-        os.abort()
-    _et_log("I", "load", f"Model loaded in {reply['init_us'] / 1000:f} ms.")
-    for i, value in enumerate(reply["runs_us"], start=1):
+        _abort("iter", f"In function main(), assert failed (status == Error::Ok): Execution of method "
+                       f"{method} failed: {reply.get('error')}")
+    for i, size in enumerate(reply.get("planned_buffers", [])):
+        _et_log("I", "planned", f"Setting up CPU planned buffer {i}, size {size}.")
+    _et_log("I", "load", f"Model loaded in {tool_us(reply['init_us']) / 1000:f} ms.")
+    times_us = [tool_us(v) for v in reply["runs_us"]]
+    for i, value in enumerate(times_us, start=1):
         _et_log("I", "iter", f"Iteration {i} of {runs}: {value / 1000:f} ms")
-    total_ms = sum(reply["runs_us"]) / 1000
-    _et_log("I", "done", f"Model executed successfully {runs} time(s) in {total_ms:f} ms.")
+    _et_log("I", "done", f"Model executed successfully {runs} time(s) in {sum(times_us) / 1000:f} ms.")
     _et_log("I", "outputs", "1 outputs: ")
     if flags["print_output"] != "none":
         print("OutputX 0: tensor(sizes=[...], [...])")
+    if tracer:
+        if not (etdump and os.path.isfile(etdump)):
+            _et_log("E", "etdump_failed", f"Failed to open ETDump file at {flags['etdump_path']}.")
+            _abort("etdump", "In function main(), assert failed (status == Error::Ok): "
+                             "Failed to save ETDump file.")
+        _et_log("I", "etdump", f"ETDump written to file '{flags['etdump_path']}'.")
     return 0
 
 
