@@ -26,6 +26,7 @@ from .stats import STAT_COLUMNS
 
 __all__ = [
     "TABLE_COLUMNS",
+    "EXTRA_COLUMNS",
     "SAMPLE_COLUMNS",
     "SHAPE_COLUMNS",
     "STATUSES",
@@ -38,7 +39,12 @@ __all__ = [
 ]
 
 SHAPE_COLUMNS = ("c_in", "h", "w", "c_out", "stride")
-TABLE_COLUMNS = ("op_key", "block", *SHAPE_COLUMNS, "status", *STAT_COLUMNS, "error")
+# Per op, the median over its op-rounds of what the target reports with the samples: the time to
+# load and initialise the op's model (µs) and the memory it holds (KiB; what that memory is per
+# target: meta.json's `device.memory_semantics`). Optional: LUTs written before they were
+# recorded, and imported ones, have none (read as NaN).
+EXTRA_COLUMNS = ("load_us", "memory_kb")
+TABLE_COLUMNS = ("op_key", "block", *SHAPE_COLUMNS, "status", *STAT_COLUMNS, "error", *EXTRA_COLUMNS)
 SAMPLE_COLUMNS = ("op_key", "round", "sample", "latency_us")
 STATUSES = ("ok", "failed", "identity")
 META_KEYS = (
@@ -68,6 +74,7 @@ def check_table(table: pd.DataFrame) -> pd.DataFrame:
     with a plain RangeIndex and the columns in TABLE_COLUMNS order."""
     if table.index.name == "op_key":
         table = table.reset_index()
+    table = table.assign(**{c: math.nan for c in EXTRA_COLUMNS if c not in table.columns})
     missing = [c for c in TABLE_COLUMNS if c not in table.columns]
     if missing:
         raise SchemaError(f"table lacks columns {missing}; expected {list(TABLE_COLUMNS)}")
@@ -81,7 +88,7 @@ def check_table(table: pd.DataFrame) -> pd.DataFrame:
     try:
         for c in SHAPE_COLUMNS:
             t[c] = pd.to_numeric(t[c], errors="raise").astype("int64")
-        for c in STAT_COLUMNS:
+        for c in (*STAT_COLUMNS, *EXTRA_COLUMNS):
             t[c] = pd.to_numeric(t[c], errors="raise").astype("float64")
         t["n"] = t["n"].fillna(0).astype("int64")
     except (ValueError, TypeError) as e:

@@ -2,11 +2,17 @@
 
     profile_space("fbnet", "tflite")                      → ProfileResult (a new LUT version)
     measure_archs([get_arch("fbnet_c")], "executorch")    → {"fbnet_c": [µs, ...]}
+    measure_archs_detailed([...], "executorch", per_layer=True)
+                                                          → {"fbnet_c": ArchMeasurement(samples_us,
+                                                             load_us, memory_kb, layers)}
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,11 +20,14 @@ from profiler.export import ExportCache, ExportItem
 from profiler.protocol import ProfileResult, ProtocolConfig, profile_ops, run_rounds
 from profiler.runtimes import get_runtime
 from profiler.targets import RunSpec, get_target
-from profiler.targets.base import TargetError
+from lut.stats import summarize
+from profiler.layers import LayerAlignmentError, operators_of, split_layers
+from profiler.targets.base import RunnerError, TargetError
 from profiler.targets.lock import device_lock
-from search.space import Arch
+from search.space import Arch, Op, arch_ops
 
-__all__ = ["profile_space", "measure_archs", "ProfileResult", "ProtocolConfig"]
+__all__ = ["profile_space", "measure_archs", "measure_archs_detailed", "ArchMeasurement", "ProfileResult",
+           "ProtocolConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +57,13 @@ def profile_space(
     fresh: bool = False,
     skip_existing: bool = False,
     lock_wait_s: float = 0.0,
+    cache: str = _DEFAULTS.cache,
 ) -> ProfileResult:
     """Measure every op of `space` on `device` with `runtime` and write a new LUT version.
 
     Resumes an interrupted job with the same settings (see `profiler.protocol`)."""
     rt = get_runtime(runtime, dtype, layout)
-    config = ProtocolConfig(rounds=rounds, warmup=warmup, runs=runs, seed=seed)
+    config = ProtocolConfig(rounds=rounds, warmup=warmup, runs=runs, seed=seed, cache=cache)
     target = get_target(device, target_options)
     try:
         return profile_ops(
@@ -66,7 +76,33 @@ def profile_space(
         target.close()
 
 
-def measure_archs(
+@dataclass
+class ArchMeasurement:
+    """An arch timed end to end: raw samples, load time and memory (medians over rounds, NaN
+    where the target does not report them), and with `per_layer` its layers in context."""
+
+    samples_us: list[float] = field(default_factory=list)
+    load_us: float = math.nan
+    memory_kb: float = math.nan
+    layers: list[dict[str, Any]] | None = None  # {layer, op_key, median_us, num_operators}
+    layers_error: str | None = None  # why the layers could not be told apart, if so
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {**summarize(self.samples_us), "samples_us": self.samples_us, "load_us": self.load_us,
+             "memory_kb": self.memory_kb}  # fmt: skip
+        if self.layers is not None or self.layers_error is not None:
+            d["layers"] = self.layers
+            if self.layers_error:
+                d["layers_error"] = self.layers_error
+        return d
+
+
+def measure_archs(archs: Sequence[Arch], runtime: str, device: str = "host", **kwargs: Any) -> dict[str, list[float]]:
+    """`measure_archs_detailed` without the extras: raw µs samples per arch label."""
+    return {k: m.samples_us for k, m in measure_archs_detailed(archs, runtime, device, **kwargs).items()}
+
+
+def measure_archs_detailed(
     archs: Sequence[Arch],
     runtime: str,
     device: str = "host",
@@ -83,11 +119,16 @@ def measure_archs(
     cache_root: str | Path | None = None,
     progress: bool = False,
     lock_wait_s: float = 0.0,
-) -> dict[str, list[float]]:
+    per_layer: bool = False,
+    ops: Sequence[Op] = (),
+    op_cache: str = "warm",
+) -> dict[str, ArchMeasurement]:
     """Export each arch whole (cached like ops) and time it end to end in shuffled rounds.
 
-    Returns raw µs samples per arch (rounds × runs each), keyed by `Arch.label` (the name, else
-    the arch id)."""
+    Keyed by `Arch.label` (the name, else the arch id); samples are rounds × runs per arch. With
+    `per_layer`, each arch and each of its ops is also profiled once (`profiler.layers`) to time
+    every layer inside the network. `ops` are timed in the same rounds, as a LUT times them
+    (cache state `op_cache`), and keyed by their op key (validation re-times LUT ops this way)."""
     names: dict[str, str] = {}
     items: dict[str, ExportItem] = {}
     for arch in archs:
@@ -98,27 +139,60 @@ def measure_archs(
             raise ValueError(f"two different archs are both named {name!r}; give them distinct names")
         names[name] = item.key
         items[item.key] = item
+    op_items = {op.key: ExportItem.for_op(op) for arch in archs for op in arch_ops(arch) if not op.is_identity}
+    timed_ops = {op.key: ExportItem.for_op(op) for op in ops if not op.is_identity}
     rt = get_runtime(runtime, dtype, layout)
-    report = ExportCache(rt, cache_root).ensure(list(items.values()), progress=progress)
+    cache = ExportCache(rt, cache_root)
+    wanted = {**items, **timed_ops, **(op_items if per_layer else {})}
+    report = cache.ensure(list(wanted.values()), progress=progress)
     if report.failed:
-        failed = {n: report.failed[k] for n, k in names.items() if k in report.failed}
-        raise TargetError(f"could not export arch(s) for {runtime}: {failed}")
+        raise TargetError(f"could not export for {runtime}: {report.failed}")
     config = ProtocolConfig(rounds=rounds, warmup=warmup, runs=runs, seed=seed)
     spec = RunSpec(threads=threads, warmup=warmup, runs=runs, core_mask=core_mask)
     target = get_target(device, target_options)
-    samples: dict[str, list[float]] = {k: [] for k in items}
+    timed = [*items, *timed_ops]
+    out: dict[str, ArchMeasurement] = {k: ArchMeasurement() for k in timed}
+    extras: dict[str, list[dict[str, float]]] = {k: [] for k in timed}
+    op_spec = RunSpec(threads=threads, warmup=warmup, runs=runs, core_mask=core_mask, cache=op_cache)
     errors: dict[str, str] = {}
+
+    def on_samples(key: str, _r: int, s: list[float], extra: dict[str, float]) -> None:
+        out[key].samples_us.extend(s)
+        extras[key].append(extra)
+
     with device_lock(target.name, wait_s=lock_wait_s, what=f"time {len(items)} arch(s) with {runtime}"):
         try:
             target.prepare(rt, list(report.paths.values()))
             given_up = run_rounds(
-                target, rt, report.paths, config, spec,
-                on_samples=lambda k, _r, s: samples[k].extend(s),
-                on_failure=lambda k, _r, m: errors.__setitem__(k, m),
-                progress=progress, desc=f"archs {runtime}",
+                target, rt, {k: report.paths[k] for k in timed}, config, spec,
+                on_samples=on_samples, on_failure=lambda k, _r, m: errors.__setitem__(k, m),
+                specs={k: op_spec for k in timed_ops}, progress=progress, desc=f"archs {runtime}",
             )  # fmt: skip
+            if given_up:
+                raise TargetError(f"arch measurement failed on {device}: { {k: errors[k] for k in sorted(given_up)} }")
+            if per_layer:
+                _time_layers(target, rt, spec, archs, report.paths, out)
         finally:
             target.close()
-    if given_up:
-        raise TargetError(f"arch measurement failed on {device}: { {k: errors[k] for k in sorted(given_up)} }")
-    return {name: samples[key] for name, key in names.items()}
+    for key, m in out.items():
+        for col in ("load_us", "memory_kb"):
+            vals = [e[col] for e in extras[key] if col in e]
+            setattr(m, col, float(statistics.median(vals)) if vals else math.nan)
+    return {**{name: out[key] for name, key in names.items()}, **{k: out[k] for k in timed_ops}}
+
+
+def _time_layers(target, rt, spec: RunSpec, archs: Sequence[Arch], paths: dict[str, Path],
+                 out: dict[str, ArchMeasurement]) -> None:  # fmt: skip
+    """Profile each arch and its ops once; cut each arch's operators into its layers."""
+    op_ops: dict[str, list] = {}
+    for arch in archs:
+        ops = arch_ops(arch)
+        try:
+            for op in ops:
+                if not op.is_identity and op.key not in op_ops:
+                    op_ops[op.key] = operators_of(target.measure_detailed(rt, paths[op.key], spec, profile=True))
+            net = operators_of(target.measure_detailed(rt, paths[arch.id], spec, profile=True))
+            out[arch.id].layers = split_layers(net, [op_ops.get(op.key, []) for op in ops], [op.key for op in ops])
+        except (LayerAlignmentError, RunnerError) as e:
+            log.warning("%s: per-layer times unavailable: %s", arch.label, e)
+            out[arch.id].layers, out[arch.id].layers_error = None, str(e)

@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from lut.files import atomic_write
 from profiler.runtimes import ExportError, Runtime, get_runtime
-from search.space import Arch, Op, build_model, get_space, parse_op_key
+from search.space import Arch, Network, Op, arch_ops, parse_op_key
 
 __all__ = ["ExportItem", "ExportCache", "ExportReport", "graph_fingerprint", "default_cache_root", "quiet_exporter_noise"]
 
@@ -82,10 +82,13 @@ def graph_fingerprint(module: nn.Module, example_input: torch.Tensor) -> str:
 
 @dataclass(frozen=True)
 class ExportItem:
-    """Something to export: an op (by key) or a whole arch (by its JSON dict)."""
+    """Something to export: an op (by key), or a whole arch as its ops (keys, in network order).
+
+    An arch item carries its op keys rather than its space's name, so it builds the same network
+    in any process (export workers know nothing of spaces registered at run time)."""
 
     key: str
-    arch: str | None = None  # Arch JSON for whole-arch items; None for ops
+    op_keys: tuple[str, ...] | None = None  # a whole arch's ops; None for an op
 
     @classmethod
     def for_op(cls, op: Op) -> "ExportItem":
@@ -93,20 +96,18 @@ class ExportItem:
 
     @classmethod
     def for_arch(cls, arch: Arch) -> "ExportItem":
-        return cls(arch.id, arch.to_json())
+        return cls(arch.id, tuple(op.key for op in arch_ops(arch)))
 
     def build(self) -> tuple[nn.Module, torch.Tensor]:
         """The module (eval mode, weights seeded without touching the caller's RNG state) and its
         example input."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            if self.arch is None:
+            if self.op_keys is None:
                 op = parse_op_key(self.key)
                 return op.build(), op.example_input()
-            arch = Arch.from_json(self.arch)
-            res = get_space(arch.space).resolution
-            x = torch.randn((1, 3, res, res), generator=torch.Generator().manual_seed(0))
-            return build_model(arch).eval(), x
+            ops = [parse_op_key(k) for k in self.op_keys]
+            return Network(ops).eval(), ops[0].example_input()
 
 
 @dataclass

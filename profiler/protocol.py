@@ -23,23 +23,25 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from lut.files import append_durable, atomic_write
-from lut.schema import TABLE_COLUMNS
+from lut.schema import EXTRA_COLUMNS, TABLE_COLUMNS
 from lut.stats import STAT_COLUMNS, summarize
 from lut.store import LutError, list_versions, load_lut, provenance_of, runtime_dir_name, write_lut
 from profiler.export import ExportCache, ExportItem
 from profiler.runtimes import Runtime
-from profiler.targets.base import RunnerError, RunSpec, Target
+from profiler.targets.base import CACHE_STATES, RunnerError, RunSpec, Target, load_extras
 from profiler.targets.lock import device_lock
 from search.space import Op, get_space, overhead_op
 
@@ -60,8 +62,15 @@ class ProtocolConfig:
     seed: int = 0  # round r is shuffled with random.Random(seed + r)
     shuffle: bool = True  # False keeps the sorted key order (for debugging only)
     retries: int = 1  # faults an op may have (each re-measured later) before it is marked failed
+    # "cold": each timed invocation finds the op's weights out of cache and its input in cache, as
+    # a layer inside a network does (host: cycling loaded copies, see profiler.targets.host);
+    # "warm": one loaded copy run again and again (weights and input both in cache);
+    # None: the target's first `cache_states` (cold on the host, warm on a phone's runners)
+    cache: str | None = None
 
     def __post_init__(self) -> None:
+        if self.cache not in (None, *CACHE_STATES):
+            raise ValueError(f"cache must be one of {CACHE_STATES}, got {self.cache!r}")
         if self.rounds < 1 or self.runs < 1 or self.warmup < 0 or self.retries < 0:
             raise ValueError(
                 f"need rounds ≥ 1, runs ≥ 1, warmup ≥ 0, retries ≥ 0; got {self.rounds}, {self.runs}, "
@@ -118,9 +127,10 @@ def run_rounds(
     done: set[tuple[str, int]] = frozenset(),  # type: ignore[assignment]
     round_states: dict[int, dict[str, Any]] | None = None,
     on_state: Callable[[int, dict[str, Any]], None] | None = None,
-    on_samples: Callable[[str, int, list[float]], None] | None = None,
+    on_samples: Callable[[str, int, list[float], dict[str, float]], None] | None = None,
     on_failure: Callable[[str, int, str], None] | None = None,
     failures: dict[str, int] | None = None,
+    specs: dict[str, RunSpec] | None = None,
     progress: bool = True,
     desc: str = "measure",
 ) -> set[str]:
@@ -129,7 +139,8 @@ def run_rounds(
     A fault (the runner crashed, timed out, printed nothing usable) costs that op-round only: the
     op goes on in the next rounds, and its missing op-round is measured again after the last
     round. An op is given up after `config.retries + 1` faults (`failures` holds each key's fault
-    count so far, e.g. from an interrupted job, and is updated). Returns the keys given up."""
+    count so far, e.g. from an interrupted job, and is updated). `specs` overrides `spec` for some
+    keys (e.g. ops timed cold among networks timed warm). Returns the keys given up."""
     keys = sorted(files)
     failures = failures if failures is not None else {}
     round_states = round_states if round_states is not None else {}
@@ -140,10 +151,14 @@ def run_rounds(
         return failures.get(key, 0) > config.retries
 
     def attempt(key: str, r: int) -> None:
+        key_spec = (specs or {}).get(key, spec)
         try:
-            samples = target.measure(runtime, files[key], spec)
-            if len(samples) != spec.runs or min(samples) <= 0:
-                raise RunnerError(f"target returned {len(samples)} samples (expected {spec.runs}) or non-positive ones")
+            m = target.measure_detailed(runtime, files[key], key_spec)
+            samples = m.samples_us
+            if len(samples) != key_spec.runs or min(samples) <= 0:
+                raise RunnerError(
+                    f"target returned {len(samples)} samples (expected {key_spec.runs}) or non-positive ones"
+                )
         except RunnerError as e:
             failures[key] = failures.get(key, 0) + 1
             later = "giving up on it" if given_up(key) else "measuring that op-round again later"
@@ -155,7 +170,7 @@ def run_rounds(
             return
         done.add((key, r))
         if on_samples is not None:
-            on_samples(key, r, samples)
+            on_samples(key, r, samples, load_extras(m.extra, runtime.runner if target.name != "host" else "host"))
         bar.update()
 
     try:
@@ -194,6 +209,7 @@ class _WorkDir:
         self.samples_file = path / "samples.csv"
         self.rounds_file = path / "rounds.jsonl"
         self.failed_file = path / "failed.jsonl"
+        self.extras_file = path / "extras.jsonl"
         job_file = path / "job.json"
         if fresh and path.exists():
             shutil.rmtree(path)
@@ -211,6 +227,7 @@ class _WorkDir:
         self.samples = self._load_samples()
         self.states = {int(d.pop("round")): d for d in _read_jsonl(self.rounds_file)}
         self.faults = _read_jsonl(self.failed_file)  # one record per fault: op_key, round, error
+        self.extras = {(d.pop("op_key"), int(d.pop("round"))): d for d in _read_jsonl(self.extras_file)}
 
     def _load_samples(self) -> dict[tuple[str, int], list[float]]:
         """Complete op-rounds on disk; a torn last line or a partial op-round is dropped and the
@@ -240,7 +257,10 @@ class _WorkDir:
             atomic_write(self.samples_file, "op_key,round,sample,latency_us\n" + body)
         return out
 
-    def add_samples(self, key: str, r: int, samples: list[float]) -> None:
+    def add_samples(self, key: str, r: int, samples: list[float], extra: dict[str, float] | None = None) -> None:
+        if extra:  # before the samples: an op-round on disk always has its extras
+            append_durable(self.extras_file, json.dumps({"op_key": key, "round": r, **extra}) + "\n")
+            self.extras[(key, r)] = dict(extra)
         append_durable(self.samples_file, _sample_lines(key, r, samples))
         self.samples[(key, r)] = samples
 
@@ -330,12 +350,19 @@ def _profile_ops(
     skip_existing: bool,
 ) -> ProfileResult:
     t0 = time.perf_counter()
+    states = getattr(target, "cache_states", ("warm",))
+    if config.cache is not None and config.cache not in states:
+        raise JobError(
+            f"{target.name} cannot time ops with {config.cache} caches (it can: {', '.join(states)}); "
+            f"use --cache {states[0]}"
+        )
+    config = replace(config, cache=config.cache or states[0])
     space = get_space(space_name)
     timed, identity, net_overhead = plan_ops(space.name, ops_limit)
     fp = target.fingerprint()
     device_id = fp["device_id"]
     rdir = runtime_dir_name(runtime.name, threads, runtime.dtype)
-    spec = RunSpec(threads=threads, warmup=config.warmup, runs=config.runs, core_mask=core_mask)
+    spec = RunSpec(threads=threads, warmup=config.warmup, runs=config.runs, core_mask=core_mask, cache=config.cache)
     job = {
         "device_id": device_id,
         "space": {"name": space.name, "hash": space.hash()},
@@ -446,6 +473,16 @@ def _up_to_date_version(runtime_dir: Path, job: dict[str, Any], ops_limit: int |
     return lut.path, int((lut.table["block"] != "overhead").sum())
 
 
+def _median_extras(work: _WorkDir, key: str, rounds: int) -> dict[str, float]:
+    """load_us / memory_kb of an op: the median over its op-rounds (NaN where not reported)."""
+    out = {}
+    for col in EXTRA_COLUMNS:
+        vals = [work.extras.get((key, r), {}).get(col) for r in range(rounds)]
+        vals = [float(v) for v in vals if v is not None]
+        out[col] = round(float(np.median(vals)), 3) if vals else math.nan
+    return out
+
+
 def _assemble(
     timed: list[Op], identity: list[Op], work: _WorkDir, failures: dict[str, str], rounds: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -463,7 +500,7 @@ def _assemble(
         values = [v for s in per_round for v in s]  # type: ignore[union-attr]
         # rounded to the ns the timer resolves, as table.csv stores them (meta must agree)
         stats = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in summarize(values).items()}
-        rows.append({**base, "status": "ok", **stats, "error": ""})
+        rows.append({**base, "status": "ok", **stats, "error": "", **_median_extras(work, op.key, rounds)})
         for r, s in enumerate(per_round):
             for i, v in enumerate(s):  # type: ignore[arg-type]
                 sample_rows.append((op.key, r, i, v))

@@ -22,8 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from lut.stats import summarize
-from profiler.api import measure_archs, profile_space
+from profiler.api import measure_archs_detailed, profile_space
 from profiler.export import quiet_exporter_noise
 from profiler.protocol import ProtocolConfig
 from profiler.runtimes import LAYOUTS, RUNTIMES, list_runtimes
@@ -60,8 +59,15 @@ def build_parser(adb=None) -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=_D.warmup, help=f"untimed runs per op per round (default {_D.warmup})")
     p.add_argument("--runs", type=int, default=_D.runs, help=f"timed runs per op per round (default {_D.runs})")
     p.add_argument("--seed", type=int, default=_D.seed, help="shuffle seed (round r uses seed + r)")
+    p.add_argument("--cache", choices=["cold", "warm"],
+                   help="cache state of timed op invocations: cold (the host's default) gives each invocation "
+                        "weights out of cache and its input in cache, as inside a network; warm (a phone's "
+                        "runners, which time one loaded model again and again) keeps both in cache")
     p.add_argument("--out", default="luts", help="LUT store root (default luts/)")
     p.add_argument("--arch", action="append", help="time this arch (name or JSON file) end to end instead of ops; repeatable")
+    p.add_argument("--per-layer", action="store_true",
+                   help="with --arch: also time every layer inside the network (the runtime's operator profile: "
+                        "ExecuTorch ETDump, LiteRT op profiling) beside the op timed alone")
     p.add_argument("--ops-limit", type=int, help="profile only the first N ops of the space")
     p.add_argument("--cache-dir", help="export cache root (default $HWNAS_CACHE or .cache/exports)")
     p.add_argument("--export-workers", type=int, help="export processes (default: min(cores, 4) for large jobs)")
@@ -88,15 +94,16 @@ def _run_device(device: str, args: argparse.Namespace, adb) -> dict[str, Any]:
                   cache_root=args.cache_dir, lock_wait_s=args.wait_lock)  # fmt: skip
     if args.arch:
         archs = [load_arch(a) for a in args.arch]
-        samples = measure_archs(archs, args.runtime, device, progress=not args.no_progress, **common)
+        measured = measure_archs_detailed(archs, args.runtime, device, progress=not args.no_progress,
+                                          per_layer=args.per_layer, **common)  # fmt: skip
         return {
             "device": device, "runtime": args.runtime, "dtype": args.dtype, "threads": args.threads,
-            "archs": {n: {**summarize(s), "samples_us": s} for n, s in samples.items()},
+            "archs": {n: m.to_dict() for n, m in measured.items()},
             "elapsed_s": round(time.perf_counter() - t0, 2),
         }  # fmt: skip
     result = profile_space(
         args.space, args.runtime, device, out=args.out, ops_limit=args.ops_limit,
-        progress=not args.no_progress, export_workers=args.export_workers,
+        progress=not args.no_progress, export_workers=args.export_workers, cache=args.cache,
         retry_failed=args.retry_failed, fresh=args.fresh, skip_existing=args.skip_existing, **common,
     )  # fmt: skip
     return {"device": device, "runtime": args.runtime, **result.to_dict()}
@@ -108,7 +115,12 @@ def _print_human(res: dict[str, Any]) -> None:
     elif "archs" in res:
         for name, s in res["archs"].items():
             print(f"{res['device']} {res['runtime']} {name}: median {s['median_us'] / 1e3:.2f} ms "
-                  f"(p10 {s['p10_us'] / 1e3:.2f}, p90 {s['p90_us'] / 1e3:.2f}, n {s['n']})")  # fmt: skip
+                  f"(p10 {s['p10_us'] / 1e3:.2f}, p90 {s['p90_us'] / 1e3:.2f}, n {s['n']}); load "
+                  f"{s['load_us'] / 1e3:.1f} ms, memory {s['memory_kb'] / 1024:.1f} MiB")  # fmt: skip
+            for row in s.get("layers") or []:
+                print(f"    layer {row['layer']:2d} {row['op_key']:<32} {row['median_us']:9.1f} µs in context")
+            if s.get("layers_error"):
+                print(f"    per-layer times unavailable: {s['layers_error']}")
     elif res.get("reused"):
         print(f"{res['device']}: LUT {res['lut_dir']} is up to date ({res['num_ops']} ops); "
               "drop --skip-existing to measure a new version")  # fmt: skip

@@ -29,11 +29,11 @@ import pandas as pd
 from lut.correction import CORRECTIONS, Correction
 from lut.store import Lut, LutError, load_lut
 from lut.validate import arch_features, evaluate, random_archs, write_validation
-from profiler.api import measure_archs
+from profiler.api import measure_archs, measure_archs_detailed
 from profiler.run import adb_module
 from profiler.runtimes import runtime_info
 from profiler.targets.lock import device_lock
-from search.space import arch_ops, get_space, named_archs_for
+from search.space import Arch, Op, arch_ops, get_space, named_archs_for, overhead_op, parse_op_key
 
 __all__ = ["ValidationConfig", "validate_lut", "main"]
 
@@ -50,6 +50,8 @@ class ValidationConfig:
     target_options: dict[str, Any] | None = None  # passed through to the target (adb options)
     progress: bool = False  # progress bars while exporting and measuring
     lock_wait_s: float = 0.0  # a busy device: wait this long for its lock, then stop
+    drift_ops: int = 10  # LUT ops re-timed in the same rounds as the archs (drift since the LUT)
+    per_layer: bool = False  # also time the named archs' layers in context (profiler.layers)
 
 
 def _target(lut: Lut, device: str | None) -> str:
@@ -86,8 +88,14 @@ def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dic
         progress=config.progress,
     )
     half = config.rounds // 2
+    drift_ops = _drift_sample(lut, config.drift_ops, config.seed)
+    op_cache = proto.get("cache", "warm")  # LUTs before the cache option timed ops warm
     with device_lock(kwargs["device"], wait_s=config.lock_wait_s, what=f"validate {lut.id}"):
-        halves = [measure_archs(archs, rt["name"], rounds=half, seed=config.seed + i, **kwargs) for i in range(2)]
+        halves = [
+            measure_archs(archs, rt["name"], rounds=half, seed=config.seed + i, ops=drift_ops, op_cache=op_cache, **kwargs)
+            for i in range(2)
+        ]  # fmt: skip
+        layers = _layers(lut, archs, rt["name"], kwargs) if config.per_layer else None
     n_train = len(rand) // 2
     records = []
     for i, arch in enumerate(archs):
@@ -111,6 +119,9 @@ def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dic
         if chosen:
             r["corrected_us"] = Correction(report["prediction_model"], chosen["coef"]).apply(r)
     options = {k: v for k, v in kwargs.items() if k not in ("progress", "target_options")}
+    report["drift"] = _drift(lut, drift_ops, halves)
+    if layers is not None:
+        report["layers"] = layers
     report.update(
         num_archs=len(archs),
         lut={"device_id": lut.device_id, "space": lut.space, "version": lut.version,
@@ -125,6 +136,57 @@ def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dic
     return report
 
 
+def _drift_sample(lut: Lut, n: int, seed: int) -> list[Op]:
+    """`n` ok ops of the LUT spread over its latency range (seeded), plus the network-input
+    overhead op: what validation re-times to see how far the device moved since the LUT."""
+    if n <= 0:
+        return []
+    t = lut.table
+    ok = t[(t["status"] == "ok") & (t["block"] != "overhead")].sort_values("median_us")
+    rng = np.random.default_rng(seed)
+    picks = [ok.index[min(len(ok) - 1, int(q * len(ok)))] for q in (np.arange(n) + rng.uniform(0, 1, n)) / n]
+    stem = get_space(lut.space).fixed_ops()["stem"]
+    return [parse_op_key(k) for k in dict.fromkeys(picks)] + [overhead_op(stem)]
+
+
+def _drift(lut: Lut, ops: list[Op], halves: list[dict[str, list[float]]]) -> dict[str, Any]:
+    """Per re-timed op: its LUT median and its median now; the median relative change."""
+    rows = []
+    for op in ops:
+        now = float(np.median(halves[0][op.key] + halves[1][op.key]))
+        then = float(lut.table.at[op.key, "median_us"])
+        rows.append({"op_key": op.key, "lut_us": then, "now_us": now, "change_pct": 100.0 * (now / then - 1.0)})
+    changes = [r["change_pct"] for r in rows]
+    return {
+        "ops": rows,
+        "median_change_pct": float(np.median(changes)) if changes else None,
+        "definition": "ops of the LUT re-timed with its own protocol in the same rounds as the archs; "
+        "change_pct = 100*(now/lut - 1): how far the device moved since the LUT was measured",
+    }
+
+
+def _layers(lut: Lut, archs: list[Arch], runtime: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The named archs' (else the first three) layers: the LUT's isolated value of each op beside
+    the layer's time inside the network."""
+    chosen = [a for a in archs if not a.label.startswith("random_")] or archs[:3]
+    measured = measure_archs_detailed(chosen, runtime, rounds=1, per_layer=True, **kwargs)
+    out: dict[str, Any] = {}
+    for arch in chosen:
+        m = measured[arch.label]
+        if m.layers is None:
+            out[arch.label] = {"error": m.layers_error}
+            continue
+        rows = []
+        for row in m.layers:
+            lut_us = lut.op_latency_us(row["op_key"])
+            ctx = row["median_us"]
+            rows.append({**row, "lut_us": lut_us, "in_context_us": ctx,
+                         "ratio": ctx / lut_us if lut_us > 0 else None})  # fmt: skip
+        out[arch.label] = {"layers": rows, "lut_sum_us": sum(r["lut_us"] for r in rows),
+                           "in_context_sum_us": sum(r["in_context_us"] for r in rows)}  # fmt: skip
+    return out
+
+
 # --- CLI ------------------------------------------------------------------------------------------
 def build_parser(adb=None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lut validate", description=__doc__,
@@ -137,6 +199,10 @@ def build_parser(adb=None) -> argparse.ArgumentParser:
     p.add_argument("--device", help="adb serial for phone LUTs (host LUTs: omit)")
     p.add_argument("--correction", default="none", choices=["none", "auto", *CORRECTIONS],
                    help="fitted correction of the additive sum, scored on held-out archs")  # fmt: skip
+    p.add_argument("--drift-ops", type=int, default=10,
+                   help="LUT ops re-timed in the same rounds, to report the drift since the LUT (default 10)")
+    p.add_argument("--per-layer", action="store_true",
+                   help="also time the named archs' layers inside the network, beside each op's LUT value")
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
     p.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
                    help="when another job is measuring on the device, wait this long for it (default: stop)")
@@ -154,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         options = adb.adb_options(args) if (adb is not None and args.device and args.device != "host") else None
         cfg = ValidationConfig(num_archs=args.archs, seed=args.seed, rounds=args.rounds, device=args.device,
                                correction=args.correction, target_options=options, progress=not args.json,
-                               lock_wait_s=args.wait_lock)  # fmt: skip
+                               lock_wait_s=args.wait_lock, drift_ops=args.drift_ops, per_layer=args.per_layer)  # fmt: skip
         report = validate_lut(lut, cfg)
     except (ValueError, RuntimeError, OSError) as e:  # LutError and TargetError included
         print(f"error: {e}", file=sys.stderr)
@@ -166,6 +232,18 @@ def main(argv: list[str] | None = None) -> int:
     cols = ["name", "split", "predicted_us", "measured_us", "ape"]
     with pd.option_context("display.width", 200, "display.float_format", "{:.1f}".format):
         print(pd.DataFrame(report["archs"])[cols].to_string(index=False))
+    for name, entry in (report.get("layers") or {}).items():
+        if "error" in entry:
+            print(f"{name}: per-layer times unavailable: {entry['error']}")
+            continue
+        print(f"{name}: layers inside the network vs the LUT (sum {entry['in_context_sum_us'] / 1e3:.2f} ms "
+              f"in context, {entry['lut_sum_us'] / 1e3:.2f} ms in the LUT)")  # fmt: skip
+        with pd.option_context("display.width", 200, "display.float_format", "{:.2f}".format):
+            print(pd.DataFrame(entry["layers"])[["layer", "op_key", "lut_us", "in_context_us", "ratio"]].to_string(index=False))
+    d = report["drift"]
+    if d["median_change_pct"] is not None:
+        print(f"drift since the LUT: {len(d['ops'])} of its ops re-timed now, median change "
+              f"{d['median_change_pct']:+.1f}%")  # fmt: skip
     print(f"{lut.id}: MAPE {report['mape']:.2f}%  max APE {report['max_ape']:.2f}%  "
           f"Spearman {report['spearman']:.3f}  Kendall {report['kendall']:.3f}  "
           f"noise floor {report['noise_floor']:.2f}%  ({report['prediction_model']}, "

@@ -112,9 +112,9 @@ def tiny_space(monkeypatch: pytest.MonkeyPatch) -> str:
 
     def _tiny() -> Space:
         return Space(family="tinyval", stem_channels=8, stem_block=base.stem_block,
-                     stages=((8, 1, 1), (16, 1, 2)), head_channels=32,
+                     stages=((16, 1, 1), (32, 1, 2)), head_channels=64,
                      head_block=base.head_block, candidates_all=base.candidates_all,
-                     resolution=32, defaults=(32, 1.0), num_classes=10)  # fmt: skip
+                     resolution=64, defaults=(64, 1.0), num_classes=10)  # fmt: skip
 
     monkeypatch.setitem(SPACES, "tinyval", _tiny)
     return "tinyval"
@@ -153,6 +153,12 @@ def test_validate_real_host_lut(tmp_path: Path, capsys: pytest.CaptureFixture, t
         assert a["predicted_us"] == pytest.approx(lut.predict_us([op.key for op in arch_ops(arch)]))
     # archs from all-skip to all-k5_e6 span a wide range: a LUT that adds up ranks them right
     assert out["spearman"] > 0.6
+    # the LUT's ops re-timed in the same rounds: how far the host moved since the LUT
+    drift = out["drift"]
+    assert len(drift["ops"]) >= 5 and drift["ops"][-1]["op_key"] == "overhead-i3x64x64-o3-s1"
+    for row in drift["ops"]:
+        assert row["lut_us"] == lut.table.at[row["op_key"], "median_us"] and row["now_us"] > 0
+        assert row["change_pct"] == pytest.approx(100 * (row["now_us"] / row["lut_us"] - 1))
 
 
 def test_lut_validate_runs_the_profiler_driver() -> None:

@@ -30,11 +30,11 @@ class InterruptingHost(HostTarget):
         self.stop_after = stop_after
         self.calls: list[str] = []
 
-    def measure(self, runtime, model_file: Path, spec: RunSpec) -> list[float]:
+    def measure_detailed(self, runtime, model_file: Path, spec: RunSpec, **kw):
         if self.stop_after is not None and len(self.calls) == self.stop_after:
             raise KeyboardInterrupt
         self.calls.append(Path(model_file).stem)
-        return super().measure(runtime, model_file, spec)
+        return super().measure_detailed(runtime, model_file, spec, **kw)
 
 
 class FlakyHost(HostTarget):
@@ -44,12 +44,12 @@ class FlakyHost(HostTarget):
         super().__init__()
         self.key, self.faults, self.calls = key, faults, []
 
-    def measure(self, runtime, model_file: Path, spec: RunSpec) -> list[float]:
+    def measure_detailed(self, runtime, model_file: Path, spec: RunSpec, **kw):
         stem = Path(model_file).stem
         self.calls.append(stem)
         if stem == self.key and self.calls.count(stem) <= self.faults:
             raise RunnerError(f"runner crashed (signal 11) on {stem}")
-        return super().measure(runtime, model_file, spec)
+        return super().measure_detailed(runtime, model_file, spec, **kw)
 
 
 @pytest.fixture(scope="module")

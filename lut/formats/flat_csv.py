@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from lut.schema import EXTRA_COLUMNS
 from lut.formats import ROW_COLUMNS, ImportedLut, file_source, imported_runtime, register_format
 from lut.store import Lut, LutError
 from search.space import get_space
@@ -38,11 +39,12 @@ class FlatCsv:
         except (pd.errors.ParserError, UnicodeDecodeError) as e:
             raise LutError(f"{path}: not a readable CSV ({e})") from None
         missing = [c for c in ("device_id", "space", "runtime_dir", "op_key", *ROW_COLUMNS)
-                   if c not in df.columns and c != "error"]  # fmt: skip
+                   if c not in df.columns and c != "error" and c not in EXTRA_COLUMNS]  # fmt: skip
         if missing:
             raise LutError(f"{path}: flat CSV lacks columns {', '.join(missing)}")
         if "error" not in df.columns:
             df["error"] = ""
+        df = df.assign(**{c: float("nan") for c in EXTRA_COLUMNS if c not in df.columns})
         df["error"] = df["error"].fillna("").astype(str)
         out = []
         for (device_id, space, runtime_dir), g in df.groupby(

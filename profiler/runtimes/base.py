@@ -70,6 +70,10 @@ class Session(Protocol):
         """One invocation on the bound input (nothing copied in or out)."""
         ...
 
+    def refresh_input(self) -> None:
+        """Write the bound input again (as the layer before would): it is in cache afterwards."""
+        ...
+
     def infer(self, x: np.ndarray) -> np.ndarray:
         """Bind `x`, run once and return the first output (for correctness checks)."""
         ...

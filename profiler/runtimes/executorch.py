@@ -130,6 +130,9 @@ class ExecuTorchSession:
     def run(self) -> None:
         self._method.execute()
 
+    def refresh_input(self) -> None:
+        self._method.set_inputs(self._inputs)  # copies into the planned input buffer: warm after
+
     def write_etdump(self, path: Path) -> None:
         """Write the ETDump of every run so far (opened with `etdump=True`)."""
         self._program._program.write_etdump_result_to_file(str(path))

@@ -13,8 +13,8 @@ the `libLiteRt.so` that ai-edge-litert ships (`litert_profiler.py`), since its P
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
-import sys
 from importlib.metadata import version
 from pathlib import Path
 
@@ -52,6 +52,8 @@ class TFLiteRuntime(RuntimeBase):
                 module = litert_torch.to_channel_last_io(module, args=[0], outputs=[0] if out_4d else [])
                 example_input = example_input.permute(0, 2, 3, 1).contiguous()
             self._convert(module, example_input, path)
+        except ExportError:
+            raise
         except Exception as e:  # the converter raises many unrelated types; report any of them
             raise ExportError(f"{type(e).__name__}: {e}") from e
 
@@ -59,17 +61,19 @@ class TFLiteRuntime(RuntimeBase):
     def _convert(module: nn.Module, example_input: torch.Tensor, path: Path) -> None:
         import litert_torch
 
-        # litert-torch prints conversion progress on stdout; keep stdout for CLI output.
-        with contextlib.redirect_stdout(sys.stderr), torch.no_grad():
+        # litert-torch prints its progress on stdout and the converter its op counts on fd 2:
+        # nothing about our op (native_stderr_quiet gives fd 2 back if the conversion fails)
+        with contextlib.redirect_stdout(io.StringIO()), native_stderr_quiet(), torch.no_grad():
             litert_torch.convert(module, (example_input,)).export(str(path))
 
     def _interpreter(self, path: Path, threads: int, xnnpack: bool = True):
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        interp = Interpreter(model_path=str(path), num_threads=threads,
-                             experimental_op_resolver_type=resolver)
-        interp.allocate_tensors()
+        with native_stderr_quiet():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+            interp = Interpreter(model_path=str(path), num_threads=threads,
+                                 experimental_op_resolver_type=resolver)
+            interp.allocate_tensors()
         return interp
 
     def open(self, path: Path, *, threads: int, seed: int = 0, xnnpack: bool = True) -> "TFLiteSession":
@@ -110,6 +114,10 @@ class TFLiteSession:
 
     def run(self) -> None:
         self._interp.invoke()
+
+    def refresh_input(self) -> None:
+        for i, data in self._inputs:  # copies into the interpreter's input tensor: warm after
+            self._interp.set_tensor(i, data)
 
     def profile_ops(self, runs: int = 10, *, warmup: int = 1) -> list[OperatorProfile]:
         """Per-operator µs of `runs` profiled invocations (after `warmup` unprofiled ones), in

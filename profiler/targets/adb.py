@@ -62,7 +62,12 @@ LOCK_CLOCKS = ("auto", "off", "require")
 
 
 class AdbTarget:
-    """The Target protocol on one adb device (see `profiler.targets.base`)."""
+    """The Target protocol on one adb device (see `profiler.targets.base`).
+
+    Cache state: a runner binary times one loaded model again and again, so an op's weights are in
+    cache as they would not be inside a network ("warm", the only state this target offers)."""
+
+    cache_states = ("warm",)  # what `RunSpec.cache` may ask for; the first is the default
 
     def __init__(
         self,
@@ -192,6 +197,8 @@ class AdbTarget:
     ) -> Measurement:
         """`spec.runs` samples with the runner's extras (init_us, memory, ...) and, with
         `profile`, per-operator data: benchmark_model's op table (`ops`) or an ETDump (`etdump`)."""
+        if spec.cache not in self.cache_states:
+            raise TargetError(f"{self.name}: a runner binary cannot time with {spec.cache!r} caches; use warm")
         runner = self._runner_of(runtime)
         remote = self._remote.get(Path(model_file))
         if remote is None:

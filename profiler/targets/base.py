@@ -10,7 +10,13 @@ The measurement protocol (warm-up, rounds, shuffling, overhead op, persistence) 
     state = target.round_state(threshold)     # before each round: wait for cool-down on a phone,
                                               # return what is recorded with that round's samples
     samples_us = target.measure(runtime, model_file, spec)   # one op, `spec.runs` samples
+    m = target.measure_detailed(runtime, model_file, spec)   # + load time, memory (`Measurement`)
     target.close()
+
+`Measurement.extra` carries what the target knows besides the samples, under unit-named keys;
+`load_us` and `memory_kb` are what every target reports (`load_extras`): the time to load and
+initialise the model, and the memory the loaded model holds (`MEMORY_SEMANTICS` says what each
+target's number is).
 """
 
 from __future__ import annotations
@@ -21,7 +27,33 @@ from typing import Any, Protocol, runtime_checkable
 
 from profiler.runtimes.base import Runtime
 
-__all__ = ["RunSpec", "Target", "TargetError", "DeviceLostError", "RunnerError"]
+from android_harness.execute import Measurement
+
+__all__ = [
+    "RunSpec", "Target", "TargetError", "DeviceLostError", "RunnerError", "Measurement",
+    "MEMORY_SEMANTICS", "load_extras", "CACHE_STATES",
+]  # fmt: skip
+
+MEMORY_SEMANTICS = {
+    "host": "growth of this process's resident memory over loading the model and its warm-up runs",
+    "benchmark_model": "growth of the tool's peak resident memory from its start (its memory footprint delta)",
+    "executor_runner": "the method's memory-planned buffers (activations; its log's planned buffer sizes)",
+}
+
+
+def load_extras(extra: dict[str, float], runner: str) -> dict[str, float]:
+    """`load_us` and `memory_kb` from a measurement's extras (host or runner keys), where known."""
+    out: dict[str, float] = {}
+    load = extra.get("load_us", extra.get("init_us"))
+    if load is not None:
+        out["load_us"] = float(load)
+    if "memory_kb" in extra:
+        out["memory_kb"] = float(extra["memory_kb"])
+    elif runner == "benchmark_model" and "mem_delta_mb" in extra:
+        out["memory_kb"] = 1024.0 * float(extra["mem_delta_mb"])
+    elif runner == "executor_runner" and "planned_memory_bytes" in extra:
+        out["memory_kb"] = float(extra["planned_memory_bytes"]) / 1024.0
+    return out
 
 
 @dataclass(frozen=True)
@@ -33,7 +65,18 @@ class RunSpec:
     runs: int = 20  # timed invocations per op per round (one sample each)
     core_mask: str | None = None  # taskset hex mask on phones; None = target's default
     timeout_s: float = 120.0  # a single op's run is abandoned (and marked failed) after this
+    # Cache state of the timed invocations: "warm" runs one loaded model again and again (its
+    # weights stay in cache); "cold" gives each invocation weights that are not in cache, as a
+    # layer's are inside a network, while its input is warm (see each target's docstring).
+    cache: str = "warm"
     extra: dict[str, Any] = field(default_factory=dict, compare=False)  # runtime-specific options
+
+    def __post_init__(self) -> None:
+        if self.cache not in CACHE_STATES:
+            raise ValueError(f"cache must be one of {CACHE_STATES}, got {self.cache!r}")
+
+
+CACHE_STATES = ("warm", "cold")
 
 
 class TargetError(RuntimeError):
@@ -54,6 +97,7 @@ class RunnerError(TargetError):
 @runtime_checkable
 class Target(Protocol):
     name: str  # "host" or the adb serial
+    cache_states: tuple[str, ...]  # RunSpec.cache values it can time with; the first is its default
 
     def fingerprint(self) -> dict[str, Any]:
         """Device identity for the LUT metadata; must contain a stable `device_id` slug."""
@@ -74,6 +118,13 @@ class Target(Protocol):
         Raises RunnerError for a failure of this op only and DeviceLostError when the device is
         gone.
         """
+        ...
+
+    def measure_detailed(
+        self, runtime: Runtime, model_file: Path, spec: RunSpec, *, profile: bool = False
+    ) -> Measurement:
+        """`measure` plus what the target reports with the samples (`extra`: load_us, memory_kb,
+        ...) and, with `profile`, its per-operator view of the run (`ops` rows or an `etdump`)."""
         ...
 
     def close(self) -> None: ...

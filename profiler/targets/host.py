@@ -13,19 +13,25 @@ of a core while it measures, a warning says so and the LUT's per-round state rec
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import hashlib
 import logging
+import math
 import os
 import platform
 import re
+import statistics
+import tempfile
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from profiler.runtimes import Runtime, run_host
+from android_harness.tflite_stats import OperatorTiming
+from profiler.runtimes import Runtime, time_invocations
 
-from .base import RunnerError, RunSpec
+from .base import Measurement, RunnerError, RunSpec
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +81,7 @@ class HostTarget:
     """This machine's CPU. Runs models in-process; nothing to push."""
 
     name = "host"
+    cache_states = ("cold", "warm")  # what `RunSpec.cache` may ask for; the first is the default
 
     def __init__(self) -> None:
         self._fingerprint: dict[str, Any] | None = None
@@ -139,14 +146,120 @@ class HostTarget:
         return state
 
     def measure(self, runtime: Runtime, model_file: Path, spec: RunSpec) -> list[float]:
-        # In-process: spec.timeout_s cannot interrupt a native call, and core_mask does not apply.
+        return self.measure_detailed(runtime, model_file, spec).samples_us
+
+    def measure_detailed(
+        self, runtime: Runtime, model_file: Path, spec: RunSpec, *, profile: bool = False
+    ) -> Measurement:
+        """Load the model (timed: `load_us`; its resident memory growth over load and warm-up:
+        `memory_kb`), warm up, and time `spec.runs` invocations; `spec.cache` "cold" cycles through
+        `cold_copies` loaded copies, re-writing the input of the copy about to run (untimed), so
+        each invocation finds its weights out of cache and its input in it. With `profile`, also
+        the runtime's per-operator view of separate profiled runs (ExecuTorch: an ETDump; LiteRT:
+        XNNPACK's operator timings).
+
+        In-process: spec.timeout_s cannot interrupt a native call, and core_mask does not apply."""
+        if spec.cache not in self.cache_states:
+            raise RunnerError(f"the host cannot time with {spec.cache!r} caches")
+        path = Path(model_file)
         try:
-            return run_host(runtime, Path(model_file), threads=spec.threads, warmup=spec.warmup, runs=spec.runs)
+            return _measure(runtime, path, spec, profile)
         except Exception as e:  # any runtime failure fails this op only (the job goes on)
-            raise RunnerError(f"{runtime.name} failed to run {Path(model_file).name}: {type(e).__name__}: {e}") from e
+            raise RunnerError(f"{runtime.name} failed to run {path.name}: {type(e).__name__}: {e}") from e
 
     def close(self) -> None:
         return None
+
+
+def last_level_cache_bytes() -> int:
+    """Size of the largest CPU cache sysfs lists (the last-level cache), else 32 MiB."""
+    sizes = []
+    for f in _SYS_CPU.glob("cpu0/cache/index*/size"):
+        text = _read_text(f) or ""
+        m = re.fullmatch(r"(\d+)([KMG]?)", text)
+        if m:
+            sizes.append(int(m[1]) * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[m[2]])
+    return max(sizes, default=32 << 20)
+
+
+def cold_copies(model_bytes: int, cache_bytes: int | None = None, *, most: int = 64) -> int:
+    """Loaded copies to cycle so that their weights (about the file's size each) together exceed
+    twice the last-level cache: each invocation then finds its copy's weights evicted."""
+    cache_bytes = cache_bytes or last_level_cache_bytes()
+    return max(2, min(most, -(-2 * cache_bytes // max(1, model_bytes))))
+
+
+def _rss_kb(trim: bool = False) -> float:
+    """This process's resident memory (KiB); `trim` first returns freed heap to the system so that
+    the next growth is the next allocation's."""
+    if trim:
+        gc.collect()
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc: growth may be hidden by reused free memory
+            pass
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return math.nan
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1024.0
+
+
+def _measure(runtime: Runtime, path: Path, spec: RunSpec, profile: bool) -> Measurement:
+    rss0 = _rss_kb(trim=True)
+    t0 = time.perf_counter_ns()
+    first = runtime.open(path, threads=spec.threads)
+    load_us = (time.perf_counter_ns() - t0) / 1e3
+    for _ in range(max(1, spec.warmup)):
+        first.run()
+    memory_kb = _rss_kb() - rss0
+    extra = {"load_us": load_us, "memory_kb": memory_kb}
+    if spec.cache == "cold":
+        k = cold_copies(path.stat().st_size)
+        sessions = [first] + [runtime.open(path, threads=spec.threads) for _ in range(k - 1)]
+        for s in sessions[1:]:
+            for _ in range(max(1, spec.warmup)):
+                s.run()
+        extra["cold_copies"] = float(k)
+        samples = []
+        clock = time.perf_counter_ns
+        for i in range(spec.runs):
+            s = sessions[i % k]
+            s.refresh_input()
+            t = clock()
+            s.run()
+            samples.append((clock() - t) / 1e3)
+        del sessions
+    else:
+        samples = time_invocations(first.run, warmup=0, runs=spec.runs)
+    ops: tuple = ()
+    etdump = None
+    if profile:
+        ops, etdump = _profile(runtime, path, spec)
+    return Measurement(samples, extra, ops, etdump, invocations=1)
+
+
+def _profile(runtime: Runtime, path: Path, spec: RunSpec) -> tuple[tuple, bytes | None]:
+    """The runtime's per-operator view of `spec.runs` profiled invocations of `path`."""
+    runs = max(5, spec.runs)
+    if runtime.name == "executorch":
+        session = runtime.open(path, threads=spec.threads, etdump=True)
+        for _ in range(spec.warmup + runs):
+            session.run()
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "run.etdump"
+            session.write_etdump(out)
+            return (), out.read_bytes()
+    if runtime.name == "tflite":
+        rows = runtime.open(path, threads=spec.threads).profile_ops(runs=runs, warmup=spec.warmup)
+        total = sum(statistics.fmean(r.elapsed_us) for r in rows) or 1.0
+        cdf, ops = 0.0, []
+        for r in rows:
+            avg = statistics.fmean(r.elapsed_us)
+            cdf += 100.0 * avg / total
+            ops.append(OperatorTiming(r.node_type, r.name, float(r.elapsed_us[0]), avg, 100.0 * avg / total, cdf, 1))
+        return tuple(ops), None
+    raise RunnerError(f"{runtime.name} has no per-operator profiler on the host")
 
 
 def _cpu_times() -> tuple[float, float, float, float] | None:

@@ -1,0 +1,104 @@
+"""In-context per-layer timing: what each layer of a network takes *inside* the network.
+
+A runtime's operator profile of a whole network (ExecuTorch's ETDump, read with
+`executorch.devtools.Inspector`; LiteRT's XNNPACK operator timings on the host; benchmark_model's
+`--enable_op_profiling` table on a phone) lists the delegate's operators in execution order —
+`Convolution (NHWC, F32) IGEMM`, `Fully Connected (NC, F32) GEMM`, `Add (ND)`, … — with no link
+back to the PyTorch module they came from. Each layer's own export (the LUT's op file) has the
+same operators, so profiling every op file once gives each layer's operator sequence, and the
+network's sequence is cut into layers by walking it in order (`split_layers`). A layer's
+in-context time is the sum of its operators' times, per profiled run; the median over runs is
+reported beside the LUT's isolated value of the same op, so a user sees which layers break
+additivity and by how much.
+
+    ops = operators_of(measurement)              # [Operator(node_type, runs_us), ...]
+    layers = split_layers(net_ops, [ops_of_each_layer...], op_keys)
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from android_harness.execute import Measurement
+
+__all__ = ["Operator", "LayerAlignmentError", "operators_of", "split_layers"]
+
+# ETDump events that are not operators: the delegate/method wrappers and the per-call marker of
+# portable kernels (whose own event, `native_call_<op>`, is the operator).
+_NOT_OPERATORS = {"DELEGATE_CALL", "Method::execute", "OPERATOR_CALL", "Method::init", "Program::load_method"}
+_INDEX = re.compile(r"\s+#\d+$")
+
+
+class LayerAlignmentError(ValueError):
+    """The network's operators do not follow its layers' operators in order."""
+
+
+@dataclass(frozen=True)
+class Operator:
+    """One operator of a profiled model, in execution order, with its time in each profiled run."""
+
+    node_type: str  # "Convolution (NHWC, F32) IGEMM" (no "#N" index)
+    runs_us: tuple[float, ...]
+
+    @property
+    def median_us(self) -> float:
+        return statistics.median(self.runs_us)
+
+
+def operators_of(m: Measurement) -> list[Operator]:
+    """The operators of a `measure_detailed(..., profile=True)` measurement, in execution order."""
+    if m.etdump is not None:
+        return _etdump_operators(m.etdump)
+    if m.ops:  # op tables give each operator's mean per call, not per run: one value per run
+        return [Operator(_INDEX.sub("", o.node_type), (float(o.avg_us) * max(1, o.times_called),)) for o in m.ops]
+    raise LayerAlignmentError("the measurement has no operator profile (measure with profile=True)")
+
+
+def _etdump_operators(etdump: bytes) -> list[Operator]:
+    from executorch.devtools import Inspector
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "run.etdump"
+        path.write_bytes(etdump)
+        inspector = Inspector(etdump_path=str(path))
+    ops = []
+    for block in inspector.event_blocks:
+        if block.name != "Execute":
+            continue
+        for event in block.events:
+            if event.name in _NOT_OPERATORS or not event.perf_data:
+                continue
+            ops.append(Operator(_INDEX.sub("", event.name), tuple(1000.0 * v for v in event.perf_data.raw)))
+    return ops
+
+
+def split_layers(
+    network: Sequence[Operator], layers: Sequence[Sequence[Operator]], keys: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Cut the network's operators into `layers` (each layer's own operator sequence, in network
+    order; `keys` name them). Returns one row per layer: {layer, op_key, median_us,
+    num_operators}; identity layers (no operators) take 0 µs. Raises LayerAlignmentError naming
+    the first layer whose operators the network does not run at that point."""
+    pos, rows = 0, []
+    runs = min((len(o.runs_us) for o in network), default=0)
+    for i, (layer_ops, key) in enumerate(zip(layers, keys)):
+        want = [o.node_type for o in layer_ops]
+        got = network[pos : pos + len(want)]
+        if [o.node_type for o in got] != want:
+            raise LayerAlignmentError(
+                f"layer {i} ({key}): the network runs {[o.node_type for o in got]} where the op alone "
+                f"runs {want}; the exporter fused or reordered across layers here"
+            )
+        per_run = [sum(o.runs_us[r] for o in got) for r in range(runs)] if got else [0.0]
+        rows.append({"layer": i, "op_key": key, "median_us": statistics.median(per_run),
+                     "num_operators": len(got)})  # fmt: skip
+        pos += len(want)
+    if pos != len(network):
+        extra = [o.node_type for o in network[pos:]]
+        raise LayerAlignmentError(f"the network runs {len(extra)} operators after its last layer: {extra[:5]}")
+    return rows

@@ -1,0 +1,61 @@
+"""In-context per-layer timing: a network's operators cut into its layers (profiler.layers)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from android_harness.execute import Measurement
+from android_harness.tflite_stats import OperatorTiming
+from profiler.layers import LayerAlignmentError, Operator, operators_of, split_layers
+from search.space import arch_ops, get_arch
+
+
+def _ops(*types: str, us: float = 10.0) -> list[Operator]:
+    return [Operator(t, (us, us + 2.0)) for t in types]
+
+
+def test_split_layers_by_each_layers_own_operators() -> None:
+    conv, dw, fc, add = "Convolution (NHWC, F32) IGEMM", "Convolution (NHWC, F32) DWConv", "Fully Connected (NC, F32) GEMM", "Add (ND)"
+    layers = [_ops(conv), _ops(fc, dw, fc, add), [], _ops(fc)]
+    network = [*_ops(conv, us=5.0), *_ops(fc, dw, fc, add, us=20.0), *_ops(fc, us=7.0)]
+    rows = split_layers(network, layers, ["stem", "k3_e6", "skip", "head"])
+    assert [r["num_operators"] for r in rows] == [1, 4, 0, 1]
+    assert [r["median_us"] for r in rows] == [6.0, 84.0, 0.0, 8.0]  # per-run sums, median of runs
+    with pytest.raises(LayerAlignmentError, match=r"layer 1 \(k3_e6\)"):
+        split_layers(network, [_ops(conv), _ops(fc, fc), [], _ops(fc)], ["stem", "k3_e6", "skip", "head"])
+    with pytest.raises(LayerAlignmentError, match="after its last layer"):
+        split_layers(network + _ops(add), layers, ["stem", "k3_e6", "skip", "head"])
+
+
+def test_operators_of_an_op_table_strip_the_index() -> None:
+    rows = (OperatorTiming("Convolution (NHWC, F32) IGEMM #3", "Delegate/x:0", 12.0, 10.0, 50.0, 50.0, 1),)
+    (op,) = operators_of(Measurement([1.0], ops=rows))
+    assert op.node_type == "Convolution (NHWC, F32) IGEMM" and op.median_us == 10.0
+    with pytest.raises(LayerAlignmentError, match="profile=True"):
+        operators_of(Measurement([1.0]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", ["executorch", "tflite"])
+def test_per_layer_times_of_a_real_network(runtime: str, tmp_path) -> None:
+    """`profiler.run --arch A --per-layer` on the host: every layer of FBNet-96-0.35 gets its
+    in-context time (ETDump / LiteRT op profiling), identity layers none."""
+    arch = get_arch("fbnet_96_035_1")
+    out = subprocess.run(
+        [sys.executable, "-m", "profiler.run", "--device", "host", "--runtime", runtime, "--arch", arch.name,
+         "--per-layer", "--rounds", "2", "--runs", "5", "--json", "--no-progress", "--cache-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])["archs"][arch.name]
+    layers = res["layers"]
+    ops = arch_ops(arch)
+    assert [r["op_key"] for r in layers] == [op.key for op in ops]
+    for row, op in zip(layers, ops):
+        assert (row["num_operators"] == 0) == op.is_identity
+        assert (row["median_us"] == 0) == op.is_identity and row["median_us"] >= 0
+    assert res["load_us"] > 0 and res["memory_kb"] > 0
