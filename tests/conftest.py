@@ -174,3 +174,21 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict:
         rt.export(op.build(), op.example_input(), path)
         files[name] = path
     return files
+
+
+@pytest.fixture
+def tiny_space(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A two-layer FBNet-style space (≈ 25 ops), so a real profile is quick; unregistered after
+    the test (monkeypatch restores the registry)."""
+    from search.space import SPACES, Space, get_space
+
+    base = get_space("fbnet")
+
+    def _tiny() -> Space:
+        return Space(family="tinyval", stem_channels=8, stem_block=base.stem_block,
+                     stages=((16, 1, 1), (32, 1, 2)), head_channels=64,
+                     head_block=base.head_block, candidates_all=base.candidates_all,
+                     resolution=64, defaults=(64, 1.0), num_classes=10)  # fmt: skip
+
+    monkeypatch.setitem(SPACES, "tinyval", _tiny)
+    return "tinyval"

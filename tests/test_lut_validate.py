@@ -16,7 +16,7 @@ from lut.correction import CORRECTIONS, fit_correction, read_validation
 from lut.store import LutError, load_lut
 from lut.validate import error_metrics, evaluate, noise_floor_pct, random_archs, write_validation
 from profiler.validate import ValidationConfig, validate_lut
-from search.space import SPACES, Arch, arch_ops, get_space
+from search.space import Arch, arch_ops, get_space
 from search.space.spaces import Space
 SPACE = "fbnet-r32-w0.25"  # the synthetic_lut default
 
@@ -102,22 +102,6 @@ def test_validation_json_round_trip_and_phone_needs_serial(tmp_path: Path, synth
     rep = {**evaluate(_records(1.0, 0.0)), "num_archs": 22, "archs": []}
     path = write_validation(lut, rep)
     assert path.name == "validation.json" and read_validation(lut.path)["mape"] == rep["mape"]
-
-
-@pytest.fixture
-def tiny_space(monkeypatch: pytest.MonkeyPatch) -> str:
-    """A two-layer FBNet-style space (≈ 25 ops), so a real profile is quick; unregistered after
-    the test (monkeypatch restores the registry)."""
-    base = get_space("fbnet")
-
-    def _tiny() -> Space:
-        return Space(family="tinyval", stem_channels=8, stem_block=base.stem_block,
-                     stages=((16, 1, 1), (32, 1, 2)), head_channels=64,
-                     head_block=base.head_block, candidates_all=base.candidates_all,
-                     resolution=64, defaults=(64, 1.0), num_classes=10)  # fmt: skip
-
-    monkeypatch.setitem(SPACES, "tinyval", _tiny)
-    return "tinyval"
 
 
 @pytest.mark.slow
