@@ -101,7 +101,12 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if validation is not None:
         print(f"  validation  {validation}")
     cols = ["block", "c_in", "h", "w", "c_out", "stride", "status", "median_us", "p10_us",
-            "p90_us", "std_us", "n"]  # fmt: skip
+            "p90_us", "std_us", "n", "load_us", "memory_kb"]  # fmt: skip
+    ok = lut.table[lut.table["status"] == "ok"]
+    if ok["load_us"].notna().any():
+        print(f"  load        median {ok['load_us'].median() / 1e3:.2f} ms per op (max {ok['load_us'].max() / 1e3:.2f})")
+        print(f"  memory      median {ok['memory_kb'].median() / 1024:.2f} MiB per op (max "
+              f"{ok['memory_kb'].max() / 1024:.2f}); {lut.meta['device'].get('memory_semantics', '')}")  # fmt: skip
     with pd.option_context("display.max_rows", None, "display.width", 200, "display.float_format", "{:.1f}".format):
         print(lut.table[cols].to_string())
     return 0
@@ -147,6 +152,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         return 0
     s = cmp.summary
     print(f"A {cmp.a_id}\nB {cmp.b_id}  ({cmp.kind})")
+    for col, label in (("load_us", "load time"), ("memory_kb", "memory")):
+        if s.get(f"{col}_geomean_ratio") is not None:
+            print(f"  {label}: geomean B/A {s[f'{col}_geomean_ratio']:.3f} over {s[f'{col}_ops_compared']} ops")
     print(f"  ops compared {s['num_ops']}  geomean B/A {s['geomean_ratio']:.3f}  "
           f"(range {s['ratio_min']:.2f}–{s['ratio_max']:.2f})  Spearman {s['spearman']:.3f}  "
           f"Kendall {s['kendall']:.3f}  block-order flips {s['num_flips']}")  # fmt: skip

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from lut.schema import EXTRA_COLUMNS
 from lut.store import Lut, LutError
 from search.space import get_space, parse_op_key
 from search.space.spaces import Space
@@ -128,10 +129,12 @@ def op_ratio_table(a: Lut, b: Lut) -> tuple[pd.DataFrame, dict[str, int]]:
                 "a_us": la[k],
                 "b_us": lb[k],
                 "ratio": lb[k] / la[k],
+                **{f"{side}_{col}": float(t.at[k, col]) for side, t in (("a", ta), ("b", tb)) for col in EXTRA_COLUMNS},
             }
         )
+    extra_cols = [f"{side}_{col}" for side in ("a", "b") for col in EXTRA_COLUMNS]
     df = pd.DataFrame(rows, columns=["op_key", "block", "c_in", "h", "w", "c_out", "stride",
-                                     "a_us", "b_us", "ratio"])  # fmt: skip
+                                     "a_us", "b_us", "ratio", *extra_cols])  # fmt: skip
     df["log2_ratio"] = np.log2(df["ratio"]) if len(df) else []
     df["rank_a"] = df["a_us"].rank(method="min").astype(int) if len(df) else []
     df["rank_b"] = df["b_us"].rank(method="min").astype(int) if len(df) else []
@@ -272,6 +275,13 @@ def compare_luts(a: Lut, b: Lut) -> Comparison:
         "spearman": float(rho),
         "kendall": float(tau),
     }
+    for col in EXTRA_COLUMNS:  # load time and memory, where both LUTs recorded them
+        both = ops[[f"a_{col}", f"b_{col}"]].dropna()
+        both = both[(both > 0).all(axis=1)]
+        summary[f"{col}_geomean_ratio"] = (
+            float(np.exp(np.log(both[f"b_{col}"] / both[f"a_{col}"]).mean())) if len(both) else None
+        )
+        summary[f"{col}_ops_compared"] = int(len(both))
     flips = block_flips(a, b, space)
     summary["num_flips"] = len(flips)
     return Comparison(

@@ -41,7 +41,7 @@ from lut.stats import STAT_COLUMNS, summarize
 from lut.store import LutError, list_versions, load_lut, provenance_of, runtime_dir_name, write_lut
 from profiler.export import ExportCache, ExportItem
 from profiler.runtimes import Runtime
-from profiler.targets.base import CACHE_STATES, RunnerError, RunSpec, Target, load_extras
+from profiler.targets.base import CACHE_STATES, MEMORY_SEMANTICS, RunnerError, RunSpec, Target, load_extras
 from profiler.targets.lock import device_lock
 from search.space import Op, get_space, overhead_op
 
@@ -411,7 +411,7 @@ def _profile_ops(
     table, samples = _assemble(timed, identity, work, failures, config.rounds)
     ovh = table.loc[table["op_key"] == net_overhead.key, ["status", "median_us"]]
     meta = {
-        "device": fp,
+        "device": {**fp, "memory_semantics": MEMORY_SEMANTICS["host" if target.name == "host" else runtime.runner]},
         "runtime": {
             "name": runtime.name,
             "version": runtime.runtime_version,

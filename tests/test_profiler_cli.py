@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +54,16 @@ def test_cli_builds_resumable_lut_and_lut_cli_reads_it(tmp_path: Path) -> None:
     shown = _run(["lut", "show", res2["lut_dir"], "--json"], env)
     meta = json.loads(shown.stdout)["meta"]
     assert meta["parent"] == 1 and meta["runtime"]["threads"] == 1 and meta["space"]["name"] == "fbnet-r32-w0.35"
+    assert json.loads(shown.stdout)["provenance"] == "measured" and meta["protocol"]["cache"] == "cold"
+    assert meta["device"]["memory_semantics"].startswith("growth of this process")
+    # load time and memory per op: the median over its op-rounds of what each round recorded
+    table = pd.read_csv(Path(res2["lut_dir"]) / "table.csv", index_col="op_key")
+    ok = table[table["status"] == "ok"]
+    assert (ok["load_us"] > 0).all() and ok["memory_kb"].notna().all()
+    human = _run(["lut", "show", res2["lut_dir"]], env)
+    assert "load        median" in human.stdout and "memory      median" in human.stdout
+    cmp = _run(["lut", "compare", res["lut_dir"], res2["lut_dir"], "--json"], env)
+    assert json.loads(cmp.stdout)["load_us_ops_compared"] == 2  # the two space ops
 
 
 def test_cli_rejects_unknown_runtime() -> None:
