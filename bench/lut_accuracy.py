@@ -1,14 +1,21 @@
-"""LUT accuracy per runtime, side by side with the noise floor measured in the same run.
+"""LUT accuracy per runtime and measurement protocol, side by side, measured in one run.
 
-    python -m bench.lut_accuracy [LUT ...] [--root luts] [--space fbnet] [--archs 20]
-        [--rounds 6] [--seed 0] [--correction none|auto|affine|per_op] [--write] [--json]
+    python -m bench.lut_accuracy [--runtimes executorch tflite] [--protocols nchw:warm,nhwc:warm,nhwc:cold]
+        [--space fbnet] [--archs 20] [--rounds 6] [--seed 0] [--out bench_luts] [--json]
+    python -m bench.lut_accuracy LUT [LUT ...]        # validate existing LUTs instead
 
-Without LUT arguments, the latest version of every host LUT of `--space` under `--root` is
-validated (one per runtime dir). Every LUT is validated on the same archs (same seed), one after
-the other, with the protocol of `lut validate`; the table shows each runtime's MAPE, max APE,
-Spearman ρ, Kendall τ, the end-to-end noise floor measured in that same validation, and
-MAPE / noise floor: how many times the run-to-run noise the LUT's error is (≈1 is as good as any
-LUT can be on this target).
+For each runtime and each protocol (export layout : cache state of the timed ops), a LUT of the
+space is profiled on this host into `--out` (a store of its own, so the user's `luts/` is not
+touched; exports are cached), then validated right away on the same random archs (same seed) plus
+the named archs, with the protocol of `lut validate`. The table shows, per LUT: the raw additive
+sum's MAPE, max APE and Spearman ρ (`--correction none`); the fitted corrections' held-out MAPE
+(`affine`, `per_op`: fitted on half of the random archs, scored on the rest); the end-to-end
+noise floor and the drift of re-timed LUT ops in that same validation. `nchw:warm` is the
+protocol LUTs had before (a layout conversion at each op's boundaries, weights in cache);
+`nhwc:cold` is the default now.
+
+Machines drift and VMs share their cores: read the columns of one run side by side, not against
+another run's.
 """
 
 from __future__ import annotations
@@ -17,72 +24,91 @@ import argparse
 import json
 import logging
 import sys
+from typing import Any
 
-from lut.store import LutError, list_luts, load_lut
-from lut.correction import CORRECTIONS
+from lut.store import LutError, load_lut
 from lut.validate import write_validation
+from profiler.api import profile_space
 from profiler.validate import ValidationConfig, validate_lut
 
 
-def _latest_host_luts(root: str, space: str) -> list[str]:
-    latest: dict[tuple[str, str], dict] = {}
-    for row in list_luts(root):
-        if row["space"] != space or not row["device"].startswith("host") or row["error"]:
-            continue
-        key = (row["device"], row["runtime"])
-        if key not in latest or row["version"] > latest[key]["version"]:
-            latest[key] = row
-    return [r["path"] for _, r in sorted(latest.items())]
+def _row(lut, rep: dict[str, Any], protocol: str) -> dict[str, Any]:
+    add = rep["additive"]
+    corr = rep["corrections"]
+    return {
+        "lut": lut.id,
+        "runtime": lut.meta["runtime"]["name"],
+        "protocol": protocol,
+        "raw_mape": add["mape"],
+        "raw_max_ape": add["max_ape"],
+        "raw_spearman": add["spearman"],
+        "raw_mean_error_pct": add["mean_error_pct"],
+        "affine_holdout_mape": corr.get("affine", {}).get("holdout", {}).get("mape"),
+        "per_op_holdout_mape": corr.get("per_op", {}).get("holdout", {}).get("mape"),
+        "noise_floor": rep["noise_floor"],
+        "drift_pct": rep.get("drift", {}).get("median_change_pct"),
+        "num_archs": rep["num_archs"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.lut_accuracy", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("luts", nargs="*", help="LUT dirs or ids (default: latest host LUTs of --space)")
-    p.add_argument("--root", default="luts")
+    p.add_argument("luts", nargs="*", help="validate these LUTs (dirs or ids) instead of profiling")
+    p.add_argument("--runtimes", nargs="+", default=["executorch", "tflite"])
+    p.add_argument("--protocols", default="nchw:warm,nhwc:warm,nhwc:cold",
+                   help="comma-separated LAYOUT:CACHE pairs (default: the old protocol, the layout fix, both fixes)")
     p.add_argument("--space", default="fbnet")
+    p.add_argument("--out", default="bench_luts", help="LUT store of the benchmark (default bench_luts/)")
+    p.add_argument("--root", default="luts", help="store of the LUTs named as arguments")
     p.add_argument("--archs", type=int, default=20, help="random archs besides the named ones")
     p.add_argument("--rounds", type=int, default=6, help="end-to-end rounds (two halves)")
+    p.add_argument("--profile-rounds", type=int, default=5, help="rounds of each LUT's op profile")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--correction", default="none", choices=["none", "auto", *CORRECTIONS])
-    p.add_argument("--write", action="store_true", help="also store validation.json beside each LUT")
+    p.add_argument("--ops-limit", type=int, help="profile only the first N ops (tests)")
+    p.add_argument("--write", action="store_true", help="store validation.json beside each LUT")
     p.add_argument("--json", action="store_true", help="last line: one JSON list of rows")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-
-    paths = args.luts or _latest_host_luts(args.root, args.space)
-    if not paths:
-        print(f"no host LUTs of space {args.space!r} under {args.root}; profile one with "
-              f"`python -m profiler.run --space {args.space} --runtime executorch`", file=sys.stderr)  # fmt: skip
-        return 2
-    cfg = ValidationConfig(num_archs=args.archs, seed=args.seed, rounds=args.rounds,
-                           correction=args.correction, progress=not args.json)  # fmt: skip
-    rows = []
-    for path in paths:
-        try:
-            lut = load_lut(path, root=args.root)
+    cfg = ValidationConfig(num_archs=args.archs, seed=args.seed, rounds=args.rounds, correction="auto",
+                           progress=not args.json)  # fmt: skip
+    jobs: list[tuple[str, str]] = []  # (lut dir, protocol label)
+    try:
+        if args.luts:
+            jobs = [(str(load_lut(x, root=args.root).path), "as stored") for x in args.luts]
+        else:
+            for runtime in args.runtimes:
+                for proto in args.protocols.split(","):
+                    layout, _, cache = proto.partition(":")
+                    res = profile_space(args.space, runtime, out=args.out, layout=layout, cache=cache or None,
+                                        rounds=args.profile_rounds, seed=args.seed, ops_limit=args.ops_limit,
+                                        progress=not args.json)  # fmt: skip
+                    jobs.append((str(res.lut_dir), proto))
+        rows = []
+        for path, proto in jobs:
+            lut = load_lut(path)
             rep = validate_lut(lut, cfg)
-        except LutError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        if args.write:
-            write_validation(lut, rep)
-        rows.append({
-            "lut": lut.id, "runtime": lut.meta["runtime"]["name"], "model": rep["prediction_model"],
-            "mape": rep["mape"], "max_ape": rep["max_ape"], "spearman": rep["spearman"],
-            "kendall": rep["kendall"], "noise_floor": rep["noise_floor"],
-            "mape_over_noise": rep["mape"] / rep["noise_floor"] if rep["noise_floor"] > 0 else float("inf"),
-            "additive_mape": rep["additive"]["mape"], "num_archs": rep["num_archs"],
-        })  # fmt: skip
+            if args.write:
+                write_validation(lut, rep)
+            rows.append(_row(lut, rep, proto))
+    except (ValueError, RuntimeError) as e:  # LutError, TargetError, JobError
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(rows))
         return 0
-    print(f"{'runtime':<14}{'model':<10}{'MAPE %':>8}{'maxAPE %':>10}{'Spearman':>10}{'Kendall':>9}"
-          f"{'noise %':>9}{'MAPE/noise':>12}{'archs':>7}")  # fmt: skip
+    print(f"{'runtime':<12}{'protocol':<12}{'raw MAPE %':>11}{'bias %':>8}{'max APE %':>10}{'Spearman':>9}"
+          f"{'affine %':>9}{'per_op %':>9}{'noise %':>8}{'drift %':>8}{'archs':>6}")  # fmt: skip
+
+    def f(v: float | None, spec: str) -> str:
+        return format(v, spec) if v is not None else "-".rjust(int(spec.split(".")[0].lstrip(">")))
+
     for r in rows:
-        print(f"{r['runtime']:<14}{r['model']:<10}{r['mape']:>8.2f}{r['max_ape']:>10.2f}"
-              f"{r['spearman']:>10.3f}{r['kendall']:>9.3f}{r['noise_floor']:>9.2f}"
-              f"{r['mape_over_noise']:>12.1f}{r['num_archs']:>7d}")  # fmt: skip
+        print(f"{r['runtime']:<12}{r['protocol']:<12}{f(r['raw_mape'], '>11.2f')}{f(r['raw_mean_error_pct'], '>+8.2f')}"
+              f"{f(r['raw_max_ape'], '>10.2f')}"
+              f"{f(r['raw_spearman'], '>9.3f')}{f(r['affine_holdout_mape'], '>9.2f')}"
+              f"{f(r['per_op_holdout_mape'], '>9.2f')}{f(r['noise_floor'], '>8.2f')}{f(r['drift_pct'], '>+8.1f')}"
+              f"{r['num_archs']:>6d}")  # fmt: skip
     return 0
 
 

@@ -9,6 +9,7 @@ LUT's prediction `Lut.predict_us`.
 
 Reported (all percentages in %):
 - `mape`, `max_ape`: mean / max of 100·|pred − meas| / meas over the evaluated archs;
+  `mean_error_pct` the signed mean (negative: the LUT under-predicts);
 - `spearman`, `kendall`: rank correlation of predicted vs measured;
 - `noise_floor`: median over archs of 100·|m₁ − m₂| / ((m₁ + m₂)/2), where m₁, m₂ are the medians
   of the two halves: the run-to-run error of the target itself, which no LUT can beat;
@@ -82,6 +83,7 @@ def error_metrics(pred: list[float], meas: list[float]) -> dict[str, float]:
     ape = 100.0 * np.abs(p - m) / m
     return {
         "mape": float(ape.mean()),
+        "mean_error_pct": float((100.0 * (p - m) / m).mean()),  # signed: < 0 when the LUT under-predicts
         "max_ape": float(ape.max()),
         "spearman": float(stats.spearmanr(p, m).statistic),
         "kendall": float(stats.kendalltau(p, m).statistic),

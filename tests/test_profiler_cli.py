@@ -66,10 +66,19 @@ def test_cli_builds_resumable_lut_and_lut_cli_reads_it(tmp_path: Path) -> None:
     assert json.loads(cmp.stdout)["load_us_ops_compared"] == 2  # the two space ops
 
 
-def test_cli_rejects_unknown_runtime() -> None:
+def test_cli_rejects_what_a_runtime_cannot_do(tmp_path: Path) -> None:
+    """Unknown runtimes and dtypes or layouts a runtime does not export are refused before any
+    work, with the choices the registry knows."""
+    env = {**os.environ, "HWNAS_CACHE": str(tmp_path / "cache")}
+    bad = _run(["profiler.run", "--runtime", "tensorrt", "--out", str(tmp_path)], env)
+    assert bad.returncode == 2 and "executorch" in bad.stderr and "onnxruntime" in bad.stderr
+    int8 = _run(["profiler.run", "--runtime", "tflite", "--dtype", "int8", "--out", str(tmp_path)], env)
+    assert int8.returncode == 2 and "tflite supports dtype fp32" in int8.stderr
+    nhwc = _run(["profiler.run", "--runtime", "onnxruntime", "--layout", "nhwc", "--ops-limit", "1",
+                 "--out", str(tmp_path), "--json", "--no-progress"], env)  # fmt: skip
+    assert nhwc.returncode == 1 and "exports layout(s) nchw" in nhwc.stdout
+    assert not any(tmp_path.rglob("v1"))
     from profiler.run import build_parser
 
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["--runtime", "tensorrt"])
     args = build_parser().parse_args(["--runtime", "tflite", "--device", "host", "--device", "emulator-5554"])
     assert args.device == ["host", "emulator-5554"] and args.rounds == 5
