@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -122,13 +122,16 @@ def measure_archs_detailed(
     per_layer: bool = False,
     ops: Sequence[Op] = (),
     op_cache: str = "warm",
+    op_copies: dict[str, int] | None = None,
 ) -> dict[str, ArchMeasurement]:
     """Export each arch whole (cached like ops) and time it end to end in shuffled rounds.
 
     Keyed by `Arch.label` (the name, else the arch id); samples are rounds × runs per arch. With
     `per_layer`, each arch and each of its ops is also profiled once (`profiler.layers`) to time
     every layer inside the network. `ops` are timed in the same rounds, as a LUT times them
-    (cache state `op_cache`), and keyed by their op key (validation re-times LUT ops this way)."""
+    (cache state `op_cache`, `op_copies` per op for "replicas"), and keyed by their op key
+    (validation re-times LUT ops this way)."""
+    op_copies = op_copies or {}
     names: dict[str, str] = {}
     items: dict[str, ExportItem] = {}
     for arch in archs:
@@ -140,7 +143,7 @@ def measure_archs_detailed(
         names[name] = item.key
         items[item.key] = item
     op_items = {op.key: ExportItem.for_op(op) for arch in archs for op in arch_ops(arch) if not op.is_identity}
-    timed_ops = {op.key: ExportItem.for_op(op) for op in ops if not op.is_identity}
+    timed_ops = {op.key: ExportItem.for_op(op, op_copies.get(op.key, 1)) for op in ops if not op.is_identity}
     rt = get_runtime(runtime, dtype, layout)
     cache = ExportCache(rt, cache_root)
     wanted = {**items, **timed_ops, **(op_items if per_layer else {})}
@@ -166,7 +169,8 @@ def measure_archs_detailed(
             given_up = run_rounds(
                 target, rt, {k: report.paths[k] for k in timed}, config, spec,
                 on_samples=on_samples, on_failure=lambda k, _r, m: errors.__setitem__(k, m),
-                specs={k: op_spec for k in timed_ops}, progress=progress, desc=f"archs {runtime}",
+                specs={k: replace(op_spec, copies=op_copies.get(k, 1)) for k in timed_ops},
+                progress=progress, desc=f"archs {runtime}",
             )  # fmt: skip
             if given_up:
                 raise TargetError(f"arch measurement failed on {device}: { {k: errors[k] for k in sorted(given_up)} }")

@@ -43,6 +43,7 @@ from tqdm import tqdm
 from lut.files import atomic_write
 from profiler.runtimes import ExportError, Runtime, get_runtime
 from search.space import Arch, Network, Op, arch_ops, parse_op_key
+from search.space.modules import Replicas
 
 __all__ = ["ExportItem", "ExportCache", "ExportReport", "graph_fingerprint", "default_cache_root", "quiet_exporter_noise"]
 
@@ -89,10 +90,16 @@ class ExportItem:
 
     key: str
     op_keys: tuple[str, ...] | None = None  # a whole arch's ops; None for an op
+    replicas: int = 1  # an op: >1 exports that many independent copies reading one input
 
     @classmethod
-    def for_op(cls, op: Op) -> "ExportItem":
-        return cls(op.key)
+    def for_op(cls, op: Op, replicas: int = 1) -> "ExportItem":
+        return cls(op.key, replicas=replicas)
+
+    @property
+    def file_stem(self) -> str:
+        """The export's file stem: the op key (or arch id), `-x<copies>` for replicas."""
+        return self.key if self.replicas == 1 else f"{self.key}-x{self.replicas}"
 
     @classmethod
     def for_arch(cls, arch: Arch) -> "ExportItem":
@@ -105,7 +112,8 @@ class ExportItem:
             torch.manual_seed(0)
             if self.op_keys is None:
                 op = parse_op_key(self.key)
-                return op.build(), op.example_input()
+                module = op.build() if self.replicas == 1 else Replicas(op, self.replicas).eval()
+                return module, op.example_input()
             ops = [parse_op_key(k) for k in self.op_keys]
             return Network(ops).eval(), ops[0].example_input()
 
@@ -192,12 +200,13 @@ class ExportCache:
         sub += "" if runtime.layout == runtime.info.layouts[0] else f"-{runtime.layout}"
         self.dir = self.root / sub / _versions_hash(runtime)
 
-    def path(self, key: str) -> Path:
-        return self.dir / f"{key}{self.runtime.suffix}"
+    def path(self, stem: str) -> Path:
+        """The file of an item's `file_stem` (its op key or arch id, or `<op key>-x<copies>`)."""
+        return self.dir / f"{stem}{self.runtime.suffix}"
 
     def is_current(self, item: ExportItem) -> bool:
         """The item's file exists and was exported from the module its key builds today."""
-        path = self.path(item.key)
+        path = self.path(item.file_stem)
         try:
             recorded = _graph_file(path).read_text()
         except FileNotFoundError:
@@ -207,10 +216,10 @@ class ExportCache:
         module, x = item.build()
         return recorded == graph_fingerprint(module, x)
 
-    def failure(self, key: str) -> str | None:
-        """The remembered export error of `key`, if its last export failed."""
+    def failure(self, stem: str) -> str | None:
+        """The remembered export error of an item (by `file_stem`), if its last export failed."""
         try:
-            return (self.dir / f"{key}.failed.txt").read_text()
+            return (self.dir / f"{stem}.failed.txt").read_text()
         except FileNotFoundError:
             return None
 
@@ -228,14 +237,15 @@ class ExportCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         report = ExportReport()
         todo: list[ExportItem] = []
-        for item in dict((i.key, i) for i in items).values():
+        by_key = dict((i.key, i) for i in items)  # report keys: op keys / arch ids
+        for item in by_key.values():
             if self.is_current(item):
-                report.paths[item.key] = self.path(item.key)
+                report.paths[item.key] = self.path(item.file_stem)
                 report.cached += 1
-            elif not retry_failed and (msg := self.failure(item.key)) is not None:
+            elif not retry_failed and (msg := self.failure(item.file_stem)) is not None:
                 report.failed[item.key] = msg
             else:
-                (self.dir / f"{item.key}.failed.txt").unlink(missing_ok=True)
+                (self.dir / f"{item.file_stem}.failed.txt").unlink(missing_ok=True)
                 todo.append(item)
         if todo:
             n_workers = workers if workers is not None else min(os.cpu_count() or 1, 4)
@@ -248,7 +258,7 @@ class ExportCache:
             bar.close()
             for key, err in results:
                 if err is None:
-                    report.paths[key] = self.path(key)
+                    report.paths[key] = self.path(by_key[key].file_stem)
                     report.exported += 1
                 else:
                     report.failed[key] = err
@@ -260,7 +270,7 @@ class ExportCache:
         results: list[tuple[str, str | None]] = []
         if n_workers == 1:
             for item in todo:
-                results.append((item.key, _export_one(self.runtime, item, self.path(item.key))))
+                results.append((item.key, _export_one(self.runtime, item, self.path(item.file_stem))))
                 bar.update()
             return results
         ctx = multiprocessing.get_context("spawn")  # fork after torch/threads is unsafe
@@ -268,7 +278,7 @@ class ExportCache:
             n_workers, mp_context=ctx, initializer=_worker_init,
             initargs=(self.runtime.name, self.runtime.dtype, self.runtime.layout),
         ) as pool:  # fmt: skip
-            futures = [pool.submit(_worker_export, item, str(self.path(item.key))) for item in todo]
+            futures = [pool.submit(_worker_export, item, str(self.path(item.file_stem))) for item in todo]
             for fut in as_completed(futures):
                 results.append(fut.result())
                 bar.update()

@@ -92,7 +92,8 @@ def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dic
     op_cache = proto.get("cache", "warm")  # LUTs before the cache option timed ops warm
     with device_lock(kwargs["device"], wait_s=config.lock_wait_s, what=f"validate {lut.id}"):
         halves = [
-            measure_archs(archs, rt["name"], rounds=half, seed=config.seed + i, ops=drift_ops, op_cache=op_cache, **kwargs)
+            measure_archs(archs, rt["name"], rounds=half, seed=config.seed + i, ops=drift_ops, op_cache=op_cache,
+                          op_copies=proto.get("copies") or {}, **kwargs)
             for i in range(2)
         ]  # fmt: skip
         layers = _layers(lut, archs, rt["name"], kwargs) if config.per_layer else None

@@ -15,7 +15,7 @@ from profiler.runtimes import get_runtime
 from profiler.targets import RunSpec, get_target
 from profiler.targets.base import RunnerError
 from profiler.targets.host import HostTarget
-from search.space import Arch, get_space, overhead_op
+from search.space import Arch, Op, get_space, overhead_op
 
 SPACE = "fbnet-r32-w0.35"  # tiny shapes
 CONFIG = ProtocolConfig(rounds=2, warmup=1, runs=3, seed=0)
@@ -212,3 +212,42 @@ def test_a_runner_fault_costs_one_op_round(tmp_path: Path, cache: Path) -> None:
     assert broken.calls.count(victim) == CONFIG.retries + 1
     assert "signal 11" in lut.table.loc[victim, "error"] and list(lut.meta["failed_ops"]) == [victim]
     assert (lut.table.drop(index=victim)["status"] == "ok").all()
+
+
+def test_replica_counts_share_a_shape_and_spare_the_network_input() -> None:
+    from profiler.protocol import REPLICA_MAX, replica_counts
+
+    timed, _, net = plan_ops("fbnet")
+    counts = replica_counts(timed, net)
+    assert set(counts) == {op.key for op in timed}
+    by_shape: dict = {}
+    for op in timed:
+        by_shape.setdefault((op.c_in, op.h, op.w), set()).add(counts[op.key])
+    assert all(len(v) == 1 for v in by_shape.values())  # an op and its overhead op: the same copies
+    assert by_shape[(3, 224, 224)] == {1}  # the stem's shape: its overhead op is the network's
+    assert all(2 <= n <= REPLICA_MAX for shape, (n,) in ((s, tuple(v)) for s, v in by_shape.items()) if shape != (3, 224, 224))
+
+
+@pytest.mark.slow
+def test_replicas_time_each_copy_of_an_op(tmp_path: Path, cache: Path) -> None:
+    """cache="replicas": ops exported as copies that read one input; a sample is an invocation
+    divided by its copies, and the LUT records the copies."""
+    import torch
+
+    from profiler.export import ExportItem
+    from search.space.modules import Replicas
+
+    op = Op("k3_e1", 8, 8, 8, 8, 1)
+    rep = Replicas(op, 3).eval()
+    x = op.example_input()
+    outs = rep(x)
+    assert len(outs) == 3 and all(o.shape == (1, 8, 8, 8) for o in outs) and not torch.equal(outs[0], outs[1])
+    rt = get_runtime("onnxruntime")
+    config = ProtocolConfig(rounds=1, warmup=1, runs=3, cache="replicas")
+    res = profile_ops(HostTarget(), rt, SPACE, out=tmp_path, config=config, ops_limit=2, cache_root=cache, progress=False)
+    lut = load_lut(res.lut_dir)
+    assert res.num_failed == 0 and lut.meta["protocol"]["cache"] == "replicas"
+    copies = lut.meta["protocol"]["copies"]
+    assert copies and all(n > 1 for n in copies.values())
+    item = ExportItem.for_op(next(o for o in plan_ops(SPACE, 2)[0] if o.key in copies), 2)
+    assert item.file_stem.endswith("-x2")

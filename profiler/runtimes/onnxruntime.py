@@ -123,10 +123,12 @@ class OnnxSession:
     def _bind(self, x: np.ndarray) -> None:
         self._binding = self._sess.io_binding()
         self._binding.bind_cpu_input(self._sess.get_inputs()[0].name, x)
-        name = self._sess.get_outputs()[0].name
-        self._binding.bind_output(name, "cpu")
-        self._sess.run_with_iobinding(self._binding)  # the first run allocates the output ...
-        self._binding.bind_ortvalue_output(name, self._binding.get_outputs()[0])  # ... kept from now on
+        names = [o.name for o in self._sess.get_outputs()]
+        for name in names:
+            self._binding.bind_output(name, "cpu")
+        self._sess.run_with_iobinding(self._binding)  # the first run allocates the outputs ...
+        for name, value in zip(names, self._binding.get_outputs()):
+            self._binding.bind_ortvalue_output(name, value)  # ... kept from now on
 
     def run(self) -> None:
         self._sess.run_with_iobinding(self._binding)

@@ -48,8 +48,11 @@ class TFLiteRuntime(RuntimeBase):
                 import litert_torch
 
                 with torch.no_grad():
-                    out_4d = module(example_input).dim() == 4
-                module = litert_torch.to_channel_last_io(module, args=[0], outputs=[0] if out_4d else [])
+                    out = module(example_input)
+                outs = out if isinstance(out, tuple) else (out,)
+                module = litert_torch.to_channel_last_io(
+                    module, args=[0], outputs=[i for i, o in enumerate(outs) if o.dim() == 4]
+                )
                 example_input = example_input.permute(0, 2, 3, 1).contiguous()
             self._convert(module, example_input, path)
         except ExportError:

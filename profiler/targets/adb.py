@@ -64,10 +64,13 @@ LOCK_CLOCKS = ("auto", "off", "require")
 class AdbTarget:
     """The Target protocol on one adb device (see `profiler.targets.base`).
 
-    Cache state: a runner binary times one loaded model again and again, so an op's weights are in
-    cache as they would not be inside a network ("warm", the only state this target offers)."""
+    Cache state: a runner binary times one loaded model again and again, so a plain op's weights
+    stay in cache, as they would not inside a network ("warm", the default). "replicas" times a
+    model of several copies of the op instead, each with its own weights and all reading one
+    input, so that each copy finds its weights out of cache and its input in it (the profiler
+    divides an invocation by the copies)."""
 
-    cache_states = ("warm",)  # what `RunSpec.cache` may ask for; the first is the default
+    cache_states = ("warm", "replicas")  # what `RunSpec.cache` may ask for; the first is the default
 
     def __init__(
         self,
@@ -198,7 +201,8 @@ class AdbTarget:
         """`spec.runs` samples with the runner's extras (init_us, memory, ...) and, with
         `profile`, per-operator data: benchmark_model's op table (`ops`) or an ETDump (`etdump`)."""
         if spec.cache not in self.cache_states:
-            raise TargetError(f"{self.name}: a runner binary cannot time with {spec.cache!r} caches; use warm")
+            raise TargetError(f"{self.name}: a runner binary cannot time with {spec.cache!r} caches; "
+                              f"use {' or '.join(self.cache_states)}")
         runner = self._runner_of(runtime)
         remote = self._remote.get(Path(model_file))
         if remote is None:

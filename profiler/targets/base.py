@@ -67,16 +67,21 @@ class RunSpec:
     timeout_s: float = 120.0  # a single op's run is abandoned (and marked failed) after this
     # Cache state of the timed invocations: "warm" runs one loaded model again and again (its
     # weights stay in cache); "cold" gives each invocation weights that are not in cache, as a
-    # layer's are inside a network, while its input is warm (see each target's docstring).
+    # layer's are inside a network, while its input is warm (the host cycles loaded copies);
+    # "replicas" times a model of `copies` copies of the op (`search.space.modules.Replicas`)
+    # run again and again: every copy's weights are out of cache when it runs, its input in it.
     cache: str = "warm"
+    copies: int = 1  # copies of the op one invocation runs: a sample is the invocation / copies
     extra: dict[str, Any] = field(default_factory=dict, compare=False)  # runtime-specific options
 
     def __post_init__(self) -> None:
         if self.cache not in CACHE_STATES:
             raise ValueError(f"cache must be one of {CACHE_STATES}, got {self.cache!r}")
+        if self.copies < 1 or (self.copies > 1 and self.cache != "replicas"):
+            raise ValueError(f"copies={self.copies} needs cache='replicas' (and copies ≥ 1)")
 
 
-CACHE_STATES = ("warm", "cold")
+CACHE_STATES = ("warm", "cold", "replicas")
 
 
 class TargetError(RuntimeError):

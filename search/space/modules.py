@@ -23,6 +23,7 @@ __all__ = [
     "build_block",
     "build_model",
     "Network",
+    "Replicas",
     "ChannelShuffle",
     "ConvBNAct",
     "FBNetBlock",
@@ -191,6 +192,22 @@ def build_block(name: str, c_in: int, c_out: int, stride: int) -> nn.Module:
     """The one factory: block name + shape → `nn.Module`."""
     spec = block_spec(name)
     return BUILDERS[spec.kind](spec, c_in, c_out, stride)
+
+
+class Replicas(nn.Module):
+    """`copies` independent instances of one op (their own weights), all reading the same input,
+    each writing its own output: one invocation runs the op `copies` times with weights that the
+    previous copy did not leave in cache, its input in cache after the first copy. The profiler
+    times it to give a phone's runner binaries the cold weights a layer has inside a network."""
+
+    def __init__(self, op: Op, copies: int) -> None:
+        super().__init__()
+        if copies < 1:
+            raise ValueError(f"copies must be ≥ 1, got {copies}")
+        self.copies = nn.ModuleList(build_block(op.block, op.c_in, op.c_out, op.stride) for _ in range(copies))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(m(x) for m in self.copies)
 
 
 class Network(nn.Module):
