@@ -142,14 +142,16 @@ def measure_archs_detailed(
             raise ValueError(f"two different archs are both named {name!r}; give them distinct names")
         names[name] = item.key
         items[item.key] = item
-    op_items = {op.key: ExportItem.for_op(op) for arch in archs for op in arch_ops(arch) if not op.is_identity}
     timed_ops = {op.key: ExportItem.for_op(op, op_copies.get(op.key, 1)) for op in ops if not op.is_identity}
     rt = get_runtime(runtime, dtype, layout)
     cache = ExportCache(rt, cache_root)
-    wanted = {**items, **timed_ops, **(op_items if per_layer else {})}
-    report = cache.ensure(list(wanted.values()), progress=progress)
-    if report.failed:
-        raise TargetError(f"could not export for {runtime}: {report.failed}")
+    report = cache.ensure([*items.values(), *timed_ops.values()], progress=progress)
+    # per layer: each layer's own op file, whose operators cut the network's into layers
+    layer_ops = {op.key: ExportItem.for_op(op) for arch in archs for op in arch_ops(arch) if not op.is_identity}
+    layer_files = cache.ensure(list(layer_ops.values()), progress=progress) if per_layer else None
+    failed = {**report.failed, **(layer_files.failed if layer_files else {})}
+    if failed:
+        raise TargetError(f"could not export for {runtime}: {failed}")
     config = ProtocolConfig(rounds=rounds, warmup=warmup, runs=runs, seed=seed)
     spec = RunSpec(threads=threads, warmup=warmup, runs=runs, core_mask=core_mask)
     target = get_target(device, target_options)
@@ -165,7 +167,7 @@ def measure_archs_detailed(
 
     with device_lock(target.name, wait_s=lock_wait_s, what=f"time {len(items)} arch(s) with {runtime}"):
         try:
-            target.prepare(rt, list(report.paths.values()))
+            target.prepare(rt, list(report.paths.values()) + (list(layer_files.paths.values()) if layer_files else []))
             given_up = run_rounds(
                 target, rt, {k: report.paths[k] for k in timed}, config, spec,
                 on_samples=on_samples, on_failure=lambda k, _r, m: errors.__setitem__(k, m),
@@ -174,8 +176,8 @@ def measure_archs_detailed(
             )  # fmt: skip
             if given_up:
                 raise TargetError(f"arch measurement failed on {device}: { {k: errors[k] for k in sorted(given_up)} }")
-            if per_layer:
-                _time_layers(target, rt, spec, archs, report.paths, out)
+            if layer_files is not None:
+                _time_layers(target, rt, spec, archs, {**layer_files.paths, **{k: report.paths[k] for k in items}}, out)
         finally:
             target.close()
     for key, m in out.items():
