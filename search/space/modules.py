@@ -8,6 +8,7 @@ means (and its cost) is documented there.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 import torch
@@ -17,6 +18,7 @@ from torch import nn
 from .arch import Arch, arch_ops
 from .blocks import BLOCK_KINDS, BlockSpec, block_spec
 from .ops import Op
+from .spaces import get_space
 
 __all__ = [
     "BUILDERS",
@@ -225,9 +227,15 @@ class Network(nn.Module):
         return x
 
 
-def build_model(arch: Arch) -> Network:
-    """`Arch` → a runnable `nn.Module` (training mode, as nn.Modules start)."""
-    return Network(arch_ops(arch))
+def build_model(arch: Arch, num_classes: int | None = None) -> Network:
+    """`Arch` → a runnable `nn.Module` (training mode, as nn.Modules start), with a classifier of
+    `num_classes` outputs (default: the space's, 1000)."""
+    space = get_space(arch.space)
+    if num_classes is not None:
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be ≥ 1, got {num_classes}")
+        space = replace(space, num_classes=num_classes)
+    return Network(arch_ops(arch, space))
 
 
 def count_params(module: nn.Module) -> int:
