@@ -1,0 +1,105 @@
+"""Data-parallel pieces without a process group: sharded batching, loss weights, digests.
+
+The multi-process behaviour (gloo, two ranks agreeing bit for bit) is tested through torchrun in
+tests/test_search_train.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from search.data import batches
+from search.distributed import (
+    MIN_PER_RANK,
+    Dist,
+    all_reduce_sum,
+    broadcast_object,
+    digest,
+    loss_weight,
+    num_batches,
+    ranks_agree,
+    setup,
+    shard,
+    shard_batches,
+    unwrap,
+    wrap,
+)
+
+
+def _data(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.arange(n, dtype=torch.float32)[:, None], torch.arange(n)
+
+
+def test_one_process_batches_exactly_like_search_data() -> None:
+    x, y = _data(103)
+    ours = list(shard_batches(x, y, 16, generator=torch.Generator().manual_seed(5)))
+    ref = list(batches(x, y, 16, generator=torch.Generator().manual_seed(5)))
+    assert len(ours) == len(ref) == num_batches(103, 16)
+    for (xa, ya, n), (xb, yb) in zip(ours, ref):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb) and n == len(yb)
+        assert loss_weight(len(ya), n) == 1.0
+
+
+@pytest.mark.parametrize(("n", "batch", "world"), [(64, 15, 2), (65, 16, 2), (100, 32, 3), (7, 4, 2)])
+def test_ranks_split_each_global_batch_and_take_the_same_number_of_steps(n, batch, world) -> None:
+    x, y = _data(n)
+    per_rank = [
+        list(shard_batches(x, y, batch, Dist(rank=r, world_size=world), generator=torch.Generator().manual_seed(1)))
+        for r in range(world)
+    ]
+    steps = {len(b) for b in per_rank}
+    assert steps == {num_batches(n, batch, Dist(world_size=world))}  # every rank steps alike
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(1))
+    seen = []
+    for step in range(steps.pop()):
+        parts = [per_rank[r][step] for r in range(world)]
+        glob = {p[2] for p in parts}
+        assert len(glob) == 1
+        n_glob = glob.pop()
+        union = torch.cat([p[1] for p in parts])
+        assert sorted(union.tolist()) == sorted(order[step * batch : step * batch + n_glob].tolist())
+        assert all(len(p[1]) >= MIN_PER_RANK for p in parts)
+        # the weights make DDP's mean of per-rank mean losses the mean over the global batch
+        assert sum(loss_weight(len(p[1]), n_glob, Dist(world_size=world)) for p in parts) == pytest.approx(world)
+        seen += union.tolist()
+    assert len(seen) == len(set(seen))
+    dropped = n - len(seen)
+    assert dropped < MIN_PER_RANK * world  # only a tail too small to split is left out
+
+
+def test_a_batch_too_small_for_the_ranks_is_refused() -> None:
+    x, y = _data(10)
+    with pytest.raises(ValueError, match="too small for 4 processes"):
+        next(shard_batches(x, y, 7, Dist(rank=0, world_size=4)))
+
+
+def test_eval_shards_cover_the_data_once() -> None:
+    x, _ = _data(11)
+    parts = [shard(x, Dist(rank=r, world_size=3)) for r in range(3)]
+    assert sorted(torch.cat(parts).flatten().tolist()) == list(range(11))
+
+
+def test_one_process_needs_no_process_group() -> None:
+    dist = setup("cpu")  # no torchrun variables in the test environment
+    assert dist == Dist() and dist.is_main and not dist.is_distributed
+    m = nn.Linear(2, 2)
+    assert wrap(m, dist) is m and unwrap(m) is m
+    assert all_reduce_sum([1.5, 2], dist) == [1.5, 2.0]
+    assert broadcast_object({"a": 1}, dist) == {"a": 1}
+    assert ranks_agree(m, dist)
+    with pytest.raises(ValueError, match="cpu or cuda"):
+        setup("tpu")
+
+
+def test_digest_sees_every_bit_of_the_state() -> None:
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))
+    d = digest(m)
+    assert d == digest(m) and len(d) == 16
+    with torch.no_grad():
+        m[0].weight[0, 0] = torch.nextafter(m[0].weight[0, 0], torch.tensor(1.0))  # one ulp
+    assert digest(m) != d
+    before = digest(m)
+    m[1].num_batches_tracked += 1  # a 0-dim integer buffer counts too
+    assert digest(m) != before
