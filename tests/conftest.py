@@ -192,3 +192,24 @@ def tiny_space(monkeypatch: pytest.MonkeyPatch) -> str:
 
     monkeypatch.setitem(SPACES, "tinyval", _tiny)
     return "tinyval"
+
+
+# --- a small network -------------------------------------------------------------------------------
+# FBNet-space blocks with five computing layers and identity skips elsewhere: quick to train and export.
+SMALL_BLOCKS = (
+    "k3_e1",
+    "k3_e3", "skip", "skip", "skip",
+    "k5_e1_g2", "skip", "skip", "skip",
+    "k3_e6", "skip", "skip", "skip",
+    "skip", "skip", "skip", "skip",
+    "k5_e3", "skip", "skip", "skip",
+    "k3_e1",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def small_arch():
+    """`Arch("fbnet", SMALL_BLOCKS, name="small")`."""
+    from search.space import Arch
+
+    return Arch("fbnet", SMALL_BLOCKS, name="small")
