@@ -26,7 +26,9 @@ Inputs of `export`: `--arch` is an arch JSON in the space the network was traine
 `--weights` is a `torch.save`d state_dict of `search.space.build_model(arch, num_classes)`, or a
 training checkpoint holding one under `model`. The network is built with `search.space`, loaded
 strictly and exported in eval mode through the runtime registry (`get_runtime(name, dtype)
-.export`, the exporters the LUT ops went through), on a seeded 1×3×R×R example input.
+.export`, the exporters the LUT ops went through), on a seeded 1×3×R×R example input. int8 is
+the runtime's own post-training quantization, calibrated on random inputs as for LUT ops: close
+to the trained network, not equal, and its accuracy is not measured here.
 
 `measure` times the file with the profiler's own round loop (`profiler.protocol.run_rounds`):
 R rounds, each `--warmup` untimed and `--runs` timed invocations, on `host` or on an adb serial
@@ -109,7 +111,9 @@ def load_trained(arch_path: str | Path, weights_path: str | Path) -> tuple[torch
     except FileNotFoundError:
         raise DeployError(f"--weights {weights_path}: no such file") from None
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-        raise DeployError(f"--weights {weights_path} is not a torch state_dict file ({type(e).__name__}: {e})") from None
+        raise DeployError(
+            f"--weights {weights_path} is not a torch state_dict file ({type(e).__name__}: {e})"
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # a training checkpoint
     if not isinstance(state, dict):

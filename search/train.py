@@ -1,27 +1,80 @@
-"""Train a found architecture from scratch on the proxy and report its test accuracy.
+"""Train a found architecture from scratch, export it and time it on its device.
 
-    python -m search.train --arch runs/NAME/arch.json [--data digits] [--epochs 10] [--json]
+    python -m search.train --arch runs/NAME/arch.json [--data digits|cifar10:DIR|imagefolder:DIR]
+        [--scale proxy|lut | --resolution R --width W] [--epochs 10] [--out DIR] [--resume]
+        [--export executorch|tflite|onnx ... [--dtype int8]] [--measure host|SERIAL] [--lut LUT]
+        [--json] [-- PROFILER OPTIONS]
+    torchrun --nproc_per_node N -m search.train ...        # data-parallel (gloo on CPU, nccl on GPUs)
 
-The arch names the LUT's space (e.g. `fbnet` at 224×224); it is trained on the proxy space that
-the search used (recorded in `arch.json` as `info.proxy_space`), or the one given with
-`--proxy-space` / `--resolution` / `--width`.
+What is trained: the arch names the LUT's space (e.g. `fbnet` at 224×224, width 1.0). By default
+it is trained on the proxy the search used (`info.proxy_space` in arch.json, else r32-w0.25);
+`--scale lut` trains at the LUT's own resolution and width, so the deployed network runs the very
+ops the LUT measured; `--resolution`/`--width`/`--proxy-space` pick any other shapes of the
+family. The classifier has as many outputs as the data has classes.
+
+Outputs in `--out` (default: `train/` beside arch.json; `runs/<name>/train` for a named arch),
+written by rank 0 only:
+
+    checkpoint.pt   after every epoch, atomically: weights, optimizer, schedule, RNG state and
+                    the metric history (`search.checkpoint`); `--resume` continues from it and
+                    ends where an uninterrupted run ends; `--fresh` discards it
+    metrics.csv     per epoch: epoch, train_loss, train_acc, test_loss, test_acc, lr (at the
+                    epoch's first step), epoch_s
+    model.json      the trained network as an arch of the space it was trained in, with
+                    `info.num_classes`, the LUT arch it comes from, accuracy and world size; its
+                    input is an image normalised as `search.data` normalises the data
+    model.pt        its state_dict (what `python -m profiler.deploy export` loads)
+    model[-int8].pte|.tflite|.onnx   with --export: the network in that runtime's format, written
+                    by the profiler's exporters (`python -m profiler.deploy export`)
+    measure-<runtime>[-int8]-<device>.json   with --measure: raw samples and their statistics
+    report.json     everything below, also the last line printed with --json
+
+`--measure host|SERIAL` times each exported file on that target with the profiler's round loop
+and puts the median (`measured_latency_us`, with p10/p90 and n) beside the LUT's prediction of
+the arch (additive sum and corrected), naming whatever differs (shapes, classifier width,
+runtime, device). Without `--export`, `--measure` exports in the LUT's runtime. Options after
+`--` go to the measurement unchanged: the protocol (`--rounds`, `--warmup`, `--runs`,
+`--threads`) and the phone options of `profiler.run` (`--runner NAME=PATH`, `--adb-port`,
+`--core-mask`, ...). Runtimes, dtype and target are checked before training starts.
+
+The JSON line: arch_path, space, train_space (and proxy_space, the same), data, num_classes,
+epochs, world_size, test_accuracy, test_loss, checkpoint, metrics_csv, model_path,
+model_arch_path, weights_sha256, ranks_agree, exports (one object per runtime: export_path,
+sha256, size_bytes, and with --measure measured_latency_us, stats, device_id, measure_path);
+export_path, sha256, size_bytes and measured_latency_us of the first export at top level;
+prediction (see `search.deploy.prediction`) or null when no LUT is known.
+
+Under torchrun every rank trains on its shard of each batch (`search.distributed`); the weights
+stay bit-identical on all ranks (`ranks_agree` checks it) and only rank 0 writes or exports.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
+import os
+import re
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
+from lut.files import atomic_write
+from lut.store import Lut
+from search import deploy
+from search.checkpoint import CheckpointError, check_same_run, load_checkpoint, save_checkpoint, write_metrics
 from search.data import DataError, Dataset, batches, load_data
+from search.distributed import (Dist, all_reduce_sum, broadcast_object, digest, loss_weight, num_batches,
+                                ranks_agree, setup, shard, shard_batches, sync_buffers, teardown, wrap)  # fmt: skip
+from search.latency import check_proxy_space
 from search.space import Arch, ArchError, Network, Space, arch_ops, get_space, load_arch
 
 __all__ = [
@@ -30,21 +83,26 @@ __all__ = [
     "evaluate",
     "build_proxy_model",
     "proxy_space_for",
+    "train_space_for",
+    "trained_arch",
     "select_device",
     "main",
 ]
 
 log = logging.getLogger(__name__)
 
+CHECKPOINT_FILE = "checkpoint.pt"
+METRICS_FILE = "metrics.csv"
+
 
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 10  # full passes over the train split
-    batch_size: int = 64
+    batch_size: int = 64  # global: split over the ranks under torchrun
     lr: float = 0.1  # SGD, cosine-annealed per step to 0
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    seed: int = 0
+    seed: int = 0  # weights, data order (the same on every rank)
 
 
 def proxy_space_for(target: Space, resolution: int | None = None, width: float | None = None) -> Space:
@@ -57,10 +115,50 @@ def proxy_space_for(target: Space, resolution: int | None = None, width: float |
     return get_space(proxy.name)
 
 
-def build_proxy_model(blocks: tuple[str, ...], proxy: Space, num_classes: int) -> Network:
+def train_space_for(
+    arch: Arch,
+    *,
+    scale: str = "proxy",
+    proxy_space: str | None = None,
+    resolution: int | None = None,
+    width: float | None = None,
+) -> Space:
+    """The space to train `arch` in: `proxy_space`, else the LUT's own (`scale="lut"`), else the
+    search's proxy (`info.proxy_space`, else r32-w0.25); then `resolution`/`width` override."""
+    target = get_space(arch.space)
+    if scale not in ("proxy", "lut"):
+        raise ValueError(f"--scale must be proxy or lut, got {scale!r}")
+    if proxy_space and scale == "lut":
+        raise ValueError("--proxy-space and --scale lut contradict each other; give one")
+    if proxy_space:
+        base = get_space(proxy_space)
+    elif scale == "lut":
+        base = target
+    elif arch.info.get("proxy_space"):
+        base = get_space(str(arch.info["proxy_space"]))
+    else:
+        base = proxy_space_for(target, 32, 0.25)
+    if resolution or width:
+        base = proxy_space_for(base, resolution, width)
+    check_proxy_space(target, base)
+    return base
+
+
+def trained_arch(arch: Arch, train: Space) -> Arch:
+    """`arch` in the space it is trained in; an explicit head width scales with the width."""
+    target = get_space(arch.space)
+    head = arch.head_channels
+    if head is not None and train.name != target.name:
+        head = train.ch(head / target.width_mult)
+    return Arch(train.name, arch.blocks, head_channels=head, name=arch.name).validate(train)
+
+
+def build_proxy_model(
+    blocks: tuple[str, ...], proxy: Space, num_classes: int, head_channels: int | None = None
+) -> Network:
     """The stand-alone network of `blocks` on the proxy's shapes with `num_classes` outputs."""
     space = replace(proxy, num_classes=num_classes)
-    return Network(arch_ops(Arch(proxy.name, blocks), space))
+    return Network(arch_ops(Arch(proxy.name, blocks, head_channels=head_channels), space))
 
 
 def select_device(name: str) -> torch.device:
@@ -72,17 +170,32 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> tuple[float, float]:
-    """(mean CE, accuracy) in eval mode."""
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256, dist: Dist = Dist()
+) -> tuple[float, float]:
+    """(mean CE, accuracy) in eval mode; under torchrun each rank evaluates its shard and the sums
+    are all-reduced, so every rank returns the same numbers."""
     model.eval()
     total, correct, loss_sum = 0, 0, 0.0
     with torch.no_grad():
-        for xb, yb in batches(x, y, batch_size):
+        for xb, yb in batches(shard(x, dist), shard(y, dist), batch_size):
             out = model(xb)
             loss_sum += F.cross_entropy(out, yb, reduction="sum").item()
             correct += (out.argmax(1) == yb).sum().item()
             total += len(yb)
+    loss_sum, correct, total = all_reduce_sum([loss_sum, correct, total], dist)
     return loss_sum / max(1, total), correct / max(1, total)
+
+
+def _identity(arch: Arch, data: Dataset, cfg: TrainConfig) -> dict[str, Any]:
+    """What makes a checkpoint belong to this run (see `search.checkpoint`)."""
+    return {
+        "arch": {"space": arch.space, "blocks": list(arch.blocks), "head_channels": arch.head_channels},
+        "num_classes": data.num_classes,
+        "data": {"name": data.name, "classes": list(data.classes), "train": len(data.y_train),
+                 "test": len(data.y_test)},  # fmt: skip
+        "config": asdict(cfg),
+    }
 
 
 def train_arch(
@@ -93,92 +206,349 @@ def train_arch(
     *,
     device: torch.device = torch.device("cpu"),
     on_epoch: Callable[[dict[str, Any]], None] = lambda row: None,
+    head_channels: int | None = None,
+    dist: Dist | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Train from scratch on the whole train split; returns test accuracy and the history."""
+    """Train from scratch on the whole train split; returns test accuracy and the history.
+
+    With `out`, rank 0 writes `checkpoint.pt` and `metrics.csv` there after every epoch;
+    `resume=True` continues from that checkpoint (CheckpointError when it is missing or from
+    another run). `dist` (`search.distributed.setup`) trains data-parallel; `on_epoch(row)` is
+    called on every rank with the same row. Also returned: the trained `model` (unwrapped),
+    `weights_sha256`, `ranks_agree`, `world_size`, `resumed_from_epoch`."""
+    dist = dist or Dist(device=device)
+    device = dist.device if dist.is_distributed else device
+    arch = Arch(proxy.name, tuple(blocks), head_channels=head_channels)
+    identity = _identity(arch, data, cfg)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = build_proxy_model(blocks, proxy, data.num_classes).to(device)
+    model = build_proxy_model(arch.blocks, proxy, data.num_classes, head_channels).to(device)
     data = data.to(device)
-    steps = cfg.epochs * max(1, -(-len(data.y_train) // cfg.batch_size))
+    per_epoch = num_batches(len(data.y_train), cfg.batch_size, dist)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
-    history = []
-    for epoch in range(cfg.epochs):
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs * per_epoch))
+    ckpt_path = Path(out) / CHECKPOINT_FILE if out is not None else None
+    history: list[dict[str, Any]] = []
+    start = 0
+    if resume:
+        if ckpt_path is None:
+            raise CheckpointError("resume=True needs `out`, the folder holding checkpoint.pt")
+        state = load_checkpoint(ckpt_path, dist)
+        check_same_run(state, identity, where=str(ckpt_path))
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        gen.set_state(state["rng"]["data_order"])
+        if device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+        history, start = list(state["history"]), int(state["epoch"])
+        if state.get("world_size", 1) != dist.world_size:
+            log.warning("resuming a run trained with %s process(es) with %d: the data order is the same, "
+                        "the result not bit-identical", state.get("world_size"), dist.world_size)  # fmt: skip
+        log.info("resuming %s after epoch %d of %d", ckpt_path, start, cfg.epochs)
+    net = wrap(model, dist)
+    for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
-        model.train()
+        lr = opt.param_groups[0]["lr"]
+        net.train()
         loss_sum, correct, total = 0.0, 0, 0
-        for xb, yb in batches(data.x_train, data.y_train, cfg.batch_size, generator=gen):
-            out = model(xb)
-            loss = F.cross_entropy(out, yb)
+        bar = tqdm(total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
+                   disable=not (progress and dist.is_main))  # fmt: skip
+        for xb, yb, n in shard_batches(data.x_train, data.y_train, cfg.batch_size, dist, generator=gen):
+            logits = net(xb)
+            loss = F.cross_entropy(logits, yb)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * loss_weight(len(yb), n, dist)).backward()
             opt.step()
             sched.step()
             loss_sum += loss.item() * len(yb)
-            correct += (out.argmax(1) == yb).sum().item()
+            correct += (logits.argmax(1) == yb).sum().item()
             total += len(yb)
-        test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
+            bar.update()
+        bar.close()
+        loss_sum, correct, total = all_reduce_sum([loss_sum, correct, total], dist)
+        sync_buffers(model, dist)
+        test_loss, test_acc = evaluate(model, data.x_test, data.y_test, dist=dist)
         row = {
             "epoch": epoch,
-            "train_loss": loss_sum / total,
-            "train_acc": correct / total,
+            "train_loss": loss_sum / max(1, total),
+            "train_acc": correct / max(1, total),
             "test_loss": test_loss,
             "test_acc": test_acc,
+            "lr": lr,
             "epoch_s": time.perf_counter() - t0,
         }
         history.append(row)
+        if ckpt_path is not None and dist.is_main:
+            rng = {"torch": torch.get_rng_state(), "data_order": gen.get_state()}
+            if device.type == "cuda":
+                rng["cuda"] = torch.cuda.get_rng_state(device)
+            save_checkpoint(ckpt_path, {
+                "identity": identity, "epoch": epoch + 1, "model": model.state_dict(),
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng,
+                "history": history, "world_size": dist.world_size,
+            })  # fmt: skip
+            write_metrics(ckpt_path.with_name(METRICS_FILE), history)
         on_epoch(row)
-    return {"test_accuracy": history[-1]["test_acc"] if history else 0.0, "history": history}
+    last = history[-1] if history else {"test_acc": 0.0, "test_loss": float("nan")}
+    return {
+        "test_accuracy": last["test_acc"],
+        "test_loss": last["test_loss"],
+        "history": history,
+        "model": model,
+        "weights_sha256": digest(model),
+        "ranks_agree": ranks_agree(model, dist),
+        "world_size": dist.world_size,
+        "resumed_from_epoch": start if resume else None,
+    }
+
+
+# --- the CLI -------------------------------------------------------------------------------------
+@dataclass
+class _Plan:
+    """Everything a run needs, checked before training starts."""
+
+    arch: Arch  # in the LUT's space
+    train: Space  # the space trained in
+    trained: Arch  # the arch in that space
+    data: Dataset
+    cfg: TrainConfig
+    out: Path
+    dtype: str = "fp32"  # of the exports
+    threads: int = 1  # of the measurement: the LUT's
+    lut: Lut | None = None
+    suffixes: dict[str, str] = field(default_factory=dict)  # runtime to export → its file suffix
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m search.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--arch", required=True, help="arch JSON file (or a named arch)")
+    p.add_argument("--data", default="digits", help="digits | cifar10:DIR | imagefolder:DIR")
+    p.add_argument("--subset", type=int, help="train on this many images (seeded sample)")
+    g = p.add_argument_group("shapes")
+    g.add_argument("--scale", choices=["proxy", "lut"], default="proxy",
+                   help="proxy (default): the search's proxy; lut: the LUT's own resolution and width")
+    g.add_argument("--proxy-space", help="train in this space (same family), e.g. fbnet-r64-w0.5")
+    g.add_argument("--resolution", type=int, help="override the resolution")
+    g.add_argument("--width", type=float, help="override the width multiplier")
+    d = TrainConfig()
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch (split over ranks)")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--out", help="output folder (default: train/ beside arch.json, runs/<name>/train)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--fresh", action="store_true", help="discard a checkpoint in --out and start over")
+    g = p.add_argument_group("deploy")
+    g.add_argument("--export", action="append", metavar="RUNTIME",
+                   help="executorch | tflite | onnx (onnxruntime); repeatable")
+    g.add_argument("--dtype", help="fp32 (default) or int8 (executorch, onnxruntime)")
+    g.add_argument("--measure", metavar="TARGET", help="host or an adb serial: time each export there")
+    g.add_argument("--lut", help="LUT to predict with (default: the one arch.json names)")
+    g.add_argument("--luts-root", default="luts", help="LUT store root for LUT ids (default luts)")
+    p.add_argument("--device-train", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--torch-threads", type=int, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="last line: one JSON object")
+    return p
+
+
+def _default_out(arch_arg: str, arch: Arch) -> Path:
+    path = Path(arch_arg)
+    if path.is_file():
+        return path.parent / "train"
+    return Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "-", arch.label) / "train"
+
+
+def _plan(args: argparse.Namespace) -> _Plan:
+    """Inputs every rank reads the same way (no files written, no subprocess)."""
+    arch = load_arch(args.arch)
+    train = train_space_for(arch, scale=args.scale, proxy_space=args.proxy_space,
+                            resolution=args.resolution, width=args.width)  # fmt: skip
+    trained = trained_arch(arch, train)
+    select_device(args.device_train)
+    if args.resume and args.fresh:
+        raise ValueError("--resume continues a run, --fresh discards it; give one")
+    if args.dtype and not args.export and not args.measure:
+        raise ValueError("--dtype applies to --export; add --export RUNTIME")
+    data = load_data(args.data, resolution=train.resolution, subset=args.subset)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise ValueError("--epochs and --batch-size must be ≥ 1")
+    out = Path(args.out) if args.out else _default_out(args.arch, arch)
+    return _Plan(arch, train, trained, data, cfg, out)
+
+
+def _preflight(plan: _Plan, args: argparse.Namespace, extra: list[str]) -> None:
+    """Rank 0: the checks that read the output folder, the LUT or ask the profiler."""
+    ckpt = plan.out / CHECKPOINT_FILE
+    if args.resume:
+        load_checkpoint(ckpt)  # a clear error now rather than after the process group started
+    elif ckpt.exists() and not args.fresh:
+        raise CheckpointError(f"{plan.out} holds a run already ({ckpt}); --resume continues it, "
+                              "--fresh starts over, or choose another --out")  # fmt: skip
+    if extra and not args.measure:
+        raise ValueError(f"options after -- ({' '.join(extra)}) are for the measurement; add --measure TARGET")
+    plan.lut = deploy.find_lut(plan.arch, args.lut, root=args.luts_root, required=bool(args.measure))
+    lut_rt = deploy.lut_runtime_of(plan.lut) if plan.lut is not None else None
+    runtimes = list(dict.fromkeys(args.export or []))
+    plan.dtype = args.dtype or "fp32"
+    if args.measure and not runtimes:
+        if lut_rt is None:
+            raise ValueError("--measure needs --export RUNTIME (no LUT is known whose runtime to use)")
+        runtimes, plan.dtype = [lut_rt[0]], args.dtype or lut_rt[1]
+    plan.threads = lut_rt[2] if lut_rt else 1
+    if runtimes:
+        checked = deploy.check(runtimes, plan.dtype, device=args.measure, threads=plan.threads, extra=extra)
+        plan.suffixes = {r["runtime"]: r["suffix"] for r in checked["runtimes"]}
+    if args.fresh:
+        for name in (CHECKPOINT_FILE, METRICS_FILE):
+            (plan.out / name).unlink(missing_ok=True)
+
+
+def _split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1 :]
+    return argv, []
+
+
+def _report(plan: _Plan, args: argparse.Namespace, result: dict[str, Any], paths: dict[str, Path],
+            exports: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+    report: dict[str, Any] = {
+        "arch_path": str(args.arch),
+        "arch": plan.arch.label,
+        "space": plan.arch.space,
+        "train_space": plan.train.name,
+        "proxy_space": plan.train.name,  # the name earlier versions printed; same as train_space
+        "scale": "lut" if plan.train.name == plan.arch.space else "proxy",
+        "data": plan.data.name,
+        "num_classes": plan.data.num_classes,
+        "epochs": plan.cfg.epochs,
+        "world_size": result["world_size"],
+        "test_accuracy": result["test_accuracy"],
+        "test_loss": result["test_loss"],
+        "resumed_from_epoch": result["resumed_from_epoch"],
+        "weights_sha256": result["weights_sha256"],
+        "ranks_agree": result["ranks_agree"],
+        "out": str(plan.out),
+        "checkpoint": str(paths["checkpoint"]),
+        "metrics_csv": str(paths["metrics"]),
+        "model_path": str(paths["weights"]),
+        "model_arch_path": str(paths["model_json"]),
+        "exports": exports,
+        "prediction": None,
+    }
+    if exports:
+        report.update({k: exports[0][k] for k in ("export_path", "sha256", "size_bytes")})
+        if "measured_latency_us" in exports[0]:
+            report["measured_latency_us"] = exports[0]["measured_latency_us"]
+    if plan.lut is not None:
+        pred = deploy.prediction(plan.lut, plan.arch, plan.trained, plan.data.num_classes)
+        for rec in exports:
+            if "measured_latency_us" in rec:
+                rec["vs_lut_notes"] = deploy.comparison_notes(pred, rec, rec["dtype"])
+        report["prediction"] = pred
+    return report
+
+
+def _print_human(report: dict[str, Any]) -> None:
+    print(f"{report['arch']}: test accuracy {report['test_accuracy']:.4f} on {report['data']} "
+          f"({report['train_space']}, {report['epochs']} epochs, {report['world_size']} process(es)); "
+          f"wrote {report['out']}")  # fmt: skip
+    for line in deploy.describe(report["exports"], report["prediction"]):
+        print(line)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m search.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", required=True, help="arch JSON file (or a named arch)")
-    parser.add_argument("--data", default="digits", help="digits | cifar10:DIR | imagefolder:DIR")
-    parser.add_argument("--subset", type=int, help="train on this many images (seeded sample)")
-    parser.add_argument("--proxy-space", help="proxy space name (default: the one the search used)")
-    parser.add_argument("--resolution", type=int, help="proxy resolution (default: arch's proxy, else 32)")
-    parser.add_argument("--width", type=float, help="proxy width multiplier (default: arch's proxy, else 0.25)")
-    d = TrainConfig()
-    parser.add_argument("--epochs", type=int, default=d.epochs)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--lr", type=float, default=d.lr)
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--device-train", default="cpu", help="cpu (default) or cuda")
-    parser.add_argument("--json", action="store_true", help="last line: one JSON object")
-    parser.add_argument("--torch-threads", type=int, help="torch intra-op threads (default: torch's)")
-    args = parser.parse_args(argv)
+    own, extra = _split_passthrough(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(own)
+    rank = int(os.environ.get("RANK", "0") or 0)
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(message)s")
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        arch = load_arch(args.arch)
-        target = get_space(arch.space)
-        if args.proxy_space:
-            proxy = get_space(args.proxy_space)
-        elif args.resolution or args.width or "proxy_space" not in arch.info:
-            proxy = proxy_space_for(target, args.resolution or 32, args.width or 0.25)
-        else:
-            proxy = get_space(arch.info["proxy_space"])
-        data = load_data(args.data, resolution=proxy.resolution, subset=args.subset)
-        cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-        device = select_device(args.device_train)
-    except (ValueError, ArchError, DataError) as e:
+        plan = _plan(args)
+    except (ValueError, ArchError, DataError) as e:  # every rank fails alike
         print(f"error: {e}", file=sys.stderr)
         return 2
+    dist = setup(args.device_train)
+    show_progress = not args.no_progress and sys.stderr.isatty()
+    try:
+        error = None
+        if dist.is_main:
+            try:
+                _preflight(plan, args, extra)
+            except (ValueError, deploy.ProfilerCallError) as e:
+                error = str(e)
+        error = broadcast_object(error, dist)
+        if error is not None:
+            if dist.is_main:
+                print(f"error: {error}", file=sys.stderr)
+            return 2
 
-    def show(row: dict[str, Any]) -> None:
-        print(f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f}"
-              f"  test loss {row['test_loss']:.3f} acc {row['test_acc']:.3f}  ({row['epoch_s']:.1f} s)")
+        def show(row: dict[str, Any]) -> None:
+            if dist.is_main:
+                print(f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f}"
+                      f"  test loss {row['test_loss']:.3f} acc {row['test_acc']:.3f}  lr {row['lr']:.4f}"
+                      f"  ({row['epoch_s']:.1f} s)", flush=True)  # fmt: skip
 
-    result = train_arch(arch.blocks, proxy, data, cfg, device=device, on_epoch=show)
-    print(f"{arch.name or args.arch}: test accuracy {result['test_accuracy']:.4f} on {data.name} "
-          f"({proxy.name}, {cfg.epochs} epochs)")
+        try:
+            result = train_arch(plan.trained.blocks, plan.train, plan.data, plan.cfg, device=dist.device,
+                                on_epoch=show, head_channels=plan.trained.head_channels, dist=dist,
+                                out=plan.out, resume=args.resume, progress=show_progress)  # fmt: skip
+        except CheckpointError as e:
+            if dist.is_main:
+                print(f"error: {e}", file=sys.stderr)
+            return 2
+    finally:
+        teardown(dist)
+    if not dist.is_main:
+        return 0
+    return _finish(plan, args, extra, result, show_progress)
+
+
+def _finish(plan: _Plan, args: argparse.Namespace, extra: list[str], result: dict[str, Any], progress: bool) -> int:
+    """Rank 0 after training: model files, exports, measurements, the report."""
+    paths = {"checkpoint": plan.out / CHECKPOINT_FILE, "metrics": plan.out / METRICS_FILE,
+             "weights": plan.out / "model.pt", "model_json": plan.out / "model.json"}  # fmt: skip
+    info = {
+        "num_classes": plan.data.num_classes,
+        "classes": list(plan.data.classes),
+        "lut_arch": {k: v for k, v in plan.arch.to_dict().items() if k != "info"},
+        "lut": plan.arch.info.get("lut"),
+        "data": plan.data.name,
+        "epochs": plan.cfg.epochs,
+        "test_accuracy": result["test_accuracy"],
+        "world_size": result["world_size"],
+        "weights_sha256": result["weights_sha256"],
+    }
+    model_arch = replace(plan.trained, info=info)
+    atomic_write(paths["model_json"], model_arch.to_json(indent=2) + "\n")
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in result["model"].state_dict().items()}, buf)
+    atomic_write(paths["weights"], buf.getvalue())
+    status = 0
+    try:
+        exports = deploy.export_and_measure(
+            paths["model_json"], paths["weights"], plan.out, plan.suffixes, plan.dtype,
+            device=args.measure, threads=plan.threads, extra=extra, progress=progress,
+        )  # fmt: skip
+    except deploy.ProfilerCallError as e:
+        print(f"error: {e}\n(the trained model is saved in {plan.out}; re-run with --resume to export "
+              "again without training)", file=sys.stderr)  # fmt: skip
+        exports, status = [], 1
+    report = _report(plan, args, result, paths, exports)
+    atomic_write(plan.out / "report.json", json.dumps(report, indent=2) + "\n")
+    _print_human(report)
     if args.json:
-        print(json.dumps({"arch_path": str(args.arch), "proxy_space": proxy.name, "data": data.name,
-                          "epochs": cfg.epochs, "test_accuracy": result["test_accuracy"]}))
-    return 0
+        print(json.dumps(report))
+    return status
 
 
 if __name__ == "__main__":

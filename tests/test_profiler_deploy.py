@@ -145,14 +145,13 @@ def _cli(*args: str) -> tuple[int, dict]:
 
 @pytest.mark.slow
 def test_cli_contract(trained_small, tmp_path) -> None:
-    code, rec = _cli("export", "--arch", str(trained_small / "model.json"), "--weights",
-                     str(trained_small / "model.pt"), "--runtime", "onnx", "--out", str(tmp_path / "m.onnx"))  # fmt: skip
+    model = ["--arch", str(trained_small / "model.json"), "--weights", str(trained_small / "model.pt")]
+    code, rec = _cli("export", *model, "--runtime", "onnx", "--out", str(tmp_path / "m.onnx"))
     assert code == 0 and {"export_path", "sha256", "size_bytes", "runtime", "dtype"} <= set(rec)
     assert rec["runtime"] == "onnxruntime"
     code, m = _cli("measure", "--model", rec["export_path"], "--rounds", "1", "--runs", "2", "--warmup", "0")
     assert code == 0 and m["stats"]["n"] == 2 and m["device"] == "host" and m["measured_latency_us"] > 0
     code, err = _cli("check", "--runtime", "tflite", "--dtype", "int8")
     assert code == 2 and "tflite exports fp32, not 'int8'" in err["error"]
-    code, err = _cli("export", "--arch", str(trained_small / "model.json"), "--weights",
-                     str(trained_small / "model.pt"), "--runtime", "onnx", "--out", str(tmp_path / "m.pte"))  # fmt: skip
+    code, err = _cli("export", *model, "--runtime", "onnx", "--out", str(tmp_path / "m.pte"))
     assert code == 2 and "ends in .onnx" in err["error"]
