@@ -6,5 +6,9 @@
     search.strategies   fbnet, proxyless, darts, evolution, random behind one protocol
     search.data         embedded digits, CIFAR-10 (python pickle), image folders
     search.run          `python -m search.run`: LUT + data → arch.json, log.csv, θ plots
-    search.train        `python -m search.train`: train a found arch from scratch
+    search.train        `python -m search.train`: train a found arch from scratch (checkpoints,
+                        resume, torchrun), export it and time it through the profiler's CLI
+    search.checkpoint   training checkpoints and the per-epoch metrics file
+    search.distributed  data-parallel pieces for torchrun runs (training and, later, search)
+    search.deploy       `python -m profiler.deploy` as a subprocess; LUT prediction vs measurement
 """
