@@ -506,6 +506,14 @@ def main(argv: list[str] | None = None) -> int:
             if dist.is_main:
                 print(f"error: {e}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            ckpt = plan.out / CHECKPOINT_FILE
+            if dist.is_main and ckpt.exists():
+                print(f"interrupted: the finished epochs are in {ckpt}; run the same command with --resume "
+                      "to continue", file=sys.stderr)  # fmt: skip
+            elif dist.is_main:
+                print("interrupted before the first epoch finished; nothing to resume", file=sys.stderr)
+            return 130
     finally:
         teardown(dist)
     if not dist.is_main:

@@ -181,6 +181,17 @@ def test_cli_rejects_bad_input_before_training(run, tmp_path, write_synthetic_lu
     assert not any((tmp_path / d).exists() for d in ("o", "x", "empty"))
 
 
+def test_cli_interrupted_says_how_to_continue(run, tmp_path, capsys, monkeypatch) -> None:
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("search.train.train_arch", interrupted)
+    assert main(["--arch", str(run["arch_json"]), "--out", str(tmp_path / "t")]) == 130
+    assert "nothing to resume" in capsys.readouterr().err
+    assert main(["--arch", str(run["arch_json"]), *TRAIN_ARGS, "--out", str(_copy(run, tmp_path)), "--resume"]) == 130
+    assert "--resume to continue" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_cli_checks_runtime_and_dtype_with_the_profiler_before_training(run, tmp_path, capsys) -> None:
     arch, out = str(run["arch_json"]), str(tmp_path / "t")
