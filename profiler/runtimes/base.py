@@ -99,7 +99,10 @@ class Runtime(Protocol):
         ...
 
     def export(self, module: nn.Module, example_input: torch.Tensor, path: Path) -> None:
-        """Write `module` to `path`; raise ExportError with the exporter's message on failure."""
+        """Write `module` to `path`; raise ExportError with the exporter's message on failure.
+
+        Runtimes with int8 also take `calibration=` (inputs shaped like `example_input`) to
+        calibrate on instead of random inputs: a trained network's own data."""
         ...
 
     def open(self, path: Path, *, threads: int, seed: int = 0) -> Session:

@@ -4,7 +4,8 @@ On the host, `.pte` files run in `executorch.runtime` (the pybindings runtime, w
 XNNPACK backend); on a phone, in the user's `executor_runner`.
 
 int8 uses ExecuTorch's own post-training quantization flow: `XNNPACKQuantizer` with the symmetric
-per-channel config, torchao pt2e `prepare_pt2e` → calibration on random inputs → `convert_pt2e`,
+per-channel config, torchao pt2e `prepare_pt2e` → calibration on random inputs (or on the
+`calibration` inputs given to `export`: a trained network's own data) → `convert_pt2e`,
 then the same lowering.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 from importlib.metadata import version
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -34,7 +36,8 @@ class ExecuTorchRuntime(RuntimeBase):
         return {"torch": version("torch"), "executorch": version("executorch")}
 
     # --- export ---------------------------------------------------------------------------------
-    def export(self, module: nn.Module, example_input: torch.Tensor, path: Path) -> None:
+    def export(self, module: nn.Module, example_input: torch.Tensor, path: Path,
+               calibration: Sequence[torch.Tensor] | None = None) -> None:  # fmt: skip
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
 
@@ -47,7 +50,7 @@ class ExecuTorchRuntime(RuntimeBase):
             with torch.no_grad():
                 ep = torch.export.export(module, (example_input,))
                 if self.dtype == "int8":
-                    ep = self._quantize(ep, example_input)
+                    ep = self._quantize(ep, example_input, calibration)
                 program = to_edge_transform_and_lower(
                     ep, partitioner=[XnnpackPartitioner()]
                 ).to_executorch()
@@ -56,7 +59,8 @@ class ExecuTorchRuntime(RuntimeBase):
         Path(path).write_bytes(program.buffer)
 
     @staticmethod
-    def _quantize(ep: torch.export.ExportedProgram, example_input: torch.Tensor):
+    def _quantize(ep: torch.export.ExportedProgram, example_input: torch.Tensor,
+                  calibration: Sequence[torch.Tensor] | None = None):  # fmt: skip
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
             XNNPACKQuantizer,
             get_symmetric_quantization_config,
@@ -66,8 +70,9 @@ class ExecuTorchRuntime(RuntimeBase):
         quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
         prepared = prepare_pt2e(ep.module(), quantizer)
         g = torch.Generator().manual_seed(0)
-        for _ in range(CALIBRATION_BATCHES):
-            prepared(torch.randn(example_input.shape, generator=g))
+        xs = calibration or [torch.randn(example_input.shape, generator=g) for _ in range(CALIBRATION_BATCHES)]
+        for x in xs:
+            prepared(x)
         converted = convert_pt2e(prepared)
         return torch.export.export(converted, (example_input,))
 
