@@ -11,6 +11,7 @@ contract (see that module): the last stdout line is one JSON object, `{"error": 
     measure("out/model.pte", "executorch", "SERIAL", threads=1, extra=[...])
     export_and_measure("out/model.json", "out/model.pt", "out", {"executorch": ".pte"}, "fp32",
                        device="SERIAL")        # both, per runtime; samples to measure-*.json
+    lut_runtime_of(lut)                        # {runtime, dtype, threads, layout}
     prediction(lut, lut_arch, trained_arch, num_classes)   # LUT numbers + what differs
 
 `extra` are options passed through to `profiler.deploy measure`/`check` verbatim (the phone
@@ -41,6 +42,7 @@ __all__ = ["ProfilerCallError", "call_profiler", "find_lut", "check", "export", 
 log = logging.getLogger(__name__)
 
 _PROFILER = [sys.executable, "-m", "profiler.deploy"]
+WAIT_LOCK_S = 600.0  # a measurement after training waits this long for another job on the device
 
 
 class ProfilerCallError(RuntimeError):
@@ -83,14 +85,21 @@ def check(runtimes: Sequence[str], dtype: str, *, device: str | None = None, thr
     return call_profiler("check", args + list(extra))
 
 
-def export(arch_json: str | Path, weights: str | Path, runtime: str, dtype: str, out: str | Path) -> dict[str, Any]:
-    return call_profiler("export", ["--arch", arch_json, "--weights", weights, "--runtime", runtime,
-                                    "--dtype", dtype, "--out", out])  # fmt: skip
+def export(model_json: str | Path, weights: str | Path, runtime: str, dtype: str, out: str | Path,
+           layout: str | None = None, calibration: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
+    args = ["--arch", model_json, "--weights", weights, "--runtime", runtime, "--dtype", dtype, "--out", out]
+    args += ["--layout", layout] if layout else []
+    return call_profiler("export", args + (["--calibration", calibration] if calibration else []))
 
 
-def measure(model: str | Path, runtime: str, device: str, *, threads: int = 1, extra: Sequence[str] = (),
-            progress: bool = False) -> dict[str, Any]:  # fmt: skip
-    args = ["--model", model, "--runtime", runtime, "--device", device, "--threads", str(threads)]
+def measure(model: str | Path, runtime: str, device: str, *, layout: str | None = None, threads: int = 1,
+            wait_lock_s: float = WAIT_LOCK_S, extra: Sequence[str] = (), progress: bool = False,
+            ) -> dict[str, Any]:  # fmt: skip
+    """Time `model` on `device`; waits up to `wait_lock_s` for another job measuring there (a
+    `--wait-lock` in `extra` wins: it comes later on the command line)."""
+    args = ["--model", model, "--runtime", runtime, "--device", device, "--threads", str(threads),
+            "--wait-lock", str(wait_lock_s)]  # fmt: skip
+    args += ["--layout", layout] if layout else []
     return call_profiler("measure", args + (["--progress"] if progress else []) + list(extra))
 
 
@@ -101,28 +110,35 @@ def export_and_measure(
     suffixes: Mapping[str, str],
     dtype: str = "fp32",
     *,
+    layouts: Mapping[str, str] | None = None,
+    calibration: str | Path | None = None,
     device: str | None = None,
     threads: int = 1,
     extra: Sequence[str] = (),
     progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Export to `out/model[-DTYPE]<suffix>` for each runtime of `suffixes` (runtime → suffix, as
-    `check` returns them) and, with `device`, time each file there; the raw samples go to
-    `out/measure-<runtime>[-DTYPE]-<device>.json`. One record per runtime: the export's fields
-    plus measured_latency_us, stats, device, device_id, threads, protocol, measure_path."""
+    `check` returns them; `layouts`: runtime → I/O layout, default the runtime's own;
+    `calibration`: inputs an int8 export is calibrated on) and, with
+    `device`, time each file there; the raw samples go to `out/measure-<runtime>[-DTYPE]-<device>.json`.
+    One record per runtime: the export's fields plus measured_latency_us, stats, load_us,
+    memory_kb, device, device_id, threads, protocol, measure_path."""
     out = Path(out)
     stem = "model" if dtype == "fp32" else f"model-{dtype}"
     records = []
     for runtime, suffix in suffixes.items():
-        rec = export(model_json, weights, runtime, dtype, out / f"{stem}{suffix}")
+        rec = export(model_json, weights, runtime, dtype, out / f"{stem}{suffix}", (layouts or {}).get(runtime),
+                     calibration if dtype != "fp32" else None)  # fmt: skip
         log.info("exported %s %s: %s (%d bytes, sha256 %s)", runtime, dtype, rec["export_path"],
                  rec["size_bytes"], rec["sha256"][:12])  # fmt: skip
         if device is not None:
-            m = measure(rec["export_path"], runtime, device, threads=threads, extra=extra, progress=progress)
+            m = measure(rec["export_path"], runtime, device, layout=rec["layout"], threads=threads, extra=extra,
+                        progress=progress)  # fmt: skip
             tag = runtime if dtype == "fp32" else f"{runtime}-{dtype}"
             slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", device)
             path = atomic_write(out / f"measure-{tag}-{slug}.json", json.dumps(m, indent=1) + "\n")
-            keep = ("measured_latency_us", "stats", "device", "device_id", "threads", "protocol")
+            keep = ("measured_latency_us", "stats", "load_us", "memory_kb", "device", "device_id", "threads",
+                    "protocol")  # fmt: skip
             rec.update({k: m[k] for k in keep})
             rec["measure_path"] = str(path)
         records.append(rec)
@@ -202,8 +218,9 @@ def prediction(lut: Lut, lut_arch: Arch, trained: Arch, num_classes: int) -> dic
         "lut_path": str(lut.path),
         "lut_device_id": lut.device_id,
         "lut_runtime": lut.runtime.get("name"),
-        "lut_dtype": lut.runtime.get("dtype", "fp32"),
-        "lut_threads": lut.runtime.get("threads"),
+        "lut_dtype": lut_runtime_of(lut)["dtype"],
+        "lut_threads": lut_runtime_of(lut)["threads"],
+        "lut_layout": lut_runtime_of(lut)["layout"],
         "space": lut_arch.space,
         "same_ops": lut_keys == trained_keys,
         "classifier_lut_us": classifier_us,
@@ -215,10 +232,12 @@ def prediction(lut: Lut, lut_arch: Arch, trained: Arch, num_classes: int) -> dic
 
 
 def comparison_notes(pred: dict[str, Any], measured: dict[str, Any], dtype: str) -> list[str]:
-    """What else differs between the LUT and a measurement: runtime, dtype, threads, device."""
+    """What else differs between the LUT and a measurement: runtime, layout, dtype, threads, device."""
     notes = []
     if measured.get("runtime") != pred.get("lut_runtime"):
         notes.append(f"measured with {measured.get('runtime')}, the LUT is {pred.get('lut_runtime')}")
+    elif measured.get("layout") != pred.get("lut_layout"):
+        notes.append(f"measured with {measured.get('layout')} I/O, the LUT's ops with {pred.get('lut_layout')}")
     if dtype != pred.get("lut_dtype", "fp32"):
         notes.append(f"measured {dtype}, the LUT is {pred.get('lut_dtype', 'fp32')}")
     if pred.get("lut_threads") is not None and measured.get("threads") != pred.get("lut_threads"):
@@ -228,12 +247,15 @@ def comparison_notes(pred: dict[str, Any], measured: dict[str, Any], dtype: str)
     return notes
 
 
-def lut_runtime_of(lut: Lut) -> tuple[str, str, int]:
-    """(runtime, dtype, threads) of a LUT, from its metadata or its directory name."""
+def lut_runtime_of(lut: Lut) -> dict[str, Any]:
+    """{runtime, dtype, threads, layout} of a LUT: its metadata, else its directory name (a LUT
+    without a recorded layout was exported NCHW, the layout before layouts were recorded)."""
     rt = lut.runtime
     if rt.get("name") and rt.get("threads"):
-        return str(rt["name"]), str(rt.get("dtype") or "fp32"), int(rt["threads"])
-    return parse_runtime_dir_name(lut.runtime_dir)
+        name, dtype, threads = str(rt["name"]), str(rt.get("dtype") or "fp32"), int(rt["threads"])
+    else:
+        name, dtype, threads = parse_runtime_dir_name(lut.runtime_dir)
+    return {"runtime": name, "dtype": dtype, "threads": threads, "layout": str(rt.get("layout") or "nchw")}
 
 
 def describe(exports: Sequence[Mapping[str, Any]], pred: Mapping[str, Any] | None) -> list[str]:

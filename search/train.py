@@ -25,7 +25,8 @@ written by rank 0 only:
                     input is an image normalised as `search.data` normalises the data
     model.pt        its state_dict (what `python -m profiler.deploy export` loads)
     model[-int8].pte|.tflite|.onnx   with --export: the network in that runtime's format, written
-                    by the profiler's exporters (`python -m profiler.deploy export`)
+                    by the profiler's exporters (`python -m profiler.deploy export`); int8 is
+                    calibrated on 32 training images (calibration.pt)
     measure-<runtime>[-int8]-<device>.json   with --measure: raw samples and their statistics
     report.json     everything below, also the last line printed with --json
 
@@ -93,6 +94,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.csv"
+CALIBRATION_IMAGES = 32  # training images an int8 export is calibrated on (calibration.pt)
 
 
 @dataclass(frozen=True)
@@ -322,6 +324,7 @@ class _Plan:
     threads: int = 1  # of the measurement: the LUT's
     lut: Lut | None = None
     suffixes: dict[str, str] = field(default_factory=dict)  # runtime to export → its file suffix
+    layouts: dict[str, str] = field(default_factory=dict)  # runtime → I/O layout (default: its own)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -401,11 +404,13 @@ def _preflight(plan: _Plan, args: argparse.Namespace, extra: list[str]) -> None:
     if args.measure and not runtimes:
         if lut_rt is None:
             raise ValueError("--measure needs --export RUNTIME (no LUT is known whose runtime to use)")
-        runtimes, plan.dtype = [lut_rt[0]], args.dtype or lut_rt[1]
-    plan.threads = lut_rt[2] if lut_rt else 1
+        runtimes, plan.dtype = [lut_rt["runtime"]], args.dtype or lut_rt["dtype"]
+    plan.threads = lut_rt["threads"] if lut_rt else 1
     if runtimes:
         checked = deploy.check(runtimes, plan.dtype, device=args.measure, threads=plan.threads, extra=extra)
         plan.suffixes = {r["runtime"]: r["suffix"] for r in checked["runtimes"]}
+        if lut_rt is not None and lut_rt["runtime"] in plan.suffixes:  # the LUT's runtime: its layout too
+            plan.layouts = {lut_rt["runtime"]: lut_rt["layout"]}
     if args.fresh:
         for name in (CHECKPOINT_FILE, METRICS_FILE):
             (plan.out / name).unlink(missing_ok=True)
@@ -541,10 +546,18 @@ def _finish(plan: _Plan, args: argparse.Namespace, extra: list[str], result: dic
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in result["model"].state_dict().items()}, buf)
     atomic_write(paths["weights"], buf.getvalue())
+    calibration = None
+    if plan.suffixes and plan.dtype != "fp32":  # quantize on the network's own inputs, not noise
+        gen = torch.Generator().manual_seed(plan.cfg.seed)
+        pick = torch.randperm(len(plan.data.y_train), generator=gen)[:CALIBRATION_IMAGES]
+        buf = io.BytesIO()
+        torch.save(plan.data.x_train[pick].contiguous(), buf)
+        calibration = atomic_write(plan.out / "calibration.pt", buf.getvalue())
     status = 0
     try:
         exports = deploy.export_and_measure(
-            paths["model_json"], paths["weights"], plan.out, plan.suffixes, plan.dtype,
+            paths["model_json"], paths["weights"], plan.out, plan.suffixes, plan.dtype, layouts=plan.layouts,
+            calibration=calibration,
             device=args.measure, threads=plan.threads, extra=extra, progress=progress,
         )  # fmt: skip
     except deploy.ProfilerCallError as e:

@@ -26,8 +26,8 @@ PROXY = "fbnet-r32-w0.25"
 @pytest.fixture(scope="module")
 def trained_small(tmp_path_factory, small_arch) -> Path:
     """model.json + model.pt (and checkpoint.pt, holding the state under `model`) of the small arch
-    at the proxy with 10 classes, after a few SGD steps on digits: weights and BatchNorm
-    statistics as training leaves them."""
+    at the proxy with 10 classes after a few SGD steps on digits, BatchNorm statistics of the
+    training images; calibration.pt: 32 training images."""
     out = tmp_path_factory.mktemp("trained")
     arch = Arch(PROXY, small_arch.blocks, name="small", info={"num_classes": 10})
     torch.manual_seed(0)
@@ -40,6 +40,12 @@ def trained_small(tmp_path_factory, small_arch) -> Path:
             opt.zero_grad()
             loss.backward()
             opt.step()
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.reset_running_stats()
+        bn.momentum = None  # a cumulative average over the forward below
+    with torch.no_grad():
+        model.train()(data.x_train)
+    torch.save(data.x_train[:32].clone(), out / "calibration.pt")
     (out / "model.json").write_text(arch.to_json())
     torch.save(model.state_dict(), out / "model.pt")
     torch.save({"format": 1, "model": model.state_dict()}, out / "checkpoint.pt")
@@ -55,8 +61,9 @@ def exports(trained_small, tmp_path_factory):
     def get(runtime: str, dtype: str = "fp32") -> dict:
         if (runtime, dtype) not in done:
             path = root / f"model-{dtype}{RUNTIMES[runtime].suffix}"
+            calibration = trained_small / "calibration.pt" if dtype == "int8" else None
             done[runtime, dtype] = export_trained(trained_small / "model.json", trained_small / "model.pt",
-                                                  runtime, dtype, path)  # fmt: skip
+                                                  runtime, dtype, path, calibration=calibration)  # fmt: skip
         return done[runtime, dtype]
 
     return get
@@ -64,8 +71,8 @@ def exports(trained_small, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def digits() -> torch.Tensor:
-    """Four test images, normalised as the small model's training data was."""
-    return load_data("digits", resolution=32, subset=64).x_test[:4]
+    """Eight test images, normalised as the small model's training data was."""
+    return load_data("digits", resolution=32, subset=64).x_test[:8]
 
 
 def test_runtime_names_and_formats() -> None:
@@ -102,19 +109,20 @@ def test_export_computes_what_the_trained_model_computes(exports, trained_small,
     with torch.no_grad():
         ref = np.concatenate([model(x[None]).numpy() for x in digits])
     got = np.concatenate([session.infer(x[None].numpy()) for x in digits])
-    assert got.shape == ref.shape == (4, 10)
+    assert got.shape == ref.shape == (8, 10)
     if dtype == "fp32":
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
-    else:  # post-training quantization (calibrated on random inputs): close, not equal
-        assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.9
-        assert np.abs(got - ref).max() < 0.25 * np.abs(ref).max() + 0.1
+    else:  # post-training quantization calibrated on training images: close, not equal
+        assert rec["calibration"].startswith("32 inputs from")
+        assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.95
+        assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.75
 
 
 @pytest.mark.slow
 def test_measure_on_host_keeps_every_sample(exports) -> None:
     rec = exports("onnxruntime")
     m = measure_model(rec["export_path"], device="host", config=FAST)
-    assert m["runtime"] == "onnxruntime" and m["device_id"].startswith("host-")
+    assert m["runtime"] == "onnxruntime" and m["device_id"].startswith("host-") and m["layout"] == "nchw"
     assert len(m["samples_us"]) == m["stats"]["n"] == FAST.rounds * FAST.runs
     assert m["measured_latency_us"] == pytest.approx(np.median(m["samples_us"]))
     assert m["stats"]["p10_us"] <= m["measured_latency_us"] <= m["stats"]["p90_us"]
@@ -124,17 +132,14 @@ def test_measure_on_host_keeps_every_sample(exports) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("runtime", ["executorch", "tflite"])
-def test_measure_on_the_loopback_phone(exports, runtime, tmp_path) -> None:
-    from android_harness.loopback.session import loopback_session
-
+def test_measure_on_the_loopback_phone(exports, loopback, runtime) -> None:
+    server, daemon = loopback
     rec = exports(runtime)
-    with loopback_session(tmp_path / "device") as (server, daemon):
-        m = measure_model(rec["export_path"], device=daemon.serial, config=FAST,
-                          target_options={"adb_port": server.port, "cooldown_poll_s": 0.1})  # fmt: skip
-        pushed = list((tmp_path / "device").rglob(Path(rec["export_path"]).name))
+    m = measure_model(rec["export_path"], device=daemon.serial, layout=rec["layout"], config=FAST,
+                      target_options={"adb_port": server.port, "cooldown_poll_s": 0.1})  # fmt: skip
     assert m["device"] == daemon.serial and "loopback" in m["device_id"].lower()
     assert len(m["samples_us"]) == FAST.rounds * FAST.runs and m["measured_latency_us"] > 0
-    assert pushed == []  # the pushed model is removed afterwards
+    assert m["layout"] == rec["layout"]
 
 
 def _cli(*args: str) -> tuple[int, dict]:
@@ -153,5 +158,7 @@ def test_cli_contract(trained_small, tmp_path) -> None:
     assert code == 0 and m["stats"]["n"] == 2 and m["device"] == "host" and m["measured_latency_us"] > 0
     code, err = _cli("check", "--runtime", "tflite", "--dtype", "int8")
     assert code == 2 and "tflite exports fp32, not 'int8'" in err["error"]
+    code, err = _cli("check", "--runtime", "onnx", "--layout", "nhwc")
+    assert code == 2 and "onnxruntime exports layout(s) nchw, not 'nhwc'" in err["error"]
     code, err = _cli("export", *model, "--runtime", "onnx", "--out", str(tmp_path / "m.pte"))
     assert code == 2 and "ends in .onnx" in err["error"]

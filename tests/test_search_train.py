@@ -229,15 +229,25 @@ def test_export_and_measure_on_host_beside_the_prediction(run, tmp_path, capsys)
 
 
 @pytest.mark.slow
-def test_measure_on_the_loopback_phone_end_to_end(run, tmp_path, capsys) -> None:
-    from android_harness.loopback.session import loopback_session
-
+def test_int8_export_is_calibrated_on_training_images(run, tmp_path, capsys) -> None:
     out = _copy(run, tmp_path)
-    with loopback_session(tmp_path / "device") as (server, daemon):
-        argv = ["--arch", str(run["arch_json"]), *TRAIN_ARGS, "--out", str(out), "--resume",
-                "--export", "executorch", "--measure", daemon.serial, "--json", *FAST_MEASURE,
-                "--adb-port", str(server.port)]  # fmt: skip
-        assert main(argv) == 0
+    argv = ["--arch", str(run["arch_json"]), *TRAIN_ARGS, "--out", str(out), "--resume", "--export", "onnx",
+            "--dtype", "int8", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    rec = _last_json(capsys.readouterr().out)["exports"][0]
+    assert (rec["runtime"], rec["dtype"], Path(rec["export_path"]).name) == ("onnxruntime", "int8", "model-int8.onnx")
+    assert rec["calibration"] == f"32 inputs from {out / 'calibration.pt'}"
+    assert torch.load(out / "calibration.pt", weights_only=True).shape == (32, 3, 32, 32)
+
+
+@pytest.mark.slow
+def test_measure_on_the_loopback_phone_end_to_end(run, loopback, tmp_path, capsys) -> None:
+    server, daemon = loopback
+    out = _copy(run, tmp_path)
+    argv = ["--arch", str(run["arch_json"]), *TRAIN_ARGS, "--out", str(out), "--resume",
+            "--export", "executorch", "--measure", daemon.serial, "--json", *FAST_MEASURE,
+            "--adb-port", str(server.port)]  # fmt: skip
+    assert main(argv) == 0
     report = _last_json(capsys.readouterr().out)
     rec = report["exports"][0]
     assert rec["device"] == daemon.serial and "loopback" in rec["device_id"].lower()
