@@ -55,10 +55,16 @@ def test_cli_builds_resumable_lut_and_lut_cli_reads_it(tmp_path: Path) -> None:
     assert meta["parent"] == 1 and meta["runtime"]["threads"] == 1 and meta["space"]["name"] == "fbnet-r32-w0.35"
 
 
-def test_cli_rejects_unknown_runtime() -> None:
+def test_cli_rejects_unknown_runtime(capsys) -> None:
     from profiler.run import build_parser
+    from profiler.runtimes import list_runtimes
 
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(["--runtime", "tensorrt"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    # the message names the rejected runtime and every one the user can pick instead
+    assert "--runtime" in err and "'tensorrt'" in err
+    assert all(name in err for name in list_runtimes())
     args = build_parser().parse_args(["--runtime", "tflite", "--device", "host", "--device", "emulator-5554"])
     assert args.device == ["host", "emulator-5554"] and args.rounds == 5
