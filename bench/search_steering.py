@@ -63,10 +63,8 @@ def is_monotone(knob: str, values: list[float], lat_ms: list[float]) -> bool:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     latency = latency_model(load_lut(args.lut, root=args.luts_root))
     proxy = proxy_space_for(latency.space, 32, 0.25)
-    lo = latency.min_max_us()[0]
-    uniform = latency.allowed.double() / latency.allowed.sum(dim=1, keepdim=True)
-    mid = float(latency.expected_us(uniform))
-    targets_ms = [round((lo + f * (mid - lo)) / 1000, 3) for f in args.target_fracs]
+    lo, mid = latency.min_max_us()[0], latency.uniform_expected_us()
+    targets_ms = [round(latency.span_us(f) / 1000, 3) for f in args.target_fracs]
     base = SearchConfig(seed=args.seed)
     if args.epochs is not None:
         base = replace(base, epochs=args.epochs)

@@ -14,7 +14,10 @@ the N×N table holds the latency of the arch searched on LUT i (row) on LUT j (c
                 phone LUTs given an adb serial with `--serial DEVICE_ID=SERIAL` (a phone, or the
                 loopback device). Other columns stay empty.
 
-Each row also carries the found arch's accuracies (`search.run`'s names: val_accuracy,
+With `--target-frac F` each LUT gets its own soft target, the same fraction F of the way from its
+fastest arch to its uniform expectation (`LatencyModel.span_us`): the searches then spend the
+same relative budget on every device, so the found archs compare at a similar accuracy, as the
+phones of FBNet's Table 4 do. Each row also carries the found arch's accuracies (`search.run`'s names: val_accuracy,
 test_accuracy, trained_test_accuracy). Written to OUT: crossdevice.csv (one row per cell),
 crossdevice.md (the tables), crossdevice.png (heat maps: latency relative to the column's own
 arch, so the diagonal is 1 and a device-targeted search shows values ≥ 1 off the diagonal).
@@ -30,6 +33,7 @@ import logging
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +102,10 @@ def crossdevice(
     serials: dict[str, str] | None = None,
     measure: bool = True,
     rounds: int | None = None,
+    target_frac: float | None = None,
 ) -> dict[str, Any]:
-    """Search on each LUT, fill the N×N tables and write them; returns the report."""
+    """Search on each LUT, fill the N×N tables and write them; returns the report. With
+    `target_frac`, each LUT's search gets the soft target `span_us(target_frac)` of that LUT."""
     out = Path(out)
     labels = [lut_label(lat) for lat in latencies]
     if len(set(labels)) != len(labels):
@@ -110,6 +116,8 @@ def crossdevice(
     rows: list[dict[str, Any]] = []
     for label, lat in zip(labels, latencies):
         log.info("searching on %s", label)
+        if target_frac is not None:
+            cfg = replace(cfg, target_latency_ms=lat.span_us(target_frac) / 1000)
         summary = run_search(cfg, lat, search_kw["proxy"](lat), search_kw["data"], out=out / label,
                              subset=search_kw.get("subset"), device=search_kw.get("device", torch.device("cpu")),
                              train_epochs=search_kw.get("train_epochs", 0))  # fmt: skip
@@ -140,7 +148,8 @@ def crossdevice(
         "predicted_us": predicted,
         "measured_us": measured,
         "notes": notes,
-        "searches": [{k: r.get(k) for k in ("arch_path", "blocks", "predicted_latency_us", "theta_entropy",
+        "target_frac": target_frac,
+        "searches": [{k: r.get(k) for k in ("arch_path", "blocks", "predicted_latency_us", "target_latency_us", "theta_entropy",
                                             "argmax_stable_epochs", "search_s", *ACCURACY_KEYS)} for r in rows],
         "own_arch_fastest": {labels[j]: min(range(len(archs)), key=lambda i: predicted[i][j]) == j
                              for j in range(len(labels))},
@@ -190,7 +199,11 @@ def markdown(report: dict[str, Any]) -> str:
                         + " | ".join("—" if a is None else f"{a:.3f}" for a in acc) + " |")  # fmt: skip
         return [f"**{what}** latency (bold: the arch searched on that LUT; × = relative to it)", "", *head, *body, ""]
 
-    lines = [f"# Cross-device search ({report['strategy']})", ""]
+    title = f"# Cross-device search ({report['strategy']}"
+    if report.get("target_frac") is not None:
+        targets = ", ".join(f"{lab} {s['target_latency_us'] / 1000:.2f} ms" for lab, s in zip(labels, report["searches"]))
+        title += f"; soft target {report['target_frac']:g} of each LUT's span: {targets}"
+    lines = [title + ")", ""]
     lines += table(report["predicted_us"], "Predicted")
     if any(v is not None for row in report["measured_us"] for v in row):
         lines += table(report["measured_us"], "Measured (end to end, median)")
@@ -207,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serial", action="append", default=[], metavar="DEVICE_ID=SERIAL",
                    help="time archs for this LUT device on an adb serial (a phone, or the loopback device)")
     p.add_argument("--no-measure", action="store_true", help="predicted tables only")
+    p.add_argument("--target-frac", type=float,
+                   help="a soft target per LUT, this fraction of the way from its fastest arch to its uniform expectation")
     p.add_argument("--rounds", type=int, help="measurement rounds (default: the profiler's)")
     p.add_argument("--json", action="store_true", help="last line: the report as one JSON object")
     add_search_arguments(p)
@@ -221,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.lut) < 2:
         print("error: give at least two --lut", file=sys.stderr)
         return 2
+    if args.target_frac is not None and args.target_latency_ms is not None:
+        print("error: --target-frac sets a target per LUT; drop --target-latency-ms", file=sys.stderr)
+        return 2
     try:
         serials = dict(s.split("=", 1) for s in args.serial)
     except ValueError:
@@ -231,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         latencies = [latency_model(load_lut(lut, root=args.luts_root), args.latency_correction) for lut in args.lut]
         report = crossdevice(
             latencies, config_from_args(args), args.out, serials=serials, measure=not args.no_measure,
-            rounds=args.rounds,
+            rounds=args.rounds, target_frac=args.target_frac,
             search_kw={"proxy": lambda lat: proxy_from_args(args, lat), "data": args.data, "subset": args.subset,
                        "device": select_device(args.device_train), "train_epochs": args.train_epochs},
         )  # fmt: skip

@@ -224,6 +224,16 @@ class LatencyModel:
         table = self.table_finite_us.to(device=masks.device, dtype=masks.dtype)
         return (masks * table).sum(dim=(-2, -1)) + self.base_us
 
+    def uniform_expected_us(self) -> float:
+        """Expected latency when every layer's block is drawn uniformly among its candidates."""
+        return float(self.expected_us(self.allowed.double() / self.allowed.sum(dim=1, keepdim=True)))
+
+    def span_us(self, fraction: float) -> float:
+        """The latency `fraction` of the way from the fastest arch (0) to the uniform expectation
+        (1): a budget that means the same on any LUT, whatever its scale."""
+        fastest = self.min_max_us()[0]
+        return fastest + fraction * (self.uniform_expected_us() - fastest)
+
     def min_max_us(self) -> tuple[float, float]:
         """Fastest and slowest network the space allows."""
         lo = self.table_us.min(dim=1).values.sum().item()

@@ -77,11 +77,11 @@ def test_where_an_arch_can_be_measured(two_devices, tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_cli_measures_host_luts_end_to_end(two_devices, tmp_path) -> None:
+def test_cli_measures_host_luts_end_to_end_with_a_target_per_lut(two_devices, tmp_path) -> None:
     cmd = [sys.executable, "-m", "search.crossdevice", "--lut", str(two_devices[0].lut.path),
            "--lut", str(two_devices[1].lut.path), "--out", str(tmp_path / "x"), "--subset", "48",
            "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "16", "--w-fraction", "0.5",
-           "--latency-loss", "add", "--lambda", "300", "--theta-lr", "0.3", "--entropy-weight", "0",
+           "--target-frac", "0.5", "--theta-lr", "0.3", "--entropy-weight", "0",
            "--train-epochs", "0", "--recalib-batches", "1", "--rounds", "1", "--torch-threads", "1",
            "--json"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -91,3 +91,6 @@ def test_cli_measures_host_luts_end_to_end(two_devices, tmp_path) -> None:
     assert all(v is not None and v > 0 for row in measured for v in row), report["notes"]
     assert set(report["notes"].values()) == {"measured on host"}
     assert "Measured (end to end, median)" in (tmp_path / "x" / "crossdevice.md").read_text()
+    # --target-frac: each LUT's search aimed at the same fraction of its own span
+    for lat, search in zip(two_devices, report["searches"]):
+        assert search["target_latency_us"] == pytest.approx(lat.span_us(0.5))

@@ -79,8 +79,7 @@ def reference_latency_us(ctx: SearchContext) -> float:
         return ctx.cfg.ref_latency_ms * 1000.0
     if ctx.cfg.max_latency_us is not None:
         return ctx.cfg.max_latency_us
-    uniform = ctx.latency.allowed.double() / ctx.latency.allowed.sum(dim=1, keepdim=True)
-    return float(ctx.latency.expected_us(uniform))
+    return ctx.latency.uniform_expected_us()
 
 
 def temperature(cfg: SearchConfig, epoch: int) -> float:

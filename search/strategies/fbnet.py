@@ -9,7 +9,10 @@ samples masks m = GumbelSoftmax(θ, τ) per layer, runs the supernet with them, 
 
     L(a, w) = CE(a, w) · α · log(LAT(a))^β,     LAT(a) = Σ_l Σ_i m_{l,i} · LUT[l, i] (µs)
 
-for θ, through its logarithm (see `objective`: the product overflows float32 at β ≈ 30). The
+for θ, through its logarithm (see `objective`: the product overflows float32 at β ≈ 30). A soft
+target T compares T with the expected latency under softmax(θ) itself (the latency the argmax
+converges to), not the mask's: at τ = 5 a mask's latency stays near the uniform expectation
+however far θ has moved, and the search would overshoot T. The
 weight step minimises CE alone: the factor α · log(LAT)^β is constant in w, so with it the weight
 step would be the same step at a learning rate scaled by that factor, which couples α and β to
 the SGD learning rate. α does not change θ's steps either (Adam is invariant to a constant scale
@@ -85,7 +88,10 @@ class FBNet:
             m = F.gumbel_softmax(theta + mask, tau=tau, hard=False, dim=-1)
             out = net(x, m, threshold=cfg.mask_threshold)
             ce = F.cross_entropy(out, y)
-            loss = latency_loss(ce, lat.expected_us(m), cfg, ref_us, form)
+            # a target is met by the arch θ converges to: compare it with the expected latency under
+            # softmax(θ) itself; a τ = 5 mask stays near the uniform expectation however θ moves
+            relaxed = torch.softmax(theta + mask, dim=-1) if form == "target" else m
+            loss = latency_loss(ce, lat.expected_us(relaxed), cfg, ref_us, form)
             t_opt.zero_grad(set_to_none=True)
             (loss + gamma * commitment(theta + mask) if gamma else loss).backward()
             n_arch += 1
