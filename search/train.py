@@ -94,7 +94,7 @@ def train_arch(
     device: torch.device = torch.device("cpu"),
     on_epoch: Callable[[dict[str, Any]], None] = lambda row: None,
 ) -> dict[str, Any]:
-    """Train from scratch on the whole train split; returns test accuracy and the history."""
+    """Train from scratch on the whole train split; returns test accuracy, the history and the model."""
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     model = build_proxy_model(blocks, proxy, data.num_classes).to(device)
@@ -128,7 +128,7 @@ def train_arch(
         }
         history.append(row)
         on_epoch(row)
-    return {"test_accuracy": history[-1]["test_acc"] if history else 0.0, "history": history}
+    return {"test_accuracy": history[-1]["test_acc"] if history else 0.0, "history": history, "model": model}
 
 
 def main(argv: list[str] | None = None) -> int:
