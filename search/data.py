@@ -5,6 +5,9 @@
     digits              (default) scikit-learn's embedded `load_digits`: 1,797 8×8 grey digits,
                         10 classes, shipped inside scikit-learn (no download); upsampled
                         bilinearly to the proxy resolution and replicated to 3 channels
+    digits:augment=K    the same with K shifted copies (±1 pixel of the 8×8 image, zero-filled)
+                        of every train image; the test split is left as is, and a copy always
+                        lands in the same search split as its original (`Dataset.groups`)
     cifar10:DIR         CIFAR-10 in its standard python-pickle layout (DIR/data_batch_1..5,
                         DIR/test_batch); DIR may also be given bare if it holds those files
     imagefolder:DIR     DIR/<class>/<image>, optionally DIR/train/... and DIR/val/...; any
@@ -12,8 +15,9 @@
 
 Every source yields a fixed train/test split (the dataset's own, or a seeded 80/20 split for
 digits and flat image folders). Search then splits the train part again: `w_fraction` (FBNet:
-80%) trains the weights, the rest the architecture parameters; test accuracy is the
-`val_accuracy` of a run. Inputs are normalised with the train part's per-channel mean and std.
+80%) trains the weights, the rest — the validation split — the architecture parameters. A run
+reports the found arch's accuracy on the validation split (`val_accuracy`) and on the test split
+(`test_accuracy`). Inputs are normalised with the train part's per-channel mean and std.
 Images are resized once, at load time, so an epoch is tensor slicing only.
 """
 
@@ -29,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Dataset", "DataError", "load_data", "batches", "DATA_SOURCES"]
+__all__ = ["Dataset", "DataError", "load_data", "batches", "cycle_batches", "DATA_SOURCES"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,7 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     classes: tuple[str, ...]
+    groups: torch.Tensor | None = None  # per train image: the original it was copied from
 
     @property
     def num_classes(self) -> int:
@@ -61,12 +66,17 @@ class Dataset:
         """Seeded split of the train part: (weights part, architecture part)."""
         if not 0.0 < w_fraction < 1.0:
             raise DataError(f"w_fraction must be in (0, 1), got {w_fraction}")
-        n = len(self.y_train)
+        n = len(self.y_train) if self.groups is None else int(self.groups.max()) + 1
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         k = int(round(n * w_fraction))
         if k == 0 or k == n:
             raise DataError(f"{n} training images are too few to split {w_fraction:.0%}/rest")
         a, b = perm[:k], perm[k:]
+        if self.groups is not None:  # whole groups: no copy of a validation image trains weights
+            in_a = torch.zeros(n, dtype=torch.bool)
+            in_a[a] = True
+            member = in_a[self.groups.cpu()]
+            a, b = member.nonzero().flatten(), (~member).nonzero().flatten()
         return (self.x_train[a], self.y_train[a]), (self.x_train[b], self.y_train[b])
 
     def to(self, device: torch.device | str) -> "Dataset":
@@ -77,6 +87,7 @@ class Dataset:
             self.x_test.to(device),
             self.y_test.to(device),
             self.classes,
+            self.groups,
         )
 
 
@@ -87,15 +98,34 @@ def batches(
     *,
     generator: torch.Generator | None = None,
     drop_last: bool = False,
+    min_size: int = 1,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Minibatches; shuffled with `generator` when one is given."""
+    """Minibatches; shuffled with `generator` when one is given. A last batch smaller than
+    `min_size` is dropped: training loops pass 2, because train-mode batch norm cannot normalise
+    a single image at the proxy's 1×1 spatial size."""
     n = len(y)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     order = order.to(y.device)
     stop = n - n % batch_size if drop_last and n >= batch_size else n
     for i in range(0, stop, batch_size):
         idx = order[i : i + batch_size]
+        if len(idx) < min_size:
+            break
         yield x[idx], y[idx]
+
+
+def cycle_batches(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator, min_size: int = 2
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless shuffled minibatches (a new order every pass): the architecture split feeds one
+    batch per weight step although it is smaller than the weights split."""
+    while True:
+        empty = True
+        for xb, yb in batches(x, y, batch_size, generator=generator, min_size=min_size):
+            empty = False
+            yield xb, yb
+        if empty:
+            raise DataError(f"{len(y)} images make no batch of at least {min_size}; use more data")
 
 
 # --- sources ---------------------------------------------------------------------------------------
@@ -232,6 +262,9 @@ def load_data(
         keep_tr = np.sort(rng.permutation(len(y_tr))[:subset])
         keep_te = np.sort(rng.permutation(len(y_te))[:n_te])
         x_tr, y_tr, x_te, y_te = x_tr[keep_tr], y_tr[keep_tr], x_te[keep_te], y_te[keep_te]
+    groups = None
+    if kind == "digits" and arg:
+        x_tr, y_tr, groups = _augment_digits(x_tr, y_tr, arg, split_seed)
     xt_tr, xt_te = _prepare(x_tr, resolution), _prepare(x_te, resolution)
     mean = xt_tr.mean(dim=(0, 2, 3), keepdim=True)
     std = xt_tr.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
@@ -245,7 +278,32 @@ def load_data(
         (xt_te - mean) / std,
         torch.from_numpy(y_te),
         classes,
+        None if groups is None else torch.from_numpy(groups),
     )
+
+
+def _augment_digits(
+    x: np.ndarray, y: np.ndarray, arg: str, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`augment=K`: the originals, then K copies each shifted by one pixel (a random one of the 8
+    neighbouring offsets, zero-filled); returns images, labels and each image's original index."""
+    key, _, value = arg.partition("=")
+    if key != "augment" or not value.isdigit() or int(value) < 1:
+        raise DataError(f"digits takes 'digits' or 'digits:augment=K' (K ≥ 1 copies), got 'digits:{arg}'")
+    rng = np.random.default_rng(seed + 2)
+    offsets = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+    n, (h, w) = len(y), x.shape[-2:]
+    copies = [x]
+    for _ in range(int(value)):
+        shifted = np.zeros_like(x)
+        for i, o in enumerate(rng.integers(len(offsets), size=n)):
+            dy, dx = offsets[o]
+            shifted[i, :, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = x[
+                i, :, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+            ]
+        copies.append(shifted)
+    k = len(copies)
+    return np.concatenate(copies), np.tile(y, k), np.tile(np.arange(n), k)
 
 
 def _prepare(x: np.ndarray, resolution: int) -> torch.Tensor:

@@ -5,6 +5,7 @@
     model.predict_batch_us(idx)                  # idx: LongTensor [N, layers] of block columns
     model.expected_us(masks)                     # Σ_l Σ_i m[l,i]·LUT[l,i] + fixed, differentiable
     model.with_validated_correction()            # the same with the LUT's validated correction
+    model.sample_near(n, target_us)              # random archs whose latencies centre on a target
 
 Without a correction, `predict_us(arch)` equals `Lut.predict_us` of the arch's op keys (the
 additive sum); with one (`lut.correction.Correction`, folded in per op, so every prediction stays
@@ -223,6 +224,16 @@ class LatencyModel:
         table = self.table_finite_us.to(device=masks.device, dtype=masks.dtype)
         return (masks * table).sum(dim=(-2, -1)) + self.base_us
 
+    def uniform_expected_us(self) -> float:
+        """Expected latency when every layer's block is drawn uniformly among its candidates."""
+        return float(self.expected_us(self.allowed.double() / self.allowed.sum(dim=1, keepdim=True)))
+
+    def span_us(self, fraction: float) -> float:
+        """The latency `fraction` of the way from the fastest arch (0) to the uniform expectation
+        (1): a budget that means the same on any LUT, whatever its scale."""
+        fastest = self.min_max_us()[0]
+        return fastest + fraction * (self.uniform_expected_us() - fastest)
+
     def min_max_us(self) -> tuple[float, float]:
         """Fastest and slowest network the space allows."""
         lo = self.table_us.min(dim=1).values.sum().item()
@@ -232,6 +243,31 @@ class LatencyModel:
     def sample_uniform(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """N archs with each layer's block drawn uniformly among its candidates: [N, layers]."""
         probs = self.allowed.double().expand(n, -1, -1).reshape(n * self.num_layers, -1)
+        return torch.multinomial(probs, 1, generator=generator).view(n, self.num_layers)
+
+    def tilted_probs(self, target_us: float) -> torch.Tensor:
+        """Layer-wise block probabilities p[l, i] ∝ exp(−s · LUT[l, i]) over the allowed blocks,
+        with s (bisection; s = 0 is uniform) such that the expected latency is `target_us`
+        (clamped to the space's range): the maximum-entropy distribution of that mean."""
+        table, scale = self.table_finite_us, float(self.table_finite_us[self.allowed].abs().mean())
+
+        def probs(s: float) -> torch.Tensor:
+            logits = (-s / scale * table).masked_fill(~self.allowed, -math.inf)
+            return torch.softmax(logits, dim=-1)
+
+        lo, hi = -60.0, 60.0  # expected latency falls as s rises
+        for _ in range(100):
+            mid = (lo + hi) / 2
+            if float(self.expected_us(probs(mid))) > target_us:
+                lo = mid
+            else:
+                hi = mid
+        return probs((lo + hi) / 2)
+
+    def sample_near(self, n: int, target_us: float, generator: torch.Generator | None = None) -> torch.Tensor:
+        """N archs drawn layer-wise from `tilted_probs(target_us)`: [N, layers]. Their latencies
+        are a sum of independent layers, so they concentrate around the target."""
+        probs = self.tilted_probs(target_us).expand(n, -1, -1).reshape(n * self.num_layers, -1)
         return torch.multinomial(probs, 1, generator=generator).view(n, self.num_layers)
 
 

@@ -1,4 +1,4 @@
-"""Plots of a search run: softmax(θ) per layer as a heat map."""
+"""Plots of a search run: softmax(θ) per layer, and the cross-device latency table, as heat maps."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-__all__ = ["plot_theta"]
+__all__ = ["plot_theta", "plot_crossdevice"]
 
 
 def plot_theta(
@@ -41,6 +41,46 @@ def plot_theta(
             ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=1.5))
     fig.colorbar(im, ax=ax, label="softmax(θ)")
     ax.set_title(title or "architecture distribution per layer")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_crossdevice(
+    predicted_us: Sequence[Sequence[float]],
+    measured_us: Sequence[Sequence[float | None]],
+    labels: Sequence[str],
+    path: str | Path,
+    *,
+    title: str = "",
+) -> Path:
+    """Heat maps of the N×N cross-device table: cell (i, j) = latency of the arch searched on LUT
+    i when run on LUT j, relative to LUT j's own arch (the diagonal is 1), annotated in ms; a
+    second panel with the measured table when any cell was measured."""
+    panels = [("predicted", predicted_us)]
+    if any(v is not None for row in measured_us for v in row):
+        panels.append(("measured", measured_us))
+    n = len(labels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.8 + 2.2 * n * len(panels), 1.4 + 1.1 * n), squeeze=False)
+    for ax, (what, values) in zip(axes[0], panels):
+        rel = [[(v / values[j][j]) if v is not None and values[j][j] else float("nan")
+                for j, v in enumerate(row)] for row in values]  # fmt: skip
+        im = ax.imshow(rel, cmap="RdYlGn_r", vmin=0.8, vmax=1.2)
+        for i in range(n):
+            for j in range(n):
+                v = values[i][j]
+                text = "—" if v is None else f"{v / 1000:.2f} ms\n{rel[i][j]:.2f}×"
+                ax.text(j, i, text, ha="center", va="center", fontsize=8)
+        short = [lab.replace("_", "\n", 1) for lab in labels]
+        ax.set_xticks(range(n), short, fontsize=7)
+        ax.set_yticks(range(n), short, fontsize=7)
+        ax.set_xlabel("run on (LUT)")
+        ax.set_ylabel("searched on (LUT)")
+        ax.set_title(f"{what}: latency / own arch's", fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle(title or "cross-device latency", fontsize=10)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

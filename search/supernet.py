@@ -7,9 +7,10 @@ Which blocks run is explicit, so every strategy pays only for the paths it needs
                mask is near one-hot, one or two blocks run instead of nine. Dropped blocks lose
                their term m_i·block_i(x) (at most `threshold` of the output) and their own
                dL/dm_i; the gradient wrt θ through the kept m_j stays exact.
-    DARTS      m = softmax(α); threshold 0: every block runs (the method's memory cost).
+    DARTS      m = softmax(α); every block runs while α is near uniform (the method's memory
+               cost), those under the threshold are dropped as α sharpens.
     Proxyless  weight step: one sampled path, m = None (no multiply at all);
-               architecture step: two sampled paths, m = straight-through binary gates.
+               architecture step: one, two or all paths, m = straight-through binary gates.
     one-shot   (evolution / random) one uniformly sampled path per step, as in Proxyless.
 
 Columns of `m` are the space's canonical candidate order; blocks that are not candidates at a
@@ -20,14 +21,14 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from search.space import LayerShape, Space, build_block
 
-__all__ = ["MixedOp", "Supernet", "batch_stat_bn"]
+__all__ = ["MixedOp", "Supernet", "recalibrated_bn"]
 
 
 class MixedOp(nn.Module):
@@ -110,24 +111,42 @@ class Supernet(nn.Module):
 
 
 @contextmanager
-def batch_stat_bn(model: nn.Module) -> Iterator[None]:
-    """Evaluate with batch statistics and leave running statistics untouched.
+def recalibrated_bn(
+    net: Supernet, idx: Sequence[int] | torch.Tensor, calibration: Iterable[torch.Tensor]
+) -> Iterator[None]:
+    """Evaluate one path with batch-norm statistics of its own, then put the supernet back.
 
-    A supernet's running BN statistics mix all paths, so evaluating one path with them is
-    meaningless; train-mode BN with momentum 0 normalises by the batch and updates nothing.
+    A supernet's running BN statistics mix every path it trained, so one path evaluated with them
+    normalises by the wrong mean and variance (its accuracy can fall to chance). As single-path
+    one-shot methods do (Guo et al., SPOS, ECCV 2020, §3.3), the running statistics are reset and
+    re-estimated on training batches (`calibration`, train mode, cumulative average, no gradients),
+    and the body of the `with` runs in eval mode. On exit every BN buffer, momentum and the
+    train/eval mode are restored, so searching can go on. Batches of one image are skipped.
     """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.training, m.momentum) for m in bns]
-    was_training = model.training
-    model.eval()
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(), m.momentum)
+             for m in bns]  # fmt: skip
+    was_training = net.training
     try:
-        for m in bns:
-            m.train()
-            m.momentum = 0.0
+        with torch.no_grad():
+            for m in bns:
+                m.reset_running_stats()
+                m.momentum = None  # cumulative moving average over the calibration batches
+            net.train()
+            used = 0
+            for xb in calibration:
+                if len(xb) > 1:
+                    net.forward_path(xb, idx)
+                    used += 1
+            if used == 0:
+                raise ValueError("BN recalibration needs at least one batch of two or more images")
+        net.eval()
         with torch.no_grad():
             yield
     finally:
-        for m, (training, momentum) in zip(bns, saved):
-            m.train(training)
+        for m, (mean, var, count, momentum) in zip(bns, saved):
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)
+            m.num_batches_tracked.copy_(count)
             m.momentum = momentum
-        model.train(was_training)
+        net.train(was_training)

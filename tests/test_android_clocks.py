@@ -105,11 +105,11 @@ def test_restored_after_an_exception_and_after_ctrl_c(loopback, before, tmp_path
               target_options=options, rounds=1, warmup=1, runs=2, progress=False)
     seen = []
 
-    def interrupted(self, runtime, model_file, spec):
+    def interrupted(self, runtime, model_file, spec, **kw):
         seen.append(_policy(daemon)[0])  # the clocks while the job measures
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(AdbTarget, "measure", interrupted)
+    monkeypatch.setattr(AdbTarget, "measure_detailed", interrupted)  # what the round loop calls
     with pytest.raises(KeyboardInterrupt):
         profile_space("fbnet", "tflite", **kw)
     assert seen == ["userspace"] and _policy(daemon) == before

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pandas as pd
 import pytest
 
-from bench import lut_repeatability, search_memory, search_step
+from bench import lut_repeatability, search_memory, search_quality, search_steering, search_step
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -25,10 +26,11 @@ def _rows(out: str) -> dict[str, list[float]]:
 def test_search_step_bench_compares_supernet_steps_with_the_sampled_network(capsys) -> None:
     assert search_step.main(["--steps", "1", "--batch", "4"]) in (0, None)
     rows = _rows(capsys.readouterr().out)
-    assert rows["standalone (sampled arch)"][1] == 1.0  # the baseline's own ratio
-    all_paths = next(v for k, v in rows.items() if "all paths" in k)
-    one_hot = next(v for k, v in rows.items() if "one-hot" in k)
-    assert all_paths[2] > one_hot[2]  # 9 paths keep more activations than 1
+    all_paths = next(k for k in rows if "all paths" in k)
+    one_hot = next(k for k in rows if "one-hot" in k)
+    assert "[9.0 paths]" in all_paths and "[1.0 paths]" in one_hot  # what each supernet row ran
+    # activations relative to the sampled network: 9 paths keep several times those of one path
+    assert rows[all_paths][3] > 3 * rows[one_hot][3]
 
 
 def test_search_memory_bench_has_every_strategy_and_proxyless_matches_the_sampled_network(capsys) -> None:
@@ -62,3 +64,37 @@ def test_lut_accuracy_bench_profiles_and_validates_each_protocol(tmp_path, tiny_
     luts = sorted(p.parent for p in tmp_path.rglob("meta.json"))
     caches = [__import__("json").loads((d / "meta.json").read_text())["protocol"]["cache"] for d in luts]
     assert caches == ["warm", "cold"]
+
+
+@pytest.fixture(scope="module")
+def small_lut(tmp_path_factory, synthetic_lut) -> str:
+    return str(synthetic_lut(tmp_path_factory.mktemp("luts"), "benchdev").path)
+
+
+@pytest.mark.slow
+def test_search_steering_bench_prints_each_knob_and_its_verdicts(small_lut, capsys) -> None:
+    argv = ["--lut", small_lut, "--strategies", "fbnet,random", "--betas", "0,30", "--lambdas", "0,10",
+            "--target-fracs", "0.5", "--epochs", "1", "--subset", "48", "--json"]  # fmt: skip
+    assert search_steering.main(argv) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
+    knobs = {(r["strategy"], r["knob"], r["value"]) for r in result["rows"]}
+    assert {("fbnet", "beta", 0.0), ("fbnet", "beta", 30.0), ("random", "lambda", 10.0)} <= knobs
+    assert {(v["strategy"], v["knob"]) for v in result["verdicts"]} == {
+        ("fbnet", "beta"), ("fbnet", "target_ms"), ("random", "lambda"), ("random", "target_ms")}
+    assert "monotone" in out
+
+
+@pytest.mark.slow
+def test_search_quality_bench_compares_the_found_arch_with_random_archs_of_its_latency(small_lut, capsys) -> None:
+    argv = ["--lut", small_lut, "--seeds", "0", "--k", "2", "--train-epochs", "1", "--subset", "48",
+            "--epochs", "1", "--json"]  # fmt: skip
+    assert search_quality.main(argv) == 0
+    out = capsys.readouterr().out
+    (row,) = json.loads(out.strip().splitlines()[-1])["digits"]
+    assert all(abs(ms / row["fbnet_ms"] - 1) <= 0.05 for ms in row["random_ms"])  # equal latency ±5 %
+    # "best of K" is the random arch a random search would keep: the best on the validation split
+    best = max(row["randoms"], key=lambda r: r["val_accuracy"])
+    assert (row["best_random_val"], row["best_random_test"]) == (best["val_accuracy"], best["test_accuracy"])
+    assert row["mean_random_test"] == pytest.approx(sum(r["test_accuracy"] for r in row["randoms"]) / 2)
+    assert "mean ± std over 1 seeds" in out

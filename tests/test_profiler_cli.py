@@ -78,7 +78,18 @@ def test_cli_rejects_what_a_runtime_cannot_do(tmp_path: Path) -> None:
                  "--out", str(tmp_path), "--json", "--no-progress"], env)  # fmt: skip
     assert nhwc.returncode == 1 and "exports layout(s) nchw" in nhwc.stdout
     assert not any(tmp_path.rglob("v1"))
-    from profiler.run import build_parser
 
+
+def test_cli_rejects_unknown_runtime(capsys) -> None:
+    from profiler.run import build_parser
+    from profiler.runtimes import list_runtimes
+
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["--runtime", "tensorrt"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    # the message names the rejected runtime and every one the user can pick instead
+    assert "--runtime" in err and "'tensorrt'" in err
+    assert all(name in err for name in list_runtimes())
     args = build_parser().parse_args(["--runtime", "tflite", "--device", "host", "--device", "emulator-5554"])
     assert args.device == ["host", "emulator-5554"] and args.rounds == 5

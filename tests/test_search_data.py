@@ -6,6 +6,7 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from search.data import DataError, load_data
@@ -43,3 +44,23 @@ def test_image_folder(tmp_path) -> None:
     assert d.classes == ("cat", "dog") and len(d.y_train) + len(d.y_test) == 10
     with pytest.raises(DataError, match="unknown dataset"):
         load_data(str(tmp_path / "nope"))
+
+
+def test_augmented_digits_keep_each_copy_in_its_originals_search_split() -> None:
+    plain = load_data("digits", resolution=16)
+    aug = load_data("digits:augment=2", resolution=16)
+    assert len(aug.y_train) == 3 * len(plain.y_train) and torch.equal(aug.y_test, plain.y_test)
+    assert torch.equal(aug.y_train[: len(plain.y_train)], plain.y_train)
+    (_, y_w), (_, y_val) = aug.split_train(0.8, seed=0)
+    assert len(y_w) + len(y_val) == len(aug.y_train)
+    # the images of one original are all on one side: the validation split never trains weights
+    n = len(plain.y_train)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    w_groups = set(perm[: int(round(n * 0.8))].tolist())
+    x_w, _ = aug.split_train(0.8, seed=0)[0]
+    in_w = torch.tensor([int(g) in w_groups for g in aug.groups])
+    assert torch.equal(x_w, aug.x_train[in_w])
+    shifted = aug.x_train[n:2 * n]
+    assert not torch.equal(shifted, aug.x_train[:n])  # the copies are shifted, not duplicated
+    with pytest.raises(DataError, match="augment=K"):
+        load_data("digits:twice")

@@ -153,26 +153,39 @@ def test_constrained_argmax_and_samples_meet_the_budget(macs_model) -> None:
 @pytest.mark.slow
 def test_cli_outputs_are_complete_and_reproducible_with_a_seed(tmp_path, write_synthetic_lut) -> None:
     lut_dir = write_synthetic_lut(tmp_path / "luts", "fbnet")
+    # a validated correction: search predicts with it, and so does `lut predict`
+    (lut_dir / "validation.json").write_text(json.dumps(
+        {"prediction_model": "affine", "corrections": {"affine": {"coef": {"predicted_us": 1.3, "1": 250.0}}}}))
     out = tmp_path / "runs" / "a"
     cmd = [sys.executable, "-m", "search.run", "--lut", str(lut_dir), "--strategy", "fbnet",
            "--data", "digits", "--subset", str(SUBSET), "--epochs", "1", "--warmup-epochs", "0",
            "--batch-size", "16", "--w-fraction", "0.25", "--theta-lr", "0.1", "--torch-threads", "1",
-           "--samples", "3", "--alpha", "0.2", "--beta", "0.6", "--seed", "3", "--out", str(out), "--json"]  # fmt: skip
+           "--samples", "3", "--alpha", "0.2", "--beta", "0.6", "--seed", "3", "--train-epochs", "1",
+           "--out", str(out), "--json"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert {"arch_path", "predicted_latency_us", "val_accuracy"} <= set(summary)
+    assert {"arch_path", "predicted_latency_us", "val_accuracy", "test_accuracy", "trained_test_accuracy",
+            "theta_entropy", "argmax_stable_epochs"} <= set(summary)  # fmt: skip
     arch = load_arch(summary["arch_path"])
-    lat = LatencyModel.from_lut(load_lut(lut_dir))
+    lat = LatencyModel.from_lut(load_lut(lut_dir)).with_validated_correction()
     assert arch.space == "fbnet" and arch.info["proxy_space"] == PROXY.name
     assert arch.info["predicted_latency_us"] == pytest.approx(lat.predict_us(arch))
     assert arch.info["lut"]["content_hash"] == lat.lut.meta["content_hash"]
     assert {"device_id", "runtime", "version"} <= set(arch.info["lut"])
-    assert arch.info["latency_correction"] is None  # the synthetic LUT was never validated
+    assert arch.info["latency_correction"] == {"name": "affine", "coef": {"predicted_us": 1.3, "1": 250.0}}
+    # the number arch.json carries is the one `python -m lut predict` prints for it
+    pred = subprocess.run([sys.executable, "-m", "lut", "predict", str(lut_dir), "--arch", summary["arch_path"], "--json"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert pred.returncode == 0, pred.stderr
+    printed = json.loads(pred.stdout.strip().splitlines()[-1])
+    assert printed["predicted_us"] == pytest.approx(arch.info["predicted_latency_us"], rel=1e-9)
+    assert printed["predicted_us"] != pytest.approx(printed["additive_us"])  # the correction is in it
     assert len(arch.info["samples"]) == 3
     with (out / "log.csv").open() as f:
         row = next(csv.DictReader(f))
-    for col in ("train_loss", "train_acc", "val_loss", "val_acc", "expected_latency_us", "tau", "theta_entropy"):
+    for col in ("train_loss", "train_acc", "val_loss", "val_acc", "expected_latency_us", "tau", "theta_entropy",
+                "argmax_changes"):  # fmt: skip
         assert col in row
     assert (out / "theta.png").stat().st_size > 0
 
@@ -185,7 +198,9 @@ def test_cli_outputs_are_complete_and_reproducible_with_a_seed(tmp_path, write_s
                             "--subset", "64", "--epochs", "1", "--torch-threads", "1", "--json"], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert train.returncode == 0, train.stderr
     result = json.loads(train.stdout.strip().splitlines()[-1])
-    assert 0.0 <= result["test_accuracy"] <= 1.0 and result["proxy_space"] == PROXY.name
+    n_test = 16  # --subset 64 keeps 64·359/1438 ≈ 16 test images: the accuracy counts them
+    assert result["test_accuracy"] * n_test == pytest.approx(round(result["test_accuracy"] * n_test))
+    assert result["proxy_space"] == PROXY.name
 
 
 def _scaled_path(net: Supernet, x: torch.Tensor, idx: torch.Tensor, w: float) -> torch.Tensor:

@@ -162,3 +162,23 @@ def test_the_validated_correction_is_read_from_validation_json(tmp_path, write_s
     (lut.path / "validation.json").write_text(json.dumps(report))
     with pytest.raises(LutError, match="no coefficients"):
         plain.with_validated_correction()
+
+
+def test_span_runs_from_the_fastest_arch_to_the_uniform_expectation(model) -> None:
+    table, allowed = model.table_us, model.allowed
+    per_layer_mean = torch.stack([table[i][allowed[i]].mean() for i in range(model.num_layers)])
+    uniform = float(per_layer_mean.sum()) + model.base_us  # each layer's candidates equally likely
+    assert model.uniform_expected_us() == pytest.approx(uniform)
+    assert model.span_us(0.0) == pytest.approx(model.min_max_us()[0])
+    assert model.span_us(1.0) == pytest.approx(uniform)
+    assert model.span_us(0.25) < model.span_us(0.5) < model.span_us(0.75)
+
+
+def test_archs_sampled_near_a_target_centre_on_it(model) -> None:
+    target = model.span_us(0.4)
+    idx = model.sample_near(2000, target, torch.Generator().manual_seed(0))
+    lat = model.predict_batch_us(idx)
+    assert float(lat.mean()) == pytest.approx(target, rel=0.02)
+    assert float(model.expected_us(model.tilted_probs(target))) == pytest.approx(target, rel=1e-6)
+    uniform = model.predict_batch_us(model.sample_uniform(2000, torch.Generator().manual_seed(0)))
+    assert float((lat - target).abs().median()) < float((uniform - target).abs().median())

@@ -1,25 +1,32 @@
 """Every registered strategy on the embedded data with a tiny budget: a valid arch.json, the hard
-latency constraint, and ProxylessNAS's active-path count."""
+latency constraint, accuracies measured on the split they are named for, a last batch of one
+image; ProxylessNAS's paths and gradients; DARTS's second order; batch-norm recalibration."""
 
 from __future__ import annotations
 
+import csv
 from dataclasses import replace
 
 import pytest
 import torch
 
 from lut.store import load_lut
+from search.data import load_data
 from search.latency import LatencyModel
 from search.run import run_search
 from search.space import get_space, load_arch
 from search.strategies import STRATEGIES, SearchConfig
+from search.strategies.proxyless import ProxylessNAS
+from search.supernet import Supernet, recalibrated_bn
 
 PROXY = get_space("fbnet-r32-w0.25")
 TINY = SearchConfig(
-    epochs=1, warmup_epochs=0, batch_size=16, w_fraction=0.5, num_samples=2,
+    epochs=1, warmup_epochs=0, batch_size=16, w_fraction=0.5, num_samples=2, recalib_batches=2,
     population=4, tournament=2, cycles=6, eval_batches=1, tau0=1.0, mask_threshold=0.05,
 )  # fmt: skip
-SUBSET = 48
+# 34 train images: both splits hold 17 = 16 + 1, so every epoch ends on a batch of one image (at
+# the proxy's 1×1 spatial size, train-mode batch norm cannot normalise it).
+SUBSET = 34
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -42,32 +49,134 @@ def _budget_ms(lat: LatencyModel) -> float:
 def test_strategy_writes_a_valid_arch_within_the_hard_budget(strategy, lat, tmp_path) -> None:
     budget_ms = _budget_ms(lat)
     cfg = replace(TINY, strategy=strategy, max_latency_ms=budget_ms)
+    data = load_data("digits", resolution=PROXY.resolution, subset=SUBSET)
+    (_, y_w), (_, y_val) = data.split_train(cfg.w_fraction, cfg.seed)
+    assert len(y_w) % cfg.batch_size == 1 and len(y_val) % cfg.batch_size == 1
     summary = run_search(cfg, lat, PROXY, out=tmp_path / strategy, subset=SUBSET)
     arch = load_arch(summary["arch_path"])  # validates against the LUT's space
     assert arch.space == "fbnet" and arch.info["strategy"] == strategy
     assert summary["predicted_latency_us"] == pytest.approx(lat.predict_us(arch))
     assert summary["predicted_latency_us"] <= budget_ms * 1000
     assert all(s["predicted_latency_us"] <= budget_ms * 1000 for s in arch.info["samples"])
-    assert 0.0 <= summary["val_accuracy"] <= 1.0
+    # each accuracy counts correct images of the split it is named for: the validation split has
+    # 17 images, the test split 4 (a fraction k/17 is never k'/4 unless it is 0 or 1)
+    for key, n in (("val_accuracy", len(y_val)), ("test_accuracy", len(data.y_test))):
+        assert summary[key] * n == pytest.approx(round(summary[key] * n)), key
+        assert arch.info[key] == summary[key]
     assert (tmp_path / strategy / "log.csv").stat().st_size > 0
 
 
 @pytest.mark.slow
-def test_proxyless_keeps_one_path_per_weight_step_and_two_per_arch_step(lat, tmp_path) -> None:
-    cfg = replace(TINY, strategy="proxyless")
+@pytest.mark.parametrize("paths", [1, 2])
+def test_proxyless_keeps_one_path_per_weight_step_and_k_per_arch_step(lat, tmp_path, paths: int) -> None:
+    cfg = replace(TINY, strategy="proxyless", proxyless_paths=paths)
     run_search(cfg, lat, PROXY, out=tmp_path / "p", subset=SUBSET)
     info = load_arch(tmp_path / "p" / "arch.json").info
-    assert info["max_active_paths"] == {"weight_step": 1, "arch_step": 2}
+    assert info["max_active_paths"] == {"weight_step": 1, "arch_step": paths}
+
+
+@pytest.mark.parametrize("paths", [1, 2, 0])
+def test_proxyless_arch_step_gets_a_cross_entropy_gradient_with_any_number_of_paths(paths: int) -> None:
+    # With one path, a softmax over the one sampled logit is the constant 1: ∂CE/∂α was 0 and the
+    # search latency-only. Through the full softmax, the BinaryConnect gradient reaches α.
+    torch.manual_seed(0)
+    net = Supernet(PROXY, 10)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    alpha = torch.zeros(net.allowed.shape, requires_grad=True)
+    gates, active, _ = ProxylessNAS._gates(alpha + net.logit_mask, paths, net)
+    out = net(x, gates, active=active)
+    assert net.active_paths == [paths or 9] * 22
+    # the value is the sampled path alone
+    torch.testing.assert_close(out, net.forward_path(x, [a[int(gates[i, a].argmax())] for i, a in enumerate(active)]))
+    torch.nn.functional.cross_entropy(out, y).backward()
+    assert (alpha.grad.abs().sum(dim=1) > 0).all()  # every layer's α moves with CE alone
+
+
+def test_proxyless_all_paths_runs_every_allowed_candidate_of_each_layer() -> None:
+    space = get_space("proxyless_mobile-r32-w0.25")
+    net = Supernet(space, 10)
+    allowed = net.allowed.sum(dim=1).tolist()
+    assert set(allowed) == {6, 7}  # `zero` only where a layer keeps its shape
+    _, active, _ = ProxylessNAS._gates(torch.zeros(net.allowed.shape) + net.logit_mask, 0, net)
+    assert [len(a) for a in active] == allowed
+    assert all(net.allowed[i, a].all() for i, a in enumerate(active))
 
 
 @pytest.mark.slow
-def test_darts_second_order_runs_and_differs_from_first_order(lat, tmp_path) -> None:
-    thetas = []
-    for order in (1, 2):
-        cfg = replace(TINY, strategy="darts", darts_order=order, darts_xi=0.05)
-        run_search(cfg, lat, PROXY, out=tmp_path / f"d{order}", subset=SUBSET)
-        thetas.append((tmp_path / f"d{order}" / "theta.csv").read_text())
-    assert thetas[0] != thetas[1]
+def test_darts_second_order_adds_the_hessian_term_to_the_first_order_gradient(lat, tmp_path) -> None:
+    # With ξ = 0 the virtual step is w' = w and the finite-difference term vanishes: the second
+    # order must reproduce the first order; with ξ > 0 it must not.
+    thetas = {}
+    for name, order, xi in (("first", 1, None), ("second_xi0", 2, 0.0), ("second", 2, 0.05)):
+        cfg = replace(TINY, strategy="darts", darts_order=order, darts_xi=xi, theta_lr=0.01)
+        run_search(cfg, lat, PROXY, out=tmp_path / name, subset=SUBSET)
+        thetas[name] = _read_theta(tmp_path / name / "theta.csv")
+    finite = torch.isfinite(thetas["first"])
+    torch.testing.assert_close(thetas["second_xi0"][finite], thetas["first"][finite], rtol=0, atol=1e-5)
+    assert (thetas["second"][finite] - thetas["first"][finite]).abs().max() > 1e-4
+
+
+@pytest.mark.slow
+def test_darts_xi_follows_the_current_weight_learning_rate(lat, tmp_path, monkeypatch) -> None:
+    from search.strategies import darts
+
+    seen: list[float] = []
+    original = darts.unrolled_alpha_grad
+
+    def spy(params, alpha, train_loss, val_loss, xi, weight_decay):
+        seen.append(xi)
+        return original(params, alpha, train_loss, val_loss, xi, weight_decay)
+
+    monkeypatch.setattr(darts, "unrolled_alpha_grad", spy)
+    cfg = replace(TINY, strategy="darts", darts_order=2, epochs=3)
+    run_search(cfg, lat, PROXY, out=tmp_path / "d", subset=SUBSET)
+    # the weight lr of each step under the cosine schedule: one batch of 16 per epoch (the 17th
+    # image is dropped), an α step before each weight step
+    w_lr = cfg.resolved().w_lr
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=w_lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=3)
+    expected = []
+    for _ in range(3):
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert seen == pytest.approx(expected) and seen[0] == w_lr and seen[-1] < w_lr / 2
+
+
+def test_recalibrated_bn_uses_the_calibration_batches_and_restores_the_supernet() -> None:
+    torch.manual_seed(0)
+    net = Supernet(PROXY, 10).train()
+    idx = torch.randint(0, 9, (22,))
+    calib = [torch.randn(5, 3, 32, 32) for _ in range(3)] + [torch.randn(1, 3, 32, 32)]  # last one is skipped
+    stem_bn = net.front[0][1]
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        conv_out = torch.cat([net.front[0][0](xb) for xb in calib[:3]])
+    with recalibrated_bn(net, idx, calib):
+        assert not net.training
+        # cumulative average of the three batch means = the mean over their images (equal sizes)
+        torch.testing.assert_close(stem_bn.running_mean, conv_out.mean(dim=(0, 2, 3)))
+        net.forward_path(torch.randn(1, 3, 32, 32), idx)  # one image: fine in eval mode
+    assert net.training
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["fbnet", "proxyless"])  # DARTS: same schedule, 90 s more
+def test_differentiable_searches_sharpen_theta_and_settle_the_argmax(strategy, lat, tmp_path) -> None:
+    # the strategies' own objective, schedule and commitment term, on a smaller budget than the
+    # defaults: 400 images in batches of 16 (20 architecture steps per epoch); ProxylessNAS moves
+    # two sampled paths per step, so it needs more steps
+    epochs = 20 if strategy == "proxyless" else 4
+    cfg = SearchConfig(strategy=strategy, epochs=epochs, batch_size=16, num_samples=2, recalib_batches=2)
+    summary = run_search(cfg, lat, PROXY, out=tmp_path / strategy, subset=400)
+    with (tmp_path / strategy / "log.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    entropy = [float(r["theta_entropy"]) for r in rows]
+    assert entropy[0] > 1.5  # it starts near ln 9 = 2.197 …
+    assert summary["theta_entropy"] <= 0.5 and entropy[-1] <= 0.5, entropy  # … and ends sharp
+    assert int(rows[-1]["argmax_changes"]) == 0 and summary["argmax_stable_epochs"] >= 1
 
 
 def test_unknown_strategy_and_impossible_budget_fail_clearly(lat, tmp_path) -> None:
@@ -109,3 +218,9 @@ def test_darts_second_order_gradient_matches_the_exact_unrolled_derivative() -> 
     torch.testing.assert_close(approx, exact, rtol=1e-5, atol=1e-7)
     assert torch.equal(w.detach(), w_before)  # the weights are restored
     assert val.item() == pytest.approx(l_val(w_virtual, alpha).item())
+
+
+def _read_theta(path) -> torch.Tensor:
+    with open(path) as f:
+        rows = list(csv.reader(f))[1:]
+    return torch.tensor([[float(v) for v in r[1:]] for r in rows])

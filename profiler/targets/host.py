@@ -218,8 +218,7 @@ def _measure(runtime: Runtime, path: Path, spec: RunSpec, profile: bool) -> Meas
         k = cold_copies(path.stat().st_size)
         sessions = [first] + [runtime.open(path, threads=spec.threads) for _ in range(k - 1)]
         for s in sessions[1:]:
-            for _ in range(max(1, spec.warmup)):
-                s.run()
+            s.run()  # a copy's first run pays its lazy set-up; the op itself is warmed up above
         extra["cold_copies"] = float(k)
         samples = []
         clock = time.perf_counter_ns

@@ -7,6 +7,7 @@ one module and one line here.
 from . import darts, evolution, fbnet, proxyless, random_search  # noqa: F401  (registration)
 from .base import (
     STRATEGIES,
+    STRATEGY_DEFAULTS,
     SearchConfig,
     SearchContext,
     SearchResult,
@@ -16,6 +17,6 @@ from .base import (
 )
 
 __all__ = [
-    "STRATEGIES", "SearchConfig", "SearchContext", "SearchResult", "Strategy", "get_strategy",
+    "STRATEGIES", "STRATEGY_DEFAULTS", "SearchConfig", "SearchContext", "SearchResult", "Strategy", "get_strategy",
     "register_strategy",
 ]  # fmt: skip

@@ -8,7 +8,7 @@ for every strategy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
@@ -23,6 +23,7 @@ __all__ = [
     "SearchResult",
     "Strategy",
     "STRATEGIES",
+    "STRATEGY_DEFAULTS",
     "register_strategy",
     "get_strategy",
 ]
@@ -30,48 +31,84 @@ __all__ = [
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Every knob of a search. Paper defaults are FBNet's (Wu et al. 2019, §4.1) unless noted."""
+    """Every knob of a search. Paper values are FBNet's (Wu et al. 2019, §4.1) unless noted; the
+    defaults are fitted to a search of a few minutes on a laptop CPU with the embedded data."""
 
     strategy: str = "fbnet"  # a key of STRATEGIES
     seed: int = 0  # seeds torch, data order, Gumbel noise and sampling
-    epochs: int = 4  # search epochs after warm-up (FBNet: 90 in total)
-    warmup_epochs: int = 1  # epochs that train the weights only (FBNet: 10)
+    # None = the strategy's own default (`STRATEGY_DEFAULTS`; a strategy class may override)
+    epochs: int | None = None  # search epochs after warm-up (FBNet: 90 in total)
+    warmup_epochs: int | None = None  # epochs that train the weights only (FBNet: 10)
     batch_size: int = 64  # minibatch of both steps (FBNet: 192)
     w_fraction: float = 0.8  # share of the train split for weights; the rest trains θ (FBNet: 80%)
+    # "batch": one architecture step after every weight step, cycling the (smaller) architecture
+    # split, as DARTS and ProxylessNAS do; "epoch": a pass over each split in turn (FBNet paper)
+    alternate: str = "batch"
     # weights: SGD with momentum, cosine-annealed over all epochs
-    w_lr: float = 0.1  # FBNet: 0.1
+    w_lr: float | None = None  # FBNet: 0.1
     w_momentum: float = 0.9
     w_weight_decay: float = 1e-4
     # architecture parameters: Adam
-    theta_lr: float = 0.01  # FBNet: 0.01
+    theta_lr: float = 0.1  # FBNet: 0.01 over ~90 epochs of ~1,000 steps; here ~150 steps
     theta_weight_decay: float = 5e-4  # FBNet: 5e-4
-    # FBNet Gumbel-softmax
-    tau0: float = 5.0  # initial temperature (FBNet: 5.0)
-    tau_decay: float = 0.045  # τ ← τ · exp(−tau_decay) per epoch (FBNet: 0.045)
-    mask_threshold: float = 1e-3  # mixed-op paths with mask weight ≤ this are not run
-    # latency term
-    # None = the strategy's own form: fbnet "mul"; proxyless, darts "add"; evolution, random "none"
-    latency_loss: str | None = None  # "mul": CE·α·log(LAT)^β (FBNet); "add": CE + λ·LAT/ref
-    alpha: float = 0.2  # FBNet: 0.2
+    # commitment term γ(t)·Σ_l H(softmax(θ_l)) added to the architecture loss, γ ramped linearly
+    # from 0 in the first search epoch to this in the last (DA²S's entropy loss, Tian et al. 2020):
+    # a few hundred θ steps move θ by about a nat on CE alone; the term completes the decision the
+    # data and the LUT lean towards. 0 = off (the papers' objectives as they are)
+    entropy_weight: float = 0.5
+    # FBNet Gumbel-softmax temperature. "fitted": τ0 → tau_end geometrically over the search
+    # epochs asked for (warm-up at τ0); "paper": τ0 · exp(−tau_decay · epoch) with the paper's
+    # τ0 = 5 and decay 0.045 unless given. --tau-decay alone selects the paper's form.
+    tau_schedule: str = "fitted"
+    tau0: float | None = None  # initial temperature; None = the schedule's (5.0, as the paper)
+    tau_end: float = 0.1  # temperature of the last epoch (fitted schedule)
+    tau_decay: float | None = None  # τ ← τ·exp(−tau_decay) per epoch; None = schedule's (paper 0.045)
+    mask_threshold: float = 1e-2  # mixed-op paths with mask weight ≤ this are not run
+    # latency term (see strategies/objective.py)
+    # None = the strategy's own form: fbnet "mul"; proxyless, darts "add"; evolution, random "none";
+    # with target_latency_ms: "target" for every strategy
+    latency_loss: str | None = None  # "mul" | "add" | "target" | "none"
+    alpha: float = 0.2  # FBNet: 0.2 (scales the loss; Adam is invariant to it)
     beta: float = 0.6  # FBNet: 0.6
     lambda_lat: float = 0.1  # λ of the additive form (ProxylessNAS-style; ref = reference latency)
     ref_latency_ms: float | None = None  # ref of the additive form; None = budget, else uniform θ
+    target_latency_ms: float | None = None  # soft target T: CE · (LAT/T)^(w·sign(LAT−T))
+    target_weight: float = 5.0  # w of the target form
     max_latency_ms: float | None = None  # hard constraint on the final (and every sampled) arch
     num_samples: int = 6  # K architectures sampled from softmax(θ) after search
+    # a path evaluated with supernet weights first re-estimates its batch-norm statistics on this
+    # many batches of the weights split (SPOS); fitness of evolution / random and the final arch
+    recalib_batches: int = 8
     # ProxylessNAS
-    proxyless_paths: int = 2  # paths in memory in the architecture step: 1 (BinaryConnect) or 2
+    proxyless_paths: int = 2  # paths per layer in the architecture step: 1, 2 (paper), 0 = all
     # DARTS
     darts_order: int = 1  # 1: first-order; 2: unrolled second-order (finite-difference HVP)
-    darts_xi: float | None = None  # virtual step learning rate ξ; None = w_lr
+    darts_xi: float | None = None  # virtual step learning rate ξ; None = the current weight lr
     # evolution / random
     population: int = 16  # regularized evolution population P
     tournament: int = 4  # sample size S of each tournament
     cycles: int = 64  # architectures evaluated in total (evolution and random alike)
     eval_batches: int = 4  # batches of the θ split that score one architecture's fitness
 
+    def resolved(self) -> "SearchConfig":
+        """The config with every None that stands for "the strategy's default" filled in."""
+        cls = STRATEGIES.get(self.strategy)
+        defaults = {**STRATEGY_DEFAULTS, **(getattr(cls, "defaults", None) or {})}
+        return replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
+
     @property
     def max_latency_us(self) -> float | None:
         return None if self.max_latency_ms is None else self.max_latency_ms * 1000.0
+
+    @property
+    def target_latency_us(self) -> float | None:
+        return None if self.target_latency_ms is None else self.target_latency_ms * 1000.0
+
+
+# What None means in the fields above unless a strategy's `defaults` says otherwise: fitted to a
+# search of a few minutes on two CPU cores with the embedded data (a strategy whose epochs cost a
+# tenth, ProxylessNAS, takes more of them).
+STRATEGY_DEFAULTS: dict[str, Any] = {"epochs": 8, "warmup_epochs": 1, "w_lr": 0.1}
 
 
 @dataclass
@@ -86,13 +123,18 @@ class SearchContext:
     on_epoch: Callable[[dict[str, Any]], None] = lambda row: None  # called with each log row
     progress: bool = False  # show tqdm bars
 
+    def __post_init__(self) -> None:
+        self.cfg = self.cfg.resolved()
+
 
 @dataclass
 class SearchResult:
     """What a strategy returns; `search.run` adds latencies and writes the files."""
 
     blocks: tuple[str, ...]  # the final architecture (the LUT space's block names)
-    val_accuracy: float  # accuracy of the final arch on the test split (proxy evaluation)
+    # accuracy of the final arch with the supernet's weights, its BN statistics recalibrated:
+    val_accuracy: float  # on the validation split (the architecture split, never trained on)
+    test_accuracy: float  # on the test split
     theta: torch.Tensor | None = None  # [layers, blocks] architecture logits (−inf = n/a)
     samples: list[tuple[str, ...]] = field(default_factory=list)  # K archs drawn from softmax(θ)
     info: dict[str, Any] = field(default_factory=dict)  # strategy-specific, JSON-serialisable
@@ -100,6 +142,9 @@ class SearchResult:
 
 @runtime_checkable
 class Strategy(Protocol):
+    """`name` is set by `register_strategy`; an optional class attribute `defaults` (field →
+    value) overrides `STRATEGY_DEFAULTS` for that strategy."""
+
     name: str
 
     def run(self, ctx: SearchContext) -> SearchResult: ...

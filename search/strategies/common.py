@@ -1,4 +1,5 @@
-"""Pieces the strategies share: losses, optimizers, evaluation, sampling, the hard constraint."""
+"""Pieces the strategies share: setup, optimizers, the temperature schedule, the per-epoch
+architecture columns, evaluation with recalibrated batch norm, sampling, the hard constraint."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from search.data import batches
 from search.latency import LatencyModel
-from search.supernet import Supernet, batch_stat_bn
+from search.supernet import Supernet, recalibrated_bn
 
 from .base import SearchConfig, SearchContext, SearchResult
+from .objective import LATENCY_LOSSES, latency_loss
 
 __all__ = [
     "seed_everything",
@@ -26,8 +27,14 @@ __all__ = [
     "reference_latency_us",
     "make_w_optimizer",
     "make_theta_optimizer",
+    "train_batches",
+    "temperature",
+    "TAU_SCHEDULES",
+    "entropy_weight",
+    "commitment",
     "evaluate_path",
     "mean_entropy",
+    "ArchLog",
     "sample_archs",
     "constrained_argmax",
     "check_budget",
@@ -37,7 +44,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-LATENCY_LOSSES = ("mul", "add", "none")
+# name → (τ0, per-epoch decay) defaults; "fitted" has no decay: it spans τ0 → tau_end
+TAU_SCHEDULES: dict[str, tuple[float, float | None]] = {"fitted": (5.0, None), "paper": (5.0, 0.045)}
+ALTERNATE = ("batch", "epoch")
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -49,26 +58,19 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def loss_form(cfg: SearchConfig, default: str) -> str:
-    """The latency-loss form of a run: the configured one, else the strategy's default."""
-    form = cfg.latency_loss or default
+    """The latency-loss form of a run: the configured one; else "target" when a target latency is
+    set; else the strategy's default."""
+    form = cfg.latency_loss or ("target" if cfg.target_latency_ms is not None else default)
     if form not in LATENCY_LOSSES:
         raise ValueError(f"latency_loss must be one of {LATENCY_LOSSES}, got {form!r}")
+    if cfg.target_latency_ms is not None and form != "target":
+        raise ValueError(
+            f"--target-latency-ms sets the soft term to the target form; it cannot be combined with "
+            f"--latency-loss {form} (drop one of them)"
+        )
+    if form == "target" and cfg.target_latency_ms is None:
+        raise ValueError("--latency-loss target needs --target-latency-ms")
     return form
-
-
-def latency_loss(
-    ce: torch.Tensor, lat_us: torch.Tensor, cfg: SearchConfig, ref_us: float, form: str
-) -> torch.Tensor:
-    """Combine cross-entropy with the latency of the (relaxed) architecture.
-
-    mul (FBNet eq. 2): CE · α · log(LAT)^β with LAT in µs, clamped below at e µs so that
-    log(LAT) ≥ 1 and the fractional power stays real. add: CE + λ · LAT / ref.
-    """
-    if form == "mul":
-        return ce * cfg.alpha * torch.log(lat_us.clamp_min(math.e)) ** cfg.beta
-    if form == "add":
-        return ce + cfg.lambda_lat * lat_us / ref_us
-    return ce
 
 
 def reference_latency_us(ctx: SearchContext) -> float:
@@ -77,8 +79,43 @@ def reference_latency_us(ctx: SearchContext) -> float:
         return ctx.cfg.ref_latency_ms * 1000.0
     if ctx.cfg.max_latency_us is not None:
         return ctx.cfg.max_latency_us
-    uniform = ctx.latency.allowed.double() / ctx.latency.allowed.sum(dim=1, keepdim=True)
-    return float(ctx.latency.expected_us(uniform))
+    return ctx.latency.uniform_expected_us()
+
+
+def temperature(cfg: SearchConfig, epoch: int) -> float:
+    """Gumbel-softmax τ of an epoch (warm-up epochs included in the count).
+
+    fitted: τ0 during warm-up, then geometric from τ0 to `tau_end` over the search epochs, so that
+    the masks reach near one-hot in the last epoch whatever `epochs` is. paper: τ0 · exp(−decay ·
+    epoch) (FBNet: τ0 = 5, decay 0.045 — after 90 epochs τ = 0.09; after 5 epochs still 4.0).
+    An explicit `tau_decay` selects the paper's form with that decay."""
+    if cfg.tau_schedule not in TAU_SCHEDULES:
+        raise ValueError(f"tau_schedule must be one of {', '.join(TAU_SCHEDULES)}, got {cfg.tau_schedule!r}")
+    tau0_default, decay_default = TAU_SCHEDULES[cfg.tau_schedule]
+    tau0 = cfg.tau0 if cfg.tau0 is not None else tau0_default
+    decay = cfg.tau_decay if cfg.tau_decay is not None else decay_default
+    if decay is not None:
+        return tau0 * math.exp(-decay * epoch)
+    if cfg.epochs <= 1:
+        return tau0
+    search_epoch = min(max(0, epoch - cfg.warmup_epochs), cfg.epochs - 1)
+    return tau0 * (cfg.tau_end / tau0) ** (search_epoch / (cfg.epochs - 1))
+
+
+def entropy_weight(cfg: SearchConfig, epoch: int) -> float:
+    """γ of the commitment term in an epoch: 0 during warm-up and the first search epoch, rising
+    linearly to `cfg.entropy_weight` in the last search epoch."""
+    search_epoch = epoch - cfg.warmup_epochs
+    if cfg.entropy_weight <= 0 or search_epoch <= 0 or cfg.epochs <= 1:
+        return 0.0
+    return cfg.entropy_weight * min(1.0, search_epoch / (cfg.epochs - 1))
+
+
+def commitment(logits: torch.Tensor) -> torch.Tensor:
+    """Σ_l H(softmax(logits_l)) in nats (−inf logits contribute 0): the commitment term's sum.
+    Its gradient is 0 at a uniform θ; elsewhere it moves every layer towards its leading block."""
+    logp = torch.log_softmax(logits, dim=-1)
+    return -(logp.exp() * logp.masked_fill(torch.isinf(logits), 0.0)).sum()
 
 
 @dataclass
@@ -103,6 +140,8 @@ class Relaxed:
 
 def relaxed_setup(ctx: SearchContext, default_form: str) -> Relaxed:
     cfg = ctx.cfg
+    if cfg.alternate not in ALTERNATE:
+        raise ValueError(f"alternate must be one of {ALTERNATE}, got {cfg.alternate!r}")
     gen = seed_everything(cfg.seed)
     form = loss_form(cfg, default_form)
     ref_us = reference_latency_us(ctx)
@@ -130,8 +169,16 @@ def make_theta_optimizer(params: Iterable[torch.Tensor], cfg: SearchConfig) -> t
     return torch.optim.Adam(params, lr=cfg.theta_lr, weight_decay=cfg.theta_weight_decay)
 
 
+def train_batches(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled training minibatches; a last batch of one image is dropped (train-mode BN)."""
+    return batches(x, y, batch_size, generator=generator, min_size=2)
+
+
 def steps_per_epoch(n: int, batch_size: int) -> int:
-    return max(1, math.ceil(n / batch_size))
+    """Batches `train_batches` yields for n images."""
+    return max(1, n // batch_size + (1 if n % batch_size >= 2 else 0))
 
 
 def evaluate_path(
@@ -139,17 +186,23 @@ def evaluate_path(
     idx: torch.Tensor | list[int],
     x: torch.Tensor,
     y: torch.Tensor,
+    calibration: torch.Tensor,
     batch_size: int,
+    *,
+    recalib_batches: int,
     max_batches: int | None = None,
 ) -> tuple[float, float]:
-    """(mean CE, accuracy) of one path of the supernet, with batch-statistics BN."""
+    """(mean CE, accuracy) of one path of the supernet on (x, y), in eval mode, after its BN
+    statistics were re-estimated on the first `recalib_batches` batches of `calibration`
+    (training images; see `search.supernet.recalibrated_bn`)."""
+    calib = calibration[: recalib_batches * batch_size].split(batch_size)
     total, correct, loss_sum = 0, 0, 0.0
-    with batch_stat_bn(net):
+    with recalibrated_bn(net, idx, calib):
         for i, (xb, yb) in enumerate(batches(x, y, batch_size)):
             if max_batches is not None and i >= max_batches:
                 break
             out = net.forward_path(xb, idx)
-            loss_sum += F.cross_entropy(out, yb, reduction="sum").item()
+            loss_sum += torch.nn.functional.cross_entropy(out, yb, reduction="sum").item()
             correct += (out.argmax(1) == yb).sum().item()
             total += len(yb)
     return loss_sum / max(1, total), correct / max(1, total)
@@ -161,15 +214,38 @@ def mean_entropy(logits: torch.Tensor) -> float:
     return float(-(torch.xlogy(p, p)).sum(-1).mean())
 
 
-def arch_columns(logits: torch.Tensor, latency: LatencyModel) -> dict[str, float]:
-    """The per-epoch log columns that describe the architecture distribution softmax(logits)."""
-    logits = logits.detach()
-    best = constrained_argmax(logits, latency, None)
-    return {
-        "expected_latency_us": float(latency.expected_us(torch.softmax(logits.double().cpu(), dim=-1))),
-        "argmax_latency_us": float(latency.predict_batch_us(best[None])[0]),
-        "theta_entropy": mean_entropy(logits),
-    }
+class ArchLog:
+    """The per-epoch log columns that describe the architecture distribution softmax(logits):
+    its expected latency, the latency of its argmax, its mean entropy per layer (of softmax(θ)
+    itself, nats) and how many layers' argmax changed since the previous row (the first row
+    compares with the uniform start)."""
+
+    def __init__(self, latency: LatencyModel, logits: torch.Tensor) -> None:
+        self.latency = latency
+        self.prev = constrained_argmax(logits, latency, None)
+        self.changes: list[int] = []
+
+    def columns(self, logits: torch.Tensor) -> dict[str, float]:
+        logits = logits.detach()
+        best = constrained_argmax(logits, self.latency, None)
+        changed = int((best != self.prev).sum())
+        self.prev = best
+        self.changes.append(changed)
+        return {
+            "expected_latency_us": float(self.latency.expected_us(torch.softmax(logits.double().cpu(), dim=-1))),
+            "argmax_latency_us": float(self.latency.predict_batch_us(best[None])[0]),
+            "theta_entropy": mean_entropy(logits),
+            "argmax_changes": changed,
+        }
+
+    def stable_epochs(self) -> int:
+        """Trailing epochs in which no layer's argmax changed."""
+        n = 0
+        for c in reversed(self.changes):
+            if c:
+                break
+            n += 1
+        return n
 
 
 def accuracy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -232,23 +308,39 @@ def constrained_argmax(
     return idx
 
 
+def path_accuracy(
+    ctx: SearchContext, net: Supernet, idx: torch.Tensor, calibration: torch.Tensor,
+    val: tuple[torch.Tensor, torch.Tensor],
+) -> tuple[float, float]:  # fmt: skip
+    """(validation, test) accuracy of one path with the supernet's weights, BN recalibrated on
+    `calibration` (the weights split) for each."""
+    cfg = ctx.cfg
+    kw = {"recalib_batches": max(cfg.recalib_batches, 1)}
+    _, val_acc = evaluate_path(net, idx, *val, calibration, 256, **kw)
+    _, test_acc = evaluate_path(net, idx, ctx.data.x_test, ctx.data.y_test, calibration, 256, **kw)
+    return val_acc, test_acc
+
+
 def finish(
     ctx: SearchContext,
-    net: Supernet,
+    r: Relaxed,
     theta: torch.Tensor,
-    generator: torch.Generator,
+    track: ArchLog,
     info: dict[str, Any],
 ) -> SearchResult:
-    """Final arch (constrained argmax of θ), K samples from softmax(θ), test accuracy."""
+    """Final arch (constrained argmax of θ), K samples from softmax(θ), and the final arch's
+    validation and test accuracy with the supernet's weights (BN recalibrated)."""
     lat = ctx.latency
     budget = ctx.cfg.max_latency_us
-    masked = theta.detach().cpu() + net.logit_mask.cpu()
+    masked = theta.detach().cpu() + r.net.logit_mask.cpu()
     best = constrained_argmax(masked, lat, budget)
-    samples = sample_archs(masked, ctx.cfg.num_samples, lat, generator, budget)
-    _, acc = evaluate_path(net, best, ctx.data.x_test, ctx.data.y_test, 256)
+    samples = sample_archs(masked, ctx.cfg.num_samples, lat, r.gen, budget)
+    val_acc, test_acc = path_accuracy(ctx, r.net, best, r.w_split[0], r.a_split)
+    info = {"theta_entropy": mean_entropy(masked), "argmax_stable_epochs": track.stable_epochs(), **info}
     return SearchResult(
         blocks=tuple(lat.blocks[int(i)] for i in best),
-        val_accuracy=acc,
+        val_accuracy=val_acc,
+        test_accuracy=test_acc,
         theta=masked,
         samples=[tuple(lat.blocks[int(i)] for i in s) for s in samples],
         info=info,

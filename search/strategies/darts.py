@@ -1,16 +1,21 @@
 """DARTS (Liu et al., ICLR 2019, https://arxiv.org/abs/1806.09055) on a LUT-driven space.
 
 Each layer is the softmax mixture Σ_i softmax(α)_i · block_i(x): every candidate runs (the
-method's memory cost). Each step takes one batch of each split: first α on the architecture split,
-then the weights on the weights split (SGD), as in the paper. The α gradient is
+method's memory cost) until α sharpens; as in FBNet, a candidate whose weight is ≤ `mask_threshold`
+(default 1 %) is left out of the sum, so late epochs run one or two paths per layer. Each step takes one batch of each split: first α on the architecture split
+(cycling it: it is the smaller one), then the weights on the weights split (SGD), as in the paper.
+The α gradient is
 
   first order   ∇_α L_val(w, α)
   second order  ∇_α L_val(w', α) − ξ · [∇_α L_train(w⁺, α) − ∇_α L_train(w⁻, α)] / 2ε
-                w' = w − ξ ∇_w L_train(w, α) (one plain SGD step with weight decay; no momentum)
+                w' = w − ξ ∇_w L_train(w, α) (one plain SGD step with weight decay; no momentum;
+                ξ = the weight learning rate of the current step, as in the reference
+                implementation, unless `darts_xi` fixes it)
                 w± = w ± ε ∇_{w'} L_val(w', α),  ε = 0.01 / ‖∇_{w'} L_val(w', α)‖
 
 L_val carries the latency term of the relaxed arch (default additive λ · E[LAT] / ref; FBNet's
-"mul" or "none" on request); it does not depend on w, so it does not enter the Hessian term.
+"mul", the soft "target" or "none" on request); it does not depend on w, so it does not enter the
+Hessian term; neither does the commitment term γ(t)·Σ_l H(softmax(α_l)) (`entropy_weight`).
 Final arch: argmax of α (under the hard constraint, if one is set).
 """
 
@@ -22,10 +27,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from search.data import batches
+from search.data import cycle_batches
 
 from .base import SearchContext, SearchResult, register_strategy
-from .common import accuracy, arch_columns, bar, finish, latency_loss, relaxed_setup
+from .common import ArchLog, accuracy, bar, commitment, entropy_weight, finish, relaxed_setup, train_batches
+from .objective import check_finite_step, latency_loss, objective_value
 
 
 @register_strategy("darts")
@@ -39,12 +45,14 @@ class DARTS:
         r = relaxed_setup(ctx, "add")
         gen, form, ref_us, net, alpha, mask = r.gen, r.form, r.ref_us, r.net, r.logits, r.mask
         (xw, yw), (xa, ya), total, w_opt, sched, a_opt = r.w_split, r.a_split, r.epochs, r.w_opt, r.sched, r.a_opt
-        everything = [list(m.columns) for m in net.mixed]
-        xi = cfg.darts_xi if cfg.darts_xi is not None else cfg.w_lr
         params = list(net.parameters())
+        track = ArchLog(lat, alpha + mask)
+        arch_batches = cycle_batches(xa, ya, cfg.batch_size, gen)
+        xi_used: list[float] = []  # ξ of every second-order step (the log shows the last)
+        n_arch = 0
 
         def ce_of(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            out = net(x, weights, active=everything)
+            out = net(x, weights, threshold=cfg.mask_threshold)
             return F.cross_entropy(out, y), out
 
         def val_loss(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -52,7 +60,7 @@ class DARTS:
             ce, out = ce_of(x, y, m)
             return latency_loss(ce, lat.expected_us(m), cfg, ref_us, form), ce, out
 
-        def second_order_grad(xt, yt, xv, yv) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        def second_order_grad(xt, yt, xv, yv, xi: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             def train_ce(weights_grad: bool) -> torch.Tensor:
                 m = torch.softmax(alpha + mask, dim=-1)
                 return ce_of(xt, yt, m if weights_grad else m.detach())[0]
@@ -62,47 +70,52 @@ class DARTS:
             )
             return grad, loss.detach(), torch.stack([ce.detach(), accuracy(out, yv)])
 
+        def arch_step(x: torch.Tensor, y: torch.Tensor, gamma: float) -> tuple[float, float, float]:
+            nonlocal n_arch
+            xv, yv = next(arch_batches)
+            if cfg.darts_order == 2:
+                xi = cfg.darts_xi if cfg.darts_xi is not None else w_opt.param_groups[0]["lr"]
+                xi_used.append(xi)
+                grad, loss, ce_acc = second_order_grad(x, y, xv, yv, xi)
+            else:
+                loss, ce, out = val_loss(xv, yv)
+                grad = torch.autograd.grad(loss, alpha)[0]
+                loss, ce_acc = loss.detach(), torch.stack([ce.detach(), accuracy(out, yv)])
+            if gamma:
+                grad = grad + torch.autograd.grad(gamma * commitment(alpha + mask), alpha)[0]
+            a_opt.zero_grad(set_to_none=True)
+            alpha.grad = grad
+            n_arch += 1
+            check_finite_step(a_opt, [alpha], where=f"darts α step {n_arch}", loss=loss.item())
+            return ce_acc[0].item(), ce_acc[1].item(), objective_value(loss, form)
+
         for epoch in bar(range(total), ctx, "darts", total):
             t0 = time.perf_counter()
-            warm = epoch < cfg.warmup_epochs
+            warm, gamma = epoch < cfg.warmup_epochs, entropy_weight(cfg, epoch)
             net.train()
-            stats = {"train_loss": 0.0, "train_acc": 0.0, "val_loss": 0.0, "val_acc": 0.0, "objective": 0.0}
-            n_w = n_a = 0
-            arch_batches = batches(xa, ya, cfg.batch_size, generator=gen)
-            for x, y in batches(xw, yw, cfg.batch_size, generator=gen):
+            w_stats, a_stats = [], []
+            for x, y in train_batches(xw, yw, cfg.batch_size, gen):
                 if not warm:
-                    xv, yv = next(arch_batches, (None, None))
-                    if xv is None:  # the architecture split is smaller: cycle it
-                        arch_batches = batches(xa, ya, cfg.batch_size, generator=gen)
-                        xv, yv = next(arch_batches)
-                    if cfg.darts_order == 2:
-                        grad, loss, ce_acc = second_order_grad(x, y, xv, yv)
-                    else:
-                        loss, ce, out = val_loss(xv, yv)
-                        grad = torch.autograd.grad(loss, alpha)[0]
-                        loss, ce_acc = loss.detach(), torch.stack([ce.detach(), accuracy(out, yv)])
-                    a_opt.zero_grad(set_to_none=True)
-                    alpha.grad = grad
-                    a_opt.step()
-                    stats["objective"] += loss.item()
-                    stats["val_loss"] += ce_acc[0].item()
-                    stats["val_acc"] += ce_acc[1].item()
-                    n_a += 1
+                    a_stats.append(arch_step(x, y, gamma))
                 ce, out = ce_of(x, y, torch.softmax(alpha + mask, dim=-1).detach())
                 w_opt.zero_grad(set_to_none=True)
                 ce.backward()
                 w_opt.step()
                 sched.step()
-                stats["train_loss"] += ce.item()
-                stats["train_acc"] += accuracy(out, y).item()
-                n_w += 1
-            row = {"epoch": epoch, "phase": "warmup" if warm else "search"}
-            for k, v in stats.items():
-                n = n_w if k.startswith("train") else n_a
-                row[k] = v / n if n else float("nan")
-            row.update(arch_columns(alpha + mask, lat), epoch_s=time.perf_counter() - t0)
+                w_stats.append((ce.item(), accuracy(out, y).item()))
+            row = {"epoch": epoch, "phase": "warmup" if warm else "search", "entropy_weight": gamma}
+            for name, stats, i in (("train_loss", w_stats, 0), ("train_acc", w_stats, 1), ("val_loss", a_stats, 0),
+                                   ("val_acc", a_stats, 1), ("objective", a_stats, 2)):  # fmt: skip
+                row[name] = sum(s[i] for s in stats) / len(stats) if stats else float("nan")
+            if cfg.darts_order == 2:
+                row["xi"] = xi_used[-1] if xi_used else float("nan")
+            row.update(track.columns(alpha + mask), epoch_s=time.perf_counter() - t0)
             ctx.on_epoch(row)
-        return finish(ctx, net, alpha, gen, {"darts_order": cfg.darts_order, "xi": xi})
+        info = {"darts_order": cfg.darts_order, "arch_steps": n_arch,
+                "xi": "the current weight lr" if cfg.darts_xi is None else cfg.darts_xi}  # fmt: skip
+        if xi_used:
+            info["xi_first_last"] = [xi_used[0], xi_used[-1]]
+        return finish(ctx, r, alpha, track, info)
 
 
 def unrolled_alpha_grad(

@@ -44,7 +44,7 @@ class RegularizedEvolution:
                           "val_acc": acc, "latency_us": float(lat.predict_batch_us(idx[None])[0]),
                           "best_fitness": max(h[1] for h in history)})  # fmt: skip
 
-        for idx in sample_within_budget(lat, cfg.population, budget, gen):
+        for idx in sample_within_budget(lat, cfg.population, budget, gen, cfg.target_latency_us):
             evaluate(idx)
         while len(history) < cfg.cycles:
             picks = torch.randperm(len(population), generator=gen)[: cfg.tournament].tolist()
@@ -52,10 +52,12 @@ class RegularizedEvolution:
             evaluate(self._mutate(parent, ctx, gen))
             population.popleft()  # the oldest dies
         best, _, best_acc = max(history, key=lambda h: h[1])
+        val_acc, test_acc = proxy.final_accuracy(best)
         return SearchResult(
             blocks=tuple(lat.blocks[int(i)] for i in best),
-            val_accuracy=proxy.test_accuracy(best),
-            info={"proxy_val_accuracy": best_acc, "evaluated": len(history)},
+            val_accuracy=val_acc,
+            test_accuracy=test_acc,
+            info={"fitness_val_accuracy": best_acc, "evaluated": len(history)},
         )
 
     @staticmethod

@@ -4,13 +4,17 @@ Fitness proxy (our choice, as the issue allows): the supernet is trained for
 `warmup_epochs + epochs` epochs on the weights split with one uniformly sampled path per step
 (single-path one-shot training: memory and time of one network per step). An architecture's
 fitness is then its accuracy with the shared weights on the first `eval_batches` batches of the
-architecture split, with batch-statistics BN (`batch_stat_bn`). It costs a few forward passes per
-architecture instead of a training run, so evolution and random search see the same budget: the
-same supernet and `cycles` evaluated architectures each.
+architecture split, after its batch-norm statistics were re-estimated on `recalib_batches` batches
+of the weights split (SPOS's recalibration; the supernet's own statistics mix every path). It
+costs a few forward passes per architecture instead of a training run, so evolution and random
+search see the same budget: the same supernet and `cycles` evaluated architectures each.
 
 Latency: the hard constraint rejects architectures over `max_latency_ms` before they are
 evaluated (vectorised LUT prediction). The soft constraint, if asked for, scales the fitness:
-"add": acc − λ · LAT / ref; "mul": acc · (LAT / ref)^(−β) (MnasNet's reward form); default none.
+"add": acc − λ · LAT / ref; "mul": acc · (LAT / ref)^(−β) (MnasNet's reward form); "target":
+acc · exp(−w · |log(LAT / T)|) (`objective.target_factor`); default none. With a target, the
+archs that random search draws and evolution starts from come from the layer-wise distribution
+tilted towards T (`LatencyModel.sample_near`) instead of the uniform one, so that they cover T.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ import time
 import torch
 import torch.nn.functional as F
 
-from search.data import batches
 from search.latency import LatencyModel
 from search.supernet import Supernet
 
@@ -31,27 +34,39 @@ from .common import (
     evaluate_path,
     loss_form,
     make_w_optimizer,
+    path_accuracy,
     reference_latency_us,
     steps_per_epoch,
+    train_batches,
 )
+from .objective import target_factor
 
 __all__ = ["OneShot", "sample_within_budget"]
 
 
 def sample_within_budget(
-    latency: LatencyModel, n: int, budget_us: float | None, generator: torch.Generator
+    latency: LatencyModel,
+    n: int,
+    budget_us: float | None,
+    generator: torch.Generator,
+    target_us: float | None = None,
 ) -> torch.Tensor:
-    """n uniformly random archs that meet the budget (rejection with the vectorised predictor)."""
+    """n random archs that meet the budget (rejection with the vectorised predictor): uniform,
+    or with a target drawn from the distribution tilted towards it (`LatencyModel.sample_near`)."""
     kept: list[torch.Tensor] = []
+    m = max(256, 4 * n)
     for _ in range(1000):
-        draw = latency.sample_uniform(max(256, 4 * n), generator)
+        if target_us is None:
+            draw = latency.sample_uniform(m, generator)
+        else:
+            draw = latency.sample_near(m, target_us, generator)
         if budget_us is not None:
             draw = draw[latency.predict_batch_us(draw) <= budget_us]
         kept.extend(draw)
         if len(kept) >= n:
             return torch.stack(kept[:n])
     raise ValueError(
-        f"fewer than {n} of 256 000 uniform archs meet {budget_us / 1000:.3f} ms: the budget is "
+        f"fewer than {n} of {1000 * m} random archs meet {budget_us / 1000:.3f} ms: the budget is "
         "too tight for random sampling; raise --max-latency-ms"
     )
 
@@ -66,6 +81,7 @@ class OneShot:
         (self.xw, self.yw), (self.xa, self.ya) = ctx.data.split_train(ctx.cfg.w_fraction, ctx.cfg.seed)
         self.form = loss_form(ctx.cfg, "none")
         self.ref_us = reference_latency_us(ctx)
+        self.target_us = ctx.cfg.target_latency_us
 
     def train(self) -> None:
         cfg, net = self.ctx.cfg, self.net
@@ -75,7 +91,7 @@ class OneShot:
             t0 = time.perf_counter()
             net.train()
             loss_sum, acc_sum, n = 0.0, 0.0, 0
-            for x, y in batches(self.xw, self.yw, cfg.batch_size, generator=self.gen):
+            for x, y in train_batches(self.xw, self.yw, cfg.batch_size, self.gen):
                 idx = self.ctx.latency.sample_uniform(1, self.gen)[0]
                 out = net.forward_path(x, idx)
                 ce = F.cross_entropy(out, y)
@@ -88,18 +104,23 @@ class OneShot:
                                "train_acc": acc_sum / n, "epoch_s": time.perf_counter() - t0})  # fmt: skip
 
     def accuracy(self, idx: torch.Tensor) -> float:
-        """Shared-weight accuracy of one arch on the first `eval_batches` batches of the θ split."""
+        """Shared-weight accuracy of one arch on the first `eval_batches` batches of the θ split,
+        its BN statistics recalibrated on the weights split."""
         cfg = self.ctx.cfg
-        return evaluate_path(self.net, idx, self.xa, self.ya, cfg.batch_size, cfg.eval_batches)[1]
+        return evaluate_path(self.net, idx, self.xa, self.ya, self.xw, cfg.batch_size,
+                             recalib_batches=cfg.recalib_batches, max_batches=cfg.eval_batches)[1]  # fmt: skip
 
     def fitness(self, idx: torch.Tensor, acc: float) -> float:
         """Accuracy, optionally with the soft latency term."""
         if self.form == "none":
             return acc
-        lat_us = float(self.ctx.latency.predict_batch_us(idx[None])[0])
+        lat_us = self.ctx.latency.predict_batch_us(idx[None])[0]
         if self.form == "add":
-            return acc - self.ctx.cfg.lambda_lat * lat_us / self.ref_us
-        return acc * (lat_us / self.ref_us) ** (-self.ctx.cfg.beta)
+            return acc - self.ctx.cfg.lambda_lat * float(lat_us) / self.ref_us
+        if self.form == "target":
+            return acc * float(target_factor(lat_us, self.ctx.cfg))
+        return acc * (float(lat_us) / self.ref_us) ** (-self.ctx.cfg.beta)
 
-    def test_accuracy(self, idx: torch.Tensor) -> float:
-        return evaluate_path(self.net, idx, self.ctx.data.x_test, self.ctx.data.y_test, 256)[1]
+    def final_accuracy(self, idx: torch.Tensor) -> tuple[float, float]:
+        """(validation, test) accuracy of the found arch: the whole θ split and the test split."""
+        return path_accuracy(self.ctx, self.net, idx, self.xw, (self.xa, self.ya))
