@@ -12,7 +12,7 @@ sum's MAPE, max APE and Spearman ρ (`--correction none`); the fitted correction
 (`affine`, `per_op`: fitted on half of the random archs, scored on the rest); the end-to-end
 noise floor and the drift of re-timed LUT ops in that same validation. `nchw:warm` is the
 protocol LUTs had before (a layout conversion at each op's boundaries, weights in cache);
-`nhwc:cold` is the default now.
+`nhwc:warm` is the default now (it summed closest here; `nhwc:cold` cycles loaded copies).
 
 Machines drift and VMs share their cores: read the columns of one run side by side, not against
 another run's.

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Dataset", "DataError", "load_data", "batches", "cycle_batches", "DATA_SOURCES"]
+__all__ = ["Dataset", "DataError", "load_data", "batches", "DATA_SOURCES"]
 
 log = logging.getLogger(__name__)
 
@@ -112,20 +112,6 @@ def batches(
         if len(idx) < min_size:
             break
         yield x[idx], y[idx]
-
-
-def cycle_batches(
-    x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator, min_size: int = 2
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless shuffled minibatches (a new order every pass): the architecture split feeds one
-    batch per weight step although it is smaller than the weights split."""
-    while True:
-        empty = True
-        for xb, yb in batches(x, y, batch_size, generator=generator, min_size=min_size):
-            empty = False
-            yield xb, yb
-        if empty:
-            raise DataError(f"{len(y)} images make no batch of at least {min_size}; use more data")
 
 
 # --- sources ---------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ import torch
 
 from lut.files import atomic_write
 from search.data import load_data
+from search.distributed import Dist, DistributedError, ranks_agree, setup, teardown
 from search.latency import LatencyModel, check_proxy_space, resolve_lut
 from search.plots import plot_theta
 from search.space import Arch, Space, get_space
@@ -74,24 +75,38 @@ def run_search(
     device: torch.device = torch.device("cpu"),
     progress: bool = False,
     train_epochs: int = 0,
+    dist: Dist | None = None,
 ) -> dict[str, Any]:
     """Run one search and write its outputs to `out`; returns the summary (the --json object).
-    With `train_epochs`, the found arch is then trained from scratch (`search.train.train_arch`)."""
+    With `train_epochs`, the found arch is then trained from scratch (`search.train.train_arch`).
+
+    Under torchrun (`dist`, from `search.distributed.setup`), every rank runs the same search on
+    its shard of each training batch, with gradients averaged over ranks at every step; the ranks'
+    θ and found arch are compared at the end (`ranks_agree`, recorded with `world_size` in
+    arch.json's info) and only rank 0 writes files."""
     check_proxy_space(latency.space, proxy)
     check_budget(latency, cfg.max_latency_us)
     get_strategy(cfg.strategy)  # an unknown name fails before any data is loaded
     cfg = cfg.resolved()  # the strategy's defaults for what was left None (arch.json records them)
     data = load_data(data_spec, resolution=proxy.resolution, subset=subset)
     rows: list[dict[str, Any]] = []
+    dist = dist or Dist(device=device)
+    device = dist.device if dist.is_distributed else device
 
     def on_epoch(row: dict[str, Any]) -> None:
         rows.append(row)
-        log.info("  ".join(f"{k} {_fmt(v)}" for k, v in row.items()))
+        if dist.is_main:
+            log.info("  ".join(f"{k} {_fmt(v)}" for k, v in row.items()))
 
-    ctx = SearchContext(cfg, data.to(device), latency, proxy, device, on_epoch, progress)
+    ctx = SearchContext(cfg, data.to(device), latency, proxy, device, on_epoch, progress and dist.is_main, dist)
     t0 = time.perf_counter()
     result = get_strategy(cfg.strategy).run(ctx)
     elapsed_s = time.perf_counter() - t0
+    found = torch.tensor([latency.blocks.index(b) for b in result.blocks])
+    agree = ranks_agree([found] if result.theta is None else [found, result.theta], dist)
+    if not agree:
+        raise DistributedError("the ranks ended the search with different architectures or θ; see the digests above")
+    result.info.update(world_size=dist.world_size, ranks_agree=agree)
     predicted = latency.predict_us(result.blocks)
     budget = cfg.max_latency_us
     if budget is not None and predicted > budget:
@@ -102,7 +117,8 @@ def run_search(
     accuracy: dict[str, Any] = {"val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy}
     if train_epochs > 0:
         t1 = time.perf_counter()
-        trained = train_arch(result.blocks, proxy, data, TrainConfig(epochs=train_epochs, seed=cfg.seed), device=device)
+        trained = train_arch(result.blocks, proxy, data, TrainConfig(epochs=train_epochs, seed=cfg.seed), device=device,
+                             dist=dist)  # fmt: skip
         accuracy.update(trained_test_accuracy=trained["test_accuracy"], trained_epochs=train_epochs,
                         train_s=time.perf_counter() - t1)  # fmt: skip
     summary: dict[str, Any] = {
@@ -118,6 +134,7 @@ def run_search(
         "proxy_space": proxy.name,
         "data": data.name,
         "search_s": elapsed_s,
+        "world_size": dist.world_size,
         **{k: result.info[k] for k in ("theta_entropy", "argmax_stable_epochs") if k in result.info},
     }
     arch = Arch(
@@ -126,6 +143,8 @@ def run_search(
         name=Path(out).name,
         info={**summary, "config": dataclasses.asdict(cfg), "samples": samples, **result.info},
     ).validate(latency.space)
+    if not dist.is_main:
+        return {"arch_path": None, **summary, "blocks": list(result.blocks)}
     paths = write_outputs(out, arch, rows, result.theta, latency.blocks, samples)
     return {"arch_path": str(paths["arch"]), **summary, "blocks": list(result.blocks)}
 
@@ -282,19 +301,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     try:
+        dist = setup(args.device_train)  # under torchrun: this rank's place; a world of one otherwise
+    except (ValueError, DistributedError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not dist.is_main:
+        logging.getLogger().setLevel(logging.WARNING)  # rank 0 speaks for all
+    try:
         lut = resolve_lut(args.lut, device_id=args.device_id, space=args.space,
                           runtime=args.runtime, threads=args.threads, root=args.luts_root)
         latency = latency_model(lut, args.latency_correction)
         proxy = proxy_from_args(args, latency)
         summary = run_search(cfg, latency, proxy, args.data, out=args.out, subset=args.subset,
                              device=select_device(args.device_train), progress=args.progress,
-                             train_epochs=args.train_epochs)  # fmt: skip
+                             train_epochs=args.train_epochs, dist=dist)  # fmt: skip
     except ValueError as e:  # LutError, LatencyModelError, DataError, ArchError are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except SearchDivergedError as e:
+    except (SearchDivergedError, DistributedError) as e:
         print(f"error: the search diverged: {e}", file=sys.stderr)
         return 1
+    finally:
+        teardown(dist)
+    if not dist.is_main:
+        return 0
     print(f"{summary['strategy']}: {' '.join(summary['blocks'])}")
     print(f"predicted latency {summary['predicted_latency_us'] / 1000:.3f} ms on "
           f"{summary['lut'].get('device_id')} ({summary['lut'].get('runtime')}, "

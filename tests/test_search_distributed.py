@@ -1,9 +1,14 @@
 """Data-parallel pieces without a process group: sharded batching, loss weights, digests.
 
-The multi-process behaviour (gloo, two ranks agreeing bit for bit) is tested through torchrun in
-tests/test_search_train.py."""
+Two processes under torchrun (gloo): a search here, whose ranks must end with the same θ and
+arch; training in tests/test_search_train.py."""
 
 from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -103,3 +108,28 @@ def test_digest_sees_every_bit_of_the_state() -> None:
     before = digest(m)
     m[1].num_batches_tracked += 1  # a 0-dim integer buffer counts too
     assert digest(m) != before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["fbnet", "evolution"])
+def test_two_process_search_keeps_theta_identical_and_rank0_writes(strategy, synthetic_lut, tmp_path) -> None:
+    lut = synthetic_lut(tmp_path / "luts", "ddpdev")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "search.run", "--lut", str(lut.path), "--strategy", strategy, "--subset", "160",
+           "--epochs", "2", "--warmup-epochs", "1", "--batch-size", "16", "--cycles", "8", "--population", "4",
+           "--tournament", "2", "--recalib-batches", "2", "--torch-threads", "1", "--out", str(out), "--json"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    json_lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert len(json_lines) == 1  # rank 1 prints nothing
+    report = json.loads(json_lines[0])
+    assert report["world_size"] == 2
+    info = json.loads((out / "arch.json").read_text())["info"]
+    # run_search all-gathers digests of the found arch and θ and stops if they differ
+    assert info["world_size"] == 2 and info["ranks_agree"] is True
+    with (out / "log.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows if r["phase"] != "evolution"] == ["0", "1", "2"]  # rank 0's log only
+    if strategy == "fbnet":  # θ moved (identically on both ranks)
+        assert float(rows[-1]["theta_entropy"]) < float(rows[0]["theta_entropy"])

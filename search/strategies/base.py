@@ -14,6 +14,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 import torch
 
 from search.data import Dataset
+from search.distributed import Dist
 from search.latency import LatencyModel
 from search.space import Space
 
@@ -122,6 +123,9 @@ class SearchContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     on_epoch: Callable[[dict[str, Any]], None] = lambda row: None  # called with each log row
     progress: bool = False  # show tqdm bars
+    # this process's place under torchrun: training batches are sharded over ranks and every
+    # optimizer step averages gradients (see `common.relaxed_setup`); a world of one otherwise
+    dist: Dist = field(default_factory=Dist)
 
     def __post_init__(self) -> None:
         self.cfg = self.cfg.resolved()

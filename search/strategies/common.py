@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from search.data import batches
+from search.data import DataError, batches
+from search.distributed import Dist, broadcast_, num_batches, shard_batches
 from search.latency import LatencyModel
 from search.supernet import Supernet, recalibrated_bn
 
@@ -28,6 +29,8 @@ __all__ = [
     "make_w_optimizer",
     "make_theta_optimizer",
     "train_batches",
+    "cycle_train_batches",
+    "average_gradients_before_step",
     "temperature",
     "TAU_SCHEDULES",
     "entropy_weight",
@@ -149,8 +152,11 @@ def relaxed_setup(ctx: SearchContext, default_form: str) -> Relaxed:
     logits = torch.zeros(net.allowed.shape, device=ctx.device, requires_grad=True)
     w_split, a_split = ctx.data.split_train(cfg.w_fraction, cfg.seed)
     epochs = cfg.warmup_epochs + cfg.epochs
-    w_opt, sched = make_w_optimizer(net, cfg, epochs * steps_per_epoch(len(w_split[1]), cfg.batch_size))
+    w_opt, sched = make_w_optimizer(net, cfg, epochs * steps_per_epoch(len(w_split[1]), cfg.batch_size, ctx.dist))
     a_opt = make_theta_optimizer([logits], cfg)
+    broadcast_([logits, *net.parameters(), *net.buffers()], ctx.dist)  # identical anyway: same seed
+    average_gradients_before_step(w_opt, ctx.dist)
+    average_gradients_before_step(a_opt, ctx.dist)
     return Relaxed(gen, form, ref_us, net, logits, net.logit_mask, w_split, a_split, epochs, w_opt, sched, a_opt)
 
 
@@ -170,15 +176,62 @@ def make_theta_optimizer(params: Iterable[torch.Tensor], cfg: SearchConfig) -> t
 
 
 def train_batches(
-    x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator, dist: Dist = Dist()
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled training minibatches; a last batch of one image is dropped (train-mode BN)."""
-    return batches(x, y, batch_size, generator=generator, min_size=2)
+    """Shuffled training minibatches; a last batch of one image is dropped (train-mode BN).
+
+    Under torchrun, this rank's share of each global batch of `batch_size`
+    (`search.distributed.shard_batches`): every rank draws the same order from its identically
+    seeded generator and takes the same number of steps. With one process: `search.data.batches`."""
+    if not dist.is_distributed:
+        return batches(x, y, batch_size, generator=generator, min_size=2)
+    return ((xb, yb) for xb, yb, _ in shard_batches(x, y, batch_size, dist, generator=generator))
 
 
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    """Batches `train_batches` yields for n images."""
+def cycle_train_batches(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator, dist: Dist = Dist()
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """`train_batches` without end, a new order every pass: the architecture split feeds one batch
+    per weight step although it is smaller than the weights split."""
+    while True:
+        empty = True
+        for xb, yb in train_batches(x, y, batch_size, generator, dist):
+            empty = False
+            yield xb, yb
+        if empty:
+            raise DataError(f"{len(y)} images make no batch of at least 2 per process; use more data")
+
+
+def steps_per_epoch(n: int, batch_size: int, dist: Dist = Dist()) -> int:
+    """Batches `train_batches` yields for n images (the same on every rank)."""
+    if dist.is_distributed:
+        return max(1, num_batches(n, batch_size, dist))
     return max(1, n // batch_size + (1 if n % batch_size >= 2 else 0))
+
+
+def average_gradients_before_step(opt: torch.optim.Optimizer, dist: Dist) -> None:
+    """Under torchrun, make every `opt.step()` first replace each gradient by its mean over the
+    ranks, so that parameters which start identical stay identical: the supernet's weights and θ
+    alike (θ lives outside any DDP module). A parameter with a gradient on some ranks only (a path
+    one rank skipped) gets a zero gradient on the others first. A no-op for one process."""
+    if not dist.is_distributed:
+        return
+    import torch.distributed as tdist
+
+    params = [p for group in opt.param_groups for p in group["params"]]
+
+    def hook(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        has = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=dist.device)
+        tdist.all_reduce(has, op=tdist.ReduceOp.SUM)
+        for p, n in zip(params, has.tolist()):
+            if n == 0:
+                continue
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            tdist.all_reduce(p.grad, op=tdist.ReduceOp.SUM)
+            p.grad.div_(dist.world_size)
+
+    opt.register_step_pre_hook(hook)
 
 
 def evaluate_path(

@@ -27,10 +27,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from search.data import cycle_batches
 
 from .base import SearchContext, SearchResult, register_strategy
-from .common import ArchLog, accuracy, bar, commitment, entropy_weight, finish, relaxed_setup, train_batches
+from .common import ArchLog, accuracy, bar, commitment, entropy_weight, finish, relaxed_setup, train_batches, cycle_train_batches
 from .objective import check_finite_step, latency_loss, objective_value
 
 
@@ -47,7 +46,7 @@ class DARTS:
         (xw, yw), (xa, ya), total, w_opt, sched, a_opt = r.w_split, r.a_split, r.epochs, r.w_opt, r.sched, r.a_opt
         params = list(net.parameters())
         track = ArchLog(lat, alpha + mask)
-        arch_batches = cycle_batches(xa, ya, cfg.batch_size, gen)
+        arch_batches = cycle_train_batches(xa, ya, cfg.batch_size, gen, ctx.dist)
         xi_used: list[float] = []  # ξ of every second-order step (the log shows the last)
         n_arch = 0
 
@@ -94,7 +93,7 @@ class DARTS:
             warm, gamma = epoch < cfg.warmup_epochs, entropy_weight(cfg, epoch)
             net.train()
             w_stats, a_stats = [], []
-            for x, y in train_batches(xw, yw, cfg.batch_size, gen):
+            for x, y in train_batches(xw, yw, cfg.batch_size, gen, ctx.dist):
                 if not warm:
                     a_stats.append(arch_step(x, y, gamma))
                 ce, out = ce_of(x, y, torch.softmax(alpha + mask, dim=-1).detach())

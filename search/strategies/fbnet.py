@@ -40,7 +40,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from search.data import batches, cycle_batches
+from search.data import batches
 
 from .base import SearchContext, SearchResult, register_strategy
 from .common import (
@@ -53,6 +53,7 @@ from .common import (
     relaxed_setup,
     temperature,
     train_batches,
+    cycle_train_batches,
 )
 from .objective import check_finite_step, latency_loss, objective_value
 
@@ -69,7 +70,7 @@ class FBNet:
         gen, form, ref_us, net, theta, mask = r.gen, r.form, r.ref_us, r.net, r.logits, r.mask
         (xw, yw), (xa, ya), total, w_opt, sched, t_opt = r.w_split, r.a_split, r.epochs, r.w_opt, r.sched, r.a_opt
         track = ArchLog(lat, theta + mask)
-        arch_batches = cycle_batches(xa, ya, cfg.batch_size, gen)
+        arch_batches = cycle_train_batches(xa, ya, cfg.batch_size, gen, ctx.dist)
         n_arch = 0
 
         def w_step(x: torch.Tensor, y: torch.Tensor, tau: float) -> tuple[float, ...]:
@@ -105,12 +106,12 @@ class FBNet:
             warm = epoch < cfg.warmup_epochs
             net.train()
             w_stats, a_stats = [], []
-            for x, y in train_batches(xw, yw, cfg.batch_size, gen):
+            for x, y in train_batches(xw, yw, cfg.batch_size, gen, ctx.dist):
                 w_stats.append(w_step(x, y, tau))
                 if not warm and cfg.alternate == "batch":
                     a_stats.append(theta_step(*next(arch_batches), tau, gamma))
             if not warm and cfg.alternate == "epoch":
-                a_stats = [theta_step(x, y, tau, gamma) for x, y in train_batches(xa, ya, cfg.batch_size, gen)]
+                a_stats = [theta_step(x, y, tau, gamma) for x, y in train_batches(xa, ya, cfg.batch_size, gen, ctx.dist)]
             if warm:
                 a_stats = self._eval_relaxed(ctx, net, theta + mask, tau, xa, ya, ref_us, form)
             ctx.on_epoch(self._row(epoch, warm, tau, gamma, w_stats, a_stats, theta + mask, track, t0))

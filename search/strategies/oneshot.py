@@ -38,6 +38,7 @@ from .common import (
     reference_latency_us,
     steps_per_epoch,
     train_batches,
+    average_gradients_before_step,
 )
 from .objective import target_factor
 
@@ -86,12 +87,13 @@ class OneShot:
     def train(self) -> None:
         cfg, net = self.ctx.cfg, self.net
         total = cfg.warmup_epochs + cfg.epochs
-        opt, sched = make_w_optimizer(net, cfg, total * steps_per_epoch(len(self.yw), cfg.batch_size))
+        opt, sched = make_w_optimizer(net, cfg, total * steps_per_epoch(len(self.yw), cfg.batch_size, self.ctx.dist))
+        average_gradients_before_step(opt, self.ctx.dist)  # the sampled path is the same on every rank
         for epoch in bar(range(total), self.ctx, "one-shot supernet", total):
             t0 = time.perf_counter()
             net.train()
             loss_sum, acc_sum, n = 0.0, 0.0, 0
-            for x, y in train_batches(self.xw, self.yw, cfg.batch_size, self.gen):
+            for x, y in train_batches(self.xw, self.yw, cfg.batch_size, self.gen, self.ctx.dist):
                 idx = self.ctx.latency.sample_uniform(1, self.gen)[0]
                 out = net.forward_path(x, idx)
                 ce = F.cross_entropy(out, y)

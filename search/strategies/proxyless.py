@@ -32,11 +32,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from search.data import cycle_batches
 from search.supernet import Supernet
 
 from .base import SearchContext, SearchResult, register_strategy
-from .common import ArchLog, accuracy, bar, commitment, entropy_weight, finish, relaxed_setup, train_batches
+from .common import ArchLog, accuracy, bar, commitment, entropy_weight, finish, relaxed_setup, train_batches, cycle_train_batches
 from .objective import check_finite_step, latency_loss, objective_value
 
 
@@ -58,7 +57,7 @@ class ProxylessNAS:
         (xw, yw), (xa, ya), total, w_opt, sched, a_opt = r.w_split, r.a_split, r.epochs, r.w_opt, r.sched, r.a_opt
         max_paths = {"weight_step": 0, "arch_step": 0}
         track = ArchLog(lat, alpha + mask)
-        arch_batches = cycle_batches(xa, ya, cfg.batch_size, gen)
+        arch_batches = cycle_train_batches(xa, ya, cfg.batch_size, gen, ctx.dist)
         n_arch = 0
 
         def w_step(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
@@ -101,12 +100,12 @@ class ProxylessNAS:
             warm, gamma = epoch < cfg.warmup_epochs, entropy_weight(cfg, epoch)
             net.train()
             w_stats, a_stats = [], []
-            for x, y in train_batches(xw, yw, cfg.batch_size, gen):
+            for x, y in train_batches(xw, yw, cfg.batch_size, gen, ctx.dist):
                 w_stats.append(w_step(x, y))
                 if not warm and cfg.alternate == "batch":
                     a_stats.append(arch_step(*next(arch_batches), gamma))
             if not warm and cfg.alternate == "epoch":
-                a_stats = [arch_step(x, y, gamma) for x, y in train_batches(xa, ya, cfg.batch_size, gen)]
+                a_stats = [arch_step(x, y, gamma) for x, y in train_batches(xa, ya, cfg.batch_size, gen, ctx.dist)]
             ctx.on_epoch({
                 "epoch": epoch,
                 "phase": "warmup" if warm else "search",
