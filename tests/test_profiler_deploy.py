@@ -97,7 +97,9 @@ def test_weights_must_fit_the_arch(trained_small, tmp_path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("runtime", "dtype"), [(n, d) for n, i in RUNTIMES.items() for d in i.dtypes])
+# every runtime, each in its last dtype (int8 where it has one: the harder case; ExecuTorch fp32 is
+# exported and measured in tests/test_search_train.py)
+@pytest.mark.parametrize(("runtime", "dtype"), [(n, i.dtypes[-1]) for n, i in RUNTIMES.items()])
 def test_export_computes_what_the_trained_model_computes(exports, trained_small, digits, runtime, dtype) -> None:
     rec = exports(runtime, dtype)
     path = Path(rec["export_path"])

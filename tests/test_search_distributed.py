@@ -111,7 +111,7 @@ def test_digest_sees_every_bit_of_the_state() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["fbnet", "evolution"])
+@pytest.mark.parametrize("strategy", ["fbnet"])  # evolution shares the sharding and gradient hook
 def test_two_process_search_keeps_theta_identical_and_rank0_writes(strategy, synthetic_lut, tmp_path) -> None:
     lut = synthetic_lut(tmp_path / "luts", "ddpdev")
     out = tmp_path / "run"
