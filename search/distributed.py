@@ -247,6 +247,26 @@ def average_gradients(params: Iterable[torch.Tensor], dist: Dist = Dist()) -> No
             p.grad.div_(dist.world_size)
 
 
+def average_gradients_before_step(opt: torch.optim.Optimizer, dist: Dist) -> None:
+    """Under torchrun, make every `opt.step()` first replace each gradient by its mean over the
+    ranks, so that parameters which start identical stay identical: the supernet's weights and θ
+    alike (θ lives outside any DDP module). A parameter with a gradient on some ranks only (a path
+    one rank skipped) gets a zero gradient on the others first. A no-op for one process."""
+    if not dist.is_distributed:
+        return
+    params = [p for group in opt.param_groups for p in group["params"]]
+
+    def hook(optimizer: Any, args: Any, kwargs: Any) -> None:
+        has = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=dist.device)
+        tdist.all_reduce(has, op=tdist.ReduceOp.SUM)
+        for p, n in zip(params, has.tolist()):
+            if n and p.grad is None:
+                p.grad = torch.zeros_like(p)
+        average_gradients(params, dist)
+
+    opt.register_step_pre_hook(hook)
+
+
 def broadcast_(tensors: Iterable[torch.Tensor], dist: Dist = Dist(), src: int = 0) -> None:
     """Overwrite each tensor in place with rank `src`'s value."""
     if not dist.is_distributed:

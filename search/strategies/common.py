@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from search.data import DataError, batches
-from search.distributed import Dist, broadcast_, num_batches, shard_batches
+from search.distributed import Dist, average_gradients_before_step, broadcast_, num_batches, shard_batches
 from search.latency import LatencyModel
 from search.supernet import Supernet, recalibrated_bn
 
@@ -207,31 +207,6 @@ def steps_per_epoch(n: int, batch_size: int, dist: Dist = Dist()) -> int:
     if dist.is_distributed:
         return max(1, num_batches(n, batch_size, dist))
     return max(1, n // batch_size + (1 if n % batch_size >= 2 else 0))
-
-
-def average_gradients_before_step(opt: torch.optim.Optimizer, dist: Dist) -> None:
-    """Under torchrun, make every `opt.step()` first replace each gradient by its mean over the
-    ranks, so that parameters which start identical stay identical: the supernet's weights and θ
-    alike (θ lives outside any DDP module). A parameter with a gradient on some ranks only (a path
-    one rank skipped) gets a zero gradient on the others first. A no-op for one process."""
-    if not dist.is_distributed:
-        return
-    import torch.distributed as tdist
-
-    params = [p for group in opt.param_groups for p in group["params"]]
-
-    def hook(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        has = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=dist.device)
-        tdist.all_reduce(has, op=tdist.ReduceOp.SUM)
-        for p, n in zip(params, has.tolist()):
-            if n == 0:
-                continue
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            tdist.all_reduce(p.grad, op=tdist.ReduceOp.SUM)
-            p.grad.div_(dist.world_size)
-
-    opt.register_step_pre_hook(hook)
 
 
 def evaluate_path(
