@@ -26,12 +26,13 @@ from typing import Any, Sequence
 
 from android_harness.execute import Measurement
 
-__all__ = ["Operator", "LayerAlignmentError", "operators_of", "split_layers"]
+__all__ = ["Operator", "LayerAlignmentError", "is_layout_operator", "operators_of", "split_layers"]
 
 # ETDump events that are not operators: the delegate/method wrappers and the per-call marker of
 # portable kernels (whose own event, `native_call_<op>`, is the operator).
 _NOT_OPERATORS = {"DELEGATE_CALL", "Method::execute", "OPERATOR_CALL", "Method::init", "Program::load_method"}
 _INDEX = re.compile(r"\s+#\d+$")
+_LAYOUT = re.compile(r"^(Transpose|Copy|Convert)\b")
 
 
 class LayerAlignmentError(ValueError):
@@ -77,28 +78,69 @@ def _etdump_operators(etdump: bytes) -> list[Operator]:
     return ops
 
 
+def is_layout_operator(node_type: str) -> bool:
+    """A layout conversion (`Transpose (ND, X32)`, `Copy (NC, X32)`, `Convert …`): what an op
+    exported alone may run at its boundaries and a network may not, or the reverse."""
+    return bool(_LAYOUT.match(node_type))
+
+
+def _boundary_trims(want: list[str]) -> list[tuple[int, int]]:
+    """(leading, trailing) layout operators of `want` to leave out, fewest first."""
+    lead = next((i for i, t in enumerate(want) if not is_layout_operator(t)), len(want))
+    trail = next((i for i, t in enumerate(reversed(want)) if not is_layout_operator(t)), len(want))
+    trims = [(a, b) for a in range(lead + 1) for b in range(trail + 1) if a + b <= len(want)]
+    return sorted(trims, key=lambda t: (t[0] + t[1], t))
+
+
 def split_layers(
     network: Sequence[Operator], layers: Sequence[Sequence[Operator]], keys: Sequence[str]
 ) -> list[dict[str, Any]]:
     """Cut the network's operators into `layers` (each layer's own operator sequence, in network
     order; `keys` name them). Returns one row per layer: {layer, op_key, median_us,
-    num_operators}; identity layers (no operators) take 0 µs. Raises LayerAlignmentError naming
-    the first layer whose operators the network does not run at that point."""
+    num_operators, alone_only, between_us}; identity layers (no operators) take 0 µs.
+
+    Layout conversions are where an op alone and a network part ways: a layer's leading or
+    trailing Transpose/Copy that the network does not run there is left out of the match and
+    named in `alone_only` (the LUT pays it, the network does not); layout operators the network
+    runs before a layer that no layer runs alone are timed in `between_us` of that layer (after
+    the last layer: of the last), not in its `median_us`. Any other difference raises
+    LayerAlignmentError naming the first layer whose operators the network does not run there."""
     pos, rows = 0, []
     runs = min((len(o.runs_us) for o in network), default=0)
+
+    def per_run(ops: Sequence[Operator]) -> list[float]:
+        return [sum(o.runs_us[r] for o in ops) for r in range(runs)] if ops else [0.0]
+
     for i, (layer_ops, key) in enumerate(zip(layers, keys)):
         want = [o.node_type for o in layer_ops]
-        got = network[pos : pos + len(want)]
-        if [o.node_type for o in got] != want:
-            raise LayerAlignmentError(
-                f"layer {i} ({key}): the network runs {[o.node_type for o in got]} where the op alone "
-                f"runs {want}; the exporter fused or reordered across layers here"
-            )
-        per_run = [sum(o.runs_us[r] for o in got) for r in range(runs)] if got else [0.0]
-        rows.append({"layer": i, "op_key": key, "median_us": statistics.median(per_run),
-                     "num_operators": len(got)})  # fmt: skip
-        pos += len(want)
-    if pos != len(network):
-        extra = [o.node_type for o in network[pos:]]
-        raise LayerAlignmentError(f"the network runs {len(extra)} operators after its last layer: {extra[:5]}")
+        match = None
+        if want:
+            between = 0  # the network's own layout operators before this layer
+            while match is None:
+                for a, b in _boundary_trims(want):
+                    core = want[a : len(want) - b]
+                    got = network[pos + between : pos + between + len(core)]
+                    if [o.node_type for o in got] == core:
+                        match = (between, a, b, got)
+                        break
+                if match is None:
+                    if pos + between < len(network) and is_layout_operator(network[pos + between].node_type):
+                        between += 1
+                        continue
+                    got = network[pos : pos + len(want)]
+                    raise LayerAlignmentError(
+                        f"layer {i} ({key}): the network runs {[o.node_type for o in got]} where the op alone "
+                        f"runs {want}; the exporter fused or reordered across layers here"
+                    )
+        between, a, b, got = match if match else (0, 0, 0, [])
+        rows.append({"layer": i, "op_key": key, "median_us": statistics.median(per_run(got)),
+                     "num_operators": len(got), "alone_only": want[:a] + want[len(want) - b :],
+                     "between_us": statistics.median(per_run(network[pos : pos + between])) if between else 0.0})  # fmt: skip
+        pos += between + len(got)
+    extra = network[pos:]
+    if extra and rows and all(is_layout_operator(o.node_type) for o in extra):
+        rows[-1]["between_us"] += statistics.median(per_run(extra))
+    elif extra:
+        names = [o.node_type for o in extra]
+        raise LayerAlignmentError(f"the network runs {len(extra)} operators after its last layer: {names[:5]}")
     return rows

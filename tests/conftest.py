@@ -178,8 +178,9 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 @pytest.fixture
 def tiny_space(monkeypatch: pytest.MonkeyPatch) -> str:
-    """A two-layer FBNet-style space (≈ 25 ops), so a real profile is quick; unregistered after
-    the test (monkeypatch restores the registry)."""
+    """A two-layer FBNet-style space with four of FBNet's candidates (≈ 10 ops, 16 archs from
+    all-skip to all-k5_e6), so a real profile is quick; unregistered after the test (monkeypatch
+    restores the registry)."""
     from search.space import SPACES, Space, get_space
 
     base = get_space("fbnet")
@@ -187,7 +188,7 @@ def tiny_space(monkeypatch: pytest.MonkeyPatch) -> str:
     def _tiny() -> Space:
         return Space(family="tinyval", stem_channels=8, stem_block=base.stem_block,
                      stages=((16, 1, 1), (32, 1, 2)), head_channels=64,
-                     head_block=base.head_block, candidates_all=base.candidates_all,
+                     head_block=base.head_block, candidates_all=("k3_e1", "k3_e1_g2", "k5_e6", "skip"),
                      resolution=64, defaults=(64, 1.0), num_classes=10)  # fmt: skip
 
     monkeypatch.setitem(SPACES, "tinyval", _tiny)

@@ -10,6 +10,7 @@ import pytest
 from lut import load_lut
 from profiler.api import profile_space
 from profiler.targets.base import DeviceLostError
+from search.space import Arch, arch_ops
 
 pytestmark = pytest.mark.slow  # exports models and times them through both device runners
 
@@ -111,9 +112,18 @@ def test_validate_a_phone_lut_end_to_end(loopback, cache, tmp_path, tiny_space, 
     lut = load_lut(result.lut_dir)
     assert result.num_failed == 0 and lut.provenance == "loopback" and lut.meta["protocol"]["cache"] == "warm"
     rc = validate_main([str(result.lut_dir), "--device", daemon.serial, "--adb-port", str(server.port),
-                        "--archs", "3", "--rounds", "2", "--drift-ops", "2", "--json"])  # fmt: skip
+                        "--archs", "3", "--rounds", "2", "--drift-ops", "2", "--per-layer", "--json"])  # fmt: skip
     assert rc == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["config"]["device"] == daemon.serial and report["num_archs"] == 3
     assert all(a["measured_us"] > 0 for a in report["archs"]) and len(report["drift"]["ops"]) == 3
+    # layer by layer (benchmark_model --enable_op_profiling through the runner): LUT value vs in context
+    archs = {a["name"]: a["blocks"] for a in report["archs"]}
+    assert set(report["layers"]) == {"random_000", "random_001", "random_002"}
+    for name, entry in report["layers"].items():
+        assert "error" not in entry, entry
+        keys = [op.key for op in arch_ops(Arch(tiny_space, tuple(archs[name])))]
+        assert [r["op_key"] for r in entry["layers"]] == keys
+        for row in entry["layers"]:
+            assert row["lut_us"] == lut.op_latency_us(row["op_key"]) and row["in_context_us"] >= 0
     assert (result.lut_dir / "validation.json").is_file() and daemon.unsupported == []
