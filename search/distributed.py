@@ -236,15 +236,38 @@ def all_reduce_sum(values: Sequence[float], dist: Dist = Dist()) -> list[float]:
     return t.tolist()
 
 
+BUCKET_BYTES = 25 << 20  # gradients all-reduced together, at most this much per call (DDP's default)
+
+
 def average_gradients(params: Iterable[torch.Tensor], dist: Dist = Dist()) -> None:
     """Replace each parameter's gradient by its mean over ranks (for parameters outside DDP,
-    e.g. a search's θ). Parameters without a gradient are skipped on every rank alike."""
+    e.g. a search's θ). Parameters without a gradient are skipped on every rank alike.
+
+    Gradients are flattened into buckets of up to `BUCKET_BYTES` (one dtype and device each) and
+    each bucket is all-reduced in one call, as DDP does: a supernet has thousands of small
+    parameter tensors, and one collective per tensor costs more than the step itself. Each
+    element is the same sum over ranks either way."""
     if not dist.is_distributed:
         return
-    for p in params:
-        if p.grad is not None:
-            tdist.all_reduce(p.grad, op=tdist.ReduceOp.SUM)
-            p.grad.div_(dist.world_size)
+    grads = [p.grad for p in params if p.grad is not None]
+    buckets: list[list[torch.Tensor]] = []
+    size = 0
+    for g in grads:
+        nbytes = g.numel() * g.element_size()
+        last = buckets[-1] if buckets else None
+        if last is None or last[0].dtype != g.dtype or last[0].device != g.device or size + nbytes > BUCKET_BYTES:
+            buckets.append([])
+            size = 0
+        buckets[-1].append(g)
+        size += nbytes
+    for bucket in buckets:
+        flat = torch.cat([g.reshape(-1) for g in bucket])
+        tdist.all_reduce(flat, op=tdist.ReduceOp.SUM)
+        flat.div_(dist.world_size)
+        offset = 0
+        for g in bucket:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
 
 
 def average_gradients_before_step(opt: torch.optim.Optimizer, dist: Dist) -> None:

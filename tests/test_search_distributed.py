@@ -19,6 +19,7 @@ from search.distributed import (
     MIN_PER_RANK,
     Dist,
     all_reduce_sum,
+    average_gradients,
     broadcast_object,
     digest,
     loss_weight,
@@ -108,6 +109,45 @@ def test_digest_sees_every_bit_of_the_state() -> None:
     before = digest(m)
     m[1].num_batches_tracked += 1  # a 0-dim integer buffer counts too
     assert digest(m) != before
+
+
+def _average_in_rank(rank: int, port: int, out: str) -> None:
+    import torch.distributed as tdist
+
+    import search.distributed as sd
+
+    tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        sd.BUCKET_BYTES = 100  # buckets of several tensors, split by size and by dtype
+        shapes = [(3, 4), (5,), (2, 2, 2), (1,), (7,), (6,), (10,)]
+        params = [torch.zeros(sh, dtype=torch.float64 if i == 3 else torch.float32, requires_grad=True)
+                  for i, sh in enumerate(shapes)]  # fmt: skip
+        for i, p in enumerate(params):
+            if i != 1:  # no gradient on either rank: skipped alike
+                p.grad = torch.arange(p.numel(), dtype=p.dtype).reshape(p.shape) * (rank + 1) + i
+        average_gradients(params, Dist(rank=rank, world_size=2, backend="gloo"))
+        torch.save([p.grad for p in params], f"{out}/rank{rank}.pt")
+    finally:
+        tdist.destroy_process_group()
+
+
+def test_gradients_average_over_ranks_in_buckets(tmp_path) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_average_in_rank, args=(port, str(tmp_path)), nprocs=2)
+    g0, g1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    for i, (a, b) in enumerate(zip(g0, g1)):
+        if i == 1:
+            assert a is None and b is None
+            continue
+        base = torch.arange(a.numel(), dtype=a.dtype).reshape(a.shape)
+        expected = (base * 1 + i + base * 2 + i) / 2  # the mean of rank 0's and rank 1's
+        assert torch.equal(a, expected) and torch.equal(b, expected) and a.dtype == b.dtype
 
 
 @pytest.mark.slow
