@@ -92,6 +92,20 @@ def _boundary_trims(want: list[str]) -> list[tuple[int, int]]:
     return sorted(trims, key=lambda t: (t[0] + t[1], t))
 
 
+def _match_layer(network: Sequence[Operator], pos: int, want: list[str]) -> tuple[int, int, int] | None:
+    """(between, leading, trailing): the fewest network layout operators skipped at `pos`, then the
+    fewest boundary layout operators of `want` left out, for which the network runs `want` there."""
+    between = 0
+    while True:
+        for a, b in _boundary_trims(want):
+            core = want[a : len(want) - b]
+            if [o.node_type for o in network[pos + between : pos + between + len(core)]] == core:
+                return between, a, b
+        if pos + between >= len(network) or not is_layout_operator(network[pos + between].node_type):
+            return None
+        between += 1
+
+
 def split_layers(
     network: Sequence[Operator], layers: Sequence[Sequence[Operator]], keys: Sequence[str]
 ) -> list[dict[str, Any]]:
@@ -113,26 +127,14 @@ def split_layers(
 
     for i, (layer_ops, key) in enumerate(zip(layers, keys)):
         want = [o.node_type for o in layer_ops]
-        match = None
-        if want:
-            between = 0  # the network's own layout operators before this layer
-            while match is None:
-                for a, b in _boundary_trims(want):
-                    core = want[a : len(want) - b]
-                    got = network[pos + between : pos + between + len(core)]
-                    if [o.node_type for o in got] == core:
-                        match = (between, a, b, got)
-                        break
-                if match is None:
-                    if pos + between < len(network) and is_layout_operator(network[pos + between].node_type):
-                        between += 1
-                        continue
-                    got = network[pos : pos + len(want)]
-                    raise LayerAlignmentError(
-                        f"layer {i} ({key}): the network runs {[o.node_type for o in got]} where the op alone "
-                        f"runs {want}; the exporter fused or reordered across layers here"
-                    )
-        between, a, b, got = match if match else (0, 0, 0, [])
+        match = _match_layer(network, pos, want) if want else (0, 0, 0)
+        if match is None:
+            raise LayerAlignmentError(
+                f"layer {i} ({key}): the network runs {[o.node_type for o in network[pos : pos + len(want)]]} "
+                f"where the op alone runs {want}; the exporter fused or reordered across layers here"
+            )
+        between, a, b = match
+        got = network[pos + between : pos + between + len(want) - a - b]
         rows.append({"layer": i, "op_key": key, "median_us": statistics.median(per_run(got)),
                      "num_operators": len(got), "alone_only": want[:a] + want[len(want) - b :],
                      "between_us": statistics.median(per_run(network[pos : pos + between])) if between else 0.0})  # fmt: skip

@@ -185,7 +185,7 @@ def _layers(lut: Lut, archs: list[Arch], runtime: str, kwargs: dict[str, Any]) -
                          "ratio": ctx / lut_us if lut_us > 0 else None})  # fmt: skip
         out[arch.label] = {"layers": rows, "lut_sum_us": sum(r["lut_us"] for r in rows),
                            "in_context_sum_us": sum(r["in_context_us"] for r in rows),
-                           "between_sum_us": sum(r.get("between_us", 0.0) for r in rows)}  # fmt: skip
+                           "between_sum_us": sum(r["between_us"] for r in rows)}  # fmt: skip
     return out
 
 
@@ -239,10 +239,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: per-layer times unavailable: {entry['error']}")
             continue
         print(f"{name}: layers inside the network vs the LUT (sum {entry['in_context_sum_us'] / 1e3:.2f} ms "
-              f"in context + {entry.get('between_sum_us', 0.0) / 1e3:.2f} ms of layout conversions between "
+              f"in context + {entry['between_sum_us'] / 1e3:.2f} ms of layout conversions between "
               f"layers, {entry['lut_sum_us'] / 1e3:.2f} ms in the LUT)")  # fmt: skip
         table = pd.DataFrame(entry["layers"])
-        table["alone_only"] = [", ".join(ops) for ops in table.get("alone_only", [[]] * len(table))]
+        table["alone_only"] = table["alone_only"].map(", ".join)
         with pd.option_context("display.width", 200, "display.float_format", "{:.2f}".format):
             cols = ["layer", "op_key", "lut_us", "in_context_us", "ratio", "alone_only"]
             print(table[cols].to_string(index=False))
