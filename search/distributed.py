@@ -264,10 +264,8 @@ def average_gradients(params: Iterable[torch.Tensor], dist: Dist = Dist()) -> No
         flat = torch.cat([g.reshape(-1) for g in bucket])
         tdist.all_reduce(flat, op=tdist.ReduceOp.SUM)
         flat.div_(dist.world_size)
-        offset = 0
-        for g in bucket:
-            g.copy_(flat[offset : offset + g.numel()].view_as(g))
-            offset += g.numel()
+        for g, part in zip(bucket, flat.split([g.numel() for g in bucket])):
+            g.copy_(part.view_as(g))
 
 
 def average_gradients_before_step(opt: torch.optim.Optimizer, dist: Dist) -> None:
