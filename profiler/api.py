@@ -14,7 +14,7 @@ import math
 import statistics
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from profiler.export import ExportCache, ExportItem
 from profiler.protocol import ProfileResult, ProtocolConfig, profile_ops, run_rounds
@@ -121,7 +121,7 @@ def measure_archs_detailed(
     lock_wait_s: float = 0.0,
     per_layer: bool = False,
     ops: Sequence[Op] = (),
-    op_cache: str = "warm",
+    op_cache: str | Mapping[str, str] = "warm",
     op_copies: dict[str, int] | None = None,
 ) -> dict[str, ArchMeasurement]:
     """Export each arch whole (cached like ops) and time it end to end in shuffled rounds.
@@ -129,8 +129,8 @@ def measure_archs_detailed(
     Keyed by `Arch.label` (the name, else the arch id); samples are rounds × runs per arch. With
     `per_layer`, each arch and each of its ops is also profiled once (`profiler.layers`) to time
     every layer inside the network. `ops` are timed in the same rounds, as a LUT times them
-    (cache state `op_cache`, `op_copies` per op for "replicas"), and keyed by their op key
-    (validation re-times LUT ops this way)."""
+    (cache state `op_cache`, or op key → state for a "mixed" LUT's ops; `op_copies` per op for
+    "replicas"), and keyed by their op key (validation re-times LUT ops this way)."""
     op_copies = op_copies or {}
     names: dict[str, str] = {}
     items: dict[str, ExportItem] = {}
@@ -158,7 +158,8 @@ def measure_archs_detailed(
     timed = [*items, *timed_ops]
     out: dict[str, ArchMeasurement] = {k: ArchMeasurement() for k in timed}
     extras: dict[str, list[dict[str, float]]] = {k: [] for k in timed}
-    op_spec = RunSpec(threads=threads, warmup=warmup, runs=runs, core_mask=core_mask, cache=op_cache)
+    op_spec = RunSpec(threads=threads, warmup=warmup, runs=runs, core_mask=core_mask)
+    op_state = (lambda k: op_cache.get(k, "warm")) if isinstance(op_cache, Mapping) else (lambda k: op_cache)
     errors: dict[str, str] = {}
 
     def on_samples(key: str, _r: int, s: list[float], extra: dict[str, float]) -> None:
@@ -171,7 +172,7 @@ def measure_archs_detailed(
             given_up = run_rounds(
                 target, rt, {k: report.paths[k] for k in timed}, config, spec,
                 on_samples=on_samples, on_failure=lambda k, _r, m: errors.__setitem__(k, m),
-                specs={k: replace(op_spec, copies=op_copies.get(k, 1)) for k in timed_ops},
+                specs={k: replace(op_spec, cache=op_state(k), copies=op_copies.get(k, 1)) for k in timed_ops},
                 progress=progress, desc=f"archs {runtime}",
             )  # fmt: skip
             if given_up:

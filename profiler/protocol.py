@@ -45,11 +45,15 @@ from profiler.targets.base import CACHE_STATES, MEMORY_SEMANTICS, RunnerError, R
 from profiler.targets.lock import device_lock
 from search.space import Op, get_space, overhead_op
 
-__all__ = ["ProtocolConfig", "ProfileResult", "JobError", "plan_ops", "run_rounds", "profile_ops"]
+__all__ = [
+    "ProtocolConfig", "ProfileResult", "JobError", "PROTOCOL_CACHE_STATES", "plan_ops", "streamed_ops",
+    "op_cache_states", "run_rounds", "profile_ops",
+]
 
 log = logging.getLogger(__name__)
 
 PARTIAL_DIR = ".partial"
+PROTOCOL_CACHE_STATES = (*CACHE_STATES, "mixed")  # "mixed": a state per op (see `streamed_ops`)
 
 
 @dataclass(frozen=True)
@@ -65,14 +69,15 @@ class ProtocolConfig:
     # "cold": each timed invocation finds the op's weights out of cache and its input in cache, as
     # a layer inside a network does (host: cycling loaded copies, see profiler.targets.host);
     # "warm": one loaded copy run again and again (weights and input both in cache);
-    # None: the target's first `cache_states` (warm on the host and on a phone's runners: in
-    # `bench.lut_accuracy` side by side on this project's x86 host, nhwc:warm sums closest to the
-    # networks, ExecuTorch 4.0 % MAPE against 7.2 % cold; TFLite 9.2 % against 17.3 %)
+    # "mixed": cold for the ops whose weights are streamed (`streamed_ops`), warm for the others;
+    # None: "mixed" where the target can time cold ops (the host cycles copies, a phone's runners
+    # time replicas), else the target's first `cache_states` (see `bench.lut_accuracy` and the
+    # README for the protocols side by side)
     cache: str | None = None
 
     def __post_init__(self) -> None:
-        if self.cache not in (None, *CACHE_STATES):
-            raise ValueError(f"cache must be one of {CACHE_STATES}, got {self.cache!r}")
+        if self.cache not in (None, *PROTOCOL_CACHE_STATES):
+            raise ValueError(f"cache must be one of {PROTOCOL_CACHE_STATES}, got {self.cache!r}")
         if self.rounds < 1 or self.runs < 1 or self.warmup < 0 or self.retries < 0:
             raise ValueError(
                 f"need rounds ≥ 1, runs ≥ 1, warmup ≥ 0, retries ≥ 0; got {self.rounds}, {self.runs}, "
@@ -143,6 +148,44 @@ def replica_counts(timed: list[Op], net_overhead: Op, dtype: str = "fp32") -> di
         else:
             counts[op.key] = max(2, min(REPLICA_MAX, -(-REPLICA_BUDGET_BYTES // max(1, largest[shape]))))
     return counts
+
+
+# Mixed cache state ("mixed"). Inside a network a layer finds its input in cache (the previous
+# layer just wrote it) and its weights out of it (a network's weights exceed a last-level cache).
+# Whether the cold weights cost time depends on how often the op uses each weight: a convolution
+# uses each weight once per output position (49 times and more in these spaces) and its weight
+# stream hides behind the arithmetic, while a batch-1 fully connected layer (the classifier: ~1 use
+# per weight) is bound by where its weights come from (on this project's host the head's
+# `pool_fc` runs ~4x its warm time inside networks, and as fast as its cold time). Timing every op
+# cold over-charges the others: their intermediate and output buffers are cold too, unlike the
+# memory a network's planner reuses. So "mixed" times cold the ops that use each weight fewer than
+# STREAMED_REUSE times, warm the rest, and an input shape's overhead op cold when every op it is
+# subtracted from is.
+STREAMED_REUSE = 8
+
+
+def streamed_ops(timed: Sequence[Op], net_overhead: Op) -> set[str]:
+    """Keys of the ops (overhead ops included) that "mixed" times cold: weights used < STREAMED_REUSE
+    times per invocation (MACs per parameter), and overhead ops whose every op is such."""
+    real = [op for op in timed if op.block != "overhead"]
+    cold = {op.key for op in real if op.params > 0 and op.macs < STREAMED_REUSE * op.params}
+    net_shape = (net_overhead.c_in, net_overhead.h, net_overhead.w)
+    for ovh in (op for op in timed if op.block == "overhead"):
+        shape = (ovh.c_in, ovh.h, ovh.w)
+        users = [op.key for op in real if (op.c_in, op.h, op.w) == shape]
+        if shape != net_shape and users and all(k in cold for k in users):
+            cold.add(ovh.key)
+    return cold
+
+
+def op_cache_states(timed: Sequence[Op], net_overhead: Op, cache: str, cold_state: str) -> dict[str, str]:
+    """op key → the cache state it is timed in, for the keys not timed in `cache` itself: under
+    "mixed", `cold_state` ("cold", or "replicas" where the target cannot cycle copies) for the
+    streamed ops and "warm" for every other."""
+    if cache != "mixed":
+        return {}
+    cold = streamed_ops(timed, net_overhead)
+    return {op.key: (cold_state if op.key in cold else "warm") for op in timed}
 
 
 # --- the round loop (shared by op jobs and whole-arch measurements) -----------------------------
@@ -380,18 +423,21 @@ def _profile_ops(
 ) -> ProfileResult:
     t0 = time.perf_counter()
     states = getattr(target, "cache_states", ("warm",))
-    if config.cache is not None and config.cache not in states:
+    cold_state = next((s for s in ("cold", "replicas") if s in states), None)
+    if config.cache is not None and config.cache not in states and not (config.cache == "mixed" and cold_state):
         raise JobError(
             f"{target.name} cannot time ops with {config.cache} caches (it can: {', '.join(states)}); "
             f"use --cache {states[0]}"
         )
-    config = replace(config, cache=config.cache or states[0])
+    config = replace(config, cache=config.cache or ("mixed" if cold_state else states[0]))
     space = get_space(space_name)
     timed, identity, net_overhead = plan_ops(space.name, ops_limit)
     fp = target.fingerprint()
     device_id = fp["device_id"]
     rdir = runtime_dir_name(runtime.name, threads, runtime.dtype)
-    spec = RunSpec(threads=threads, warmup=config.warmup, runs=config.runs, core_mask=core_mask, cache=config.cache)
+    per_op = op_cache_states(timed, net_overhead, config.cache, cold_state or "warm")
+    spec = RunSpec(threads=threads, warmup=config.warmup, runs=config.runs, core_mask=core_mask,
+                   cache="warm" if per_op else config.cache)  # fmt: skip
     job = {
         "device_id": device_id,
         "space": {"name": space.name, "hash": space.hash()},
@@ -418,6 +464,11 @@ def _profile_ops(
         )  # fmt: skip
 
     copies = replica_counts(timed, net_overhead, runtime.dtype) if config.cache == "replicas" else {}
+    if per_op:  # "mixed": copies for the ops timed as replicas (a phone's cold state)
+        copies = {k: n for k, n in replica_counts(timed, net_overhead, runtime.dtype).items()
+                  if per_op[k] == "replicas"}  # fmt: skip
+    specs = {k: replace(spec, cache=per_op.get(k, spec.cache), copies=copies.get(k, 1))
+             for k in {*copies, *(k for k, st in per_op.items() if st != spec.cache)}}  # fmt: skip
     cache = ExportCache(runtime, cache_root)
     report = cache.ensure(
         [ExportItem.for_op(op, copies.get(op.key, 1)) for op in timed], workers=export_workers,
@@ -434,8 +485,7 @@ def _profile_ops(
         target, runtime, files, config, spec,
         done=set(work.samples), round_states=work.states, on_state=work.add_state,
         on_samples=work.add_samples, on_failure=work.add_fault, failures=counts,
-        specs={k: replace(spec, copies=n) for k, n in copies.items() if n > 1},
-        progress=progress, desc=f"{device_id[:24]} {rdir}",
+        specs=specs, progress=progress, desc=f"{device_id[:24]} {rdir}",
     )  # fmt: skip
     failures.update({k: f"run: {work.last_error(k)}" for k in sorted(given_up)})
 
@@ -468,8 +518,12 @@ def _profile_ops(
                 "warm": "one loaded copy run again and again: weights and input in cache",
                 "replicas": "a model of `copies` copies of the op reading one input, run again and again; a "
                             "sample is an invocation divided by its copies",
+                "mixed": f"ops that use each weight fewer than {STREAMED_REUSE} times per invocation (MACs per "
+                         f"parameter: a batch-1 fully connected layer) timed {cold_state} (`op_cache`), as their "
+                         "weights stream inside a network; the other ops warm",
             }[config.cache],
             "copies": {k: n for k, n in sorted(copies.items()) if n > 1},
+            **({"op_cache": {k: st for k, st in sorted(per_op.items()) if st != "warm"}} if per_op else {}),
         },
         "overhead_us": float(ovh["median_us"].iloc[0]) if (ovh["status"] == "ok").any() else None,
         "failed_ops": dict(sorted(failures.items())),

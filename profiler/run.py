@@ -24,9 +24,8 @@ from typing import Any
 
 from profiler.api import measure_archs_detailed, profile_space
 from profiler.export import quiet_exporter_noise
-from profiler.protocol import ProtocolConfig
+from profiler.protocol import PROTOCOL_CACHE_STATES, ProtocolConfig
 from profiler.runtimes import LAYOUTS, RUNTIMES, list_runtimes
-from profiler.targets.base import CACHE_STATES
 from search.space import load_arch
 
 log = logging.getLogger("profiler.run")
@@ -60,11 +59,13 @@ def build_parser(adb=None) -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=_D.warmup, help=f"untimed runs per op per round (default {_D.warmup})")
     p.add_argument("--runs", type=int, default=_D.runs, help=f"timed runs per op per round (default {_D.runs})")
     p.add_argument("--seed", type=int, default=_D.seed, help="shuffle seed (round r uses seed + r)")
-    p.add_argument("--cache", choices=list(CACHE_STATES),
-                   help="cache state of timed op invocations: cold (the host's default) gives each invocation "
-                        "weights out of cache and its input in cache, as inside a network, by cycling loaded "
-                        "copies; replicas times a model of several copies of the op reading one input (what a "
-                        "phone's runner can do); warm (a phone's default) runs one loaded model again and again")
+    p.add_argument("--cache", choices=list(PROTOCOL_CACHE_STATES),
+                   help="cache state of timed op invocations: mixed (the default) times cold (host) or as "
+                        "replicas (phone) the ops whose weights stream (fewer than 8 uses per weight: the batch-1 "
+                        "classifier) and the others warm; warm runs one loaded model again and again; cold gives "
+                        "each invocation weights out of cache and its input in cache, as inside a network, by "
+                        "cycling loaded copies (host); replicas times a model of several copies of the op reading "
+                        "one input (what a phone's runner can do)")
     p.add_argument("--out", default="luts", help="LUT store root (default luts/)")
     p.add_argument("--arch", action="append", help="time this arch (name or JSON file) end to end instead of ops; repeatable")
     p.add_argument("--per-layer", action="store_true",

@@ -90,6 +90,8 @@ def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dic
     half = config.rounds // 2
     drift_ops = _drift_sample(lut, config.drift_ops, config.seed)
     op_cache = proto.get("cache", "warm")  # LUTs before the cache option timed ops warm
+    if op_cache == "mixed":  # a state per op: the ones not timed warm are listed
+        op_cache = proto.get("op_cache") or {}
     with device_lock(kwargs["device"], wait_s=config.lock_wait_s, what=f"validate {lut.id}"):
         halves = [
             measure_archs(archs, rt["name"], rounds=half, seed=config.seed + i, ops=drift_ops, op_cache=op_cache,

@@ -110,7 +110,10 @@ def test_validate_a_phone_lut_end_to_end(loopback, cache, tmp_path, tiny_space, 
     result = profile_space(tiny_space, "tflite", device=daemon.serial, out=tmp_path, cache_root=cache,
                            target_options=_options(server), rounds=1, warmup=1, runs=2, progress=False)  # fmt: skip
     lut = load_lut(result.lut_dir)
-    assert result.num_failed == 0 and lut.provenance == "loopback" and lut.meta["protocol"]["cache"] == "warm"
+    assert result.num_failed == 0 and lut.provenance == "loopback" and lut.meta["protocol"]["cache"] == "mixed"
+    # the default on a phone: the classifier (its weights stream) and its overhead op as replicas
+    assert lut.meta["protocol"]["op_cache"] == {"overhead-i64x16x16-o64-s1": "replicas", "pool_fc-i64x16x16-o10-s1": "replicas"}
+    assert lut.meta["protocol"]["copies"]["pool_fc-i64x16x16-o10-s1"] > 1
     rc = validate_main([str(result.lut_dir), "--device", daemon.serial, "--adb-port", str(server.port),
                         "--archs", "3", "--rounds", "2", "--drift-ops", "2", "--per-layer", "--json"])  # fmt: skip
     assert rc == 0

@@ -10,7 +10,7 @@ import pytest
 from lut import load_lut
 from profiler.api import measure_archs
 from profiler.export import ExportCache
-from profiler.protocol import JobError, ProtocolConfig, plan_ops, profile_ops
+from profiler.protocol import JobError, ProtocolConfig, op_cache_states, plan_ops, profile_ops, streamed_ops
 from profiler.runtimes import get_runtime
 from profiler.targets import RunSpec, get_target
 from profiler.targets.base import RunnerError
@@ -251,3 +251,46 @@ def test_replicas_time_each_copy_of_an_op(tmp_path: Path, cache: Path) -> None:
     assert copies and all(n > 1 for n in copies.values())
     item = ExportItem.for_op(next(o for o in plan_ops(SPACE, 2)[0] if o.key in copies), 2)
     assert item.file_stem.endswith("-x2")
+
+
+def test_mixed_cache_picks_the_ops_whose_weights_stream() -> None:
+    """"mixed": ops that use each weight fewer than STREAMED_REUSE times (FBNet's batch-1
+    classifier) and the overhead ops subtracted only from them are timed cold, every other warm;
+    a target that cannot cycle copies times them as replicas."""
+    timed, _, net = plan_ops("fbnet")
+    cold = streamed_ops(timed, net)
+    assert cold == {"pool_fc-i1504x7x7-o1000-s1", "pool_fc-i1984x7x7-o1000-s1",
+                    "overhead-i1504x7x7-o1504-s1", "overhead-i1984x7x7-o1984-s1"}  # fmt: skip
+    states = op_cache_states(timed, net, "mixed", "replicas")
+    assert set(states) == {op.key for op in timed}
+    assert {k for k, v in states.items() if v == "replicas"} == cold and set(states.values()) == {"warm", "replicas"}
+    assert op_cache_states(timed, net, "warm", "cold") == {}
+    # an overhead op shared with a warm op stays warm: the head conv's input shape has none, the stem's has
+    assert all(op.key not in cold for op in timed if op.block in ("conv1x1_relu", "conv3x3_relu"))
+
+
+class RecordingHost(HostTarget):
+    """The real host target, recording the cache state each model file is timed in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.states: dict[str, set[str]] = {}
+
+    def measure_detailed(self, runtime, model_file: Path, spec: RunSpec, **kw):
+        self.states.setdefault(Path(model_file).stem, set()).add(spec.cache)
+        return super().measure_detailed(runtime, model_file, spec, **kw)
+
+
+@pytest.mark.slow
+def test_mixed_cache_times_the_classifier_cold_and_the_rest_warm(tmp_path: Path, cache: Path, tiny_space: str) -> None:
+    host = RecordingHost()
+    config = ProtocolConfig(rounds=1, warmup=1, runs=2, cache="mixed")
+    res = profile_ops(host, get_runtime("onnxruntime"), tiny_space, out=tmp_path, config=config, cache_root=cache,
+                      progress=False)  # fmt: skip
+    lut = load_lut(res.lut_dir)
+    assert res.num_failed == 0 and lut.meta["protocol"]["cache"] == "mixed"
+    cold = {"pool_fc-i64x16x16-o10-s1", "overhead-i64x16x16-o64-s1"}
+    assert lut.meta["protocol"]["op_cache"] == dict.fromkeys(sorted(cold), "cold")
+    assert {k for k, v in host.states.items() if v == {"cold"}} == cold
+    assert all(v == {"warm"} for k, v in host.states.items() if k not in cold)
+    assert len(host.states) == len(lut.table[lut.table["status"] == "ok"])

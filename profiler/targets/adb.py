@@ -65,12 +65,13 @@ class AdbTarget:
     """The Target protocol on one adb device (see `profiler.targets.base`).
 
     Cache state: a runner binary times one loaded model again and again, so a plain op's weights
-    stay in cache, as they would not inside a network ("warm", the default). "replicas" times a
-    model of several copies of the op instead, each with its own weights and all reading one
-    input, so that each copy finds its weights out of cache and its input in it (the profiler
-    divides an invocation by the copies)."""
+    stay in cache, as they would not inside a network ("warm"). "replicas" times a model of
+    several copies of the op instead, each with its own weights and all reading one input, so
+    that each copy finds its weights out of cache and its input in it (the profiler divides an
+    invocation by the copies). A job's default, "mixed", times the ops whose weights stream (the
+    classifier) as replicas and the others warm."""
 
-    cache_states = ("warm", "replicas")  # what `RunSpec.cache` may ask for; the first is the default
+    cache_states = ("warm", "replicas")  # what `RunSpec.cache` may ask for
 
     def __init__(
         self,

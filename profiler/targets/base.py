@@ -102,7 +102,7 @@ class RunnerError(TargetError):
 @runtime_checkable
 class Target(Protocol):
     name: str  # "host" or the adb serial
-    cache_states: tuple[str, ...]  # RunSpec.cache values it can time with; the first is its default
+    cache_states: tuple[str, ...]  # RunSpec.cache values it can time with; the first is its plain default
 
     def fingerprint(self) -> dict[str, Any]:
         """Device identity for the LUT metadata; must contain a stable `device_id` slug."""

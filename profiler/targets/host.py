@@ -81,7 +81,7 @@ class HostTarget:
     """This machine's CPU. Runs models in-process; nothing to push."""
 
     name = "host"
-    cache_states = ("warm", "cold", "replicas")  # what `RunSpec.cache` may ask for; the first is the default
+    cache_states = ("warm", "cold", "replicas")  # what `RunSpec.cache` may ask for (a job's default: "mixed")
 
     def __init__(self) -> None:
         self._fingerprint: dict[str, Any] | None = None
