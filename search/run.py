@@ -221,6 +221,7 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "proxyless_paths": ("--proxyless-paths", int, "paths per layer in the proxyless arch step: 1, 2, 0 = all"),
     "darts_order": ("--darts-order", int, "1 or 2"),
     "darts_xi": ("--darts-xi", float, "DARTS virtual-step learning rate ξ"),
+    "darts_tau_end": ("--darts-tau-end", float, "DARTS mixture temperature of the last epoch (softmax(α/τ), τ 1 → this)"),
     "population": ("--population", int, "evolution population size"),
     "tournament": ("--tournament", int, "evolution tournament sample size"),
     "cycles": ("--cycles", int, "archs evaluated by evolution / random"),

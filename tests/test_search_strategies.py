@@ -141,6 +141,23 @@ def test_darts_xi_follows_the_current_weight_learning_rate(lat, tmp_path, monkey
         opt.step()
         sched.step()
     assert seen == pytest.approx(expected) and seen[0] == w_lr and seen[-1] < w_lr / 2
+    # the mixture softmax(α/τ) anneals from τ = 1 to darts_tau_end over the search epochs
+    with open(tmp_path / "d" / "log.csv") as f:
+        taus = [float(row["tau"]) for row in csv.DictReader(f)]
+    assert taus == pytest.approx([1.0, cfg.darts_tau_end**0.5, cfg.darts_tau_end])
+
+
+def test_darts_mixture_temperature_schedule() -> None:
+    from search.strategies.darts import mixture_temperature
+
+    cfg = replace(TINY, strategy="darts", epochs=5, warmup_epochs=2, darts_tau_end=0.1).resolved()
+    taus = [mixture_temperature(cfg, e) for e in range(7)]
+    assert taus[:3] == [1.0, 1.0, 1.0] and taus[-1] == pytest.approx(0.1)
+    assert all(b < a for a, b in zip(taus[2:], taus[3:]))  # geometric: equal ratios
+    assert taus[4] / taus[3] == pytest.approx(taus[6] / taus[5])
+    assert mixture_temperature(replace(cfg, darts_tau_end=1.0), 6) == 1.0  # DARTS as published
+    with pytest.raises(ValueError, match="darts_tau_end"):
+        mixture_temperature(replace(cfg, darts_tau_end=0.0), 3)
 
 
 def test_recalibrated_bn_uses_the_calibration_batches_and_restores_the_supernet() -> None:

@@ -85,6 +85,11 @@ class SearchConfig:
     # DARTS
     darts_order: int = 1  # 1: first-order; 2: unrolled second-order (finite-difference HVP)
     darts_xi: float | None = None  # virtual step learning rate ξ; None = the current weight lr
+    # mixture softmax(α/τ), τ from 1 in the first search epoch geometrically to this in the last:
+    # the mixture anneals towards the arch it will be discretized to (1 = DARTS as published,
+    # whose argmax arch scored 0.11–0.35 with the supernet's weights against 0.9 for the mixture,
+    # and missed a tight soft target by 16 %; see README)
+    darts_tau_end: float = 0.2
     # evolution / random
     population: int = 16  # regularized evolution population P
     tournament: int = 4  # sample size S of each tournament

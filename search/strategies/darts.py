@@ -16,7 +16,10 @@ The α gradient is
 L_val carries the latency term of the relaxed arch (default additive λ · E[LAT] / ref; FBNet's
 "mul", the soft "target" or "none" on request); it does not depend on w, so it does not enter the
 Hessian term; neither does the commitment term γ(t)·Σ_l H(softmax(α_l)) (`entropy_weight`).
-Final arch: argmax of α (under the hard constraint, if one is set).
+With `darts_tau_end` < 1 the mixture is softmax(α/τ), τ annealed from 1 to it over the search
+epochs (`mixture_temperature`): the relaxed network, its expected latency and the commitment term
+move towards the single arch that the argmax will take, as FBNet's Gumbel temperature does.
+Final arch: argmax of α (under the hard constraint, if one is set); θ reported is α/τ.
 """
 
 from __future__ import annotations
@@ -54,14 +57,19 @@ class DARTS:
             out = net(x, weights, threshold=cfg.mask_threshold)
             return F.cross_entropy(out, y), out
 
+        tau = 1.0  # the mixture's temperature in the current epoch
+
+        def mixture() -> torch.Tensor:
+            return torch.softmax((alpha + mask) / tau, dim=-1)
+
         def val_loss(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            m = torch.softmax(alpha + mask, dim=-1)
+            m = mixture()
             ce, out = ce_of(x, y, m)
             return latency_loss(ce, lat.expected_us(m), cfg, ref_us, form), ce, out
 
         def second_order_grad(xt, yt, xv, yv, xi: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             def train_ce(weights_grad: bool) -> torch.Tensor:
-                m = torch.softmax(alpha + mask, dim=-1)
+                m = mixture()
                 return ce_of(xt, yt, m if weights_grad else m.detach())[0]
 
             grad, (loss, ce, out) = unrolled_alpha_grad(
@@ -81,7 +89,7 @@ class DARTS:
                 grad = torch.autograd.grad(loss, alpha)[0]
                 loss, ce_acc = loss.detach(), torch.stack([ce.detach(), accuracy(out, yv)])
             if gamma:
-                grad = grad + torch.autograd.grad(gamma * commitment(alpha + mask), alpha)[0]
+                grad = grad + torch.autograd.grad(gamma * commitment((alpha + mask) / tau), alpha)[0]
             a_opt.zero_grad(set_to_none=True)
             alpha.grad = grad
             n_arch += 1
@@ -91,30 +99,49 @@ class DARTS:
         for epoch in bar(range(total), ctx, "darts", total):
             t0 = time.perf_counter()
             warm, gamma = epoch < cfg.warmup_epochs, entropy_weight(cfg, epoch)
+            tau = mixture_temperature(cfg, epoch)
             net.train()
             w_stats, a_stats = [], []
             for x, y in train_batches(xw, yw, cfg.batch_size, gen, ctx.dist):
                 if not warm:
                     a_stats.append(arch_step(x, y, gamma))
-                ce, out = ce_of(x, y, torch.softmax(alpha + mask, dim=-1).detach())
+                ce, out = ce_of(x, y, mixture().detach())
                 w_opt.zero_grad(set_to_none=True)
                 ce.backward()
                 w_opt.step()
                 sched.step()
                 w_stats.append((ce.item(), accuracy(out, y).item()))
-            row = {"epoch": epoch, "phase": "warmup" if warm else "search", "entropy_weight": gamma}
+            row = {"epoch": epoch, "phase": "warmup" if warm else "search", "tau": tau, "entropy_weight": gamma}
             for name, stats, i in (("train_loss", w_stats, 0), ("train_acc", w_stats, 1), ("val_loss", a_stats, 0),
                                    ("val_acc", a_stats, 1), ("objective", a_stats, 2)):  # fmt: skip
                 row[name] = sum(s[i] for s in stats) / len(stats) if stats else float("nan")
             if cfg.darts_order == 2:
                 row["xi"] = xi_used[-1] if xi_used else float("nan")
-            row.update(track.columns(alpha + mask), epoch_s=time.perf_counter() - t0)
+            row.update(track.columns((alpha + mask) / tau), epoch_s=time.perf_counter() - t0)
             ctx.on_epoch(row)
-        info = {"darts_order": cfg.darts_order, "arch_steps": n_arch,
+        info = {"darts_order": cfg.darts_order, "arch_steps": n_arch, "tau_end": tau,
                 "xi": "the current weight lr" if cfg.darts_xi is None else cfg.darts_xi}  # fmt: skip
         if xi_used:
             info["xi_first_last"] = [xi_used[0], xi_used[-1]]
-        return finish(ctx, r, alpha, track, info)
+        return finish(ctx, r, alpha / tau, track, info)  # the mixture as searched: softmax(α/τ)
+
+
+def _grads(loss: torch.Tensor, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """∂loss/∂t for each t; zeros for a tensor the loss does not use (the weights of a path whose
+    mixture weight fell below `mask_threshold` are not run)."""
+    grads = torch.autograd.grad(loss, tensors, allow_unused=True)
+    return [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads)]
+
+
+def mixture_temperature(cfg, epoch: int) -> float:
+    """τ of DARTS's mixture softmax(α/τ) in an epoch: 1 during warm-up and the first search epoch,
+    then geometric to `cfg.darts_tau_end` in the last search epoch."""
+    if cfg.darts_tau_end <= 0:
+        raise ValueError(f"darts_tau_end must be > 0, got {cfg.darts_tau_end}")
+    if cfg.epochs <= 1:
+        return 1.0
+    search_epoch = min(max(0, epoch - cfg.warmup_epochs), cfg.epochs - 1)
+    return cfg.darts_tau_end ** (search_epoch / (cfg.epochs - 1))
 
 
 def unrolled_alpha_grad(
@@ -131,14 +158,14 @@ def unrolled_alpha_grad(
     `with_alpha`); `val_loss()` returns (L_val, ...) at the current `params`. The params are restored
     on return. Returns (∇α L_val(w', α) − ξ · [∇α L_train(w⁺) − ∇α L_train(w⁻)] / 2ε, val_loss()).
     """
-    g_train = torch.autograd.grad(train_loss(False), params)
+    g_train = _grads(train_loss(False), params)
     backup = [p.detach().clone() for p in params]
     try:
         with torch.no_grad():  # virtual step w' = w − ξ (∇w L_train + wd · w)
             for p, g in zip(params, g_train):
                 p.sub_(xi * (g + weight_decay * p))
         val = val_loss()
-        grads = torch.autograd.grad(val[0], [alpha, *params])
+        grads = _grads(val[0], [alpha, *params])
         d_alpha, d_w = grads[0], grads[1:]
         eps = 0.01 / torch.sqrt(sum((g * g).sum() for g in d_w)).clamp_min(1e-12)
         hvp = []
