@@ -21,8 +21,10 @@ into the weights split and the validation split — the architecture split, whic
 sees; the test split is the dataset's own):
 
     val_accuracy           supernet weights, BN statistics recalibrated on the weights split,
-                           measured on the validation split
-    test_accuracy          the same path on the test split
+                           measured on the validation split (evolution and random search with
+                           their default fitness: the arch trained --fitness-epochs from scratch
+                           on the weights split; `accuracy_of` says which)
+    test_accuracy          the same weights on the test split
     trained_test_accuracy  the arch trained from scratch (`search.train`) for --train-epochs on
                            the whole train split, measured on the test split (absent with 0)
 
@@ -135,7 +137,7 @@ def run_search(
         "data": data.name,
         "search_s": elapsed_s,
         "world_size": dist.world_size,
-        **{k: result.info[k] for k in ("theta_entropy", "argmax_stable_epochs") if k in result.info},
+        **{k: result.info[k] for k in ("theta_entropy", "argmax_stable_epochs", "accuracy_of") if k in result.info},
     }
     arch = Arch(
         latency.space.name,
@@ -222,10 +224,12 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "darts_order": ("--darts-order", int, "1 or 2"),
     "darts_xi": ("--darts-xi", float, "DARTS virtual-step learning rate ξ"),
     "darts_tau_end": ("--darts-tau-end", float, "DARTS mixture temperature of the last epoch (softmax(α/τ), τ 1 → this)"),
+    "fitness": ("--fitness", str, "evolution / random: train (each arch trained from scratch) | oneshot (SPOS supernet)"),
+    "fitness_epochs": ("--fitness-epochs", int, "epochs each arch is trained for its fitness (--fitness train)"),
     "population": ("--population", int, "evolution population size"),
     "tournament": ("--tournament", int, "evolution tournament sample size"),
     "cycles": ("--cycles", int, "archs evaluated by evolution / random"),
-    "eval_batches": ("--eval-batches", int, "batches per fitness evaluation"),
+    "eval_batches": ("--eval-batches", int, "batches per one-shot fitness evaluation"),
 }
 
 
@@ -340,8 +344,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def accuracy_line(summary: dict[str, Any]) -> str:
-    line = (f"accuracy with supernet weights (BN recalibrated): validation {summary['val_accuracy']:.4f}, "
-            f"test {summary['test_accuracy']:.4f}")
+    of = summary.get("accuracy_of", "supernet weights (BN recalibrated)")
+    line = f"accuracy with {of}: validation {summary['val_accuracy']:.4f}, test {summary['test_accuracy']:.4f}"
     if "trained_test_accuracy" in summary:
         line += f"; trained from scratch ({summary['trained_epochs']} epochs): test {summary['trained_test_accuracy']:.4f}"
     return line

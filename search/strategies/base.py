@@ -90,11 +90,13 @@ class SearchConfig:
     # whose argmax arch scored 0.11–0.35 with the supernet's weights against 0.9 for the mixture,
     # and missed a tight soft target by 16 %; see README)
     darts_tau_end: float = 0.2
-    # evolution / random
-    population: int = 16  # regularized evolution population P
-    tournament: int = 4  # sample size S of each tournament
-    cycles: int = 64  # architectures evaluated in total (evolution and random alike)
-    eval_batches: int = 4  # batches of the θ split that score one architecture's fitness
+    # evolution / random (see strategies/oneshot.py)
+    fitness: str = "train"  # "train": each arch trained fitness_epochs from scratch | "oneshot": SPOS supernet
+    fitness_epochs: int = 3  # epochs of training per evaluated arch ("train")
+    population: int = 8  # regularized evolution population P
+    tournament: int = 3  # sample size S of each tournament
+    cycles: int = 24  # architectures evaluated in total (evolution and random alike)
+    eval_batches: int = 4  # batches of the θ split that score one architecture's fitness ("oneshot")
 
     def resolved(self) -> "SearchConfig":
         """The config with every None that stands for "the strategy's default" filled in."""

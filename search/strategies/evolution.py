@@ -5,8 +5,8 @@ Population of `population` random archs within the budget; each cycle samples `t
 them, mutates the fittest (one layer's block replaced by another candidate of that layer,
 re-drawn until the child meets the budget), evaluates the child and removes the oldest member.
 `cycles` archs are evaluated in all (the initial population included). The result is the
-fittest arch ever evaluated. Fitness: see `oneshot` (shared-weight accuracy of a single-path
-supernet, optionally with a soft latency term).
+fittest arch ever evaluated. Fitness: see `oneshot` (by default the arch's accuracy after a few
+epochs of training from scratch, optionally with a soft latency term).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 
 from .base import SearchContext, SearchResult, register_strategy
 from .common import seed_everything
-from .oneshot import OneShot, sample_within_budget
+from .oneshot import fitness_proxy, sample_within_budget
 
 
 @register_strategy("evolution")
@@ -29,8 +29,7 @@ class RegularizedEvolution:
         if not 2 <= cfg.tournament <= cfg.population <= cfg.cycles:
             raise ValueError("evolution needs 2 ≤ tournament ≤ population ≤ cycles")
         gen = seed_everything(cfg.seed)
-        proxy = OneShot(ctx, gen)
-        proxy.train()
+        proxy = fitness_proxy(ctx, gen)
         budget = cfg.max_latency_us
         population: deque[tuple[torch.Tensor, float]] = deque()
         history: list[tuple[torch.Tensor, float, float]] = []  # (arch, fitness, accuracy)
@@ -57,7 +56,8 @@ class RegularizedEvolution:
             blocks=tuple(lat.blocks[int(i)] for i in best),
             val_accuracy=val_acc,
             test_accuracy=test_acc,
-            info={"fitness_val_accuracy": best_acc, "evaluated": len(history)},
+            info={"fitness_val_accuracy": best_acc, "evaluated": len(history), "fitness": cfg.fitness,
+                  "accuracy_of": proxy.accuracy_of},
         )
 
     @staticmethod

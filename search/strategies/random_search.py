@@ -2,15 +2,15 @@
 
 `cycles` archs drawn uniformly among those that meet the hard latency constraint (rejection with
 the vectorised LUT predictor) — with a soft target, from the layer-wise distribution tilted
-towards it — each scored with the same one-shot proxy and budget as evolution; the fittest is the
-result.
+towards it — each scored with the same fitness proxy (`oneshot`) and budget as evolution; the
+fittest is the result.
 """
 
 from __future__ import annotations
 
 from .base import SearchContext, SearchResult, register_strategy
 from .common import seed_everything
-from .oneshot import OneShot, sample_within_budget
+from .oneshot import fitness_proxy, sample_within_budget
 
 
 @register_strategy("random")
@@ -20,8 +20,7 @@ class RandomSearch:
     def run(self, ctx: SearchContext) -> SearchResult:
         cfg, lat = ctx.cfg, ctx.latency
         gen = seed_everything(cfg.seed)
-        proxy = OneShot(ctx, gen)
-        proxy.train()
+        proxy = fitness_proxy(ctx, gen)
         best, best_fit, best_acc = None, float("-inf"), 0.0
         for i, idx in enumerate(sample_within_budget(lat, cfg.cycles, cfg.max_latency_us, gen, cfg.target_latency_us)):
             acc = proxy.accuracy(idx)
@@ -36,5 +35,6 @@ class RandomSearch:
             blocks=tuple(lat.blocks[int(i)] for i in best),
             val_accuracy=val_acc,
             test_accuracy=test_acc,
-            info={"fitness_val_accuracy": best_acc, "evaluated": cfg.cycles},
+            info={"fitness_val_accuracy": best_acc, "evaluated": cfg.cycles, "fitness": cfg.fitness,
+                  "accuracy_of": proxy.accuracy_of},
         )
