@@ -179,9 +179,9 @@ def streamed_ops(timed: Sequence[Op], net_overhead: Op) -> set[str]:
 
 
 def op_cache_states(timed: Sequence[Op], net_overhead: Op, cache: str, cold_state: str) -> dict[str, str]:
-    """op key → the cache state it is timed in, for the keys not timed in `cache` itself: under
-    "mixed", `cold_state` ("cold", or "replicas" where the target cannot cycle copies) for the
-    streamed ops and "warm" for every other."""
+    """Under "mixed", op key → the state each timed op is timed in: `cold_state` ("cold", or
+    "replicas" where the target cannot cycle copies) for the streamed ops, "warm" for the others;
+    {} under any other cache state (every op in that one)."""
     if cache != "mixed":
         return {}
     cold = streamed_ops(timed, net_overhead)
@@ -467,8 +467,7 @@ def _profile_ops(
     if per_op:  # "mixed": copies for the ops timed as replicas (a phone's cold state)
         copies = {k: n for k, n in replica_counts(timed, net_overhead, runtime.dtype).items()
                   if per_op[k] == "replicas"}  # fmt: skip
-    specs = {k: replace(spec, cache=per_op.get(k, spec.cache), copies=copies.get(k, 1))
-             for k in {*copies, *(k for k, st in per_op.items() if st != spec.cache)}}  # fmt: skip
+    specs = {op.key: replace(spec, cache=per_op.get(op.key, spec.cache), copies=copies.get(op.key, 1)) for op in timed}
     cache = ExportCache(runtime, cache_root)
     report = cache.ensure(
         [ExportItem.for_op(op, copies.get(op.key, 1)) for op in timed], workers=export_workers,
