@@ -28,14 +28,13 @@ tilted towards T (`LatencyModel.sample_near`) instead of the uniform one, so tha
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 
 from search.latency import LatencyModel
-from search.space import Arch, Network, arch_ops
 from search.supernet import Supernet
+from search.train import build_proxy_model, evaluate
 
 from .base import SearchContext
 from .common import (
@@ -124,7 +123,7 @@ class ShortTraining(_Fitness):
         super().__init__(ctx, generator)
         if ctx.cfg.fitness_epochs < 1:
             raise ValueError(f"fitness_epochs must be ≥ 1, got {ctx.cfg.fitness_epochs}")
-        self.space = replace(ctx.space, num_classes=ctx.data.num_classes)
+        self.space = ctx.space
         self.accuracy_of = f"the arch trained from scratch {ctx.cfg.fitness_epochs} epochs on the weights split"
         self.scores: dict[tuple[int, ...], tuple[float, float]] = {}  # arch → (val, test) accuracy
 
@@ -137,7 +136,7 @@ class ShortTraining(_Fitness):
             cfg, dist = self.ctx.cfg, self.ctx.dist
             blocks = tuple(self.ctx.latency.blocks[i] for i in key)
             torch.manual_seed(cfg.seed)  # every arch: the same initialisation seed and data order
-            model = Network(arch_ops(Arch(self.space.name, blocks), self.space)).to(self.ctx.device)
+            model = build_proxy_model(blocks, self.space, self.ctx.data.num_classes).to(self.ctx.device)
             total = cfg.fitness_epochs * steps_per_epoch(len(self.yw), cfg.batch_size, dist)
             opt, sched = make_w_optimizer(model, cfg, total)
             average_gradients_before_step(opt, dist)
@@ -151,8 +150,8 @@ class ShortTraining(_Fitness):
                     opt.step()
                     sched.step()
             model.eval()
-            self.scores[key] = (_accuracy(model, self.xa, self.ya), _accuracy(model, self.ctx.data.x_test,
-                                                                               self.ctx.data.y_test))  # fmt: skip
+            self.scores[key] = (evaluate(model, self.xa, self.ya)[1],
+                                evaluate(model, self.ctx.data.x_test, self.ctx.data.y_test)[1])  # fmt: skip
         return self.scores[key]
 
     def accuracy(self, idx: torch.Tensor) -> float:
@@ -161,12 +160,6 @@ class ShortTraining(_Fitness):
     def final_accuracy(self, idx: torch.Tensor) -> tuple[float, float]:
         """(validation, test) accuracy of the found arch after its `fitness_epochs` of training."""
         return self._score(idx)
-
-
-def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
-    with torch.no_grad():
-        correct = sum(int((model(xb).argmax(1) == yb).sum()) for xb, yb in zip(x.split(batch_size), y.split(batch_size)))
-    return correct / max(1, len(y))
 
 
 class OneShot(_Fitness):
