@@ -26,6 +26,17 @@ def _seed() -> None:
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     # Exports made by tests never land in (or come from) the user's cache.
     os.environ["HWNAS_CACHE"] = str(tmp_path_factory.mktemp("hwnas-cache"))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # pytest-xdist: the workers of one run share one export cache (exports are written
+        # atomically, so a model is exported once), and share out the cores, CLIs they start included
+        shared = tmp_path_factory.getbasetemp().parent / "hwnas-cache"
+        shared.mkdir(exist_ok=True)
+        os.environ["HWNAS_CACHE"] = str(shared)
+        import torch
+
+        share = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+        torch.set_num_threads(share)
+        os.environ["OMP_NUM_THREADS"] = str(share)
     # device locks of this test session only: a test run does not wait for (or block) real jobs
     os.environ["HWNAS_LOCK_DIR"] = str(tmp_path_factory.mktemp("hwnas-locks"))
 
