@@ -43,7 +43,7 @@ from profiler.export import ExportCache, ExportItem
 from profiler.runtimes import Runtime
 from profiler.targets.base import CACHE_STATES, MEMORY_SEMANTICS, RunnerError, RunSpec, Target, load_extras
 from profiler.targets.lock import device_lock
-from search.space import Op, get_space, overhead_op
+from search.space import Op, get_space, overhead_op, parse_op_key
 
 __all__ = [
     "ProtocolConfig", "ProfileResult", "JobError", "PROTOCOL_CACHE_STATES", "plan_ops", "streamed_ops",
@@ -152,39 +152,67 @@ def replica_counts(timed: list[Op], net_overhead: Op, dtype: str = "fp32") -> di
 
 # Mixed cache state ("mixed"). Inside a network a layer finds its input in cache (the previous
 # layer just wrote it) and its weights out of it (a network's weights exceed a last-level cache).
-# Whether the cold weights cost time depends on how often the op uses each weight: a convolution
-# uses each weight once per output position (49 times and more in these spaces) and its weight
-# stream hides behind the arithmetic, while a batch-1 fully connected layer (the classifier: ~1 use
-# per weight) is bound by where its weights come from (on this project's host the head's
-# `pool_fc` runs ~4x its warm time inside networks, and as fast as its cold time). Timing every op
-# cold over-charges the others: their intermediate and output buffers are cold too, unlike the
-# memory a network's planner reuses. So "mixed" times cold the ops that use each weight fewer than
-# STREAMED_REUSE times, warm the rest, and an input shape's overhead op cold when every op it is
+# Whether the cold weights cost time depends on how the op uses them:
+#   - a batch-1 fully connected layer (the classifier) uses each weight about once: it is bound by
+#     where its weights come from (on this project's host the head's `pool_fc` runs ~4x its warm
+#     time inside networks, and as fast as its cold time);
+#   - a convolution whose weights fit in a core's private cache (L2) reads them from far memory
+#     once per invocation and reuses them from there: warm and in-network times agree;
+#   - a convolution whose weights fit in no private cache and outweigh its activations (the 7x7
+#     stages' expanded blocks and the head conv: 1-3 MB of weights over 0.1-0.5 MB of
+#     activations) re-reads them from the shared cache in a warm loop but from memory inside a
+#     network, where per layer they ran 1.1-1.25x their warm and 0.9-1.05x their cold time.
+# Timing every op cold over-charges the others: their intermediate and output buffers are cold
+# too, unlike the memory a network's planner reuses. So "mixed" times cold the ops that use each
+# weight fewer than STREAMED_REUSE times or whose weights exceed both PRIVATE_CACHE_BYTES and
+# their activations, warm the rest, and an input shape's overhead op cold when every op it is
 # subtracted from is.
 STREAMED_REUSE = 8
+PRIVATE_CACHE_BYTES = 512 << 10  # a core's L2 on this project's host and on big phone cores
 
 
-def streamed_ops(timed: Sequence[Op], net_overhead: Op) -> set[str]:
+def streamed_ops(timed: Sequence[Op], net_overhead: Op, *, whole_shapes: bool = False, dtype: str = "fp32") -> set[str]:
     """Keys of the ops (overhead ops included) that "mixed" times cold: weights used < STREAMED_REUSE
-    times per invocation (MACs per parameter), and overhead ops whose every op is such."""
+    times per invocation (MACs per parameter), or more weight bytes than PRIVATE_CACHE_BYTES and
+    than activation bytes; and the overhead ops whose every op is such. `whole_shapes` keeps only
+    the input shapes whose every op streams (replicas share the overhead op of their shape)."""
+    bytes_per_el = 1 if dtype == "int8" else 4
     real = [op for op in timed if op.block != "overhead"]
-    cold = {op.key for op in real if op.params > 0 and op.macs < STREAMED_REUSE * op.params}
+    cold = {
+        op.key for op in real
+        if op.params > 0 and (
+            op.macs < STREAMED_REUSE * op.params
+            or op.params * bytes_per_el > max(PRIVATE_CACHE_BYTES, op.activations * bytes_per_el)
+        )
+    }  # fmt: skip
     net_shape = (net_overhead.c_in, net_overhead.h, net_overhead.w)
+    users: dict[tuple[int, int, int], list[str]] = {}
+    for op in real:
+        users.setdefault((op.c_in, op.h, op.w), []).append(op.key)
     for ovh in (op for op in timed if op.block == "overhead"):
         shape = (ovh.c_in, ovh.h, ovh.w)
-        users = [op.key for op in real if (op.c_in, op.h, op.w) == shape]
-        if shape != net_shape and users and all(k in cold for k in users):
+        keys = users.get(shape, [])
+        if shape != net_shape and keys and all(k in cold for k in keys):
             cold.add(ovh.key)
+    if whole_shapes:
+        cold = {k for k in cold if all(u in cold for u in users.get(_shape(k), []))}
     return cold
 
 
-def op_cache_states(timed: Sequence[Op], net_overhead: Op, cache: str, cold_state: str) -> dict[str, str]:
+def _shape(key: str) -> tuple[int, int, int]:
+    op = parse_op_key(key)
+    return (op.c_in, op.h, op.w)
+
+
+def op_cache_states(timed: Sequence[Op], net_overhead: Op, cache: str, cold_state: str, dtype: str = "fp32") -> dict[str, str]:
     """Under "mixed", op key → the state each timed op is timed in: `cold_state` ("cold", or
     "replicas" where the target cannot cycle copies) for the streamed ops, "warm" for the others;
-    {} under any other cache state (every op in that one)."""
+    {} under any other cache state (every op in that one). Replicas divide an invocation, its
+    overhead included, by their copies, so they are used only for input shapes whose every op
+    streams (with the shape's overhead op replicated alike)."""
     if cache != "mixed":
         return {}
-    cold = streamed_ops(timed, net_overhead)
+    cold = streamed_ops(timed, net_overhead, whole_shapes=cold_state == "replicas", dtype=dtype)
     return {op.key: (cold_state if op.key in cold else "warm") for op in timed}
 
 
@@ -435,7 +463,7 @@ def _profile_ops(
     fp = target.fingerprint()
     device_id = fp["device_id"]
     rdir = runtime_dir_name(runtime.name, threads, runtime.dtype)
-    per_op = op_cache_states(timed, net_overhead, config.cache, cold_state or "warm")
+    per_op = op_cache_states(timed, net_overhead, config.cache, cold_state or "warm", runtime.dtype)
     spec = RunSpec(threads=threads, warmup=config.warmup, runs=config.runs, core_mask=core_mask,
                    cache="warm" if per_op else config.cache)  # fmt: skip
     job = {
@@ -444,7 +472,8 @@ def _profile_ops(
         "runtime": {"name": runtime.name, "dtype": runtime.dtype, "layout": runtime.layout, "threads": threads,
                     "core_mask": core_mask},
         "exporters": runtime.versions(),
-        "protocol": asdict(config),
+        # the per-op states too: a LUT of another `mixed` rule is neither resumed nor reused
+        "protocol": {**asdict(config), **({"op_cache": _non_warm(per_op)} if per_op else {})},
         "ops": sorted(op.key for op in timed),
     }
     if skip_existing and not fresh:
@@ -518,11 +547,12 @@ def _profile_ops(
                 "replicas": "a model of `copies` copies of the op reading one input, run again and again; a "
                             "sample is an invocation divided by its copies",
                 "mixed": f"ops that use each weight fewer than {STREAMED_REUSE} times per invocation (MACs per "
-                         f"parameter: a batch-1 fully connected layer) timed {cold_state} (`op_cache`), as their "
-                         "weights stream inside a network; the other ops warm",
+                         f"parameter: a batch-1 fully connected layer), or whose weights exceed both "
+                         f"{PRIVATE_CACHE_BYTES >> 10} KiB and their activations, timed {cold_state} (`op_cache`), "
+                         "as their weights stream inside a network; the other ops warm",
             }[config.cache],
             "copies": {k: n for k, n in sorted(copies.items()) if n > 1},
-            **({"op_cache": {k: st for k, st in sorted(per_op.items()) if st != "warm"}} if per_op else {}),
+            **({"op_cache": _non_warm(per_op)} if per_op else {}),
         },
         "overhead_us": float(ovh["median_us"].iloc[0]) if (ovh["status"] == "ok").any() else None,
         "failed_ops": dict(sorted(failures.items())),
@@ -537,6 +567,10 @@ def _profile_ops(
         elapsed_s=time.perf_counter() - t0, skipped=skipped, exported=report.exported,
         device_id=device_id,
     )  # fmt: skip
+
+
+def _non_warm(per_op: dict[str, str]) -> dict[str, str]:
+    return {k: st for k, st in sorted(per_op.items()) if st != "warm"}
 
 
 def _up_to_date_version(runtime_dir: Path, job: dict[str, Any], ops_limit: int | None) -> tuple[Path, int] | None:

@@ -15,7 +15,7 @@ from profiler.runtimes import get_runtime
 from profiler.targets import RunSpec, get_target
 from profiler.targets.base import RunnerError
 from profiler.targets.host import HostTarget
-from search.space import Arch, Op, get_space, overhead_op
+from search.space import Arch, Op, get_space, overhead_op, parse_op_key
 
 SPACE = "fbnet-r32-w0.35"  # tiny shapes
 CONFIG = ProtocolConfig(rounds=2, warmup=1, runs=3, seed=0)
@@ -255,18 +255,27 @@ def test_replicas_time_each_copy_of_an_op(tmp_path: Path, cache: Path) -> None:
 
 def test_mixed_cache_picks_the_ops_whose_weights_stream() -> None:
     """"mixed": ops that use each weight fewer than STREAMED_REUSE times (FBNet's batch-1
-    classifier) and the overhead ops subtracted only from them are timed cold, every other warm;
-    a target that cannot cycle copies times them as replicas."""
+    classifier), or whose weights exceed a core's private cache and their activations (the 7x7
+    stages' expanded blocks, the head conv), and the overhead ops subtracted only from such ops are
+    timed cold, every other warm; a target that cannot cycle copies times as replicas only the
+    input shapes whose every op streams."""
     timed, _, net = plan_ops("fbnet")
     cold = streamed_ops(timed, net)
-    assert cold == {"pool_fc-i1504x7x7-o1000-s1", "pool_fc-i1984x7x7-o1000-s1",
-                    "overhead-i1504x7x7-o1504-s1", "overhead-i1984x7x7-o1984-s1"}  # fmt: skip
+    heads = {"pool_fc-i1504x7x7-o1000-s1", "pool_fc-i1984x7x7-o1000-s1", "overhead-i1504x7x7-o1504-s1",
+             "overhead-i1984x7x7-o1984-s1", "conv1x1_relu-i352x7x7-o1504-s1", "conv1x1_relu-i352x7x7-o1984-s1",
+             "overhead-i352x7x7-o352-s1"}  # fmt: skip
+    big = {op.key for op in timed if op.block != "overhead" and op.params * 4 > max(512 << 10, op.activations * 4)}
+    assert big and all(op.h <= 14 and op.block not in ("k3_e1", "k5_e1") for op in map(parse_op_key, big))
+    assert cold == heads | big
+    assert "k5_e6-i184x7x7-o184-s1" in cold and "k5_e1-i184x7x7-o184-s1" not in cold  # 1.75 MB vs 0.29 MB of weights
+    assert "k5_e6-i112x14x14-o112-s1" not in cold  # 0.68 MB of weights, 1.23 MB of activations
+    # the shapes whose ops do not all stream keep a warm overhead op, and the stem's is always warm
+    assert "overhead-i184x7x7-o184-s1" not in cold and "overhead-i3x224x224-o3-s1" not in cold
     states = op_cache_states(timed, net, "mixed", "replicas")
     assert set(states) == {op.key for op in timed}
-    assert {k for k, v in states.items() if v == "replicas"} == cold and set(states.values()) == {"warm", "replicas"}
+    assert {k for k, v in states.items() if v == "replicas"} == heads and set(states.values()) == {"warm", "replicas"}
+    assert {k for k, v in op_cache_states(timed, net, "mixed", "cold").items() if v == "cold"} == cold
     assert op_cache_states(timed, net, "warm", "cold") == {}
-    # an overhead op shared with a warm op stays warm: the head conv's input shape has none, the stem's has
-    assert all(op.key not in cold for op in timed if op.block in ("conv1x1_relu", "conv3x3_relu"))
 
 
 class RecordingHost(HostTarget):

@@ -238,6 +238,10 @@ def test_macs_against_hand_count() -> None:
     expected = 96 * 64 * 16 + 96 * 16 * 9 + 24 * 16 * 96
     assert Op("k3_e6", 16, 8, 8, 24, 2).macs == expected
     assert Op("k3_e6", 16, 8, 8, 24, 2).params == 16 * 96 + 96 * 9 + 96 * 24 + 2 * (96 + 96 + 24)
+    # activations: the input, the expanded map, the strided depthwise output, the block's output
+    assert Op("k3_e6", 16, 8, 8, 24, 2).activations == 16 * 64 + 96 * 64 + 96 * 16 + 24 * 16
+    assert Op("pool_fc", 64, 7, 7, 10, 1).activations == 64 * 49 + 64 + 10
+    assert Op("overhead", 8, 4, 4, 8, 1).activations == 8 * 16
 
 
 def test_space_data_needs_no_torch() -> None:

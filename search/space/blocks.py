@@ -115,6 +115,17 @@ class BlockSpec:
             total += c_in * c_out
         return total
 
+    def activations(self, c_in: int, h: int, w: int, c_out: int, stride: int) -> int:
+        """Activation elements one forward pass touches: its input, each conv's output (a block's
+        intermediates) and, for the classifier, the pooled vector and the logits."""
+        total = c_in * h * w
+        for _ci, co, _k, _g, s in self._convs(c_in, c_out, stride):
+            h, w = _out(h, s), _out(w, s)
+            total += co * h * w
+        if self.kind == "pool_fc":
+            total += c_in + c_out
+        return total
+
     def params(self, c_in: int, c_out: int, stride: int) -> int:
         """Trainable parameters: conv weights (no bias), BN weight + bias, fc weight + bias."""
         total = sum(co * (ci // g) * k * k + 2 * co for ci, co, k, g, _ in self._convs(c_in, c_out, stride))

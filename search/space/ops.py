@@ -74,6 +74,11 @@ class Op:
         return block_spec(self.block).macs(self.c_in, self.h, self.w, self.c_out, self.stride)
 
     @property
+    def activations(self) -> int:
+        """Activation elements one forward pass touches (input, intermediates, output)."""
+        return block_spec(self.block).activations(self.c_in, self.h, self.w, self.c_out, self.stride)
+
+    @property
     def params(self) -> int:
         """Trainable parameters (the block registry's count)."""
         return block_spec(self.block).params(self.c_in, self.c_out, self.stride)
