@@ -1,7 +1,7 @@
 """LUT accuracy per runtime and measurement protocol, side by side, measured in one run.
 
     python -m bench.lut_accuracy [--runtimes executorch tflite] [--protocols nchw:warm,nhwc:warm,nhwc:mixed,nhwc:cold]
-        [--space fbnet] [--archs 20] [--rounds 6] [--seed 0] [--out bench_luts] [--json]
+        [--space fbnet] [--archs 20] [--rounds 6] [--seed 0] [--drift-ops all|N] [--out bench_luts] [--json]
     python -m bench.lut_accuracy LUT [LUT ...]        # validate existing LUTs instead
 
 For each runtime and each protocol (export layout : cache state of the timed ops), a LUT of the
@@ -10,7 +10,10 @@ touched; exports are cached), then validated right away on the same random archs
 the named archs, with the protocol of `lut validate`. The table shows, per LUT: the raw additive
 sum's MAPE, max APE and Spearman ρ (`--correction none`); the fitted corrections' held-out MAPE
 (`affine`, `per_op`: fitted on half of the random archs, scored on the rest); the end-to-end
-noise floor and the drift of re-timed LUT ops in that same validation. `nchw:warm` is the
+noise floor and the drift of re-timed LUT ops in that same validation. With `--drift-ops all`
+(the default) every op of the LUT is re-timed in the validation's rounds, and the sum of those
+re-timings is scored too (`same`: MAPE, bias, ρ): the additivity error without the drift of the
+machine between building the LUT and timing the archs. `nchw:warm` is the
 protocol LUTs had before (a layout conversion at each op's boundaries, weights in cache);
 `nhwc:warm` keeps every op's weights in cache; `nhwc:mixed`, the default, times cold the ops whose
 weights stream inside a network (the batch-1 classifier) and the others warm; `nhwc:cold` times
@@ -31,7 +34,7 @@ from typing import Any
 from lut.store import LutError, load_lut
 from lut.validate import write_validation
 from profiler.api import profile_space
-from profiler.validate import ValidationConfig, validate_lut
+from profiler.validate import ALL_OPS, ValidationConfig, validate_lut
 
 
 def _row(lut, rep: dict[str, Any], protocol: str) -> dict[str, Any]:
@@ -47,6 +50,9 @@ def _row(lut, rep: dict[str, Any], protocol: str) -> dict[str, Any]:
         "raw_mean_error_pct": add["mean_error_pct"],
         "affine_holdout_mape": corr.get("affine", {}).get("holdout", {}).get("mape"),
         "per_op_holdout_mape": corr.get("per_op", {}).get("holdout", {}).get("mape"),
+        "same_mape": rep.get("same_rounds", {}).get("mape"),
+        "same_mean_error_pct": rep.get("same_rounds", {}).get("mean_error_pct"),
+        "same_spearman": rep.get("same_rounds", {}).get("spearman"),
         "noise_floor": rep["noise_floor"],
         "drift_pct": rep.get("drift", {}).get("median_change_pct"),
         "num_archs": rep["num_archs"],
@@ -68,32 +74,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=6, help="end-to-end rounds (two halves)")
     p.add_argument("--profile-rounds", type=int, default=5, help="rounds of each LUT's op profile")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--drift-ops", default="all",
+                   help="LUT ops re-timed in the validation rounds: a count, or all (default: every op, so that "
+                        "the sum of the re-timed ops is scored beside the LUT's)")
     p.add_argument("--ops-limit", type=int, help="profile only the first N ops (tests)")
     p.add_argument("--write", action="store_true", help="store validation.json beside each LUT")
     p.add_argument("--json", action="store_true", help="last line: one JSON list of rows")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    drift_ops = ALL_OPS if args.drift_ops == "all" else int(args.drift_ops)
     cfg = ValidationConfig(num_archs=args.archs, seed=args.seed, rounds=args.rounds, correction="auto",
-                           progress=not args.json)  # fmt: skip
-    jobs: list[tuple[str, str]] = []  # (lut dir, protocol label)
+                           progress=not args.json, drift_ops=drift_ops)  # fmt: skip
+    rows = []
+
+    def validate(path: str, proto: str) -> None:
+        lut = load_lut(path)
+        rep = validate_lut(lut, cfg)
+        if args.write:
+            write_validation(lut, rep)
+        rows.append(_row(lut, rep, proto))
+
     try:
         if args.luts:
-            jobs = [(str(load_lut(x, root=args.root).path), "as stored") for x in args.luts]
-        else:
+            for x in args.luts:
+                validate(str(load_lut(x, root=args.root).path), "as stored")
+        else:  # each LUT validated as soon as it is built: the drift between the two stays minutes
             for runtime in args.runtimes:
                 for proto in args.protocols.split(","):
                     layout, _, cache = proto.partition(":")
                     res = profile_space(args.space, runtime, out=args.out, layout=layout, cache=cache or None,
                                         rounds=args.profile_rounds, seed=args.seed, ops_limit=args.ops_limit,
                                         progress=not args.json)  # fmt: skip
-                    jobs.append((str(res.lut_dir), proto))
-        rows = []
-        for path, proto in jobs:
-            lut = load_lut(path)
-            rep = validate_lut(lut, cfg)
-            if args.write:
-                write_validation(lut, rep)
-            rows.append(_row(lut, rep, proto))
+                    validate(str(res.lut_dir), proto)
     except (ValueError, RuntimeError) as e:  # LutError, TargetError, JobError
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -101,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows))
         return 0
     print(f"{'runtime':<12}{'protocol':<12}{'raw MAPE %':>11}{'bias %':>8}{'max APE %':>10}{'Spearman':>9}"
-          f"{'affine %':>9}{'per_op %':>9}{'noise %':>8}{'drift %':>8}{'archs':>6}")  # fmt: skip
+          f"{'affine %':>9}{'per_op %':>9}{'same %':>8}{'bias %':>8}{'ρ':>7}{'noise %':>8}{'drift %':>8}"
+          f"{'archs':>6}")  # fmt: skip
 
     def f(v: float | None, spec: str) -> str:
         return format(v, spec) if v is not None else "-".rjust(int(spec.split(".")[0].lstrip(">")))
@@ -110,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['runtime']:<12}{r['protocol']:<12}{f(r['raw_mape'], '>11.2f')}{f(r['raw_mean_error_pct'], '>+8.2f')}"
               f"{f(r['raw_max_ape'], '>10.2f')}"
               f"{f(r['raw_spearman'], '>9.3f')}{f(r['affine_holdout_mape'], '>9.2f')}"
-              f"{f(r['per_op_holdout_mape'], '>9.2f')}{f(r['noise_floor'], '>8.2f')}{f(r['drift_pct'], '>+8.1f')}"
+              f"{f(r['per_op_holdout_mape'], '>9.2f')}{f(r['same_mape'], '>8.2f')}{f(r['same_mean_error_pct'], '>+8.2f')}"
+              f"{f(r['same_spearman'], '>7.3f')}{f(r['noise_floor'], '>8.2f')}{f(r['drift_pct'], '>+8.1f')}"
               f"{r['num_archs']:>6d}")  # fmt: skip
     return 0
 

@@ -28,16 +28,18 @@ import pandas as pd
 
 from lut.correction import CORRECTIONS, Correction
 from lut.store import Lut, LutError, load_lut
-from lut.validate import arch_features, evaluate, random_archs, write_validation
+from lut.validate import arch_features, error_metrics, evaluate, random_archs, write_validation
 from profiler.api import measure_archs, measure_archs_detailed
 from profiler.run import adb_module
 from profiler.runtimes import runtime_info
 from profiler.targets.lock import device_lock
 from search.space import Arch, Op, arch_ops, get_space, named_archs_for, overhead_op, parse_op_key
 
-__all__ = ["ValidationConfig", "validate_lut", "main"]
+__all__ = ["ValidationConfig", "ALL_OPS", "validate_lut", "main"]
 
 log = logging.getLogger(__name__)
+
+ALL_OPS = -1  # ValidationConfig.drift_ops: re-time every op of the LUT
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,9 @@ class ValidationConfig:
     target_options: dict[str, Any] | None = None  # passed through to the target (adb options)
     progress: bool = False  # progress bars while exporting and measuring
     lock_wait_s: float = 0.0  # a busy device: wait this long for its lock, then stop
-    drift_ops: int = 10  # LUT ops re-timed in the same rounds as the archs (drift since the LUT)
+    # LUT ops re-timed in the same rounds as the archs (drift since the LUT); ALL_OPS: every op, and
+    # the report adds the sum of the re-timed ops scored against the archs (`same_rounds`)
+    drift_ops: int = 10
     per_layer: bool = False  # also time the named archs' layers in context (profiler.layers)
 
 
@@ -123,6 +127,12 @@ def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dic
             r["corrected_us"] = Correction(report["prediction_model"], chosen["coef"]).apply(r)
     options = {k: v for k, v in kwargs.items() if k not in ("progress", "target_options")}
     report["drift"] = _drift(lut, drift_ops, halves)
+    same = _same_rounds(lut, archs, drift_ops, halves)
+    if same is not None:
+        for r, pred in zip(records, same["predicted_us"]):
+            r["same_rounds_us"] = pred
+        report["same_rounds"] = {**error_metrics(same["predicted_us"], [r["measured_us"] for r in records]),
+                                 "definition": same["definition"]}  # fmt: skip
     if layers is not None:
         report["layers"] = layers
     report.update(
@@ -141,10 +151,13 @@ def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dic
 
 def _drift_sample(lut: Lut, n: int, seed: int) -> list[Op]:
     """`n` ok ops of the LUT spread over its latency range (seeded), plus the network-input
-    overhead op: what validation re-times to see how far the device moved since the LUT."""
+    overhead op: what validation re-times to see how far the device moved since the LUT.
+    `n` = ALL_OPS: every ok op, overhead ops included."""
+    t = lut.table
+    if n == ALL_OPS:
+        return [parse_op_key(k) for k in t.index[t["status"] == "ok"]]
     if n <= 0:
         return []
-    t = lut.table
     ok = t[(t["status"] == "ok") & (t["block"] != "overhead")].sort_values("median_us")
     rng = np.random.default_rng(seed)
     picks = [ok.index[min(len(ok) - 1, int(q * len(ok)))] for q in (np.arange(n) + rng.uniform(0, 1, n)) / n]
@@ -165,6 +178,27 @@ def _drift(lut: Lut, ops: list[Op], halves: list[dict[str, list[float]]]) -> dic
         "median_change_pct": float(np.median(changes)) if changes else None,
         "definition": "ops of the LUT re-timed with its own protocol in the same rounds as the archs; "
         "change_pct = 100*(now/lut - 1): how far the device moved since the LUT was measured",
+    }
+
+
+def _same_rounds(lut: Lut, archs: list[Arch], ops: list[Op], halves: list[dict[str, list[float]]]) -> dict[str, Any] | None:
+    """Each arch's additive sum from its ops as re-timed in the rounds that timed the archs (their
+    medians in place of the LUT's): the additivity error without the device's drift since the LUT
+    was built. None unless every op of every arch (and its overhead op) was re-timed."""
+    now = {op.key: float(np.median(halves[0][op.key] + halves[1][op.key])) for op in ops}
+    space = get_space(lut.space)
+    keys = [[op.key for op in arch_ops(arch, space)] for arch in archs]
+    needed = {k for ks in keys for k in ks if not parse_op_key(k).is_identity}
+    needed |= {overhead_op(parse_op_key(k)).key for k in needed}
+    if not needed <= set(now):
+        return None
+    table = lut.table.copy()
+    table.loc[list(now), "median_us"] = list(now.values())
+    retimed = Lut(lut.path, lut.meta, table)
+    return {
+        "predicted_us": [retimed.predict_us(ks) for ks in keys],
+        "definition": "the additive sum of each arch's ops re-timed with the LUT's protocol in the same shuffled "
+                      "rounds as the archs, scored against them: additivity without the drift since the LUT",
     }
 
 
@@ -192,6 +226,18 @@ def _layers(lut: Lut, archs: list[Arch], runtime: str, kwargs: dict[str, Any]) -
 
 
 # --- CLI ------------------------------------------------------------------------------------------
+def _op_count(text: str) -> int:
+    if text == "all":
+        return ALL_OPS
+    try:
+        n = int(text)
+    except ValueError:
+        n = -2
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a count ≥ 0 or 'all', got {text!r}")
+    return n
+
+
 def build_parser(adb=None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lut validate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -203,8 +249,9 @@ def build_parser(adb=None) -> argparse.ArgumentParser:
     p.add_argument("--device", help="adb serial for phone LUTs (host LUTs: omit)")
     p.add_argument("--correction", default="none", choices=["none", "auto", *CORRECTIONS],
                    help="fitted correction of the additive sum, scored on held-out archs")  # fmt: skip
-    p.add_argument("--drift-ops", type=int, default=10,
-                   help="LUT ops re-timed in the same rounds, to report the drift since the LUT (default 10)")
+    p.add_argument("--drift-ops", type=_op_count, default=10, metavar="N|all",
+                   help="LUT ops re-timed in the same rounds, to report the drift since the LUT (default 10); "
+                        "all: every op, and the sum of the re-timed ops is scored too (additivity without drift)")
     p.add_argument("--per-layer", action="store_true",
                    help="also time the named archs' layers inside the network, beside each op's LUT value")
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
@@ -233,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report, default=str))
         return 0
-    cols = ["name", "split", "predicted_us", "measured_us", "ape"]
+    cols = ["name", "split", "predicted_us", *(["same_rounds_us"] if "same_rounds" in report else []),
+            "measured_us", "ape"]  # fmt: skip
     with pd.option_context("display.width", 200, "display.float_format", "{:.1f}".format):
         print(pd.DataFrame(report["archs"])[cols].to_string(index=False))
     for name, entry in (report.get("layers") or {}).items():
@@ -252,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     if d["median_change_pct"] is not None:
         print(f"drift since the LUT: {len(d['ops'])} of its ops re-timed now, median change "
               f"{d['median_change_pct']:+.1f}%")  # fmt: skip
+    if "same_rounds" in report:
+        sr = report["same_rounds"]
+        print(f"sum of the ops re-timed in the same rounds: MAPE {sr['mape']:.2f}%  bias {sr['mean_error_pct']:+.2f}%  "
+              f"Spearman {sr['spearman']:.3f}  (additivity without the drift since the LUT)")  # fmt: skip
     print(f"{lut.id}: MAPE {report['mape']:.2f}%  max APE {report['max_ape']:.2f}%  "
           f"Spearman {report['spearman']:.3f}  Kendall {report['kendall']:.3f}  "
           f"noise floor {report['noise_floor']:.2f}%  ({report['prediction_model']}, "

@@ -61,6 +61,8 @@ def test_lut_accuracy_bench_profiles_and_validates_each_protocol(tmp_path, tiny_
     for r in rows:
         assert r["num_archs"] == 4 and r["raw_mape"] >= 0 and -1 <= r["raw_spearman"] <= 1
         assert r["raw_mape"] >= abs(r["raw_mean_error_pct"])  # |mean error| ≤ mean |error|
+        # every op re-timed beside the archs (the default --drift-ops all): the sum of those, scored
+        assert r["same_mape"] >= abs(r["same_mean_error_pct"]) and -1 <= r["same_spearman"] <= 1
     luts = sorted(p.parent for p in tmp_path.rglob("meta.json"))
     protocols = [__import__("json").loads((d / "meta.json").read_text())["protocol"] for d in luts]
     assert [p["cache"] for p in protocols] == ["warm", "mixed"]

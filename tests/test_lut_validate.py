@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 from lut.correction import CORRECTIONS, fit_correction, read_validation
-from lut.store import LutError, load_lut
+from lut.store import Lut, LutError, load_lut
 from lut.validate import error_metrics, evaluate, noise_floor_pct, random_archs, write_validation
 from profiler.validate import ValidationConfig, validate_lut
 from search.space import Arch, arch_ops, get_space
@@ -113,7 +113,7 @@ def test_validate_real_host_lut(tmp_path: Path, capsys: pytest.CaptureFixture, t
 
     space = tiny_space
     res = profile_space(space, "onnxruntime", out=tmp_path, rounds=2, runs=5, warmup=2, progress=False)
-    rc = validate_main([str(res.lut_dir), "--archs", "8", "--rounds", "3", "--json"])
+    rc = validate_main([str(res.lut_dir), "--archs", "8", "--rounds", "3", "--drift-ops", "all", "--json"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["num_archs"] == 8  # no named archs in this space
@@ -136,12 +136,22 @@ def test_validate_real_host_lut(tmp_path: Path, capsys: pytest.CaptureFixture, t
         assert a["predicted_us"] == pytest.approx(lut.predict_us([op.key for op in arch_ops(arch)]))
     # archs from all-skip to all-k5_e6 span a wide range: a LUT that adds up ranks them right
     assert out["spearman"] > 0.6
-    # the LUT's ops re-timed in the same rounds: how far the host moved since the LUT
+    # every op of the LUT re-timed in the same rounds: how far the host moved since the LUT ...
     drift = out["drift"]
-    assert len(drift["ops"]) >= 5 and drift["ops"][-1]["op_key"] == "overhead-i3x64x64-o3-s1"
+    ok = lut.table.index[lut.table["status"] == "ok"]
+    assert sorted(r["op_key"] for r in drift["ops"]) == sorted(ok) and "overhead-i3x64x64-o3-s1" in set(ok)
     for row in drift["ops"]:
         assert row["lut_us"] == lut.table.at[row["op_key"], "median_us"] and row["now_us"] > 0
         assert row["change_pct"] == pytest.approx(100 * (row["now_us"] / row["lut_us"] - 1))
+    # ... and the additive sum of those re-timings, scored against the archs timed beside them
+    table = lut.table.copy()
+    for row in drift["ops"]:
+        table.at[row["op_key"], "median_us"] = row["now_us"]
+    retimed = Lut(lut.path, lut.meta, table)
+    same = [retimed.predict_us([op.key for op in arch_ops(Arch(space, tuple(a["blocks"])))]) for a in recs]
+    assert [a["same_rounds_us"] for a in recs] == pytest.approx(same)
+    assert out["same_rounds"]["mape"] == pytest.approx(float(np.mean(100 * np.abs(np.array(same) - meas) / meas)))
+    assert out["same_rounds"]["spearman"] == pytest.approx(stats.spearmanr(same, meas).statistic)
 
 
 def test_lut_validate_runs_the_profiler_driver() -> None:
