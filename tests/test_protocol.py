@@ -291,11 +291,14 @@ class RecordingHost(HostTarget):
 
 
 @pytest.mark.slow
-def test_mixed_cache_times_the_classifier_cold_and_the_rest_warm(tmp_path: Path, tiny_space: str) -> None:
+def test_mixed_cache_times_the_classifier_cold_and_the_rest_warm(
+    tmp_path: Path, tiny_space: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     host = RecordingHost()
     config = ProtocolConfig(rounds=1, warmup=1, runs=2, cache="mixed")
     # the session's export cache: the LUT-accuracy benchmark test exports the same ops
-    res = profile_ops(host, get_runtime("onnxruntime"), tiny_space, out=tmp_path, config=config, progress=False)
+    kw = dict(out=tmp_path, config=config, progress=False, skip_existing=True)
+    res = profile_ops(host, get_runtime("onnxruntime"), tiny_space, **kw)
     lut = load_lut(res.lut_dir)
     assert res.num_failed == 0 and lut.meta["protocol"]["cache"] == "mixed"
     cold = {"pool_fc-i64x16x16-o10-s1", "overhead-i64x16x16-o64-s1"}
@@ -303,3 +306,16 @@ def test_mixed_cache_times_the_classifier_cold_and_the_rest_warm(tmp_path: Path,
     assert {k for k, v in host.states.items() if v == {"cold"}} == cold
     assert all(v == {"warm"} for k, v in host.states.items() if k not in cold)
     assert len(host.states) == len(lut.table[lut.table["status"] == "ok"])
+    # the per-op states are part of the job: the same rule reuses the LUT, another one measures again
+    assert profile_ops(FailingHost(), get_runtime("onnxruntime"), tiny_space, **kw).reused
+    monkeypatch.setattr("profiler.protocol.STREAMED_REUSE", 0)
+    again = profile_ops(FailingHost(), get_runtime("onnxruntime"), tiny_space, **kw)
+    assert not again.reused and again.lut_dir.name == "v2" and again.num_failed >= again.num_ops
+    assert load_lut(again.lut_dir).meta["protocol"]["op_cache"] == {}
+
+
+class FailingHost(HostTarget):
+    """A host whose runner always fails: what a job measures fails at once."""
+
+    def measure_detailed(self, runtime, model_file: Path, spec: RunSpec, **kw):
+        raise RunnerError("no runner here")
