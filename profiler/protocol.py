@@ -43,7 +43,7 @@ from profiler.export import ExportCache, ExportItem
 from profiler.runtimes import Runtime
 from profiler.targets.base import CACHE_STATES, MEMORY_SEMANTICS, RunnerError, RunSpec, Target, load_extras
 from profiler.targets.lock import device_lock
-from search.space import Op, get_space, overhead_op, parse_op_key
+from search.space import Op, get_space, overhead_op
 
 __all__ = [
     "ProtocolConfig", "ProfileResult", "JobError", "PROTOCOL_CACHE_STATES", "plan_ops", "streamed_ops",
@@ -185,23 +185,18 @@ def streamed_ops(timed: Sequence[Op], net_overhead: Op, *, whole_shapes: bool = 
             or op.params * bytes_per_el > max(PRIVATE_CACHE_BYTES, op.activations * bytes_per_el)
         )
     }  # fmt: skip
-    net_shape = (net_overhead.c_in, net_overhead.h, net_overhead.w)
+    shape = {op.key: (op.c_in, op.h, op.w) for op in timed}
     users: dict[tuple[int, int, int], list[str]] = {}
     for op in real:
-        users.setdefault((op.c_in, op.h, op.w), []).append(op.key)
+        users.setdefault(shape[op.key], []).append(op.key)
+    net_shape = (net_overhead.c_in, net_overhead.h, net_overhead.w)
     for ovh in (op for op in timed if op.block == "overhead"):
-        shape = (ovh.c_in, ovh.h, ovh.w)
-        keys = users.get(shape, [])
-        if shape != net_shape and keys and all(k in cold for k in keys):
+        keys = users.get(shape[ovh.key], [])
+        if shape[ovh.key] != net_shape and keys and all(k in cold for k in keys):
             cold.add(ovh.key)
     if whole_shapes:
-        cold = {k for k in cold if all(u in cold for u in users.get(_shape(k), []))}
+        cold = {k for k in cold if all(u in cold for u in users.get(shape[k], []))}
     return cold
-
-
-def _shape(key: str) -> tuple[int, int, int]:
-    op = parse_op_key(key)
-    return (op.c_in, op.h, op.w)
 
 
 def op_cache_states(timed: Sequence[Op], net_overhead: Op, cache: str, cold_state: str, dtype: str = "fp32") -> dict[str, str]:
