@@ -2,8 +2,8 @@
 
 `cycles` archs drawn uniformly among those that meet the hard latency constraint (rejection with
 the vectorised LUT predictor) — with a soft target, from the layer-wise distribution tilted
-towards it — each scored with the same fitness proxy (`oneshot`) and budget as evolution; the
-fittest is the result.
+towards it — each scored with the same fitness proxy (`oneshot.fitness_proxy`: by default the
+arch trained briefly from scratch) and budget as evolution; the fittest is the result.
 """
 
 from __future__ import annotations
