@@ -30,6 +30,7 @@ from lut.correction import CORRECTIONS, Correction
 from lut.store import Lut, LutError, load_lut
 from lut.validate import arch_features, error_metrics, evaluate, random_archs, write_validation
 from profiler.api import measure_archs, measure_archs_detailed
+from profiler.protocol import OVERHEAD_OP
 from profiler.run import adb_module
 from profiler.runtimes import runtime_info
 from profiler.targets.lock import device_lock
@@ -166,7 +167,15 @@ def _drift_sample(lut: Lut, n: int, seed: int) -> list[Op]:
 
 
 def _drift(lut: Lut, ops: list[Op], halves: list[dict[str, list[float]]]) -> dict[str, Any]:
-    """Per re-timed op: its LUT median and its median now; the median relative change."""
+    """Per re-timed op: its LUT median and its median now; the median relative change. The
+    overhead ops of a LUT timed with another overhead op (a ReLU, before) are left out: they were
+    another model."""
+    theirs = lut.meta.get("protocol", {}).get("overhead_op")
+    if theirs != OVERHEAD_OP and any(op.block == "overhead" for op in ops):
+        log.warning("%s was timed with another overhead op (%s); its overhead ops are left out of the drift, "
+                    "and the same-rounds sum uses today's", lut.id,
+                    theirs or "unrecorded")  # fmt: skip
+        ops = [op for op in ops if op.block != "overhead"]
     rows = []
     for op in ops:
         now = float(np.median(halves[0][op.key] + halves[1][op.key]))

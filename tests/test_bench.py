@@ -103,3 +103,16 @@ def test_search_quality_bench_compares_the_found_arch_with_random_archs_of_its_l
     assert (row["best_random_val"], row["best_random_test"]) == (best["val_accuracy"], best["test_accuracy"])
     assert row["mean_random_test"] == pytest.approx(sum(r["test_accuracy"] for r in row["randoms"]) / 2)
     assert "mean ± std over 1 seeds" in out
+
+
+@pytest.mark.slow
+def test_overhead_op_bench_times_both_overhead_ops_and_the_archs(tiny_space, capsys) -> None:
+    from bench import overhead_op
+
+    assert overhead_op.main(["--runtimes", "onnxruntime", "--space", tiny_space, "--archs", "2",
+                             "--rounds", "1", "--runs", "3"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    shapes = re.findall(r"^  (\d+x\d+x\d+)\s+([\d.]+)\s+([\d.]+)$", out, re.M)
+    archs = re.findall(r"^  (random_\d+)\s+([\d.]+)\s+(-?[\d.]+)\s+(-?[\d.]+)$", out, re.M)
+    assert shapes and all(float(relu) > 0 and float(sampler) > 0 for _, relu, sampler in shapes)
+    assert len(archs) == 2 and all(float(e2e) > 0 for _, e2e, _, _ in archs)

@@ -16,7 +16,7 @@ from lut.correction import CORRECTIONS, fit_correction, read_validation
 from lut.store import Lut, LutError, load_lut
 from lut.validate import error_metrics, evaluate, noise_floor_pct, random_archs, write_validation
 from profiler.validate import ValidationConfig, validate_lut
-from search.space import Arch, arch_ops, get_space
+from search.space import Arch, arch_ops, get_space, parse_op_key
 from search.space.spaces import Space
 SPACE = "fbnet-r32-w0.25"  # the synthetic_lut default
 
@@ -160,3 +160,22 @@ def test_lut_validate_runs_the_profiler_driver() -> None:
 
     out = subprocess.run([sys.executable, "-m", "lut", "validate", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--correction" in out.stdout and "profiler.validate" in out.stdout
+
+
+def test_drift_leaves_out_overhead_ops_timed_as_another_model(tmp_path, synthetic_lut, caplog) -> None:
+    """A LUT timed with another overhead op (a ReLU, before) is validated with today's: its
+    overhead rows are another model's, so they are no measure of drift."""
+    from profiler.protocol import OVERHEAD_OP
+    from profiler.validate import _drift
+
+    lut = synthetic_lut(tmp_path)  # protocol without an overhead_op: another model
+    ok = [k for k in lut.table.index if lut.table.at[k, "status"] == "ok"]
+    ops = [parse_op_key(k) for k in ok]
+    halves = [{k: [2.0 * lut.table.at[k, "median_us"]] for k in ok}] * 2  # everything twice as slow
+    with caplog.at_level("WARNING"):
+        drift = _drift(lut, ops, halves)
+    assert "another overhead op" in caplog.text
+    assert {r["op_key"] for r in drift["ops"]} == {k for k in ok if not k.startswith("overhead-")}
+    assert drift["median_change_pct"] == pytest.approx(100.0)
+    same = Lut(lut.path, {**lut.meta, "protocol": {"overhead_op": OVERHEAD_OP}}, lut.table)
+    assert {r["op_key"] for r in _drift(same, ops, halves)["ops"]} == set(ok)

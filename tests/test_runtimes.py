@@ -91,3 +91,32 @@ def test_executorch_native_log_held_back_unless_the_load_fails(capfd: pytest.Cap
         os.write(2, b"[method.cpp:42] missing operator\n")
         raise RuntimeError("load failed")
     assert "missing operator" in capfd.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "dtype"), CONFIGS)
+def test_overhead_op_is_one_native_op_that_samples_its_input(name: str, dtype: str, tmp_path: Path) -> None:
+    """The overhead op is an invocation with no pass over its input: one delegated op (no layout
+    conversion, no portable kernel) whose output is 2×2 pixels of the input, at any input shape."""
+    rt = get_runtime(name, dtype)
+    for c, h, w in [(16, 56, 56), (184, 7, 7)]:
+        op = Op("overhead", c, h, w, c, 1)
+        module, x = op.build(), op.example_input()
+        path = tmp_path / f"{op.key}{rt.suffix}"
+        rt.export(module, x, path)
+        out = rt.open(path, threads=1).infer(x.numpy())
+        assert out.shape == (1, c, 2, 2)
+        if dtype == "fp32":
+            np.testing.assert_allclose(out, x[:, :, :: (h + 1) // 2, :: (w + 1) // 2].numpy(), rtol=1e-6)
+        if name == "executorch":
+            from executorch.exir._serialize._program import deserialize_pte_binary
+
+            pte = deserialize_pte_binary(path.read_bytes())
+            plan = getattr(pte, "program", pte).execution_plan[0]
+            assert len(plan.delegates) == 1 and not plan.operators  # all of it in XNNPACK
+        elif name == "tflite":
+            from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+            interp = Interpreter(model_path=str(path),
+                                 experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+            assert [o["op_name"] for o in interp._get_ops_details()] == ["DEPTHWISE_CONV_2D"]

@@ -10,8 +10,9 @@ module is built (`search.space.modules.build_block` builds them):
     zero        ProxylessNAS "zero" op: the layer is left out (identity residual only)
     conv3x3_relu, conv1x1_relu6, ...   fixed stem/head convs (conv+BN+act)
     pool_fc     global average pool + fully connected classifier
-    overhead    one ReLU over the input: the cheapest real op of a shape, timed beside the ops to
-                measure the per-invocation overhead of a runtime at that input shape
+    overhead    a 1×1 depthwise conv sampling 2×2 pixels of the input: an invocation at that input
+                shape with no pass over it, timed beside the ops to measure a runtime's
+                per-invocation overhead there
 
 A registry entry also carries the block's cost: `spec.macs(...)` and `spec.params(...)` at a
 shape, counted from the block's definition (checked against torch's FlopCounterMode and the
@@ -67,7 +68,7 @@ class BlockSpec:
     """A block name decoded into plain data.
 
     kind: "ir" (FBNet inverted residual), "mb" (ProxylessNAS MBConv), "skip", "zero",
-    "conv" (fixed conv+BN+act), "pool_fc" (fixed classifier), "overhead" (one ReLU).
+    "conv" (fixed conv+BN+act), "pool_fc" (fixed classifier), "overhead" (an invocation, no work).
     """
 
     name: str
@@ -103,7 +104,7 @@ class BlockSpec:
             return [] if self.is_identity(c_in, c_out, stride) else [(c_in, c_out, 1, 1, stride)]
         if self.kind == "conv":
             return [(c_in, c_out, self.kernel, 1, stride)]
-        return []  # zero, overhead, pool_fc (its fc is counted apart)
+        return []  # zero, overhead and pool_fc (counted apart)
 
     def macs(self, c_in: int, h: int, w: int, c_out: int, stride: int) -> int:
         """Multiply-accumulates of one forward pass at input (1, c_in, h, w)."""
@@ -113,6 +114,8 @@ class BlockSpec:
             total += h * w * co * (ci // g) * k * k
         if self.kind == "pool_fc":
             total += c_in * c_out
+        if self.kind == "overhead":  # one sampled output per 2×2 block of the input, per channel
+            total += c_in * _out(h, (h + 1) // 2) * _out(w, (w + 1) // 2)
         return total
 
     def activations(self, c_in: int, h: int, w: int, c_out: int, stride: int) -> int:
