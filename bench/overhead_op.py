@@ -12,9 +12,9 @@ named archs end to end, interleaved in shuffled rounds on this host (one thread,
 once), and prints:
 
 - per input shape: the ReLU's and the sampler's median µs;
-- per named arch (and `--archs` random ones): its end-to-end median, and Σ over its timed ops after the first of
-  (ReLU − sampler) at the op's input shape: what the ReLU took off the arch's predicted sum
-  that the sampler does not, in µs and in % of the end-to-end time.
+- per named arch (and `--archs` random ones): its end-to-end median, and Σ over its timed ops
+  after the first of (ReLU − sampler) at the op's input shape: what the ReLU took off the arch's
+  predicted sum that the sampler does not, in µs and in % of the end-to-end time.
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ class BlockSpec:
             return [] if self.is_identity(c_in, c_out, stride) else [(c_in, c_out, 1, 1, stride)]
         if self.kind == "conv":
             return [(c_in, c_out, self.kernel, 1, stride)]
-        return []  # zero, overhead and pool_fc (counted apart)
+        return []  # zero; overhead and pool_fc are counted apart
 
     def macs(self, c_in: int, h: int, w: int, c_out: int, stride: int) -> int:
         """Multiply-accumulates of one forward pass at input (1, c_in, h, w)."""
