@@ -43,7 +43,7 @@ from tqdm import tqdm
 from lut.files import atomic_write
 from profiler.runtimes import ExportError, Runtime, get_runtime
 from search.space import Arch, Network, Op, arch_ops, parse_op_key
-from search.space.modules import Replicas
+from search.space.modules import Overhead, Replicas
 
 __all__ = ["ExportItem", "ExportCache", "ExportReport", "graph_fingerprint", "default_cache_root", "quiet_exporter_noise"]
 
@@ -105,14 +105,20 @@ class ExportItem:
     def for_arch(cls, arch: Arch) -> "ExportItem":
         return cls(arch.id, tuple(op.key for op in arch_ops(arch)))
 
-    def build(self) -> tuple[nn.Module, torch.Tensor]:
+    def build(self, overhead: str = "sampler") -> tuple[nn.Module, torch.Tensor]:
         """The module (eval mode, weights seeded without touching the caller's RNG state) and its
-        example input."""
+        example input. `overhead`: the form of an overhead op (`RuntimeInfo.overhead`)."""
+
+        def make(op: Op) -> nn.Module:
+            if op.block == "overhead":
+                return Overhead(op.c_in, op.c_out, sampler=overhead == "sampler").eval()
+            return op.build()
+
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             if self.op_keys is None:
                 op = parse_op_key(self.key)
-                module = op.build() if self.replicas == 1 else Replicas(op, self.replicas).eval()
+                module = make(op) if self.replicas == 1 else Replicas(op, self.replicas, make).eval()
                 return module, op.example_input()
             ops = [parse_op_key(k) for k in self.op_keys]
             return Network(ops).eval(), ops[0].example_input()
@@ -144,7 +150,7 @@ def _export_one(runtime: Runtime, item: ExportItem, path: Path) -> str | None:
     success, else the error message (also written to the failure marker)."""
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
     try:
-        module, x = item.build()
+        module, x = item.build(runtime.info.overhead)
         runtime.export(module, x, tmp)
         os.replace(tmp, path)
         atomic_write(_graph_file(path), graph_fingerprint(module, x))
@@ -213,7 +219,7 @@ class ExportCache:
             return False
         if not path.is_file():
             return False
-        module, x = item.build()
+        module, x = item.build(self.runtime.info.overhead)
         return recorded == graph_fingerprint(module, x)
 
     def failure(self, stem: str) -> str | None:

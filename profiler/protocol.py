@@ -107,10 +107,13 @@ class JobError(ValueError):
     """A measurement job cannot start as asked; the message says what to do."""
 
 
-# What the overhead ops are (`search.space.modules.Overhead`); part of a job's settings, so a LUT
-# whose overhead ops were another model is neither resumed nor reused.
-OVERHEAD_OP = ("a 1×1 depthwise conv sampling 2×2 pixels of the input (an invocation with no pass over "
-               "it) at each op's input shape, timed in the same rounds")
+# What the overhead ops are (`search.space.modules.Overhead`, per `RuntimeInfo.overhead`); part of
+# a job's settings, so a LUT whose overhead ops were another model is neither resumed nor reused.
+OVERHEAD_OPS = {
+    "sampler": "a 1×1 depthwise conv sampling 2×2 pixels of the input (an invocation with no pass over "
+               "it) at each op's input shape, timed in the same rounds",
+    "relu": "one ReLU at each op's input shape, timed in the same rounds",
+}  # fmt: skip
 
 
 def plan_ops(space_name: str, ops_limit: int | None = None) -> tuple[list[Op], list[Op], Op]:
@@ -474,7 +477,7 @@ def _profile_ops(
                     "core_mask": core_mask},
         "exporters": runtime.versions(),
         # the per-op states too: a LUT of another `mixed` rule is neither resumed nor reused
-        "protocol": {**asdict(config), "overhead_op": OVERHEAD_OP,
+        "protocol": {**asdict(config), "overhead_op": OVERHEAD_OPS[runtime.info.overhead],
                      **({"op_cache": _non_warm(per_op)} if per_op else {})},
         "ops": sorted(op.key for op in timed),
     }
@@ -540,7 +543,7 @@ def _profile_ops(
             "order": "sorted op keys shuffled per round with random.Random(seed + round)",
             "warmup_scope": "per op, every round",
             "timer": "time.perf_counter_ns around each invocation" if target.name == "host" else "runner",
-            "overhead_op": OVERHEAD_OP,
+            "overhead_op": OVERHEAD_OPS[runtime.info.overhead],
             "cache_state": {
                 "cold": "each invocation runs one of several loaded copies of the op (their weights together "
                         "exceed twice the last-level cache), its input written just before: weights out of "

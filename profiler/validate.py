@@ -30,9 +30,9 @@ from lut.correction import CORRECTIONS, Correction
 from lut.store import Lut, LutError, load_lut
 from lut.validate import arch_features, error_metrics, evaluate, random_archs, write_validation
 from profiler.api import measure_archs, measure_archs_detailed
-from profiler.protocol import OVERHEAD_OP
+from profiler.protocol import OVERHEAD_OPS
 from profiler.run import adb_module
-from profiler.runtimes import runtime_info
+from profiler.runtimes import RUNTIMES, runtime_info
 from profiler.targets.lock import device_lock
 from search.space import Arch, Op, arch_ops, get_space, named_archs_for, overhead_op, parse_op_key
 
@@ -171,7 +171,9 @@ def _drift(lut: Lut, ops: list[Op], halves: list[dict[str, list[float]]]) -> dic
     overhead ops of a LUT timed with another overhead op (a ReLU, before) are left out: they were
     another model."""
     theirs = lut.meta.get("protocol", {}).get("overhead_op")
-    if theirs != OVERHEAD_OP and any(op.block == "overhead" for op in ops):
+    info = RUNTIMES.get(lut.meta.get("runtime", {}).get("name", ""))
+    ours = OVERHEAD_OPS[info.overhead] if info is not None else None
+    if theirs != ours and any(op.block == "overhead" for op in ops):
         log.warning("%s was timed with another overhead op (%s); its overhead ops are left out of the drift, "
                     "and the same-rounds sum uses today's", lut.id,
                     theirs or "unrecorded")  # fmt: skip

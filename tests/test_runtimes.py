@@ -96,18 +96,23 @@ def test_executorch_native_log_held_back_unless_the_load_fails(capfd: pytest.Cap
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "dtype"), CONFIGS)
 def test_overhead_op_is_one_native_op_that_samples_its_input(name: str, dtype: str, tmp_path: Path) -> None:
-    """The overhead op is an invocation with no pass over its input: one delegated op (no layout
-    conversion, no portable kernel) whose output is 2×2 pixels of the input, at any input shape."""
+    """The overhead op is an invocation with no pass over its input: on the XNNPACK runtimes one
+    delegated op (no layout conversion, no portable kernel) whose output is 2×2 pixels of the
+    input, at any input shape; on onnxruntime, whose convs convert their input's layout, a ReLU."""
+    from profiler.export import ExportItem
+
     rt = get_runtime(name, dtype)
+    assert rt.info.overhead == ("relu" if name == "onnxruntime" else "sampler")
     for c, h, w in [(16, 56, 56), (184, 7, 7)]:
         op = Op("overhead", c, h, w, c, 1)
-        module, x = op.build(), op.example_input()
+        module, x = ExportItem.for_op(op).build(rt.info.overhead)
         path = tmp_path / f"{op.key}{rt.suffix}"
         rt.export(module, x, path)
         out = rt.open(path, threads=1).infer(x.numpy())
-        assert out.shape == (1, c, 2, 2)
+        ref = x.relu() if name == "onnxruntime" else x[:, :, :: (h + 1) // 2, :: (w + 1) // 2]
+        assert out.shape == tuple(ref.shape)
         if dtype == "fp32":
-            np.testing.assert_allclose(out, x[:, :, :: (h + 1) // 2, :: (w + 1) // 2].numpy(), rtol=1e-6)
+            np.testing.assert_allclose(out, ref.numpy(), rtol=1e-6)
         if name == "executorch":
             from executorch.exir._serialize._program import deserialize_pte_binary
 

@@ -151,22 +151,32 @@ class Zero(nn.Module):
 
 class Overhead(nn.Module):
     """What invoking a model of this input shape costs, with no pass over the input: a 1×1
-    depthwise conv that samples 2×2 pixels of it (stride ⌈h/2⌉ × ⌈w/2⌉). Both delegates run it as
-    one native op on the input as it is bound (XNNPACK in ExecuTorch, TFLite's DEPTHWISE_CONV_2D on
+    depthwise conv that samples 2×2 pixels of it (stride ⌈h/2⌉ × ⌈w/2⌉). Both XNNPACK delegates run
+    it as one native op on the input as it is bound (ExecuTorch, and TFLite's DEPTHWISE_CONV_2D on
     a channel-last input), in about the same time at every input shape. A ReLU would also charge
     an elementwise pass over the input (tens of µs at 16×112×112), which the latency model would
     then subtract from every op of that shape although no block pays it inside a network.
 
-    Its weights are a fixed buffer of ones, not parameters of any network: it counts its 4·c MACs
-    and no parameters (`search.space.blocks`)."""
+    `sampler=False` is that ReLU: the cheaper invocation where a conv first converts its input's
+    layout (onnxruntime's CPU provider converts it to its blocked layout; `RuntimeInfo.overhead`).
 
-    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+    The sampler's weights are a fixed buffer of ones, not parameters of any network: it counts its
+    4·c MACs and no parameters (`search.space.blocks`)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, *, sampler: bool = True) -> None:
         super().__init__()
         if c_in != c_out or stride != 1:
             raise ValueError("the overhead op keeps its input shape (c_in == c_out, stride 1)")
-        self.register_buffer("weight", torch.ones(c_in, 1, 1, 1))
+        self.sampler = sampler
+        if sampler:
+            self.register_buffer("weight", torch.ones(c_in, 1, 1, 1))
+
+    def extra_repr(self) -> str:
+        return "sampler" if self.sampler else "relu"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.sampler:
+            return torch.relu(x)
         h, w = x.shape[-2], x.shape[-1]
         return F.conv2d(x, self.weight, stride=((h + 1) // 2, (w + 1) // 2), groups=x.shape[1])
 
@@ -212,11 +222,12 @@ class Replicas(nn.Module):
     previous copy did not leave in cache, its input in cache after the first copy. The profiler
     times it to give a phone's runner binaries the cold weights a layer has inside a network."""
 
-    def __init__(self, op: Op, copies: int) -> None:
+    def __init__(self, op: Op, copies: int, build: Callable[[Op], nn.Module] | None = None) -> None:
         super().__init__()
         if copies < 1:
             raise ValueError(f"copies must be ≥ 1, got {copies}")
-        self.copies = nn.ModuleList(build_block(op.block, op.c_in, op.c_out, op.stride) for _ in range(copies))
+        build = build or (lambda o: build_block(o.block, o.c_in, o.c_out, o.stride))
+        self.copies = nn.ModuleList(build(op) for _ in range(copies))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return tuple(m(x) for m in self.copies)
