@@ -111,7 +111,7 @@ class ExportItem:
 
         def make(op: Op) -> nn.Module:
             if op.block == "overhead":
-                return Overhead(op.c_in, op.c_out, sampler=overhead == "sampler").eval()
+                return Overhead(op.c_in, op.c_out, form=overhead).eval()
             return op.build()
 
         with torch.random.fork_rng(devices=[]):

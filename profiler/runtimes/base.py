@@ -60,7 +60,7 @@ class RuntimeInfo:
     delegate: str  # the backend that runs the ops: "xnnpack", "cpu_ep"
     version_package: str  # the distribution whose version is "the runtime's version"
     layouts: tuple[str, ...] = LAYOUTS  # I/O layouts its exporter can write; the first is the default
-    overhead: str = "sampler"  # its overhead op (`search.space.modules.Overhead`): "sampler" or "relu"
+    overhead: str = "sampler"  # the form of its overhead op (`search.space.modules.Overhead.FORMS`)
 
 
 @runtime_checkable

@@ -157,25 +157,29 @@ class Overhead(nn.Module):
     an elementwise pass over the input (tens of µs at 16×112×112), which the latency model would
     then subtract from every op of that shape although no block pays it inside a network.
 
-    `sampler=False` is that ReLU: the cheaper invocation where a conv first converts its input's
+    `form="relu"` is that ReLU: the cheaper invocation where a conv first converts its input's
     layout (onnxruntime's CPU provider converts it to its blocked layout; `RuntimeInfo.overhead`).
 
     The sampler's weights are a fixed buffer of ones, not parameters of any network: it counts its
     4·c MACs and no parameters (`search.space.blocks`)."""
 
-    def __init__(self, c_in: int, c_out: int, stride: int = 1, *, sampler: bool = True) -> None:
+    FORMS = ("sampler", "relu")
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, *, form: str = "sampler") -> None:
         super().__init__()
         if c_in != c_out or stride != 1:
             raise ValueError("the overhead op keeps its input shape (c_in == c_out, stride 1)")
-        self.sampler = sampler
-        if sampler:
+        if form not in self.FORMS:
+            raise ValueError(f"unknown overhead op form {form!r}; known: {self.FORMS}")
+        self.form = form
+        if form == "sampler":
             self.register_buffer("weight", torch.ones(c_in, 1, 1, 1))
 
     def extra_repr(self) -> str:
-        return "sampler" if self.sampler else "relu"
+        return self.form
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.sampler:
+        if self.form == "relu":
             return torch.relu(x)
         h, w = x.shape[-2], x.shape[-1]
         return F.conv2d(x, self.weight, stride=((h + 1) // 2, (w + 1) // 2), groups=x.shape[1])
