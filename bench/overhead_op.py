@@ -7,9 +7,9 @@ The latency model subtracts the overhead op of an op's input shape from the op a
 network input's once (`lut.store.Lut.predict_us`). The overhead op is meant to be an invocation
 with no work: today a 1×1 depthwise conv that samples 2×2 pixels of its input
 (`search.space.modules.Overhead`). Before, it was a ReLU, which also charged an elementwise pass
-over the input (onnxruntime keeps it: `RuntimeInfo.overhead`). Per runtime, this times both at every input shape of the space and the space's
-named archs end to end, interleaved in shuffled rounds on this host (one thread, inputs bound
-once), and prints:
+over the input (onnxruntime keeps it: `RuntimeInfo.overhead`). Per runtime, this times both at
+every input shape of the space and the space's named archs end to end, interleaved in shuffled
+rounds on this host (one thread, inputs bound once), and prints:
 
 - per input shape: the ReLU's and the sampler's median µs;
 - per named arch (and `--archs` random ones): its end-to-end median, and Σ over its timed ops

@@ -116,3 +116,25 @@ def test_overhead_op_bench_times_both_overhead_ops_and_the_archs(tiny_space, cap
     archs = re.findall(r"^  (random_\d+)\s+([\d.]+)\s+(-?[\d.]+)\s+(-?[\d.]+)$", out, re.M)
     assert shapes and all(float(relu) > 0 and float(sampler) > 0 for _, relu, sampler in shapes)
     assert len(archs) == 2 and all(float(e2e) > 0 for _, e2e, _, _ in archs)
+
+
+@pytest.mark.slow
+def test_cache_states_bench_puts_each_layer_beside_its_warm_and_cold_times(tiny_space, capsys, monkeypatch) -> None:
+    from bench import cache_states
+    from lut.validate import random_archs
+    from search.space import arch_ops, get_space, named_archs_for
+
+    seen, measure = [], cache_states.measure
+    monkeypatch.setattr(cache_states, "measure", lambda *a, **k: seen.append(measure(*a, **k)) or seen[-1])
+    assert cache_states.main(["--runtimes", "executorch", "--space", tiny_space, "--archs", "1", "--rounds", "1",
+                              "--runs", "3", "--layers"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "executorch: per input resolution" in out and "follow cold %" in out and "executorch: per layer" in out
+    (df,) = seen
+    archs = named_archs_for(tiny_space) + random_archs(get_space(tiny_space), 1, 0)
+    assert list(df.op_key) == [op.key for a in archs for op in arch_ops(a) if not op.is_identity]
+    assert set(df.follows) <= {"warm", "cold"} and set(df.mixed) <= {"warm", "cold"}
+    assert (df[["alone_us", "ctx_us"]] > 0).all().all() and df[["warm_us", "cold_us"]].notna().all().all()
+    table = cache_states.summary(df, "resolution")
+    assert table.loc["all", "layers"] == len(df)
+    assert table.loc["all", "Σ ctx µs"] == pytest.approx(df.ctx_us.sum())
