@@ -1,7 +1,7 @@
 """Which cache state each layer's time inside a network follows, measured side by side in one run.
 
     python -m bench.cache_states [--runtimes executorch tflite] [--space fbnet] [--archs 3]
-        [--rounds 3] [--runs 15] [--seed 0] [--device host] [--layers]
+        [--rounds 3] [--runs 15] [--seed 0] [--layers]
 
 A LUT times each op alone in one cache state (`--cache`): warm (one loaded copy run again and
 again), cold (a cycle of loaded copies, so its weights and buffers are out of cache), or mixed (the
@@ -20,6 +20,9 @@ cold/warm runs cold (`follows`: whichever is nearer in log ratio). Printed per i
 per state the `mixed` rule gives the op: Σ alone, Σ in context and their ratio, Σ warm, Σ cold and
 their ratio, and the share of layers that follow cold; with `--layers`, every layer. On a device
 where mixed LUTs do not add up, this shows which layers the rule puts in the wrong state.
+
+On this host only: the cold state is a cycle of loaded copies, which a phone's runner binaries
+cannot time (they time replicas, `--cache replicas`).
 """
 
 from __future__ import annotations
@@ -50,8 +53,7 @@ def _per_run_median(operators) -> float:
     return statistics.median(sum(o.runs_us[r] for o in operators) for r in range(runs))
 
 
-def measure(runtime: str, space_name: str, *, num_random: int, rounds: int, runs: int, seed: int,
-            device: str = "host") -> pd.DataFrame:  # fmt: skip
+def measure(runtime: str, space_name: str, *, num_random: int, rounds: int, runs: int, seed: int) -> pd.DataFrame:
     """One row per computing layer of each arch: arch, layer, op_key, resolution, mixed (the
     state the mixed rule gives the op), alone_us, ctx_us, warm_us, cold_us (µs, medians over
     rounds; warm and cold less the overhead op in the same state)."""
@@ -68,7 +70,7 @@ def measure(runtime: str, space_name: str, *, num_random: int, rounds: int, runs
     if report.failed:
         raise RuntimeError(f"could not export for {runtime}: {report.failed}")
     paths = report.paths
-    target = get_target(device)
+    target = get_target("host")
     spec = RunSpec(threads=1, warmup=5, runs=runs)
     try:
         target.prepare(rt, list(paths.values()))
@@ -81,7 +83,7 @@ def measure(runtime: str, space_name: str, *, num_random: int, rounds: int, runs
             on_samples=lambda k, _r, s, _e: samples.setdefault(k, []).extend(s), progress=False,
         )  # fmt: skip
         if given_up:
-            raise RuntimeError(f"could not time {sorted(given_up)} on {device}")
+            raise RuntimeError(f"could not time {sorted(given_up)} on this host")
         med = {k: statistics.median(v) for k, v in samples.items()}
         # operator profiles: each arch and each op alone, in shuffled rounds
         ctx: dict[tuple[str, int], list[float]] = {}
@@ -149,20 +151,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.cache_states", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--runtimes", nargs="+", default=["executorch", "tflite"],
-                   help="runtimes with an operator profile on the device (default: executorch tflite)")
+                   help="runtimes with an operator profile on this host (default: executorch tflite)")
     p.add_argument("--space", default="fbnet")
     p.add_argument("--archs", type=int, default=3, help="random archs besides the named ones")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--runs", type=int, default=15, help="timed invocations per model and round")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="host", help="host, or an adb serial")
     p.add_argument("--layers", action="store_true", help="also print every layer")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     fmt = {"float_format": lambda v: f"{v:.3f}" if abs(v) < 10 else f"{v:.0f}"}
     for runtime in args.runtimes:
         df = measure(runtime, args.space, num_random=args.archs, rounds=args.rounds, runs=args.runs,
-                     seed=args.seed, device=args.device)  # fmt: skip
+                     seed=args.seed)  # fmt: skip
         print(f"{runtime}: per input resolution")
         print(summary(df, "resolution").to_string(**fmt))
         print(f"{runtime}: per state of the mixed rule")
