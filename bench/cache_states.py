@@ -34,7 +34,6 @@ import random
 import statistics
 import sys
 from dataclasses import replace
-from typing import Any
 
 import pandas as pd
 
