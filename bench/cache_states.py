@@ -39,17 +39,12 @@ import pandas as pd
 
 from lut.validate import random_archs
 from profiler.export import ExportCache, ExportItem
-from profiler.layers import operators_of, split_layers
+from profiler.layers import operators_of, run_totals, split_layers
 from profiler.protocol import ProtocolConfig, op_cache_states, plan_ops, run_rounds
 from profiler.runtimes import get_runtime
 from profiler.targets import get_target
 from profiler.targets.base import RunSpec
 from search.space import arch_ops, get_space, named_archs_for, overhead_op
-
-
-def _per_run_median(operators) -> float:
-    runs = min(len(o.runs_us) for o in operators)
-    return statistics.median(sum(o.runs_us[r] for o in operators) for r in range(runs))
 
 
 def measure(runtime: str, space_name: str, *, num_random: int, rounds: int, runs: int, seed: int) -> pd.DataFrame:
@@ -63,7 +58,8 @@ def measure(runtime: str, space_name: str, *, num_random: int, rounds: int, runs
     ops = {op.key: op for a in archs for op in arch_ops(a) if not op.is_identity}
     ops.update({overhead_op(op).key: overhead_op(op) for op in list(ops.values())})
     rt = get_runtime(runtime)
-    items = {ExportItem.for_arch(a).key: ExportItem.for_arch(a) for a in archs}
+    arch_items = {a.label: ExportItem.for_arch(a) for a in archs}
+    items = {item.key: item for item in arch_items.values()}
     items.update({k: ExportItem.for_op(op) for k, op in ops.items()})
     report = ExportCache(rt).ensure(list(items.values()), progress=False)
     if report.failed:
@@ -87,17 +83,17 @@ def measure(runtime: str, space_name: str, *, num_random: int, rounds: int, runs
         # operator profiles: each arch and each op alone, in shuffled rounds
         ctx: dict[tuple[str, int], list[float]] = {}
         alone: dict[str, list[float]] = {}
-        profiled = [k for k, op in ops.items() if op.block != "overhead"] + [ExportItem.for_arch(a).key for a in archs]
+        profiled = [k for k, op in ops.items() if op.block != "overhead"] + [item.key for item in arch_items.values()]
         for r in range(rounds):
             order = list(profiled)
             random.Random(seed + r).shuffle(order)
             found = {k: operators_of(target.measure_detailed(rt, paths[k], spec, profile=True)) for k in order}
             for k in found:
                 if k in ops:
-                    alone.setdefault(k, []).append(_per_run_median(found[k]))
+                    alone.setdefault(k, []).append(statistics.median(run_totals(found[k])))
             for a in archs:
                 layers = arch_ops(a)
-                rows = split_layers(found[ExportItem.for_arch(a).key],
+                rows = split_layers(found[arch_items[a.label].key],
                                     [found[op.key] if not op.is_identity else [] for op in layers],
                                     [op.key for op in layers])  # fmt: skip
                 for i, row in enumerate(rows):

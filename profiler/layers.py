@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 from android_harness.execute import Measurement
 
-__all__ = ["Operator", "LayerAlignmentError", "is_layout_operator", "operators_of", "split_layers"]
+__all__ = ["Operator", "LayerAlignmentError", "is_layout_operator", "operators_of", "run_totals", "split_layers"]
 
 # ETDump events that are not operators: the delegate/method wrappers and the per-call marker of
 # portable kernels (whose own event, `native_call_<op>`, is the operator).
@@ -58,6 +58,15 @@ def operators_of(m: Measurement) -> list[Operator]:
     if m.ops:  # op tables give each operator's mean per call, not per run: one value per run
         return [Operator(_INDEX.sub("", o.node_type), (float(o.avg_us) * max(1, o.times_called),)) for o in m.ops]
     raise LayerAlignmentError("the measurement has no operator profile (measure with profile=True)")
+
+
+def run_totals(ops: Sequence[Operator], runs: int | None = None) -> list[float]:
+    """Per profiled run, the time of `ops` together (the first `runs` runs; default: all that
+    every one of them has); [0.0] for no operators."""
+    if not ops:
+        return [0.0]
+    runs = min(len(o.runs_us) for o in ops) if runs is None else runs
+    return [sum(o.runs_us[r] for o in ops) for r in range(runs)]
 
 
 def _etdump_operators(etdump: bytes) -> list[Operator]:
@@ -122,9 +131,6 @@ def split_layers(
     pos, rows = 0, []
     runs = min((len(o.runs_us) for o in network), default=0)
 
-    def per_run(ops: Sequence[Operator]) -> list[float]:
-        return [sum(o.runs_us[r] for o in ops) for r in range(runs)] if ops else [0.0]
-
     for i, (layer_ops, key) in enumerate(zip(layers, keys)):
         want = [o.node_type for o in layer_ops]
         match = _match_layer(network, pos, want) if want else (0, 0, 0)
@@ -135,13 +141,14 @@ def split_layers(
             )
         between, a, b = match
         got = network[pos + between : pos + between + len(want) - a - b]
-        rows.append({"layer": i, "op_key": key, "median_us": statistics.median(per_run(got)),
+        rows.append({"layer": i, "op_key": key, "median_us": statistics.median(run_totals(got, runs)),
                      "num_operators": len(got), "alone_only": want[:a] + want[len(want) - b :],
-                     "between_us": statistics.median(per_run(network[pos : pos + between])) if between else 0.0})  # fmt: skip
+                     "between_us": statistics.median(run_totals(network[pos : pos + between], runs)) if between
+                     else 0.0})  # fmt: skip
         pos += between + len(got)
     extra = network[pos:]
     if extra and rows and all(is_layout_operator(o.node_type) for o in extra):
-        rows[-1]["between_us"] += statistics.median(per_run(extra))
+        rows[-1]["between_us"] += statistics.median(run_totals(extra, runs))
     elif extra:
         names = [o.node_type for o in extra]
         raise LayerAlignmentError(f"the network runs {len(extra)} operators after its last layer: {names[:5]}")
