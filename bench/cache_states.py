@@ -41,7 +41,7 @@ from lut.validate import random_archs
 from profiler.export import ExportCache, ExportItem
 from profiler.layers import operators_of, run_totals, split_layers
 from profiler.protocol import ProtocolConfig, op_cache_states, plan_ops, run_rounds
-from profiler.runtimes import get_runtime
+from profiler.runtimes import get_runtime, runtime_info
 from profiler.targets import get_target
 from profiler.targets.base import RunSpec
 from search.space import arch_ops, get_space, named_archs_for, overhead_op
@@ -159,6 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     for runtime in args.runtimes:
         df = measure(runtime, args.space, num_random=args.archs, rounds=args.rounds, runs=args.runs,
                      seed=args.seed)  # fmt: skip
+        res = runtime_info(runtime).op_profile_resolution_us
+        coarse = int(((df.alone_us < 10 * res) | (df.ctx_us < 10 * res)).sum()) if res else 0
+        print(f"{runtime}: alone and in-context times are sums of operator times in steps of {res:g} µs (the "
+              f"runtime profiler's resolution); {coarse} of {len(df)} layers are under {10 * res:g} µs, where "
+              "that step is ≥ 10 % of the value")  # fmt: skip
         print(f"{runtime}: per input resolution")
         print(summary(df, "resolution").to_string(**fmt))
         print(f"{runtime}: per state of the mixed rule")

@@ -86,12 +86,15 @@ class ArchMeasurement:
     memory_kb: float = math.nan
     layers: list[dict[str, Any]] | None = None  # {layer, op_key, median_us, num_operators}
     layers_error: str | None = None  # why the layers could not be told apart, if so
+    # the operator profiler's resolution: each layer's time is a sum of operator times rounded to it
+    layers_resolution_us: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = {**summarize(self.samples_us), "samples_us": self.samples_us, "load_us": self.load_us,
              "memory_kb": self.memory_kb}  # fmt: skip
         if self.layers is not None or self.layers_error is not None:
             d["layers"] = self.layers
+            d["layers_resolution_us"] = self.layers_resolution_us
             if self.layers_error:
                 d["layers_error"] = self.layers_error
         return d
@@ -200,6 +203,7 @@ def _time_layers(target, rt, spec: RunSpec, archs: Sequence[Arch], paths: dict[s
                     op_ops[op.key] = operators_of(target.measure_detailed(rt, paths[op.key], spec, profile=True))
             net = operators_of(target.measure_detailed(rt, paths[arch.id], spec, profile=True))
             out[arch.id].layers = split_layers(net, [op_ops.get(op.key, []) for op in ops], [op.key for op in ops])
+            out[arch.id].layers_resolution_us = rt.info.op_profile_resolution_us
         except (LayerAlignmentError, RunnerError) as e:
             log.warning("%s: per-layer times unavailable: %s", arch.label, e)
             out[arch.id].layers, out[arch.id].layers_error = None, str(e)

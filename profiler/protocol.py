@@ -535,6 +535,8 @@ def _profile_ops(
             "dtype": runtime.dtype,
             "layout": runtime.layout,  # I/O layout of every exported op (profiler.runtimes.base)
             "runner": runtime.runner if target.name != "host" else "python",
+            # per-layer (operator-profile) times are multiples of this; the LUT's own values are not
+            "op_profile_resolution_us": runtime.info.op_profile_resolution_us,
         },
         "exporters": runtime.versions(),
         "space": {"name": space.name, "hash": space.hash(), "ops_limit": ops_limit},

@@ -120,6 +120,9 @@ def _print_human(res: dict[str, Any]) -> None:
             print(f"{res['device']} {res['runtime']} {name}: median {s['median_us'] / 1e3:.2f} ms "
                   f"(p10 {s['p10_us'] / 1e3:.2f}, p90 {s['p90_us'] / 1e3:.2f}, n {s['n']}); load "
                   f"{s['load_us'] / 1e3:.1f} ms, memory {s['memory_kb'] / 1024:.1f} MiB")  # fmt: skip
+            if s.get("layers"):
+                print(f"    layers in context (operator times in steps of {s['layers_resolution_us']:g} µs, "
+                      "the runtime profiler's resolution):")  # fmt: skip
             for row in s.get("layers") or []:
                 print(f"    layer {row['layer']:2d} {row['op_key']:<32} {row['median_us']:9.1f} µs in context")
             if s.get("layers_error"):

@@ -230,7 +230,8 @@ def _layers(lut: Lut, archs: list[Arch], runtime: str, kwargs: dict[str, Any]) -
             ctx = row["median_us"]
             rows.append({**row, "lut_us": lut_us, "in_context_us": ctx,
                          "ratio": ctx / lut_us if lut_us > 0 else None})  # fmt: skip
-        out[arch.label] = {"layers": rows, "lut_sum_us": sum(r["lut_us"] for r in rows),
+        out[arch.label] = {"layers": rows, "resolution_us": m.layers_resolution_us,
+                           "lut_sum_us": sum(r["lut_us"] for r in rows),
                            "in_context_sum_us": sum(r["in_context_us"] for r in rows),
                            "between_sum_us": sum(r["between_us"] for r in rows)}  # fmt: skip
     return out
@@ -301,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"{name}: layers inside the network vs the LUT (sum {entry['in_context_sum_us'] / 1e3:.2f} ms "
               f"in context + {entry['between_sum_us'] / 1e3:.2f} ms of layout conversions between "
-              f"layers, {entry['lut_sum_us'] / 1e3:.2f} ms in the LUT)")  # fmt: skip
+              f"layers, {entry['lut_sum_us'] / 1e3:.2f} ms in the LUT; operator times in steps of "
+              f"{entry['resolution_us']:g} µs, the runtime profiler's resolution)")  # fmt: skip
         table = pd.DataFrame(entry["layers"])
         table["alone_only"] = table["alone_only"].map(", ".join)
         with pd.option_context("display.width", 200, "display.float_format", "{:.2f}".format):

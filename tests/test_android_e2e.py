@@ -112,8 +112,9 @@ def test_validate_a_phone_lut_end_to_end(loopback, cache, tmp_path, tiny_space, 
     lut = load_lut(result.lut_dir)
     assert result.num_failed == 0 and lut.provenance == "loopback" and lut.meta["protocol"]["cache"] == "mixed"
     # the default on a phone: the classifier (its weights stream) and its overhead op as replicas
-    assert lut.meta["protocol"]["op_cache"] == {"overhead-i64x16x16-o64-s1": "replicas", "pool_fc-i64x16x16-o10-s1": "replicas"}
-    assert lut.meta["protocol"]["copies"]["pool_fc-i64x16x16-o10-s1"] > 1
+    assert lut.meta["protocol"]["op_cache"] == {"overhead-i256x16x16-o256-s1": "replicas", "pool_fc-i256x16x16-o100-s1": "replicas"}
+    assert lut.meta["protocol"]["copies"]["pool_fc-i256x16x16-o100-s1"] > 1
+    assert lut.meta["runtime"]["op_profile_resolution_us"] == 1.0  # XNNPACK's operator timings: whole µs
     rc = validate_main([str(result.lut_dir), "--device", daemon.serial, "--adb-port", str(server.port),
                         "--archs", "3", "--rounds", "2", "--drift-ops", "2", "--per-layer", "--json"])  # fmt: skip
     assert rc == 0
@@ -124,7 +125,7 @@ def test_validate_a_phone_lut_end_to_end(loopback, cache, tmp_path, tiny_space, 
     archs = {a["name"]: a["blocks"] for a in report["archs"]}
     assert set(report["layers"]) == {"random_000", "random_001", "random_002"}
     for name, entry in report["layers"].items():
-        assert "error" not in entry, entry
+        assert "error" not in entry and entry["resolution_us"] == 1.0, entry
         keys = [op.key for op in arch_ops(Arch(tiny_space, tuple(archs[name])))]
         assert [r["op_key"] for r in entry["layers"]] == keys
         for row in entry["layers"]:

@@ -67,7 +67,7 @@ def test_lut_accuracy_bench_profiles_and_validates_each_protocol(tmp_path, tiny_
     protocols = [__import__("json").loads((d / "meta.json").read_text())["protocol"] for d in luts]
     assert [p["cache"] for p in protocols] == ["warm", "mixed"]
     # mixed: the classifier (one use per weight) and its overhead op cold, the rest warm
-    assert sorted(protocols[1]["op_cache"]) == ["overhead-i64x16x16-o64-s1", "pool_fc-i64x16x16-o10-s1"]
+    assert sorted(protocols[1]["op_cache"]) == ["overhead-i256x16x16-o256-s1", "pool_fc-i256x16x16-o100-s1"]
     assert set(protocols[1]["op_cache"].values()) == {"cold"} and "op_cache" not in protocols[0]
 
 

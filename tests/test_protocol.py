@@ -301,7 +301,7 @@ def test_mixed_cache_times_the_classifier_cold_and_the_rest_warm(
     res = profile_ops(host, get_runtime("onnxruntime"), tiny_space, **kw)
     lut = load_lut(res.lut_dir)
     assert res.num_failed == 0 and lut.meta["protocol"]["cache"] == "mixed"
-    cold = {"pool_fc-i64x16x16-o10-s1", "overhead-i64x16x16-o64-s1"}
+    cold = {"pool_fc-i256x16x16-o100-s1", "overhead-i256x16x16-o256-s1"}
     assert lut.meta["protocol"]["op_cache"] == dict.fromkeys(sorted(cold), "cold")
     assert {k for k, v in host.states.items() if v == {"cold"}} == cold
     assert all(v == {"warm"} for k, v in host.states.items() if k not in cold)

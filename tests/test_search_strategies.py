@@ -180,17 +180,20 @@ def test_recalibrated_bn_uses_the_calibration_batches_and_restores_the_supernet(
 
 
 @pytest.mark.slow
+@pytest.mark.stochastic
 @pytest.mark.parametrize("strategy", ["fbnet"])  # ProxylessNAS and DARTS: same schedule and term, 70–90 s more each
-def test_differentiable_searches_sharpen_theta_and_settle_the_argmax(strategy, lat, tmp_path) -> None:
+def test_differentiable_searches_sharpen_theta_and_settle_the_argmax(strategy, lat, tmp_path, seed: int, record_property) -> None:
     # the strategies' own objective, schedule and commitment term, on a smaller budget than the
     # defaults: 400 images in batches of 16 (20 architecture steps per epoch); ProxylessNAS moves
     # two sampled paths per step, so it needs more steps
     epochs = 20 if strategy == "proxyless" else 4
-    cfg = SearchConfig(strategy=strategy, epochs=epochs, batch_size=16, num_samples=2, recalib_batches=2)
+    cfg = SearchConfig(strategy=strategy, epochs=epochs, batch_size=16, num_samples=2, recalib_batches=2, seed=seed)
     summary = run_search(cfg, lat, PROXY, out=tmp_path / strategy, subset=400)
     with (tmp_path / strategy / "log.csv").open() as f:
         rows = list(csv.DictReader(f))
     entropy = [float(r["theta_entropy"]) for r in rows]
+    record_property("entropy", entropy)
+    record_property("argmax_changes", [int(r["argmax_changes"]) for r in rows])
     assert entropy[0] > 1.5  # it starts near ln 9 = 2.197 …
     assert summary["theta_entropy"] <= 0.5 and entropy[-1] <= 0.5, entropy  # … and ends sharp
     assert int(rows[-1]["argmax_changes"]) == 0 and summary["argmax_stable_epochs"] >= 1
@@ -244,15 +247,17 @@ def _read_theta(path) -> torch.Tensor:
 
 
 @pytest.mark.slow
-def test_train_fitness_scores_each_arch_by_training_it(lat, tmp_path) -> None:
+@pytest.mark.stochastic
+def test_train_fitness_scores_each_arch_by_training_it(lat, tmp_path, seed: int, record_property) -> None:
     """Evolution and random search's default fitness: each arch trained from scratch for
     `fitness_epochs` on the weights split and scored on the architecture split, far above chance
     on the digits where the one-shot supernet stays at chance; the found arch reports that score."""
-    cfg = replace(TINY, strategy="random", cycles=2, fitness_epochs=3, batch_size=32, w_fraction=0.8)
+    cfg = replace(TINY, strategy="random", cycles=2, fitness_epochs=3, batch_size=32, w_fraction=0.8, seed=seed)
     summary = run_search(cfg, lat, PROXY, out=tmp_path / "r")  # all 1,438 training digits
     with open(tmp_path / "r" / "log.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["phase"] == "random"]
     accs = [float(r["val_acc"]) for r in rows]
+    record_property("accs", accs)
     assert len(accs) == 2 and max(accs) > 0.2  # 10 classes: chance is 0.1 (0.30 here)
     assert summary["val_accuracy"] == pytest.approx(max(accs))
     assert 0.0 < summary["test_accuracy"] <= 1.0

@@ -40,7 +40,7 @@ RUNTIMES: dict[str, RuntimeInfo] = {
         RuntimeInfo("tflite", "profiler.runtimes.tflite:TFLiteRuntime", ("fp32",),
                     ".tflite", "benchmark_model", "xnnpack", "ai-edge-litert"),
         RuntimeInfo("onnxruntime", "profiler.runtimes.onnxruntime:OnnxRuntime", ("fp32", "int8"),
-                    ".onnx", None, "cpu_ep", "onnxruntime", ("nchw",), "relu"),
+                    ".onnx", None, "cpu_ep", "onnxruntime", ("nchw",), "relu", None),
     )
 }  # fmt: skip
 

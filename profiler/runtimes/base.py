@@ -61,6 +61,11 @@ class RuntimeInfo:
     version_package: str  # the distribution whose version is "the runtime's version"
     layouts: tuple[str, ...] = LAYOUTS  # I/O layouts its exporter can write; the first is the default
     overhead: str = "sampler"  # the form of its overhead op (`search.space.modules.Overhead.FORMS`)
+    # The resolution of its operator profiler (per-layer times), or None without one. XNNPACK
+    # reports each operator's time in whole µs (`xnn_profile_info_operator_timing`, read by
+    # ExecuTorch's ETDump and LiteRT's profiler alike; benchmark_model prints it as ms to 3
+    # decimals), so an operator under 1 µs reads 0 or 1.
+    op_profile_resolution_us: float | None = 1.0
 
 
 @runtime_checkable
