@@ -5,6 +5,7 @@
     python -m android_harness parse --runner benchmark_model|executor_runner FILE --json
     python -m android_harness loopback start [--port P] [--sandbox DIR] [--unrooted]
         [--timing-quantum-us Q] [--event-tracer]
+        [--runner-fault crash|unknown-format] [--userspace-32bit] [--disk-full]
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ def _doctor(args: argparse.Namespace) -> int:
         print(f"[{'ok' if check.ok else 'FIX'}] {check.name}: {check.detail}")
         if check.fix:
             print(f"      -> {check.fix}")
+    print(f"next: `python -m profiler.run --device {args.device} --runtime tflite|executorch [--runner NAME=PATH] "
+          "--preflight` checks the runner's ABI against the phone's, the free space for a job's models, and "
+          "runs the runner once on a tiny model with the job's flags (every job runs it before exporting)")
     return 0 if all(c.ok for c in checks) else 1
 
 
@@ -69,13 +73,15 @@ def _parse(args: argparse.Namespace) -> int:
 
 
 def _loopback_start(args: argparse.Namespace) -> int:
-    from .loopback import Knobs, LoopbackDaemon
+    from .loopback import Faults, Knobs, LoopbackDaemon
 
     sandbox = Path(args.sandbox) if args.sandbox else Path(tempfile.mkdtemp(prefix="hwnas-dev-"))
     server = AdbServer.from_env(args.adb_host, args.adb_port)
     knobs = Knobs(rooted=not args.unrooted, timing_quantum_us=args.timing_quantum_us,
                   event_tracer=args.event_tracer)
-    with LoopbackDaemon(sandbox, port=args.port, knobs=knobs) as daemon:
+    faults = Faults(runner_fault=args.runner_fault, userspace_32bit=args.userspace_32bit,
+                    disk_full=args.disk_full)
+    with LoopbackDaemon(sandbox, port=args.port, knobs=knobs, faults=faults) as daemon:
         Device.connect(server, daemon.serial)
         print(f"loopback device {daemon.serial} attached (sandbox {sandbox}); Ctrl-C stops it")
         print(f"  try: python -m profiler.run --device {daemon.serial} ...")
@@ -122,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="runner shims round timings up to multiples of this (default: 1 µs)")
     s.add_argument("--event-tracer", action="store_true",
                    help="executor_runner as a devtools build: accepts --etdump_path")
+    s.add_argument("--runner-fault", choices=["crash", "unknown-format"],
+                   help="fault: every runner run crashes, or prints a report in a format no parser knows")
+    s.add_argument("--userspace-32bit", action="store_true",
+                   help="fault: a 32-bit Android (abilist armeabi-v7a only; 64-bit binaries do not run)")
+    s.add_argument("--disk-full", action="store_true",
+                   help="fault: /data is full (df reports nothing available; pushes fail)")
     s.set_defaults(func=_loopback_start)
 
     args = parser.parse_args(argv)

@@ -285,6 +285,21 @@ class Device:
             self._check_alive(exc)
             raise AdbError(f"reading {self.serial}:{remote} failed: {exc}") from exc
 
+    def read_head(self, remote: str, size: int) -> bytes:
+        """The first `size` bytes of a device file (adb sync RECV, stopped early)."""
+        head = bytearray()
+        try:
+            chunks = self._dev.sync.iter_content(remote)
+            for chunk in chunks:
+                head += chunk
+                if len(head) >= size:
+                    break
+            chunks.close()
+        except (_UtilsError, OSError, EOFError) as exc:
+            self._check_alive(exc)
+            raise AdbError(f"reading {self.serial}:{remote} failed: {exc}") from exc
+        return bytes(head[:size])
+
     # ---- liveness ------------------------------------------------------------------------------
     def state(self) -> str | None:
         try:

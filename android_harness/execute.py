@@ -40,7 +40,7 @@ from .runners import RunnerOutputError, RunnerTiming, get_runner, output_tail
 from .tflite_stats import OperatorTiming
 
 __all__ = ["RunOptions", "RunnerFailed", "Measurement", "invoke", "measure", "measure_detailed",
-           "SAMPLE_SEMANTICS"]
+           "SAMPLE_SEMANTICS", "INVOCATION_RUNS"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ SAMPLE_SEMANTICS = {
     "--num_runs=2 (--min_secs=0) and contributes its first= and curr= values (or both copies of "
     "curr= when the line reads '(all same)')",
 }
+# timed runs one invocation asks for, where a runner's flags fix it (else RunOptions.runs)
+INVOCATION_RUNS = {"benchmark_model": 2}
 _TIMEOUT_EXIT = (124, 137)  # toybox timeout, or the shell reporting SIGKILL
 _PROFILES = "profiles"  # folder of the runner's work dir for ETDumps in flight
 
@@ -121,8 +123,9 @@ def invoke(
                            f"\n  last lines:\n{output_tail(text)}")
     try:
         return runner.parse(text)
-    except RunnerOutputError as exc:
-        raise RunnerFailed(f"{label}: {exc}\n  last lines:\n{output_tail(text)}") from None
+    except RunnerOutputError as exc:  # it exited 0: an output form the parser does not know
+        raise RunnerFailed(f"{label}: {runner_name} exited 0 but printed its report in a form this harness "
+                           f"does not read ({exc})\n  last lines:\n{output_tail(text)}") from None
 
 
 def _median_extra(timings: list[RunnerTiming]) -> dict[str, float]:
@@ -152,10 +155,11 @@ def _executor_runner(device: Device, binary: str, model: str, options: RunOption
 def _benchmark_model(device: Device, binary: str, model: str, options: RunOptions, label: str) -> Measurement:
     samples: list[float] = []
     timings = []
-    for _ in range(math.ceil(options.runs / 2)):
-        timing = invoke(device, "benchmark_model", binary, model, warmup=options.warmup, runs=2,
+    per_call = INVOCATION_RUNS["benchmark_model"]
+    for _ in range(math.ceil(options.runs / per_call)):
+        timing = invoke(device, "benchmark_model", binary, model, warmup=options.warmup, runs=per_call,
                         options=options, label=label)
-        if len(timing.samples_us) != 2:
+        if len(timing.samples_us) != per_call:
             raise RunnerFailed(f"{label}: benchmark_model ran {timing.count} timed runs, "
                                "expected 2 (--num_runs=2 --min_secs=0)")
         samples.extend(timing.samples_us)

@@ -1,6 +1,7 @@
 """The profiler's library entry points (used by the CLI, search and validation).
 
     profile_space("fbnet", "tflite")                      → ProfileResult (a new LUT version)
+    preflight_space("fbnet", "tflite", "SERIAL")          → PreflightReport (the job's checks alone)
     measure_archs([get_arch("fbnet_c")], "executorch")    → {"fbnet_c": [µs, ...]}
     measure_archs_detailed([...], "executorch", per_layer=True)
                                                           → {"fbnet_c": ArchMeasurement(samples_us,
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from profiler.export import ExportCache, ExportItem
-from profiler.protocol import ProfileResult, ProtocolConfig, profile_ops, run_rounds
+from profiler.preflight import PreflightReport
+from profiler.protocol import ProfileResult, ProtocolConfig, preflight_job, profile_ops, run_rounds
 from profiler.runtimes import get_runtime
 from profiler.targets import RunSpec, get_target
 from lut.stats import summarize
@@ -26,7 +28,7 @@ from profiler.targets.base import RunnerError, TargetError
 from profiler.targets.lock import device_lock
 from search.space import Arch, Op, arch_ops
 
-__all__ = ["profile_space", "measure_archs", "measure_archs_detailed", "ArchMeasurement", "ProfileResult",
+__all__ = ["profile_space", "preflight_space", "measure_archs", "measure_archs_detailed", "ArchMeasurement", "ProfileResult",
            "ProtocolConfig"]
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,36 @@ def profile_space(
             retry_failed=retry_failed, fresh=fresh, progress=progress, skip_existing=skip_existing,
             lock_wait_s=lock_wait_s,
         )  # fmt: skip
+    finally:
+        target.close()
+
+
+def preflight_space(
+    space: str,
+    runtime: str,
+    device: str = "host",
+    *,
+    threads: int = 1,
+    rounds: int = _DEFAULTS.rounds,
+    warmup: int = _DEFAULTS.warmup,
+    runs: int = _DEFAULTS.runs,
+    ops_limit: int | None = None,
+    dtype: str = "fp32",
+    layout: str | None = None,
+    target_options: dict[str, Any] | None = None,
+    seed: int = 0,
+    core_mask: str | None = None,
+    cache_root: str | Path | None = None,
+    lock_wait_s: float = 0.0,
+    cache: str = _DEFAULTS.cache,
+) -> PreflightReport:
+    """The checks `profile_space` with the same arguments runs before it exports anything."""
+    rt = get_runtime(runtime, dtype, layout)
+    config = ProtocolConfig(rounds=rounds, warmup=warmup, runs=runs, seed=seed, cache=cache)
+    target = get_target(device, target_options)
+    try:
+        return preflight_job(target, rt, space, threads=threads, core_mask=core_mask, config=config,
+                             ops_limit=ops_limit, cache_root=cache_root, lock_wait_s=lock_wait_s)  # fmt: skip
     finally:
         target.close()
 

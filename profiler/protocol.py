@@ -3,6 +3,9 @@
     1. plan: the space's unique ops (first `ops_limit` of them), minus identity ops (not timed:
        they compute nothing and exporters elide them), plus one overhead op per distinct input
        shape and one at the network input (`search.space.overhead_op`).
+    1b. preflight (`profiler.preflight`, phones): the runner's ABI, free space, and one run of
+       the runner on a tiny op with the job's flags; a failure stops the job before any op of
+       the space is exported (PreflightError names the check and the fix).
     2. export everything through the cache (`profiler.export`); failures become failed rows.
     3. rounds: round r visits every pending op once, in the order `Random(seed + r)` shuffles the
        sorted keys to, after `target.round_state()` (cool-down on phones; recorded per round).
@@ -40,6 +43,7 @@ from lut.schema import EXTRA_COLUMNS, TABLE_COLUMNS
 from lut.stats import STAT_COLUMNS, summarize
 from lut.store import LutError, list_versions, load_lut, provenance_of, runtime_dir_name, write_lut
 from profiler.export import ExportCache, ExportItem
+from profiler.preflight import PreflightError, PreflightReport, models_bytes, run_preflight
 from profiler.runtimes import Runtime
 from profiler.targets.base import CACHE_STATES, MEMORY_SEMANTICS, RunnerError, RunSpec, Target, load_extras
 from profiler.targets.lock import device_lock
@@ -47,7 +51,7 @@ from search.space import Op, get_space, overhead_op
 
 __all__ = [
     "ProtocolConfig", "ProfileResult", "JobError", "PROTOCOL_CACHE_STATES", "plan_ops", "streamed_ops",
-    "op_cache_states", "run_rounds", "profile_ops",
+    "op_cache_states", "run_rounds", "profile_ops", "plan_job", "preflight_job", "JobPlan", "PreflightError",
 ]
 
 log = logging.getLogger(__name__)
@@ -405,6 +409,64 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 # --- the op job ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class JobPlan:
+    """What a job times and how: the ops, their cache states and copies, the run specs."""
+
+    config: ProtocolConfig  # with its cache state resolved for the target
+    space: Any  # search.space.Space
+    timed: list[Op]  # ops to time, overhead ops included
+    identity: list[Op]
+    net_overhead: Op
+    per_op: dict[str, str]  # "mixed": op key → cache state; else {}
+    spec: RunSpec  # the job's plain run spec (the flags every invocation uses)
+    copies: dict[str, int]  # op key → copies of the op per invocation (replicas)
+    specs: dict[str, RunSpec]  # op key → its run spec
+    cold_state: str | None
+
+    def models_bytes(self, dtype: str) -> int:
+        return models_bytes(self.timed, self.copies, dtype)
+
+
+def plan_job(
+    target: Target, runtime: Runtime, space_name: str, config: ProtocolConfig, *, threads: int,
+    core_mask: str | None, ops_limit: int | None,
+) -> JobPlan:  # fmt: skip
+    """The plan of a job on `target` (pure: touches neither the target nor files)."""
+    states = getattr(target, "cache_states", ("warm",))
+    cold_state = next((s for s in ("cold", "replicas") if s in states), None)
+    if config.cache is not None and config.cache not in states and not (config.cache == "mixed" and cold_state):
+        raise JobError(
+            f"{target.name} cannot time ops with {config.cache} caches (it can: {', '.join(states)}); "
+            f"use --cache {states[0]}"
+        )
+    config = replace(config, cache=config.cache or ("mixed" if cold_state else states[0]))
+    space = get_space(space_name)
+    timed, identity, net_overhead = plan_ops(space.name, ops_limit)
+    per_op = op_cache_states(timed, net_overhead, config.cache, cold_state or "warm", runtime.dtype)
+    spec = RunSpec(threads=threads, warmup=config.warmup, runs=config.runs, core_mask=core_mask,
+                   cache="warm" if per_op else config.cache)  # fmt: skip
+    copies = replica_counts(timed, net_overhead, runtime.dtype) if config.cache == "replicas" else {}
+    if per_op:  # "mixed": copies for the ops timed as replicas (a phone's cold state)
+        copies = {k: n for k, n in replica_counts(timed, net_overhead, runtime.dtype).items()
+                  if per_op[k] == "replicas"}  # fmt: skip
+    specs = {op.key: replace(spec, cache=per_op.get(op.key, spec.cache), copies=copies.get(op.key, 1)) for op in timed}
+    return JobPlan(config, space, timed, identity, net_overhead, per_op, spec, copies, specs, cold_state)
+
+
+def preflight_job(
+    target: Target, runtime: Runtime, space_name: str, *, threads: int = 1, core_mask: str | None = None,
+    config: ProtocolConfig = ProtocolConfig(), ops_limit: int | None = None,
+    cache_root: str | Path | None = None, lock_wait_s: float = 0.0,
+) -> PreflightReport:  # fmt: skip
+    """The preflight a job with these settings runs (under the device's lock), alone."""
+    plan = plan_job(target, runtime, space_name, config, threads=threads, core_mask=core_mask, ops_limit=ops_limit)
+    with device_lock(target.name, wait_s=lock_wait_s, what=f"preflight {runtime.name}"):
+        target.fingerprint()  # as the job does first: connects, locks the clocks
+        return run_preflight(target, runtime, plan.spec, need_bytes=plan.models_bytes(runtime.dtype),
+                             cache_root=cache_root)  # fmt: skip
+
+
 def profile_ops(
     target: Target,
     runtime: Runtime,
@@ -454,22 +516,12 @@ def _profile_ops(
     skip_existing: bool,
 ) -> ProfileResult:
     t0 = time.perf_counter()
-    states = getattr(target, "cache_states", ("warm",))
-    cold_state = next((s for s in ("cold", "replicas") if s in states), None)
-    if config.cache is not None and config.cache not in states and not (config.cache == "mixed" and cold_state):
-        raise JobError(
-            f"{target.name} cannot time ops with {config.cache} caches (it can: {', '.join(states)}); "
-            f"use --cache {states[0]}"
-        )
-    config = replace(config, cache=config.cache or ("mixed" if cold_state else states[0]))
-    space = get_space(space_name)
-    timed, identity, net_overhead = plan_ops(space.name, ops_limit)
+    plan = plan_job(target, runtime, space_name, config, threads=threads, core_mask=core_mask, ops_limit=ops_limit)
+    config, space, timed, identity, net_overhead = plan.config, plan.space, plan.timed, plan.identity, plan.net_overhead
+    per_op, spec, copies, specs, cold_state = plan.per_op, plan.spec, plan.copies, plan.specs, plan.cold_state
     fp = target.fingerprint()
     device_id = fp["device_id"]
     rdir = runtime_dir_name(runtime.name, threads, runtime.dtype)
-    per_op = op_cache_states(timed, net_overhead, config.cache, cold_state or "warm", runtime.dtype)
-    spec = RunSpec(threads=threads, warmup=config.warmup, runs=config.runs, core_mask=core_mask,
-                   cache="warm" if per_op else config.cache)  # fmt: skip
     job = {
         "device_id": device_id,
         "space": {"name": space.name, "hash": space.hash()},
@@ -488,6 +540,14 @@ def _profile_ops(
             log.info("%s is up to date (same space, exporters and protocol); not measuring again", lut_dir)
             return ProfileResult(lut_dir=lut_dir, num_ops=n_ops, num_failed=0, skipped=0,
                                  elapsed_s=time.perf_counter() - t0, device_id=device_id, reused=True)  # fmt: skip
+    # before anything of the space is exported: a runner that cannot run here stops the job now
+    # (a phone's; the host runs its runtimes in this process and has nothing to push)
+    if hasattr(target, "preflight"):
+        check = run_preflight(target, runtime, spec, need_bytes=plan.models_bytes(runtime.dtype), cache_root=cache_root)
+        if not check.ok:
+            raise PreflightError(check.message())
+        log.info("%s: preflight passed (%s; %.1f s)", target.name, ", ".join(c.name for c in check.checks),
+                 check.elapsed_s)  # fmt: skip
     work = _WorkDir(Path(out) / device_id / space.name / rdir / PARTIAL_DIR, job, fresh=fresh)
     skipped = len(work.samples)
     if skipped:
@@ -497,11 +557,6 @@ def _profile_ops(
             work.path, skipped, len(timed) * config.rounds, complete, len(timed),
         )  # fmt: skip
 
-    copies = replica_counts(timed, net_overhead, runtime.dtype) if config.cache == "replicas" else {}
-    if per_op:  # "mixed": copies for the ops timed as replicas (a phone's cold state)
-        copies = {k: n for k, n in replica_counts(timed, net_overhead, runtime.dtype).items()
-                  if per_op[k] == "replicas"}  # fmt: skip
-    specs = {op.key: replace(spec, cache=per_op.get(op.key, spec.cache), copies=copies.get(op.key, 1)) for op in timed}
     cache = ExportCache(runtime, cache_root)
     report = cache.ensure(
         [ExportItem.for_op(op, copies.get(op.key, 1)) for op in timed], workers=export_workers,

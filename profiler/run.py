@@ -2,6 +2,11 @@
 
     python -m profiler.run --device host --space fbnet --runtime executorch|tflite|onnxruntime
         [--threads 1] [--rounds R] [--out luts/] [--arch NAME_OR_FILE ...] [--ops-limit N] [--json]
+        [--preflight]
+
+Before it exports anything, a job runs a preflight (on a phone: the runner's ABI against the
+phone's, free space, one run of the runner on a tiny model with the job's flags) and stops with
+the failed check, what it found and the fix; `--preflight` runs only that.
 
 Re-running an interrupted command resumes it (and logs how many op-rounds it skips).
 `--device` may be given several times: the devices are profiled in parallel, one thread and one
@@ -22,7 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from profiler.api import measure_archs_detailed, profile_space
+from profiler.api import measure_archs_detailed, preflight_space, profile_space
 from profiler.export import quiet_exporter_noise
 from profiler.protocol import PROTOCOL_CACHE_STATES, ProtocolConfig
 from profiler.runtimes import LAYOUTS, RUNTIMES, list_runtimes
@@ -81,6 +86,9 @@ def build_parser(adb=None) -> argparse.ArgumentParser:
                         "protocol and runtime settings and has no failed ops")  # fmt: skip
     p.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
                    help="when another job is measuring on the device, wait this long for it (default: stop)")
+    p.add_argument("--preflight", action="store_true",
+                   help="only the checks a job runs before it exports anything (on a phone: runner ABI, free "
+                        "space, one run of the runner on a tiny model with the job's flags); exit 1 when one fails")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print one JSON object per device (last line)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -104,6 +112,15 @@ def _run_device(device: str, args: argparse.Namespace, adb) -> dict[str, Any]:
             "archs": {n: m.to_dict() for n, m in measured.items()},
             "elapsed_s": round(time.perf_counter() - t0, 2),
         }  # fmt: skip
+    if args.preflight:
+        report = preflight_space(
+            args.space, args.runtime, device, ops_limit=args.ops_limit, cache=args.cache, **common,
+        ).to_dict()  # fmt: skip
+        out = {"device": device, "runtime": args.runtime, "preflight": report}
+        if not report["ok"]:
+            bad = next(c for c in report["checks"] if not c["ok"])
+            out["error"] = f"preflight failed at check '{bad['name']}': {bad['detail']}" + (f"; fix: {bad['fix']}" if bad["fix"] else "")
+        return out
     result = profile_space(
         args.space, args.runtime, device, out=args.out, ops_limit=args.ops_limit,
         progress=not args.no_progress, export_workers=args.export_workers, cache=args.cache,
@@ -113,7 +130,14 @@ def _run_device(device: str, args: argparse.Namespace, adb) -> dict[str, Any]:
 
 
 def _print_human(res: dict[str, Any]) -> None:
-    if "error" in res:
+    if "preflight" in res:
+        pf = res["preflight"]
+        print(f"{res['device']} {res['runtime']} preflight: {'ok' if pf['ok'] else 'FAILED'} ({pf['elapsed_s']:.1f} s)")
+        for c in pf["checks"]:
+            print(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']}: {c['detail']}")
+            if c["fix"]:
+                print(f"        -> {c['fix']}")
+    elif "error" in res:
         print(f"{res['device']}: FAILED: {res['error']}")
     elif "archs" in res:
         for name, s in res["archs"].items():

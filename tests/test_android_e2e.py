@@ -85,7 +85,7 @@ def test_disconnect_mid_job_then_resume_keeps_every_sample(loopback, cache, tmp_
 
 def test_runner_crash_marks_one_op_failed(loopback, cache, tmp_path):
     server, daemon = loopback
-    daemon.set_faults(crash_on="k3_e1-")
+    daemon.set_faults(crash_on="k3_e1-i16")  # not the preflight's k3_e1-i8x8x8 model
     try:
         result = profile_space("fbnet", "tflite", device=daemon.serial, ops_limit=3,
                                out=tmp_path, cache_root=cache, target_options=_options(server),

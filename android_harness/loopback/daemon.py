@@ -6,7 +6,10 @@ protocol v2, which it advertises), `exec:` and `sync:` (STAT, LIST, SEND, RECV, 
 Shell command lines run in `Shell` against the sandbox folder that stands for the device's `/`.
 
 Fault injection (`Faults`): drop the connection after N shell commands (the device then stays
-unplugged until `replug()`), crash a runner on a model whose path contains a string, or hang it.
+unplugged until `replug()`), crash a runner on a model whose path contains a string, or hang it;
+and the faults a first run meets on real phones: a runner that crashes on every model or prints a
+report no parser knows, a 32-bit userspace (abilist armeabi-v7a only; a 64-bit ELF does not run),
+a full /data (`df` reports nothing available, pushes fail).
 Knobs (`Knobs`) change how the device behaves while it runs: whether `su` works, whether the
 runner shims round their timings to a coarser quantum (so that, e.g., both runs of a
 `benchmark_model` invocation take the same µs and it prints `count=2 curr=X(all same)`), and
@@ -34,7 +37,7 @@ from . import protocol as P
 from .device import LoopbackConfig, build_sandbox, device_path
 from .shell import Shell
 
-__all__ = ["LoopbackDaemon", "Faults", "Knobs"]
+__all__ = ["LoopbackDaemon", "Faults", "Knobs", "RUNNER_FAULTS"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,24 @@ class Faults:
     drop_after_commands: int | None = None  # serve N shell commands, then unplug
     crash_on: str | None = None  # a runner aborts (SIGABRT) on a model path containing this
     hang_on: str | None = None  # a runner never returns on a model path containing this
+    runner_fault: str | None = None  # every runner run: "crash" (SIGABRT) | "unknown-format" (prints
+    # a report no parser knows, exits 0), as a wrong or foreign build does
+    userspace_32bit: bool = False  # a 32-bit Android: abilist armeabi-v7a only, 64-bit ELFs do not run
+    disk_full: bool = False  # /data is full: `df` reports 0 available and pushes fail (ENOSPC)
+
+    def __post_init__(self) -> None:
+        if self.runner_fault not in RUNNER_FAULTS:
+            raise ValueError(f"runner_fault must be one of {RUNNER_FAULTS}, got {self.runner_fault!r}")
+
+    def props(self, props: dict[str, str]) -> dict[str, str]:
+        """The property set as the faulty device reports it."""
+        if not self.userspace_32bit:
+            return props
+        return {**props, "ro.product.cpu.abi": "armeabi-v7a", "ro.product.cpu.abilist": "armeabi-v7a,armeabi",
+                "ro.product.cpu.abilist32": "armeabi-v7a,armeabi", "ro.product.cpu.abilist64": ""}
+
+
+RUNNER_FAULTS = (None, "crash", "unknown-format")
 
 
 @dataclass(frozen=True)
@@ -394,8 +415,11 @@ class LoopbackDaemon:
             env["LOOPBACK_CRASH_ON"] = self.faults.crash_on
         if self.faults.hang_on:
             env["LOOPBACK_HANG_ON"] = self.faults.hang_on
-        shell = Shell(self.sandbox, props=self.config.props, env=env, cpu_count=ncpu,
-                      rooted=self.knobs.rooted)
+        if self.faults.runner_fault:
+            env["LOOPBACK_RUNNER_FAULT"] = self.faults.runner_fault
+        shell = Shell(self.sandbox, props=self.faults.props(self.config.props), env=env, cpu_count=ncpu,
+                      rooted=self.knobs.rooted, disk_full=self.faults.disk_full,
+                      userspace_bits=32 if self.faults.userspace_32bit else 64)
         result = shell.run(command)
         self.unsupported += shell.unsupported
         if v2:
@@ -473,6 +497,9 @@ class LoopbackDaemon:
                 return
         if not host.parent.is_dir():
             self._fail(stream, f"secure_mkdirs failed: {os.path.dirname(path)}: not a directory")
+            return
+        if self.faults.disk_full:
+            self._fail(stream, f"write failed: No space left on device ({path})")
             return
         tmp = host.with_name(f".{host.name}.part")
         tmp.write_bytes(bytes(data))

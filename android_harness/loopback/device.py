@@ -136,11 +136,24 @@ def _cpuinfo(config: LoopbackConfig) -> str:
     return "\n".join(blocks) + f"\nHardware\t: {config.props.get('ro.hardware', '')}\n"
 
 
+# The shims' interpreter on the device: a link to the host's Python (an ELF of the host's ABI, which
+# is what the device's userspace runs; `ro.product.cpu.abilist` says the same).
+INTERPRETER = "/system/bin/python3"
+
+
+def _install_interpreter(sandbox: Path) -> None:
+    link = device_path(sandbox, INTERPRETER)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(sys.executable)
+
+
 def _install_runner(sandbox: Path, runner_dir: str, name: str, module: str) -> None:
     target = device_path(sandbox, f"{runner_dir}/{name}")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(
-        f"#!{sys.executable}\n"
+        f"#!{INTERPRETER}\n"
         f"# Loopback runner shim: same flags and output as the real `{name}`.\n"
         "import sys\n"
         f"sys.path.insert(0, {str(_REPO_ROOT)!r})\n"
@@ -183,6 +196,7 @@ def build_sandbox(config: LoopbackConfig, sandbox: Path) -> Path:
     _write(sandbox, "/proc/version", config.kernel + "\n")
     props = dict(config.props)
     _write(sandbox, "/system/build.prop.json", json.dumps(props, indent=1, sort_keys=True))
+    _install_interpreter(sandbox)
     for name, module in RUNNER_SHIMS.items():
         _install_runner(sandbox, config.runner_dir, name, module)
     os.makedirs(device_path(sandbox, "/data/local/tmp"), exist_ok=True)

@@ -83,8 +83,12 @@ class Shell:
         rooted: bool = False,  # `su` exists
         root: bool = False,  # this shell runs as root (inside `su`)
         max_runtime_s: float = 900.0,
+        disk_full: bool = False,  # `df` reports no space left and writes fail (ENOSPC)
+        userspace_bits: int = 64,  # 32: a 32-bit Android, which cannot exec a 64-bit ELF
     ) -> None:
         self.sandbox = sandbox
+        self.disk_full = disk_full
+        self.userspace_bits = userspace_bits
         self.props = props if props is not None else {}
         self.env = dict(env or {})
         self.cpu_count = cpu_count
@@ -190,6 +194,9 @@ class Shell:
         if not target.parent.is_dir():
             io.complain(f"/system/bin/sh: can't create {path}: No such file or directory\n")
             return 1
+        if self.disk_full and data:
+            io.complain(f"/system/bin/sh: write error: No space left on device\n")
+            return 1
         target.write_bytes(data)
         return 0
 
@@ -271,8 +278,8 @@ class Shell:
             return 1
         st = os.statvfs(host)
         total = st.f_blocks * st.f_frsize // 1024
-        free = st.f_bavail * st.f_frsize // 1024
-        used = total - st.f_bfree * st.f_frsize // 1024
+        free = 0 if self.disk_full else st.f_bavail * st.f_frsize // 1024
+        used = total if self.disk_full else total - st.f_bfree * st.f_frsize // 1024
         io.say("Filesystem      1K-blocks     Used Available Use% Mounted on\n"
                f"/dev/block/dm-5 {total:>12} {used:>8} {free:>9} "
                f"{int(round(100 * used / total)) if total else 0:>3}% /data\n")
@@ -366,7 +373,8 @@ class Shell:
         else:
             raise _Unsupported
         inner = Shell(self.sandbox, props=self.props, env=self.env, cpu_count=self.cpu_count,
-                      rooted=True, root=True, max_runtime_s=self.max_runtime_s)
+                      rooted=True, root=True, max_runtime_s=self.max_runtime_s,
+                      disk_full=self.disk_full, userspace_bits=self.userspace_bits)
         inner.cwd = self.cwd
         result = inner.run(line)
         self.unsupported += inner.unsupported
@@ -400,11 +408,16 @@ class Shell:
         if not os.access(host, os.X_OK):
             io.complain(f"/system/bin/sh: {words[0]}: can't execute: Permission denied\n")
             return 126
+        try:
+            argv = self._interpreted(host) + [str(host), *words[1:]]
+        except _ExecFormat as exc:
+            io.complain(f"/system/bin/sh: {words[0]}: {exc}\n")
+            return 126
         env = {**os.environ, **self.env, "LOOPBACK_ROOT": str(self.sandbox),
                "LOOPBACK_CWD": self.cwd, "LOOPBACK_LOGCAT": str(self.logcat_file)}
         limit = self.max_runtime_s if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            proc = subprocess.run([str(host), *words[1:]], cwd=self._path(self.cwd), env=env,
+            proc = subprocess.run(argv, cwd=self._path(self.cwd), env=env,
                                   capture_output=True, timeout=limit, check=False)
         except subprocess.TimeoutExpired as exc:
             io.out += exc.stdout or b""
@@ -419,6 +432,33 @@ class Shell:
             io.complain(f"{name}\n")
             return 128 + signum
         return proc.returncode
+
+    def _interpreted(self, host: Path) -> list[str]:
+        """What the kernel prepends to run `host`: for a `#!INTERPRETER` script, the interpreter
+        (a device path, resolved in the sandbox); [] for a binary. A 64-bit ELF (the binary or
+        the interpreter) on a 32-bit userspace fails as Android's shell reports it."""
+        with open(host, "rb") as handle:
+            head = handle.read(256)
+        interpreter: list[str] = []
+        if head.startswith(b"#!"):
+            name = head[2:].split(b"\n", 1)[0].split()[0].decode(errors="replace")
+            resolved = self._path(name)
+            if not resolved.is_file():  # a host interpreter (tests' `#!/bin/sh` scripts)
+                resolved = Path(name)
+            if not resolved.is_file():
+                raise _ExecFormat(f"bad interpreter: {name}: No such file or directory")
+            with open(resolved, "rb") as handle:
+                head = handle.read(64)
+            # the sandbox's interpreter links to a host one: run the link's target as named (a
+            # virtual environment's python finds its packages only when started by that name)
+            interpreter = [os.readlink(resolved) if resolved.is_symlink() else str(resolved)]
+        if head[:4] == b"\x7fELF" and head[4] == 2 and self.userspace_bits == 32:
+            raise _ExecFormat("not executable: 64-bit ELF file")
+        return interpreter
+
+
+class _ExecFormat(Exception):
+    """The file cannot be executed on this device (the message is the shell's)."""
 
 
 _COMMANDS: dict[str, Callable[..., int]] = {

@@ -47,6 +47,8 @@ from android_harness import (
 )
 from android_harness.clocks import ClockLock, ClockLockError, ClockStatus, restore_pending
 from android_harness.device_state import clusters_of
+from android_harness.doctor import Check
+from android_harness.preflight import SPACE_MARGIN, check_abi, check_run, check_space
 from android_harness.device_state import core_mask as mask_of_cpus
 from android_harness.runners import RUNNERS
 from profiler.runtimes.base import Runtime
@@ -208,14 +210,38 @@ class AdbTarget:
         remote = self._remote.get(Path(model_file))
         if remote is None:
             raise TargetError(f"{model_file} was not passed to prepare(); call prepare() first")
-        options = RunOptions(threads=spec.threads, warmup=spec.warmup, runs=spec.runs,
-                             core_mask=spec.core_mask or self._core_mask,
-                             timeout_s=spec.timeout_s, xnnpack=self._xnnpack, profile=profile)
+        options = self._options(spec, profile)
         try:
             return self._call(lambda: measure_detailed(self._device, runner, self._work.remote(runner),
                                                        remote, options, label=Path(model_file).stem))
         except RunnerFailed as exc:
             raise RunnerError(str(exc)) from exc
+
+    def preflight(self, runtime: Runtime, model_file: Path, spec: RunSpec, need_bytes: int) -> list[Check]:
+        """The checks before a job exports anything (`android_harness.preflight`), in order, up to
+        the first that fails: the runner's ABI against the phone's, free space for the runner and
+        `need_bytes` of models, then `prepare` (battery, runner push) and one invocation on
+        `model_file` with `spec`'s flags, its output parsed."""
+        runner = self._runner_of(runtime)
+        local = self._runners.get(runner)
+        checks = [self._call(lambda: check_abi(self._device, self._work, runner, local=local))]
+        if not checks[-1].ok:
+            return checks
+        runner_bytes = local.stat().st_size if local is not None else 0
+        need = int((need_bytes + runner_bytes) * SPACE_MARGIN)
+        checks.append(self._call(lambda: check_space(self._device, self._work, need)))
+        if not checks[-1].ok:
+            return checks
+        try:
+            self.prepare(runtime, [Path(model_file)])
+        except TargetError as exc:
+            checks.append(Check("setup", False, str(exc).partition(": ")[2] or str(exc),
+                                "see the message; `python -m android_harness doctor --device SERIAL` checks more"))
+            return checks
+        remote = self._remote[Path(model_file)]
+        checks.append(self._call(lambda: check_run(self._device, runner, self._work.remote(runner), remote,
+                                                   self._options(spec, False))))
+        return checks
 
     def close(self) -> None:
         try:
@@ -244,6 +270,12 @@ class AdbTarget:
                 except ClockLockError as exc:
                     raise TargetError(f"{exc}; root the phone, or pass --lock-clocks auto|off") from exc
         return self._clocks
+
+    def _options(self, spec: RunSpec, profile: bool) -> RunOptions:
+        """The runner options of `spec`: one place, so the preflight runs with the job's flags."""
+        return RunOptions(threads=spec.threads, warmup=spec.warmup, runs=spec.runs,
+                          core_mask=spec.core_mask or self._core_mask, timeout_s=spec.timeout_s,
+                          xnnpack=self._xnnpack, profile=profile)
 
     def _runner_of(self, runtime: Runtime) -> str:
         if runtime.runner is None:
