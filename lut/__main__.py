@@ -28,7 +28,8 @@ import pandas as pd
 
 from .store import LutError, list_luts, load_lut
 
-_LIST_COLUMNS = ["device", "space", "runtime", "version", "provenance", "created", "ops", "failed", "validated"]
+_LIST_COLUMNS = ["device", "space", "runtime", "version", "status", "provenance", "created", "ops", "failed",
+                 "validated"]
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -39,7 +40,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no LUTs under {args.root}")
         return 0
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(rows).astype({"version": object, "ops": object, "failed": object})
+    df["version"] = df["version"].map(lambda v: "-" if v is None or v != v else int(v))  # a job: no version
     cols = _LIST_COLUMNS + (["error"] if (df["error"] != "").any() else [])
     with pd.option_context("display.width", 200, "display.max_colwidth", 80):
         print(df[cols].to_string(index=False))

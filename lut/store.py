@@ -36,6 +36,8 @@ from .schema import SAMPLE_COLUMNS, TABLE_COLUMNS, SchemaError, check_meta, chec
 
 __all__ = [
     "SCHEMA_VERSION",
+    "INCOMPLETE_DIR",
+    "INCOMPLETE_FILE",
     "PROVENANCES",
     "TOOL_VERSION",
     "LutError",
@@ -52,6 +54,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+# A measurement job's work dir beside the versions: a job in progress, interrupted, or (with
+# INCOMPLETE_FILE in it) finished with failed ops and not published. It is never a version.
+INCOMPLETE_DIR = ".partial"
+INCOMPLETE_FILE = "incomplete.json"
 PROVENANCES = ("measured", "loopback", "imported", "synthetic")  # where a LUT's numbers come from
 _VERSION_DIR = re.compile(r"^v(\d+)$")
 _RUNTIME_DIR = re.compile(r"^(?P<runtime>[a-z0-9_]+?)(?:-(?P<dtype>int8|fp16))?-t(?P<threads>\d+)$")
@@ -224,11 +230,35 @@ def _resolve(path_or_id: str | Path, root: str | Path) -> Path:
         versions = list_versions(p)
         if versions:
             return p / f"v{versions[-1]}"
+    for p in cands:
+        job = _incomplete_job(p)
+        if job is not None:
+            raise LutError(
+                f"no LUT version at {str(path_or_id)!r}: only a {job['status']} measurement job ({job['detail']}) "
+                f"in {p / INCOMPLETE_DIR}; run its profiler.run command again (with --retry-failed to measure "
+                "failed ops again, or --allow-failed to publish it with gaps)"
+            )
     raise LutError(
         f"no LUT at {str(path_or_id)!r} (looked for a version dir, a runtime dir with v<N> "
         f"subdirs, or an id 'device_id/space/runtime_dir[/vN]' under {str(root)!r}); "
         "`python -m lut list` shows what exists"
     )
+
+
+def _incomplete_job(runtime_dir: Path) -> dict[str, Any] | None:
+    """status ("incomplete": finished with failed ops; "interrupted": stopped or running), failed
+    count and a detail line of the job work dir under a runtime dir, or None."""
+    work = runtime_dir / INCOMPLETE_DIR
+    if not (work / "job.json").is_file():
+        return None
+    try:
+        record = json.loads((work / INCOMPLETE_FILE).read_text())
+    except FileNotFoundError:
+        return {"status": "interrupted", "failed": None, "detail": "stopped before it finished, or still running"}
+    except (OSError, json.JSONDecodeError) as e:
+        return {"status": "incomplete", "failed": None, "detail": f"{INCOMPLETE_FILE} unreadable: {e}"}
+    n = record.get("num_failed")
+    return {"status": "incomplete", "failed": n, "detail": f"{n} of {record.get('num_ops')} ops failed"}
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
@@ -431,7 +461,10 @@ def load_lut(path_or_id: str | Path, root: str | Path = "luts") -> Lut:
 
 def list_luts(root: str | Path = "luts") -> list[dict[str, Any]]:
     """One record per version dir under `root` (device, space, runtime, version, created, ops,
-    failed, path); unreadable versions appear with their error instead of stopping the listing."""
+    failed, path, status: "complete", or "gaps allowed" for one published with failed ops);
+    unreadable versions appear with their error instead of stopping the listing. A measurement job
+    that is not a version appears too (version None, status "incomplete": it finished with failed
+    ops and was not published; "interrupted": it stopped, or is running)."""
     rows: list[dict[str, Any]] = []
     root = Path(root)
     if not root.is_dir():
@@ -461,6 +494,14 @@ def list_luts(root: str | Path = "luts") -> list[dict[str, Any]]:
             row.update(provenance=None, created="", ops=None, failed=None, parent=None, validated=False,
                        error=str(e))
         row["path"] = str(vdir)
+        row["status"] = "complete" if not row.get("failed") else "gaps allowed"
         rows.append(row)
-    rows.sort(key=lambda r: (r["device"], r["space"], r["runtime"], r["version"] or 0))
+    for job_file in sorted(root.glob(f"*/*/*/{INCOMPLETE_DIR}/job.json")):
+        rdir = job_file.parent.parent
+        job = _incomplete_job(rdir) or {}
+        rows.append({"device": rdir.parent.parent.name, "space": rdir.parent.name, "runtime": rdir.name,
+                     "version": None, "provenance": None, "created": "", "ops": None, "failed": job.get("failed"),
+                     "parent": None, "validated": False, "error": "", "path": str(job_file.parent),
+                     "status": job.get("status", "interrupted")})  # fmt: skip
+    rows.sort(key=lambda r: (r["device"], r["space"], r["runtime"], r["version"] or 1 << 30))
     return rows

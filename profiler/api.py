@@ -60,10 +60,12 @@ def profile_space(
     skip_existing: bool = False,
     lock_wait_s: float = 0.0,
     cache: str = _DEFAULTS.cache,
+    allow_failed: bool = False,
 ) -> ProfileResult:
     """Measure every op of `space` on `device` with `runtime` and write a new LUT version.
 
-    Resumes an interrupted job with the same settings (see `profiler.protocol`)."""
+    Resumes an interrupted job with the same settings (see `profiler.protocol`). Ops that fail
+    leave the job incomplete (IncompleteJobError, no version) unless `allow_failed`."""
     rt = get_runtime(runtime, dtype, layout)
     config = ProtocolConfig(rounds=rounds, warmup=warmup, runs=runs, seed=seed, cache=cache)
     target = get_target(device, target_options)
@@ -72,7 +74,7 @@ def profile_space(
             target, rt, space, out=out, threads=threads, core_mask=core_mask, config=config,
             ops_limit=ops_limit, cache_root=cache_root, export_workers=export_workers,
             retry_failed=retry_failed, fresh=fresh, progress=progress, skip_existing=skip_existing,
-            lock_wait_s=lock_wait_s,
+            lock_wait_s=lock_wait_s, allow_failed=allow_failed,
         )  # fmt: skip
     finally:
         target.close()

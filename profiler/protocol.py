@@ -12,7 +12,10 @@
        Each op-round runs `warmup` untimed and `runs` timed invocations; its samples are appended
        to the job's work dir and fsynced before the next op starts.
     4. the table is derived from the samples (`lut.stats`), and `lut.store.write_lut` writes the
-       next LUT version; the work dir is removed.
+       next LUT version; the work dir is removed. A job with failed ops (export or run) writes
+       no version unless `allow_failed`: it keeps its work dir as incomplete (`incomplete.json`
+       names the failed ops; `lut list` shows it) and raises IncompleteJobError with the count;
+       re-running with `retry_failed` measures only the failed ops and completes it.
 
 Work dir: `<out>/<device_id>/<space>/<runtime_dir>/.partial/` with job.json (the settings; a
 re-run must match them), samples.csv (op_key, round, sample, latency_us), rounds.jsonl (state per
@@ -41,7 +44,16 @@ from tqdm import tqdm
 from lut.files import append_durable, atomic_write
 from lut.schema import EXTRA_COLUMNS, TABLE_COLUMNS
 from lut.stats import STAT_COLUMNS, summarize
-from lut.store import LutError, list_versions, load_lut, provenance_of, runtime_dir_name, write_lut
+from lut.store import (
+    INCOMPLETE_DIR,
+    INCOMPLETE_FILE,
+    LutError,
+    list_versions,
+    load_lut,
+    provenance_of,
+    runtime_dir_name,
+    write_lut,
+)
 from profiler.export import ExportCache, ExportItem
 from profiler.preflight import PreflightError, PreflightReport, models_bytes, run_preflight
 from profiler.runtimes import Runtime
@@ -50,13 +62,13 @@ from profiler.targets.lock import device_lock
 from search.space import Op, get_space, overhead_op
 
 __all__ = [
-    "ProtocolConfig", "ProfileResult", "JobError", "PROTOCOL_CACHE_STATES", "plan_ops", "streamed_ops",
+    "ProtocolConfig", "ProfileResult", "JobError", "IncompleteJobError", "PROTOCOL_CACHE_STATES", "plan_ops", "streamed_ops",
     "op_cache_states", "run_rounds", "profile_ops", "plan_job", "preflight_job", "JobPlan", "PreflightError",
 ]
 
 log = logging.getLogger(__name__)
 
-PARTIAL_DIR = ".partial"
+PARTIAL_DIR = INCOMPLETE_DIR  # the work dir of a job in progress, interrupted or incomplete
 PROTOCOL_CACHE_STATES = (*CACHE_STATES, "mixed")  # "mixed": a state per op (see `streamed_ops`)
 
 
@@ -109,6 +121,16 @@ class ProfileResult:
 
 class JobError(ValueError):
     """A measurement job cannot start as asked; the message says what to do."""
+
+
+class IncompleteJobError(JobError):
+    """Ops failed and gaps were not allowed: no LUT version was written, the job's work dir is
+    kept (incomplete), and `--retry-failed` or `--allow-failed` finishes it."""
+
+    def __init__(self, message: str, *, num_failed: int, work_dir: Path) -> None:
+        super().__init__(message)
+        self.num_failed = num_failed
+        self.work_dir = work_dir
 
 
 # What the overhead ops are (`search.space.modules.Overhead`, per `RuntimeInfo.overhead`); part of
@@ -484,6 +506,7 @@ def profile_ops(
     progress: bool = True,
     skip_existing: bool = False,
     lock_wait_s: float = 0.0,
+    allow_failed: bool = False,
 ) -> ProfileResult:
     """Build (or resume) the LUT of `space_name` on `target` with `runtime`; see module doc.
 
@@ -493,7 +516,7 @@ def profile_ops(
     raises DeviceBusyError."""
     kwargs = dict(out=out, threads=threads, core_mask=core_mask, config=config, ops_limit=ops_limit,
                   cache_root=cache_root, export_workers=export_workers, retry_failed=retry_failed,
-                  fresh=fresh, progress=progress, skip_existing=skip_existing)  # fmt: skip
+                  fresh=fresh, progress=progress, skip_existing=skip_existing, allow_failed=allow_failed)  # fmt: skip
     with device_lock(target.name, wait_s=lock_wait_s, what=f"profile {space_name} with {runtime.name}"):
         return _profile_ops(target, runtime, space_name, **kwargs)
 
@@ -514,6 +537,7 @@ def _profile_ops(
     fresh: bool,
     progress: bool,
     skip_existing: bool,
+    allow_failed: bool,
 ) -> ProfileResult:
     t0 = time.perf_counter()
     plan = plan_job(target, runtime, space_name, config, threads=threads, core_mask=core_mask, ops_limit=ops_limit)
@@ -549,6 +573,7 @@ def _profile_ops(
         log.info("%s: preflight passed (%s; %.1f s)", target.name, ", ".join(c.name for c in check.checks),
                  check.elapsed_s)  # fmt: skip
     work = _WorkDir(Path(out) / device_id / space.name / rdir / PARTIAL_DIR, job, fresh=fresh)
+    (work.path / INCOMPLETE_FILE).unlink(missing_ok=True)  # running again: no longer a finished incomplete job
     skipped = len(work.samples)
     if skipped:
         complete = sum(all((op.key, r) in work.samples for r in range(config.rounds)) for op in timed)
@@ -577,6 +602,8 @@ def _profile_ops(
     )  # fmt: skip
     failures.update({k: f"run: {work.last_error(k)}" for k in sorted(given_up)})
 
+    if failures and not allow_failed:
+        raise _incomplete(work, failures, len(timed), target.name)
     table, samples = _assemble(timed, identity, work, failures, config.rounds)
     ovh = table.loc[table["op_key"] == net_overhead.key, ["status", "median_us"]]
     meta = {
@@ -628,6 +655,21 @@ def _profile_ops(
         lut_dir=lut_dir, num_ops=n_space_ops, num_failed=len(failures),
         elapsed_s=time.perf_counter() - t0, skipped=skipped, exported=report.exported,
         device_id=device_id,
+    )  # fmt: skip
+
+
+def _incomplete(work: _WorkDir, failures: dict[str, str], num_ops: int, device: str) -> IncompleteJobError:
+    """Keep the job as incomplete (its work dir, with `incomplete.json` saying why) and say so."""
+    record = {"num_failed": len(failures), "num_ops": num_ops, "failed_ops": dict(sorted(failures.items())),
+              "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
+    atomic_write(work.path / INCOMPLETE_FILE, json.dumps(record, indent=2, sort_keys=True))
+    shown = "; ".join(f"{k}: {m.splitlines()[0][:160]}" for k, m in list(record["failed_ops"].items())[:3])
+    return IncompleteJobError(
+        f"{len(failures)} of {num_ops} ops failed on {device} ({shown}{' ...' if len(failures) > 3 else ''}). "
+        f"No LUT version was written: the job is kept as incomplete in {work.path} (`python -m lut list` shows "
+        "it). Re-run the same command with --retry-failed to measure the failed ops again (finished ops are "
+        "not measured again), or with --allow-failed to publish a LUT without them.",
+        num_failed=len(failures), work_dir=work.path,
     )  # fmt: skip
 
 

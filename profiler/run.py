@@ -14,7 +14,9 @@ LUT each. With `--json`, one JSON object per device is printed, one per line, in
 devices were given; the last line is the last device's object. An op-job object has at least
 `lut_dir`, `num_ops`, `num_failed`, `elapsed_s`; an `--arch` object has `archs` (name → stats and
 raw `samples_us`) and `elapsed_s`. A device that fails prints `{"device": ..., "error": ...}` and
-the exit status is 1.
+the exit status is 1. A job whose ops failed is such a failure (with `num_failed` and the
+`incomplete` job's dir): it writes no LUT version; `--retry-failed` completes it, and
+`--allow-failed` publishes it with the failed ops marked.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 
 from profiler.api import measure_archs_detailed, preflight_space, profile_space
 from profiler.export import quiet_exporter_noise
-from profiler.protocol import PROTOCOL_CACHE_STATES, ProtocolConfig
+from profiler.protocol import PROTOCOL_CACHE_STATES, IncompleteJobError, ProtocolConfig
 from profiler.runtimes import LAYOUTS, RUNTIMES, list_runtimes
 from search.space import load_arch
 
@@ -79,7 +81,11 @@ def build_parser(adb=None) -> argparse.ArgumentParser:
     p.add_argument("--ops-limit", type=int, help="profile only the first N ops of the space")
     p.add_argument("--cache-dir", help="export cache root (default $HWNAS_CACHE or .cache/exports)")
     p.add_argument("--export-workers", type=int, help="export processes (default: min(cores, 4) for large jobs)")
-    p.add_argument("--retry-failed", action="store_true", help="retry exports that failed before")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="measure again the ops that failed (export or run) in the incomplete job and complete it")
+    p.add_argument("--allow-failed", action="store_true",
+                   help="publish a LUT even when ops failed (their rows are marked failed); without it a job "
+                        "with failed ops writes no version, stays incomplete and exits 1 with the count")
     p.add_argument("--fresh", action="store_true", help="discard an interrupted job instead of resuming it")
     p.add_argument("--skip-existing", action="store_true",
                    help="do nothing when the latest LUT version was measured with the same space, exporters, "
@@ -124,7 +130,8 @@ def _run_device(device: str, args: argparse.Namespace, adb) -> dict[str, Any]:
     result = profile_space(
         args.space, args.runtime, device, out=args.out, ops_limit=args.ops_limit,
         progress=not args.no_progress, export_workers=args.export_workers, cache=args.cache,
-        retry_failed=args.retry_failed, fresh=args.fresh, skip_existing=args.skip_existing, **common,
+        retry_failed=args.retry_failed, fresh=args.fresh, skip_existing=args.skip_existing,
+        allow_failed=args.allow_failed, **common,
     )  # fmt: skip
     return {"device": device, "runtime": args.runtime, **result.to_dict()}
 
@@ -176,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     def run_one(device: str) -> dict[str, Any]:
         try:
             return _run_device(device, args, adb)
+        except IncompleteJobError as e:  # ops failed: the count, and the kept job's place
+            log.error("%s: %s", device, e)
+            return {"device": device, "error": f"{type(e).__name__}: {e}", "num_failed": e.num_failed,
+                    "incomplete": str(e.work_dir)}  # fmt: skip
         except (ValueError, RuntimeError, OSError) as e:  # the message is the report
             log.error("%s: %s", device, e)
             return {"device": device, "error": f"{type(e).__name__}: {e}"}

@@ -9,6 +9,7 @@ import pytest
 
 from lut import load_lut
 from profiler.api import profile_space
+from profiler.protocol import IncompleteJobError
 from profiler.targets.base import DeviceLostError
 from search.space import Arch, arch_ops
 
@@ -85,13 +86,20 @@ def test_disconnect_mid_job_then_resume_keeps_every_sample(loopback, cache, tmp_
 
 def test_runner_crash_marks_one_op_failed(loopback, cache, tmp_path):
     server, daemon = loopback
+    kw = dict(device=daemon.serial, ops_limit=3, out=tmp_path, cache_root=cache, target_options=_options(server),
+              **_FAST)  # fmt: skip
     daemon.set_faults(crash_on="k3_e1-i16")  # not the preflight's k3_e1-i8x8x8 model
     try:
-        result = profile_space("fbnet", "tflite", device=daemon.serial, ops_limit=3,
-                               out=tmp_path, cache_root=cache, target_options=_options(server),
-                               **_FAST)
+        with pytest.raises(IncompleteJobError, match=r"1 of \d+ ops failed") as info:
+            profile_space("fbnet", "tflite", **kw)
+        assert not list(tmp_path.rglob("meta.json"))  # no LUT from a job with a failed op ...
+        commands = len(daemon.commands)
+        result = profile_space("fbnet", "tflite", allow_failed=True, **kw)  # ... unless gaps are allowed
     finally:
         daemon.set_faults(crash_on=None)
+    assert info.value.num_failed == result.num_failed and result.skipped > 0
+    runs = [c for c in daemon.commands[commands:] if "--graph=" in c]
+    assert runs and not any("k3_e1-i16" in c for c in runs)  # the failed op was not run again
     lut = load_lut(result.lut_dir)
     failed = lut.table[lut.table["status"] == "failed"]
     assert result.num_failed == len(failed) >= 1

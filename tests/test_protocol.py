@@ -10,7 +10,8 @@ import pytest
 from lut import load_lut
 from profiler.api import measure_archs
 from profiler.export import ExportCache
-from profiler.protocol import JobError, ProtocolConfig, op_cache_states, plan_ops, profile_ops, streamed_ops
+from lut import LutError, list_luts, list_versions
+from profiler.protocol import IncompleteJobError, JobError, ProtocolConfig, op_cache_states, plan_ops, profile_ops, streamed_ops
 from profiler.runtimes import get_runtime
 from profiler.targets import RunSpec, get_target
 from profiler.targets.base import RunnerError
@@ -120,16 +121,44 @@ def test_failed_export_is_recorded_and_the_job_goes_on(tmp_path: Path, cache: Pa
     ec = ExportCache(rt, cache)
     ec.path(victim).unlink()  # as if its export had failed: the marker is what a failure leaves
     (ec.dir / f"{victim}.failed.txt").write_text("ExportError: unsupported operator foo")
-    res = profile_ops(HostTarget(), rt, SPACE, **kw)
+    # a job with a failed op publishes nothing: it stays incomplete, and says how many failed
+    with pytest.raises(IncompleteJobError, match="1 of .* ops failed .*--retry-failed.*--allow-failed") as info:
+        profile_ops(HostTarget(), rt, SPACE, **kw)
+    assert info.value.num_failed == 1 and list_versions(ok.lut_dir.parent) == [1]
+    assert load_lut(ok.lut_dir.parent).path == ok.lut_dir  # what others read by default is unchanged
+    job = [r for r in list_luts(tmp_path) if r["version"] is None]
+    assert [(r["status"], r["failed"]) for r in job] == [("incomplete", 1)]
+    # --allow-failed publishes it with the gap marked, without measuring anything again
+    res = profile_ops(HostTarget(), rt, SPACE, allow_failed=True, **kw)
     lut = load_lut(res.lut_dir)
-    assert res.num_failed == 1 and res.exported == 0  # not retried without retry_failed
+    assert res.num_failed == 1 and res.exported == 0 and res.skipped > 0  # not retried without retry_failed
     assert lut.table.loc[victim, "status"] == "failed"
     assert "unsupported operator foo" in lut.table.loc[victim, "error"]
     assert victim in lut.meta["failed_ops"]
     assert lut.meta["parent"] == int(ok.lut_dir.name[1:])
     assert (lut.table.drop(index=victim)["status"] == "ok").all()
+    assert [r["status"] for r in list_luts(tmp_path)] == ["complete", "gaps allowed"]
     res = profile_ops(HostTarget(), rt, SPACE, retry_failed=True, **kw)
     assert res.num_failed == 0 and res.exported == 1
+
+
+@pytest.mark.slow
+def test_retry_failed_completes_an_incomplete_job(tmp_path: Path, cache: Path) -> None:
+    rt = get_runtime("onnxruntime")
+    kw = dict(out=tmp_path, config=CONFIG, ops_limit=OPS_LIMIT, cache_root=cache, progress=False)
+    victim = sorted(op.key for op in plan_ops(SPACE, OPS_LIMIT)[0])[1]
+    broken = FlakyHost(victim, faults=99)
+    with pytest.raises(IncompleteJobError) as info:
+        profile_ops(broken, rt, SPACE, **kw)
+    assert info.value.num_failed == 1 and info.value.work_dir.is_dir()
+    runtime_dir = info.value.work_dir.parent
+    with pytest.raises(LutError, match="incomplete measurement job .*1 of .* ops failed"):
+        load_lut(runtime_dir)  # nothing to pick by default
+    fixed = FlakyHost(victim, faults=0)
+    res = profile_ops(fixed, rt, SPACE, retry_failed=True, **kw)
+    assert res.num_failed == 0 and set(fixed.calls) == {victim}  # only the failed op was measured again
+    assert res.lut_dir.name == "v1" and not info.value.work_dir.exists()
+    assert (load_lut(runtime_dir).table["status"] == "ok").all()
 
 
 @pytest.mark.slow
@@ -206,7 +235,7 @@ def test_a_runner_fault_costs_one_op_round(tmp_path: Path, cache: Path) -> None:
     assert flaky.calls.count(victim) == CONFIG.rounds + 1
     # an op that faults every time is given up after retries + 1 faults, and named
     broken = FlakyHost(victim, faults=99)
-    res = profile_ops(broken, rt, SPACE, **kw)
+    res = profile_ops(broken, rt, SPACE, allow_failed=True, **kw)
     lut = load_lut(res.lut_dir)
     assert res.num_failed == 1 and lut.table.loc[victim, "status"] == "failed"
     assert broken.calls.count(victim) == CONFIG.retries + 1
@@ -309,7 +338,7 @@ def test_mixed_cache_times_the_classifier_cold_and_the_rest_warm(
     # the per-op states are part of the job: the same rule reuses the LUT, another one measures again
     assert profile_ops(FailingHost(), get_runtime("onnxruntime"), tiny_space, **kw).reused
     monkeypatch.setattr("profiler.protocol.STREAMED_REUSE", 0)
-    again = profile_ops(FailingHost(), get_runtime("onnxruntime"), tiny_space, **kw)
+    again = profile_ops(FailingHost(), get_runtime("onnxruntime"), tiny_space, allow_failed=True, **kw)
     assert not again.reused and again.lut_dir.name == "v2" and again.num_failed >= again.num_ops
     assert load_lut(again.lut_dir).meta["protocol"]["op_cache"] == {}
 
