@@ -18,10 +18,10 @@ Root is `su -c LINE` (Magisk, SuperSU) or `su 0 sh -c LINE` (AOSP userdebug buil
 answers `id` with uid 0. Without root nothing is written and the status says why.
 
 Restoring: before the first write, each policy's governor, min, max and set speed are saved to
-`<state_dir>/<serial>.json` (an atomic write). `restore()` writes them back (the min is lowered
+`<state_dir>/<key>.json` (an atomic write; the key is the phone's identity, default its serial). `restore()` writes them back (the min is lowered
 first so that the max can move) and removes the file. A job that ends, fails or is interrupted
 restores in its `finally`; a disconnect cannot, so the file stays and `restore_pending` restores
-at the next connection to that serial (AdbTarget does so when it connects), with a log line.
+at the next connection to that phone (AdbTarget does so under the phone's lock), with a log line.
 """
 
 from __future__ import annotations
@@ -111,9 +111,11 @@ def _restore_commands(policies: dict[str, dict[str, Any]]) -> list[str]:
     return commands
 
 
-def restore_pending(device: Device, state_dir: Path | None = None) -> bool:
-    """Restore what an interrupted job left locked on this device; True when it did."""
-    path = _state_file(state_dir or default_state_dir(), device.serial)
+def restore_pending(device: Device, state_dir: Path | None = None, *, key: str | None = None) -> bool:
+    """Restore what an interrupted job left locked on this device; True when it did. `key` names
+    the phone's state file (its identity, default the serial). Call it only while holding the
+    phone's lock: a running job's locked clocks are not pending."""
+    path = _state_file(state_dir or default_state_dir(), key or device.serial)
     if not path.is_file():
         return False
     state = json.loads(path.read_text())
@@ -134,11 +136,13 @@ class ClockLock:
     """Locks the policies of `cpus` at one frequency each; see the module docstring."""
 
     def __init__(self, device: Device, cpus: tuple[int, ...], *, state_dir: Path | None = None,
-                 freq_khz: int | None = None) -> None:
+                 freq_khz: int | None = None, key: str | None = None) -> None:
         self.device = device
         self.cpus = tuple(cpus)
         self.freq_khz = freq_khz  # None: each policy's highest available frequency
-        self.state_file = _state_file(state_dir or default_state_dir(), device.serial)
+        # the state file is named by the phone's identity (`key`), so the phone reached by another
+        # serial (USB, or ip:port) finds what a disconnect left locked
+        self.state_file = _state_file(state_dir or default_state_dir(), key or device.serial)
         self.status = ClockStatus(False, reason="not requested")
         self._prefix: str | None = None
         self._saved: dict[str, dict[str, Any]] = {}

@@ -25,7 +25,7 @@ from profiler.targets import RunSpec, get_target
 from lut.stats import summarize
 from profiler.layers import LayerAlignmentError, operators_of, split_layers
 from profiler.targets.base import RunnerError, TargetError
-from profiler.targets.lock import device_lock
+from profiler.targets.lock import target_lock
 from search.space import Arch, Op, arch_ops
 
 __all__ = ["profile_space", "preflight_space", "measure_archs", "measure_archs_detailed", "ArchMeasurement", "ProfileResult",
@@ -68,7 +68,7 @@ def profile_space(
     leave the job incomplete (IncompleteJobError, no version) unless `allow_failed`."""
     rt = get_runtime(runtime, dtype, layout)
     config = ProtocolConfig(rounds=rounds, warmup=warmup, runs=runs, seed=seed, cache=cache)
-    target = get_target(device, target_options)
+    target = get_target(device, target_options, lock_wait_s=lock_wait_s, what=f"profile {space} with {runtime}")
     try:
         return profile_ops(
             target, rt, space, out=out, threads=threads, core_mask=core_mask, config=config,
@@ -102,7 +102,7 @@ def preflight_space(
     """The checks `profile_space` with the same arguments runs before it exports anything."""
     rt = get_runtime(runtime, dtype, layout)
     config = ProtocolConfig(rounds=rounds, warmup=warmup, runs=runs, seed=seed, cache=cache)
-    target = get_target(device, target_options)
+    target = get_target(device, target_options, lock_wait_s=lock_wait_s, what=f"preflight {runtime}")
     try:
         return preflight_job(target, rt, space, threads=threads, core_mask=core_mask, config=config,
                              ops_limit=ops_limit, cache_root=cache_root, lock_wait_s=lock_wait_s)  # fmt: skip
@@ -191,7 +191,7 @@ def measure_archs_detailed(
         raise TargetError(f"could not export for {runtime}: {failed}")
     config = ProtocolConfig(rounds=rounds, warmup=warmup, runs=runs, seed=seed)
     spec = RunSpec(threads=threads, warmup=warmup, runs=runs, core_mask=core_mask)
-    target = get_target(device, target_options)
+    target = get_target(device, target_options, lock_wait_s=lock_wait_s, what=f"time {len(items)} arch(s) with {runtime}")
     timed = [*items, *timed_ops]
     out: dict[str, ArchMeasurement] = {k: ArchMeasurement() for k in timed}
     extras: dict[str, list[dict[str, float]]] = {k: [] for k in timed}
@@ -203,7 +203,7 @@ def measure_archs_detailed(
         out[key].samples_us.extend(s)
         extras[key].append(extra)
 
-    with device_lock(target.name, wait_s=lock_wait_s, what=f"time {len(items)} arch(s) with {runtime}"):
+    with target_lock(target, wait_s=lock_wait_s, what=f"time {len(items)} arch(s) with {runtime}"):
         try:
             target.prepare(rt, list(report.paths.values()) + (list(layer_files.paths.values()) if layer_files else []))
             given_up = run_rounds(

@@ -70,7 +70,8 @@ from profiler.runtimes import RUNTIMES, ExportError, get_runtime, runtime_info
 from profiler.runtimes.base import LAYOUTS
 from profiler.targets import RunSpec, TargetError, get_target
 from profiler.targets.adb import add_adb_arguments, adb_options
-from profiler.targets.lock import device_lock
+from profiler.targets.host import HostTarget
+from profiler.targets.lock import lock_key_of, target_lock
 from search.space import Arch, ArchError, build_model, get_space, load_arch
 
 __all__ = ["DeployError", "resolve_runtime", "load_trained", "export_trained", "measure_model",
@@ -229,8 +230,8 @@ def measure_model(
         samples.extend(s)
         extras.append(extra)
 
-    target = get_target(device, target_options)
-    with device_lock(target.name, wait_s=lock_wait_s, what=f"time {path.name} with {runtime}"):
+    target = get_target(device, target_options, lock_wait_s=lock_wait_s, what=f"time {path.name} with {runtime}")
+    with target_lock(target, wait_s=lock_wait_s, what=f"time {path.name} with {runtime}"):
         try:
             device_id = target.fingerprint()["device_id"]
             target.prepare(rt, [path])
@@ -277,12 +278,8 @@ def check(runtimes: Sequence[str], dtype: str = "fp32", device: str | None = Non
             raise DeployError(f"runtime {rt} has no phone runner; measure it on host, or export executorch/tflite")
         rows.append({"runtime": rt, "dtype": dtype, "suffix": info.suffix, "runner": info.runner})
     out: dict[str, Any] = {"runtimes": rows, "device": device, "device_id": None}
-    if device is not None:
-        target = get_target(device, target_options)
-        try:
-            out["device_id"] = target.fingerprint()["device_id"]
-        finally:
-            target.close()
+    if device is not None:  # it answers: its identity, read without touching it (another job may hold it)
+        out["device_id"] = HostTarget().fingerprint()["device_id"] if device == "host" else lock_key_of(device, target_options)
     return out
 
 

@@ -58,7 +58,7 @@ from profiler.export import ExportCache, ExportItem
 from profiler.preflight import PreflightError, PreflightReport, models_bytes, run_preflight
 from profiler.runtimes import Runtime
 from profiler.targets.base import CACHE_STATES, MEMORY_SEMANTICS, RunnerError, RunSpec, Target, load_extras
-from profiler.targets.lock import device_lock
+from profiler.targets.lock import target_lock
 from search.space import Op, get_space, overhead_op
 
 __all__ = [
@@ -483,7 +483,7 @@ def preflight_job(
 ) -> PreflightReport:  # fmt: skip
     """The preflight a job with these settings runs (under the device's lock), alone."""
     plan = plan_job(target, runtime, space_name, config, threads=threads, core_mask=core_mask, ops_limit=ops_limit)
-    with device_lock(target.name, wait_s=lock_wait_s, what=f"preflight {runtime.name}"):
+    with target_lock(target, wait_s=lock_wait_s, what=f"preflight {runtime.name}"):
         target.fingerprint()  # as the job does first: connects, locks the clocks
         return run_preflight(target, runtime, plan.spec, need_bytes=plan.models_bytes(runtime.dtype),
                              cache_root=cache_root)  # fmt: skip
@@ -517,7 +517,7 @@ def profile_ops(
     kwargs = dict(out=out, threads=threads, core_mask=core_mask, config=config, ops_limit=ops_limit,
                   cache_root=cache_root, export_workers=export_workers, retry_failed=retry_failed,
                   fresh=fresh, progress=progress, skip_existing=skip_existing, allow_failed=allow_failed)  # fmt: skip
-    with device_lock(target.name, wait_s=lock_wait_s, what=f"profile {space_name} with {runtime.name}"):
+    with target_lock(target, wait_s=lock_wait_s, what=f"profile {space_name} with {runtime.name}"):
         return _profile_ops(target, runtime, space_name, **kwargs)
 
 

@@ -33,7 +33,7 @@ from profiler.api import measure_archs, measure_archs_detailed
 from profiler.protocol import OVERHEAD_OPS
 from profiler.run import adb_module
 from profiler.runtimes import RUNTIMES, runtime_info
-from profiler.targets.lock import device_lock
+from profiler.targets.lock import device_lock, lock_key_of
 from search.space import Arch, Op, arch_ops, get_space, named_archs_for, overhead_op, parse_op_key
 
 __all__ = ["ValidationConfig", "ALL_OPS", "validate_lut", "main"]
@@ -97,7 +97,8 @@ def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dic
     op_cache = proto.get("cache", "warm")  # LUTs before the cache option timed ops warm
     if op_cache == "mixed":  # a state per op: the ones not timed warm are listed
         op_cache = proto.get("op_cache") or {}
-    with device_lock(kwargs["device"], wait_s=config.lock_wait_s, what=f"validate {lut.id}"):
+    lock = lock_key_of(kwargs["device"], config.target_options)  # the phone's identity: one lock per phone
+    with device_lock(lock, wait_s=config.lock_wait_s, what=f"validate {lut.id}"):
         halves = [
             measure_archs(archs, rt["name"], rounds=half, seed=config.seed + i, ops=drift_ops, op_cache=op_cache,
                           op_copies=proto.get("copies") or {}, **kwargs)

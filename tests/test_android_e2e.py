@@ -66,8 +66,8 @@ def test_disconnect_mid_job_then_resume_keeps_every_sample(loopback, cache, tmp_
     server, daemon = loopback
     kw = dict(device=daemon.serial, ops_limit=4, out=tmp_path, cache_root=cache,
               target_options=_options(server), **{**_FAST, "rounds": 2})
-    # enough commands for setup and part of the ops, then the cable is "pulled"
-    daemon.set_faults(drop_after_commands=len(daemon.commands) + 28)  # into round 2 of 2
+    # enough commands for setup, the preflight and part of the ops, then the cable is "pulled"
+    daemon.set_faults(drop_after_commands=len(daemon.commands) + 38)  # into round 2 of 2
     with pytest.raises(DeviceLostError, match="reconnect it and run the same command again"):
         profile_space("fbnet", "tflite", **kw)
     partial = next(tmp_path.rglob(".partial"))

@@ -369,6 +369,10 @@ class LoopbackDaemon:
         )
 
     # ---- identity and services ---------------------------------------------------------------
+    def props(self) -> dict[str, str]:
+        """The property set: the config's, with a hardware serial of this device's own."""
+        return {"ro.serialno": f"LOOPBACK{self._port}", **self.config.props}
+
     def banner(self) -> bytes:
         props = self.config.props
         fields = ";".join(
@@ -417,7 +421,7 @@ class LoopbackDaemon:
             env["LOOPBACK_HANG_ON"] = self.faults.hang_on
         if self.faults.runner_fault:
             env["LOOPBACK_RUNNER_FAULT"] = self.faults.runner_fault
-        shell = Shell(self.sandbox, props=self.faults.props(self.config.props), env=env, cpu_count=ncpu,
+        shell = Shell(self.sandbox, props=self.faults.props(self.props()), env=env, cpu_count=ncpu,
                       rooted=self.knobs.rooted, disk_full=self.faults.disk_full,
                       userspace_bits=32 if self.faults.userspace_32bit else 64)
         result = shell.run(command)

@@ -81,7 +81,6 @@ def _default_props() -> dict[str, str]:
         "ro.build.version.release": "14",
         "ro.build.version.sdk": "34",
         "ro.build.fingerprint": "hwnas/loopback/loopback:14/LOOPBACK/1:userdebug/test-keys",
-        "ro.serialno": "LOOPBACK0001",
     }
 
 
@@ -89,7 +88,9 @@ def _default_props() -> dict[str, str]:
 class LoopbackConfig:
     """The device the loopback daemon pretends to be (all of it is data)."""
 
-    props: dict[str, str] = field(default_factory=_default_props)  # answered by `getprop`
+    # answered by `getprop`; without `ro.serialno` the daemon answers LOOPBACK<port>: each loopback
+    # device is its own phone (its own device id and lock), the same one under any serial
+    props: dict[str, str] = field(default_factory=_default_props)
     clusters: tuple[Cluster, ...] = (  # a big.LITTLE layout, so core-mask logic is exercised
         Cluster((0, 1, 2, 3), 1900800),
         Cluster((4, 5, 6, 7), 2457600),

@@ -8,11 +8,17 @@
     m.samples_us, m.extra["init_us"], m.ops, m.etdump     # see android_harness.execute.Measurement
     target.close()                          # restores the clocks, removes the pushed models
 
+The phone's lock (`profiler.targets.lock`, keyed by `lock_key`: the fingerprint's device id, so
+one phone over USB and over `ip:port` is one phone) is taken as the target connects, before
+anything is written to the phone, and released by `close()`; a second command on a busy phone
+waits `lock_wait_s`, then stops naming the holder. Everything that runs on a phone (profile,
+validate, arch timing, `profiler.deploy`, `search.train --measure`) goes through this target.
+
 Clocks (`lock_clocks`): "auto" locks the measured cores' cpufreq policies at a fixed frequency
 when the phone is rooted and goes on unlocked when it is not, "require" refuses to measure
 unlocked, "off" leaves them alone (`android_harness.clocks` says how). The lock is taken when the
 target is first used (`fingerprint()` or `prepare()`) and released by `close()`; what a
-disconnect left locked is restored when a target next connects to that serial. The fingerprint's
+disconnect left locked is restored when a target next holds that phone's lock. The fingerprint's
 `clock_lock` and every round's `clocks_locked`/`locked_freq_khz`/`governor` record the outcome.
 
 The CLI helpers `add_adb_arguments(parser)` and `adb_options(args)` give `profiler.run` its
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import logging
 import posixpath
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +53,7 @@ from android_harness import (
     wait_for_cooldown,
 )
 from android_harness.clocks import ClockLock, ClockLockError, ClockStatus, restore_pending
-from android_harness.device_state import clusters_of
+from android_harness.device_state import clusters_of, device_id
 from android_harness.doctor import Check
 from android_harness.preflight import SPACE_MARGIN, check_abi, check_run, check_space
 from android_harness.device_state import core_mask as mask_of_cpus
@@ -54,6 +61,7 @@ from android_harness.runners import RUNNERS
 from profiler.runtimes.base import Runtime
 
 from .base import DeviceLostError, RunnerError, RunSpec, TargetError
+from .lock import device_lock
 
 __all__ = ["AdbTarget", "add_adb_arguments", "adb_options", "LOCK_CLOCKS"]
 
@@ -94,6 +102,8 @@ class AdbTarget:
         lock_clocks: str = "auto",  # "auto" (lock when rooted) | "off" | "require"
         lock_freq_khz: int | None = None,  # locked frequency; None: each policy's highest
         clock_state_dir: str | None = None,  # where locks to restore live ($HWNAS_STATE_DIR/...)
+        lock_wait_s: float = 0.0,  # the phone is busy with another job: wait this long, then stop
+        lock_what: str = "",  # what this job is, for the message a second job gets
     ) -> None:
         if lock_clocks not in LOCK_CLOCKS:
             raise TargetError(f"lock_clocks must be one of {', '.join(LOCK_CLOCKS)}, got {lock_clocks!r}")
@@ -113,7 +123,19 @@ class AdbTarget:
         self._lock_mode = lock_clocks
         self._clock_state_dir = Path(clock_state_dir) if clock_state_dir else None
         self._device = self._call(lambda: Device.connect(self._server, serial))
-        self._call(lambda: restore_pending(self._device, self._clock_state_dir))
+        # the phone's lock, before anything touches it (reading its properties touches nothing)
+        self.lock_key = self._call(lambda: device_id(self._device.getprops(), serial))
+        self._held = ExitStack()
+        self._held.enter_context(device_lock(self.lock_key, wait_s=lock_wait_s, what=lock_what or f"measure on {serial}"))
+        try:
+            self._setup(work_dir, core_mask, lock_freq_khz)
+        except BaseException:
+            self._held.close()
+            raise
+
+    def _setup(self, work_dir: str, core_mask: str | None, lock_freq_khz: int | None) -> None:
+        """Everything that touches the phone: under its lock."""
+        self._call(lambda: restore_pending(self._device, self._clock_state_dir, key=self.lock_key))
         self._work = WorkDir(self._device, work_dir)
         self._clusters = clusters_of(self._call(lambda: read_cpus(self._device)))
         self._pinned = self._pinned_cpus(core_mask)
@@ -122,7 +144,7 @@ class AdbTarget:
         self._fingerprint: dict[str, Any] | None = None
         self._clock_lock = ClockLock(self._device, self._pinned or tuple(sorted(
             c for cl in self._clusters for c in cl.cpus)), state_dir=self._clock_state_dir,
-            freq_khz=lock_freq_khz)
+            freq_khz=lock_freq_khz, key=self.lock_key)
         self._clocks: ClockStatus | None = None
 
     # ---- protocol ----------------------------------------------------------------------------
@@ -244,6 +266,13 @@ class AdbTarget:
         return checks
 
     def close(self) -> None:
+        """Restore the clocks, remove the pushed models, release the phone's lock."""
+        try:
+            self._close()
+        finally:
+            self._held.close()
+
+    def _close(self) -> None:
         try:
             self._clock_lock.restore()
         except DeviceGoneError as exc:

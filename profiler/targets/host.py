@@ -81,6 +81,7 @@ class HostTarget:
     """This machine's CPU. Runs models in-process; nothing to push."""
 
     name = "host"
+    lock_key = "host"  # `profiler.targets.lock`: one lock for this machine's CPU
     cache_states = ("warm", "cold", "replicas")  # what `RunSpec.cache` may ask for (a job's default: "mixed")
 
     def __init__(self) -> None:

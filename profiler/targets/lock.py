@@ -1,4 +1,4 @@
-"""One measurement per device at a time: a lock file per device (the host, or a phone's serial).
+"""One measurement per device at a time: a lock file per device (the host, or a phone's identity).
 
 Two jobs timing ops on the same device share its cores, its caches and its thermal budget: each
 job's numbers are then neither job's. Every job that times something on a device (profiling a
@@ -9,14 +9,21 @@ run; a second job stops with the holder's pid, command and start time, or waits 
     with device_lock("host", what="profile fbnet executorch"):
         ...
 
+A phone's lock is keyed by its identity, the fingerprint's device id (`AdbTarget.lock_key`), not
+by the serial it was reached by: the same phone over USB and over `ip:port` is one phone. An
+`AdbTarget` takes it as it connects, before it writes anything to the phone (`lock_key_of` reads
+the key without a target).
+
 Locks are `fcntl.flock`s on `<lock dir>/<device>.lock` (the lock dir is `$HWNAS_LOCK_DIR`, else
 `hwnas-locks` in the system temp dir, so every user of the machine sees the same host lock); the
 kernel drops a lock when its holder exits, so a crashed job never leaves the device locked. A
-lock is re-entrant within a process (validation holds it across the measurements it makes).
+lock is re-entrant within a thread (validation holds it across the measurements it makes); two
+threads of one process (two `--device` names of one phone) exclude each other like two processes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -31,9 +38,9 @@ from typing import Iterator
 
 from .base import TargetError
 
-__all__ = ["DeviceBusyError", "device_lock", "lock_dir"]
+__all__ = ["DeviceBusyError", "device_lock", "lock_dir", "target_lock", "lock_key_of"]
 
-_HELD: dict[str, tuple[int, int]] = {}  # device → (fd, depth) held by this process
+_HELD: dict[tuple[str, int], tuple[int, int]] = {}  # (device, thread id) → (fd, depth) held
 _GUARD = threading.Lock()
 
 
@@ -65,29 +72,50 @@ def _holder(fd: int) -> str:
 def device_lock(device: str, *, wait_s: float = 0.0, what: str = "", poll_s: float = 1.0) -> Iterator[None]:
     """Hold `device`'s lock for the block. Busy: wait up to `wait_s` seconds, then raise
     DeviceBusyError naming the holder."""
+    held = (device, threading.get_ident())
     with _GUARD:
-        if device in _HELD:
-            fd, depth = _HELD[device]
-            _HELD[device] = (fd, depth + 1)
+        if held in _HELD:
+            fd, depth = _HELD[held]
+            _HELD[held] = (fd, depth + 1)
             acquired = False
         else:
             acquired = True
     if acquired:
         fd = _acquire(device, wait_s, what, poll_s)
         with _GUARD:
-            _HELD[device] = (fd, 1)
+            _HELD[held] = (fd, 1)
     try:
         yield
     finally:
         with _GUARD:
-            fd, depth = _HELD[device]
+            fd, depth = _HELD[held]
             if depth > 1:
-                _HELD[device] = (fd, depth - 1)
+                _HELD[held] = (fd, depth - 1)
             else:
-                del _HELD[device]
+                del _HELD[held]
                 os.ftruncate(fd, 0)
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 os.close(fd)
+
+
+def target_lock(target: object, *, wait_s: float = 0.0, what: str = "") -> contextlib.AbstractContextManager[None]:
+    """`device_lock` of a target: its `lock_key` (a phone's identity), else its name ("host")."""
+    return device_lock(getattr(target, "lock_key", None) or target.name, wait_s=wait_s, what=what)  # type: ignore[attr-defined]
+
+
+def lock_key_of(device: str, options: dict | None = None) -> str:
+    """The lock key of `device` ("host", or a phone's device id: its properties, read over adb)."""
+    if device == "host":
+        return "host"
+    from android_harness import AdbError, AdbServer, Device
+    from android_harness.device_state import device_id
+
+    opts = options or {}
+    try:
+        server = AdbServer.from_env(opts.get("adb_host"), opts.get("adb_port"))
+        return device_id(Device.connect(server, device).getprops(), device)
+    except AdbError as exc:  # the message names the device and what to do
+        raise TargetError(f"{device}: {exc}") from exc
 
 
 def _acquire(device: str, wait_s: float, what: str, poll_s: float) -> int:
