@@ -17,9 +17,9 @@
        names the failed ops; `lut list` shows it) and raises IncompleteJobError with the count;
        re-running with `retry_failed` measures only the failed ops and completes it.
 
-Work dir: `<out>/<device_id>/<space>/<runtime_dir>/.partial/` with job.json (the settings; a
-re-run must match them), samples.csv (op_key, round, sample, latency_us), rounds.jsonl (state per
-round) and failed.jsonl (one record per faulty op-round). A crash or Ctrl-C loses at most the
+Work dir: `<out>/<device_id>/<space>/<runtime_dir>/.partial/` with job.json (the settings record
+and the op list; a re-run must match them field for field, else it stops naming the fields),
+samples.csv (op_key, round, sample, latency_us), rounds.jsonl (state per round) and failed.jsonl (one record per faulty op-round). A crash or Ctrl-C loses at most the
 op-round in flight; re-running the same command skips every op-round already on disk. A runner
 fault costs one op-round: it is measured again after the last round, and the op is marked failed
 only after `retries + 1` faults (`--retry-failed` gives ops that failed to run a fresh chance).
@@ -64,6 +64,7 @@ from search.space import Op, get_space, overhead_op
 __all__ = [
     "ProtocolConfig", "ProfileResult", "JobError", "IncompleteJobError", "PROTOCOL_CACHE_STATES", "plan_ops", "streamed_ops",
     "op_cache_states", "run_rounds", "profile_ops", "plan_job", "preflight_job", "JobPlan", "PreflightError",
+    "settings_record", "settings_diff",
 ]
 
 log = logging.getLogger(__name__)
@@ -345,11 +346,12 @@ class _WorkDir:
             shutil.rmtree(path)
         if job_file.is_file():
             old = json.loads(job_file.read_text())
-            diff = sorted(k for k in set(old) | set(job) if old.get(k) != job.get(k))
+            diff = settings_diff(old, job)
             if diff:
                 raise JobError(
-                    f"an interrupted job with different settings ({', '.join(diff)}) is waiting in "
-                    f"{path}; re-run with the same settings to resume it, or pass --fresh to discard it"
+                    f"an interrupted job with different settings is waiting in {path}: {'; '.join(diff)}. "
+                    "Its samples were taken under its own settings and are not merged with others: re-run "
+                    "with the same settings to resume it, or pass --fresh to discard it"
                 )
         else:
             path.mkdir(parents=True, exist_ok=True)
@@ -510,8 +512,10 @@ def profile_ops(
 ) -> ProfileResult:
     """Build (or resume) the LUT of `space_name` on `target` with `runtime`; see module doc.
 
-    With `skip_existing`, a latest version measured with the same space, exporters, protocol and
-    runtime settings and without failed ops is returned as is (`reused=True`). The job holds the
+    With `skip_existing`, a latest version whose settings record (`settings_record`: space,
+    runtime, exporters, protocol, the target's runner sha256, core mask, clock lock, temperature
+    limit) equals this job's and without failed ops is returned as is (`reused=True`); a
+    different one is measured again, with the differing fields logged. The job holds the
     device's lock (`profiler.targets.lock`) throughout; a busy device waits `lock_wait_s`, then
     raises DeviceBusyError."""
     kwargs = dict(out=out, threads=threads, core_mask=core_mask, config=config, ops_limit=ops_limit,
@@ -557,13 +561,6 @@ def _profile_ops(
                      **({"op_cache": _non_warm(per_op)} if per_op else {})},
         "ops": sorted(op.key for op in timed),
     }
-    if skip_existing and not fresh:
-        existing = _up_to_date_version(Path(out) / device_id / space.name / rdir, job, ops_limit)
-        if existing is not None:
-            lut_dir, n_ops = existing
-            log.info("%s is up to date (same space, exporters and protocol); not measuring again", lut_dir)
-            return ProfileResult(lut_dir=lut_dir, num_ops=n_ops, num_failed=0, skipped=0,
-                                 elapsed_s=time.perf_counter() - t0, device_id=device_id, reused=True)  # fmt: skip
     # before anything of the space is exported: a runner that cannot run here stops the job now
     # (a phone's; the host runs its runtimes in this process and has nothing to push)
     if hasattr(target, "preflight"):
@@ -572,6 +569,16 @@ def _profile_ops(
             raise PreflightError(check.message())
         log.info("%s: preflight passed (%s; %.1f s)", target.name, ", ".join(c.name for c in check.checks),
                  check.elapsed_s)  # fmt: skip
+    # what the target measures with (a phone: its runner's sha256 now that it is pushed, core mask,
+    # clock lock, temperature limit): part of the settings a resume or a reuse must match
+    job["target"] = target.settings(runtime) if hasattr(target, "settings") else {"name": target.name}
+    if skip_existing and not fresh:
+        existing = _up_to_date_version(Path(out) / device_id / space.name / rdir, job, ops_limit)
+        if existing is not None:
+            lut_dir, n_ops = existing
+            log.info("%s is up to date (the same settings record); not measuring again", lut_dir)
+            return ProfileResult(lut_dir=lut_dir, num_ops=n_ops, num_failed=0, skipped=0,
+                                 elapsed_s=time.perf_counter() - t0, device_id=device_id, reused=True)  # fmt: skip
     work = _WorkDir(Path(out) / device_id / space.name / rdir / PARTIAL_DIR, job, fresh=fresh)
     (work.path / INCOMPLETE_FILE).unlink(missing_ok=True)  # running again: no longer a finished incomplete job
     skipped = len(work.samples)
@@ -606,7 +613,9 @@ def _profile_ops(
         raise _incomplete(work, failures, len(timed), target.name)
     table, samples = _assemble(timed, identity, work, failures, config.rounds)
     ovh = table.loc[table["op_key"] == net_overhead.key, ["status", "median_us"]]
+    fp = target.fingerprint()  # again: a phone's runner_sha256 is the pushed runner's now
     meta = {
+        "settings": settings_record(job),  # what resume and --skip-existing compare, whole
         "device": {**fp, "memory_semantics": MEMORY_SEMANTICS["host" if target.name == "host" else runtime.runner]},
         "runtime": {
             "name": runtime.name,
@@ -673,6 +682,32 @@ def _incomplete(work: _WorkDir, failures: dict[str, str], num_ops: int, device: 
     )  # fmt: skip
 
 
+SETTINGS_KEYS = ("space", "runtime", "exporters", "protocol", "target")
+
+
+def settings_record(job: dict[str, Any]) -> dict[str, Any]:
+    """The settings that make two measurements comparable (job.json holds them with the op list;
+    meta.json under `settings`): space, runtime (threads, core mask, ...), exporter versions,
+    protocol, and the target's own (`AdbTarget.settings`: runner sha256 after the push, core
+    mask, clock-lock mode, temperature limit and cool-down)."""
+    return {k: job.get(k) for k in SETTINGS_KEYS}
+
+
+def settings_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The fields that differ, dotted, with both values: ["target.max_temp_c: 45.0 → 50.0"]."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new), key=str)
+                for d in settings_diff(old.get(k), new.get(k), f"{prefix}{k}.")]  # fmt: skip
+    if old == new:
+        return []
+
+    def short(v: Any) -> str:
+        text = json.dumps(v) if not isinstance(v, str) else v
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    return [f"{prefix.rstrip('.')}: {short(old)} → {short(new)}"]
+
+
 def _non_warm(per_op: dict[str, str]) -> dict[str, str]:
     return {k: st for k, st in sorted(per_op.items()) if st != "warm"}
 
@@ -688,7 +723,15 @@ def _up_to_date_version(runtime_dir: Path, job: dict[str, Any], ops_limit: int |
         log.warning("latest LUT under %s is unreadable (%s); measuring again", runtime_dir, e)
         return None
     meta, rt = lut.meta, job["runtime"]
-    same = (
+    if "settings" in meta:  # the record, compared whole
+        diff = settings_diff(meta["settings"], settings_record(job))
+        if diff:
+            log.info("not reusing %s: its settings differ (%s); measuring again", lut.path, "; ".join(diff))
+            return None
+        if meta["space"].get("ops_limit") != ops_limit or meta.get("failed_ops"):
+            return None
+        return lut.path, int((lut.table["block"] != "overhead").sum())
+    same = (  # LUTs written before the settings record
         meta["space"].get("hash") == job["space"]["hash"]
         and meta["space"].get("ops_limit") == ops_limit
         and meta.get("exporters") == job["exporters"]

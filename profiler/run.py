@@ -88,8 +88,9 @@ def build_parser(adb=None) -> argparse.ArgumentParser:
                         "with failed ops writes no version, stays incomplete and exits 1 with the count")
     p.add_argument("--fresh", action="store_true", help="discard an interrupted job instead of resuming it")
     p.add_argument("--skip-existing", action="store_true",
-                   help="do nothing when the latest LUT version was measured with the same space, exporters, "
-                        "protocol and runtime settings and has no failed ops")  # fmt: skip
+                   help="do nothing when the latest LUT version has the same settings record (space, runtime, "
+                        "exporters, protocol; on a phone the runner's sha256, core mask, clock lock, temperature "
+                        "limit) and no failed ops")  # fmt: skip
     p.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
                    help="when another job is measuring on the device, wait this long for it (default: stop)")
     p.add_argument("--preflight", action="store_true",

@@ -239,6 +239,27 @@ class AdbTarget:
         except RunnerFailed as exc:
             raise RunnerError(str(exc)) from exc
 
+    def settings(self, runtime: Runtime) -> dict[str, Any]:
+        """What this target measures `runtime`'s ops with, for the job's settings record: the
+        runner and its sha256 as it is on the phone now (after the preflight's push), the core
+        mask, XNNPACK, the clock-lock mode and frequency, the temperature limit and cool-down."""
+        runner = self._runner_of(runtime)
+        binary = self._work.remote(runner)
+        digest = self._call(lambda: self._work.remote_sha256([binary])).get(binary)
+        if self._fingerprint is not None:  # the LUT's device block names the binary that measured
+            self._fingerprint["runner_sha256"][runner] = digest
+        return {
+            "name": "adb",
+            "runner": runner,
+            "runner_sha256": digest,
+            "core_mask": self._core_mask,
+            "xnnpack": self._xnnpack,
+            "clock_lock": self._lock_mode,
+            "lock_freq_khz": self._clock_lock.freq_khz,
+            "max_temp_c": self._max_temp_c,
+            "cooldown_timeout_s": self._cooldown_timeout_s,
+        }
+
     def preflight(self, runtime: Runtime, model_file: Path, spec: RunSpec, need_bytes: int) -> list[Check]:
         """The checks before a job exports anything (`android_harness.preflight`), in order, up to
         the first that fails: the runner's ABI against the phone's, free space for the runner and
