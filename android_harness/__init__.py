@@ -10,6 +10,7 @@ Public API:
     OperatorTiming, parse_stat_line, parse_op_profile      (tflite_stats.py: benchmark_model text)
     ClockLock, ClockStatus, restore_pending                 (clocks.py: locked CPU clocks)
     run_checks                                              (doctor.py)
+    check_abi, check_space, check_run, elf_abi              (preflight.py: a job's first checks)
 
 CLI: `python -m android_harness {devices,doctor,parse,loopback}`.
 """

@@ -6,23 +6,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .adb import AdbError, Device
 from .clocks import su_prefix
 from .device_state import clusters_of, cpu_temperature_c, read_battery, read_cpus, read_thermal
 from .files import WorkDir
+from .preflight import Check, check_abi
 from .runners import RUNNERS
 
 __all__ = ["Check", "run_checks"]
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    fix: str = ""
 
 
 def _runner_check(device: Device, work: WorkDir, name: str) -> Check:
@@ -49,7 +40,11 @@ def run_checks(
 ) -> list[Check]:
     """Every check, in the order a user fixes them."""
     work = WorkDir(device, work_dir)
-    checks = [_runner_check(device, work, name) for name in RUNNERS]
+    checks = []
+    for name in RUNNERS:
+        checks.append(_runner_check(device, work, name))
+        if checks[-1].ok:  # present and executable: does it run on this phone's userspace?
+            checks.append(check_abi(device, work, name))
     try:
         free_kb = work.available_kb() if device.shell(f"test -d {work.path}").exit_code == 0 \
             else WorkDir(device, "/data/local/tmp/x").available_kb()

@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import re
 import struct
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .adb import AdbError, Device
-from .doctor import Check
 from .execute import INVOCATION_RUNS, RunnerFailed, RunOptions, measure_detailed
 from .files import WorkDir, parse_df_available_kb
 
-__all__ = ["elf_abi", "device_abis", "check_abi", "check_space", "check_run", "build_hint", "SPACE_MARGIN"]
+__all__ = ["Check", "elf_abi", "device_abis", "check_abi", "check_space", "check_run", "build_hint", "SPACE_MARGIN"]
 
 SPACE_MARGIN = 1.5  # free space wanted: what the job pushes × this (the filesystem must not fill up)
 
@@ -37,6 +36,16 @@ _MACHINES = {(2, 183): "arm64-v8a", (1, 40): "armeabi-v7a", (2, 62): "x86_64", (
              (2, 243): "riscv64"}  # fmt: skip
 _MACHINE_NAMES = {183: "AArch64", 40: "ARM", 62: "x86-64", 3: "Intel 80386", 243: "RISC-V"}
 _HEAD_BYTES = 64
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check of a device (preflight, doctor): what was found and, when it failed, the fix."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
 
 
 def elf_abi(head: bytes) -> tuple[str | None, str]:

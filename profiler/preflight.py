@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from android_harness.doctor import Check
+from android_harness.preflight import Check
 from profiler.export import ExportCache, ExportItem
 from profiler.runtimes import Runtime
 from profiler.targets.base import RunSpec, Target, TargetError

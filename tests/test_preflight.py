@@ -141,3 +141,18 @@ def test_loopback_shell_faults(tmp_path):
 def test_preflight_on_the_host_runs_the_tiny_op(tmp_path, capsys):
     assert run_main(["--device", "host", "--runtime", "onnxruntime", "--preflight", "--cache-dir", str(tmp_path)]) == 0
     assert "[ok] run onnxruntime" in capsys.readouterr().out
+
+
+def test_doctor_checks_the_runners_abi(loopback):
+    from android_harness import Device
+    from android_harness.doctor import run_checks
+
+    server, daemon = loopback
+    device = Device.connect(server, daemon.serial)
+    assert {c.name: c for c in run_checks(device, work_dir="/data/local/tmp/hwnas")}["abi benchmark_model"].ok
+    _set_fault(daemon, "userspace_32bit")
+    try:
+        checks = {c.name: c for c in run_checks(device, work_dir="/data/local/tmp/hwnas")}
+    finally:
+        _set_fault(daemon, None)
+    assert not checks["abi benchmark_model"].ok and "--config=android_arm " in checks["abi benchmark_model"].fix

@@ -54,9 +54,8 @@ from android_harness import (
 )
 from android_harness.clocks import ClockLock, ClockLockError, ClockStatus, restore_pending
 from android_harness.device_state import clusters_of, device_id
-from android_harness.doctor import Check
-from android_harness.preflight import SPACE_MARGIN, check_abi, check_run, check_space
 from android_harness.device_state import core_mask as mask_of_cpus
+from android_harness.preflight import SPACE_MARGIN, Check, check_abi, check_run, check_space
 from android_harness.runners import RUNNERS
 from profiler.runtimes.base import Runtime
 
