@@ -40,8 +40,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no LUTs under {args.root}")
         return 0
-    df = pd.DataFrame(rows).astype({"version": object, "ops": object, "failed": object})
-    df["version"] = df["version"].map(lambda v: "-" if v is None or v != v else int(v))  # a job: no version
+    df = pd.DataFrame(rows)
+    for col in ("version", "ops", "failed"):  # a measurement job has no version (nor, running, counts)
+        df[col] = df[col].map(lambda v: "-" if v is None or v != v else int(v))
+    df = df.astype(object).where(df.notna(), "-")
     cols = _LIST_COLUMNS + (["error"] if (df["error"] != "").any() else [])
     with pd.option_context("display.width", 200, "display.max_colwidth", 80):
         print(df[cols].to_string(index=False))

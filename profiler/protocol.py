@@ -674,7 +674,7 @@ def _incomplete(work: _WorkDir, failures: dict[str, str], num_ops: int, device: 
     atomic_write(work.path / INCOMPLETE_FILE, json.dumps(record, indent=2, sort_keys=True))
     shown = "; ".join(f"{k}: {m.splitlines()[0][:160]}" for k, m in list(record["failed_ops"].items())[:3])
     return IncompleteJobError(
-        f"{len(failures)} of {num_ops} ops failed on {device} ({shown}{' ...' if len(failures) > 3 else ''}). "
+        f"{len(failures)} of {num_ops} ops failed (overhead ops counted) on {device} ({shown}{' ...' if len(failures) > 3 else ''}). "
         f"No LUT version was written: the job is kept as incomplete in {work.path} (`python -m lut list` shows "
         "it). Re-run the same command with --retry-failed to measure the failed ops again (finished ops are "
         "not measured again), or with --allow-failed to publish a LUT without them.",
