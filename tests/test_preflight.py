@@ -156,3 +156,12 @@ def test_doctor_checks_the_runners_abi(loopback):
     finally:
         _set_fault(daemon, None)
     assert not checks["abi benchmark_model"].ok and "--config=android_arm " in checks["abi benchmark_model"].fix
+
+
+def test_doctor_cli_points_to_the_preflight(loopback, capsys):
+    from android_harness.__main__ import main as harness_main
+
+    server, daemon = loopback
+    assert harness_main(["--adb-port", str(server.port), "doctor", "--device", daemon.serial]) == 0
+    out = capsys.readouterr().out
+    assert "[ok] abi benchmark_model" in out and f"profiler.run --device {daemon.serial}" in out and "--preflight" in out
