@@ -18,7 +18,8 @@ Root is `su -c LINE` (Magisk, SuperSU) or `su 0 sh -c LINE` (AOSP userdebug buil
 answers `id` with uid 0. Without root nothing is written and the status says why.
 
 Restoring: before the first write, each policy's governor, min, max and set speed are saved to
-`<state_dir>/<key>.json` (an atomic write; the key is the phone's identity, default its serial). `restore()` writes them back (the min is lowered
+`<state_dir>/<key>.json` (an atomic write; the key is the phone's identity, default its
+serial). `restore()` writes them back (the min is lowered
 first so that the max can move) and removes the file. A job that ends, fails or is interrupted
 restores in its `finally`; a disconnect cannot, so the file stays and `restore_pending` restores
 at the next connection to that phone (AdbTarget does so under the phone's lock), with a log line.

@@ -118,8 +118,8 @@ def check_abi(device: Device, work: WorkDir, runner: str, *, local: Path | None 
         return Check(name, False, f"cannot read the runner or its interpreter on the phone: {exc}",
                      f"pass --runner {runner}=PATH with a {abis[0] if abis else 'matching'} build")
     except ValueError as exc:
-        return Check(name, False, f"{where} is {exc}",
-                     f"pass --runner {runner}=PATH with the runner binary itself; " + build_hint(runner, abis[0] if abis else "arm64-v8a"))  # fmt: skip
+        return Check(name, False, f"{where} is {exc}", f"pass --runner {runner}=PATH with the runner binary "
+                     "itself; " + build_hint(runner, abis[0] if abis else "arm64-v8a"))  # fmt: skip
     what = f"{where} ({f'a script run by {interpreter}, ' if interpreter else ''}{described}, {abi or 'unknown ABI'})"
     found = f"the phone runs {', '.join(abis) or 'no ABI it reports'} (ro.product.cpu.abilist)"
     if abi is not None and abi in abis:

@@ -28,7 +28,8 @@ from profiler.targets.base import RunnerError, TargetError
 from profiler.targets.lock import target_lock
 from search.space import Arch, Op, arch_ops
 
-__all__ = ["profile_space", "preflight_space", "measure_archs", "measure_archs_detailed", "ArchMeasurement", "ProfileResult",
+__all__ = ["profile_space", "preflight_space", "measure_archs", "measure_archs_detailed", "ArchMeasurement",
+           "ProfileResult",
            "ProtocolConfig"]
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,8 @@ def measure_archs_detailed(
         raise TargetError(f"could not export for {runtime}: {failed}")
     config = ProtocolConfig(rounds=rounds, warmup=warmup, runs=runs, seed=seed)
     spec = RunSpec(threads=threads, warmup=warmup, runs=runs, core_mask=core_mask)
-    target = get_target(device, target_options, lock_wait_s=lock_wait_s, what=f"time {len(items)} arch(s) with {runtime}")
+    what = f"time {len(items)} arch(s) with {runtime}"
+    target = get_target(device, target_options, lock_wait_s=lock_wait_s, what=what)
     timed = [*items, *timed_ops]
     out: dict[str, ArchMeasurement] = {k: ArchMeasurement() for k in timed}
     extras: dict[str, list[dict[str, float]]] = {k: [] for k in timed}
@@ -203,7 +205,7 @@ def measure_archs_detailed(
         out[key].samples_us.extend(s)
         extras[key].append(extra)
 
-    with target_lock(target, wait_s=lock_wait_s, what=f"time {len(items)} arch(s) with {runtime}"):
+    with target_lock(target, wait_s=lock_wait_s, what=what):
         try:
             target.prepare(rt, list(report.paths.values()) + (list(layer_files.paths.values()) if layer_files else []))
             given_up = run_rounds(

@@ -279,7 +279,8 @@ def check(runtimes: Sequence[str], dtype: str = "fp32", device: str | None = Non
         rows.append({"runtime": rt, "dtype": dtype, "suffix": info.suffix, "runner": info.runner})
     out: dict[str, Any] = {"runtimes": rows, "device": device, "device_id": None}
     if device is not None:  # it answers: its identity, read without touching it (another job may hold it)
-        out["device_id"] = HostTarget().fingerprint()["device_id"] if device == "host" else lock_key_of(device, target_options)
+        out["device_id"] = (HostTarget().fingerprint()["device_id"] if device == "host"
+                            else lock_key_of(device, target_options))  # fmt: skip
     return out
 
 

@@ -59,8 +59,9 @@ class PreflightReport:
                   "(`--preflight` runs the checks alone)")  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
+        checks = [{"name": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix} for c in self.checks]
         return {"device": self.device, "runtime": self.runtime, "ok": self.ok, "elapsed_s": round(self.elapsed_s, 2),
-                "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix} for c in self.checks]}  # fmt: skip
+                "checks": checks}  # fmt: skip
 
 
 def models_bytes(ops: Sequence[Op], copies: dict[str, int], dtype: str = "fp32") -> int:

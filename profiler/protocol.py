@@ -19,9 +19,9 @@
 
 Work dir: `<out>/<device_id>/<space>/<runtime_dir>/.partial/` with job.json (the settings record
 and the op list; a re-run must match them field for field, else it stops naming the fields),
-samples.csv (op_key, round, sample, latency_us), rounds.jsonl (state per round) and failed.jsonl (one record per faulty op-round). A crash or Ctrl-C loses at most the
-op-round in flight; re-running the same command skips every op-round already on disk. A runner
-fault costs one op-round: it is measured again after the last round, and the op is marked failed
+samples.csv (op_key, round, sample, latency_us), rounds.jsonl (state per round) and failed.jsonl
+(one record per faulty op-round). A crash or Ctrl-C loses at most the op-round in flight;
+re-running the same command skips every op-round already on disk. A runner fault costs one op-round: it is measured again after the last round, and the op is marked failed
 only after `retries + 1` faults (`--retry-failed` gives ops that failed to run a fresh chance).
 """
 
@@ -62,7 +62,8 @@ from profiler.targets.lock import target_lock
 from search.space import Op, get_space, overhead_op
 
 __all__ = [
-    "ProtocolConfig", "ProfileResult", "JobError", "IncompleteJobError", "PROTOCOL_CACHE_STATES", "plan_ops", "streamed_ops",
+    "ProtocolConfig", "ProfileResult", "JobError", "IncompleteJobError", "PROTOCOL_CACHE_STATES", "plan_ops",
+    "streamed_ops",
     "op_cache_states", "run_rounds", "profile_ops", "plan_job", "preflight_job", "JobPlan", "PreflightError",
     "settings_record", "settings_diff",
 ]
@@ -674,7 +675,8 @@ def _incomplete(work: _WorkDir, failures: dict[str, str], num_ops: int, device: 
     atomic_write(work.path / INCOMPLETE_FILE, json.dumps(record, indent=2, sort_keys=True))
     shown = "; ".join(f"{k}: {m.splitlines()[0][:160]}" for k, m in list(record["failed_ops"].items())[:3])
     return IncompleteJobError(
-        f"{len(failures)} of {num_ops} ops failed (overhead ops counted) on {device} ({shown}{' ...' if len(failures) > 3 else ''}). "
+        f"{len(failures)} of {num_ops} ops failed (overhead ops counted) on {device} "
+        f"({shown}{' ...' if len(failures) > 3 else ''}). "
         f"No LUT version was written: the job is kept as incomplete in {work.path} (`python -m lut list` shows "
         "it). Re-run the same command with --retry-failed to measure the failed ops again (finished ops are "
         "not measured again), or with --allow-failed to publish a LUT without them.",

@@ -126,7 +126,8 @@ def _run_device(device: str, args: argparse.Namespace, adb) -> dict[str, Any]:
         out = {"device": device, "runtime": args.runtime, "preflight": report}
         if not report["ok"]:
             bad = next(c for c in report["checks"] if not c["ok"])
-            out["error"] = f"preflight failed at check '{bad['name']}': {bad['detail']}" + (f"; fix: {bad['fix']}" if bad["fix"] else "")
+            fix = f"; fix: {bad['fix']}" if bad["fix"] else ""
+            out["error"] = f"preflight failed at check '{bad['name']}': {bad['detail']}{fix}"
         return out
     result = profile_space(
         args.space, args.runtime, device, out=args.out, ops_limit=args.ops_limit,

@@ -11,7 +11,15 @@ from lut import load_lut
 from profiler.api import measure_archs
 from profiler.export import ExportCache
 from lut import LutError, list_luts, list_versions
-from profiler.protocol import IncompleteJobError, JobError, ProtocolConfig, op_cache_states, plan_ops, profile_ops, streamed_ops
+from profiler.protocol import (
+    IncompleteJobError,
+    JobError,
+    ProtocolConfig,
+    op_cache_states,
+    plan_ops,
+    profile_ops,
+    streamed_ops,
+)
 from profiler.runtimes import get_runtime
 from profiler.targets import RunSpec, get_target
 from profiler.targets.base import RunnerError

@@ -125,7 +125,8 @@ class AdbTarget:
         # the phone's lock, before anything touches it (reading its properties touches nothing)
         self.lock_key = self._call(lambda: device_id(self._device.getprops(), serial))
         self._held = ExitStack()
-        self._held.enter_context(device_lock(self.lock_key, wait_s=lock_wait_s, what=lock_what or f"measure on {serial}"))
+        self._held.enter_context(
+            device_lock(self.lock_key, wait_s=lock_wait_s, what=lock_what or f"measure on {serial}"))
         try:
             self._setup(work_dir, core_mask, lock_freq_khz)
         except BaseException:

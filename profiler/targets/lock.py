@@ -100,7 +100,8 @@ def device_lock(device: str, *, wait_s: float = 0.0, what: str = "", poll_s: flo
 
 def target_lock(target: object, *, wait_s: float = 0.0, what: str = "") -> contextlib.AbstractContextManager[None]:
     """`device_lock` of a target: its `lock_key` (a phone's identity), else its name ("host")."""
-    return device_lock(getattr(target, "lock_key", None) or target.name, wait_s=wait_s, what=what)  # type: ignore[attr-defined]
+    key = getattr(target, "lock_key", None) or target.name  # type: ignore[attr-defined]
+    return device_lock(key, wait_s=wait_s, what=what)
 
 
 def lock_key_of(device: str, options: dict | None = None) -> str:
