@@ -118,7 +118,9 @@ def test_convs_are_kaiming_normal_by_fan_out() -> None:
         assert m.weight.std().item() == pytest.approx(math.sqrt(2 / fan_out), rel=0.05)
         assert abs(m.weight.mean().item()) < 0.1 * math.sqrt(2 / fan_out)
     fc = net.ops[-1].fc
-    assert fc.weight.abs().max() <= 1 / math.sqrt(10) and torch.count_nonzero(fc.bias) == 0
+    assert fc.weight.std().item() == pytest.approx(0.01, rel=0.05) and torch.count_nonzero(fc.bias) == 0
+    timm = init_weights(build_proxy_model(get_arch("fbnet_c").blocks, get_space("fbnet-r32"), 10), init="timm")
+    assert timm.ops[-1].fc.weight.abs().max() <= 1 / math.sqrt(10) < 10 * timm.ops[-1].fc.weight.std()
 
 
 # --- a width-1.0 training learns ---------------------------------------------------------------------
