@@ -14,6 +14,7 @@ contract (see that module): the last stdout line is one JSON object, `{"error": 
     lut_runtime_of(lut)                        # {runtime, dtype, threads, layout}
     prediction(lut, lut_arch, trained_arch, num_classes)   # LUT numbers + what differs
     write_timing_model(lut_arch, 10, "out/lut-scale")   # the LUT's own network, to time it
+    time_lut_network(lut_arch, 10, "out/lut-scale", {"executorch": ".pte"}, device="host")  # and time it
 
 `extra` are options passed through to `profiler.deploy measure`/`check` verbatim (the phone
 options of `profiler.run`: `--runner NAME=PATH`, `--adb-port`, `--core-mask`, ..., and the
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from lut.correction import predict_arch
 from lut.files import atomic_write
@@ -42,7 +44,7 @@ from search.recipe import init_weights
 from search.space import Arch, arch_ops, build_model, get_space
 
 __all__ = ["ProfilerCallError", "call_profiler", "find_lut", "check", "export", "measure", "export_and_measure",
-           "prediction", "comparison_notes", "describe", "lut_runtime_of", "write_timing_model"]  # fmt: skip
+           "prediction", "comparison_notes", "describe", "lut_runtime_of", "write_timing_model", "time_lut_network"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +168,42 @@ def write_timing_model(lut_arch: Arch, num_classes: int, folder: str | Path, see
     torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, buf)
     return (atomic_write(folder / "model.json", arch.to_json(indent=2) + "\n"),
             atomic_write(folder / "model.pt", buf.getvalue()))  # fmt: skip
+
+
+def time_lut_network(
+    lut_arch: Arch,
+    num_classes: int,
+    folder: str | Path,
+    suffixes: Mapping[str, str],
+    dtype: str = "fp32",
+    *,
+    device: str,
+    layouts: Mapping[str, str] | None = None,
+    calibration_images: torch.Tensor | None = None,
+    seed: int = 0,
+    threads: int = 1,
+    extra: Sequence[str] = (),
+    progress: bool = False,
+    info: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Export and time the network the LUT predicts (`write_timing_model` into `folder`) where a
+    proxy of other shapes was trained: `export_and_measure`'s records, each with
+    `network: "lut-scale"`. An int8 export is calibrated on `calibration_images` (e.g. training
+    images of the proxy), resized to the LUT's resolution."""
+    folder = Path(folder)
+    model_json, weights = write_timing_model(lut_arch, num_classes, folder, seed, info)
+    calibration = None
+    if dtype != "fp32":
+        if calibration_images is None:
+            raise ValueError(f"a {dtype} export needs calibration_images")
+        size = get_space(lut_arch.space).resolution
+        images = F.interpolate(calibration_images.float(), size=(size, size), mode="bilinear", align_corners=False)
+        buf = io.BytesIO()
+        torch.save(images.contiguous(), buf)
+        calibration = atomic_write(folder / "calibration.pt", buf.getvalue())
+    records = export_and_measure(model_json, weights, folder, suffixes, dtype, layouts=layouts, calibration=calibration,
+                                 device=device, threads=threads, extra=extra, progress=progress)  # fmt: skip
+    return [{**r, "network": "lut-scale"} for r in records]
 
 
 # --- the LUT and its prediction beside the measurement -------------------------------------------

@@ -609,25 +609,13 @@ def _finish(plan: _Plan, args: argparse.Namespace, extra: list[str], result: dic
 
 
 def _time_lut_scale(plan: _Plan, args: argparse.Namespace, extra: list[str], progress: bool) -> list[dict[str, Any]]:
-    """The trained network is a proxy of other shapes: export the network the LUT predicts (the
-    LUT arch in its own space, this data's classifier, untrained weights) to `lut-scale/` and time
-    that, so the measurement and the prediction are of the same network."""
-    folder = plan.out / LUT_SCALE_DIR
-    model_json, weights = deploy.write_timing_model(plan.arch, plan.data.num_classes, folder, plan.cfg.seed,
-                                                    info={"trained_network": str(plan.out / "model.json")})  # fmt: skip
-    calibration = None
-    if plan.dtype != "fp32":  # the training images the proxy was calibrated on, at the LUT's resolution
-        gen = torch.Generator().manual_seed(plan.cfg.seed)
-        pick = torch.randperm(len(plan.data.y_train), generator=gen)[:CALIBRATION_IMAGES]
-        size = get_space(plan.arch.space).resolution
-        images = F.interpolate(plan.data.x_train[pick].cpu(), size=(size, size), mode="bilinear", align_corners=False)
-        buf = io.BytesIO()
-        torch.save(images.contiguous(), buf)
-        calibration = atomic_write(folder / "calibration.pt", buf.getvalue())
-    records = deploy.export_and_measure(model_json, weights, folder, plan.suffixes, plan.dtype, layouts=plan.layouts,
-                                        calibration=calibration, device=args.measure, threads=plan.threads,
-                                        extra=extra, progress=progress)  # fmt: skip
-    return [{**r, "network": "lut-scale"} for r in records]
+    """Trained on a proxy of other shapes: time the network the LUT predicts in its place."""
+    pick = torch.randperm(len(plan.data.y_train), generator=torch.Generator().manual_seed(plan.cfg.seed))
+    images = plan.data.x_train[pick[:CALIBRATION_IMAGES]].cpu() if plan.dtype != "fp32" else None
+    return deploy.time_lut_network(plan.arch, plan.data.num_classes, plan.out / LUT_SCALE_DIR, plan.suffixes,
+                                   plan.dtype, layouts=plan.layouts, calibration_images=images, seed=plan.cfg.seed,
+                                   device=args.measure, threads=plan.threads, extra=extra, progress=progress,
+                                   info={"trained_network": str(plan.out / "model.json")})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -125,8 +125,12 @@ def test_convs_are_kaiming_normal_by_fan_out() -> None:
 
 # --- a width-1.0 training learns ---------------------------------------------------------------------
 # FBNet-C at width 1.0 on the proxy resolution, 320 training images, 6 epochs, the whole test split
-# (359 images, chance 0.10). Measured over seeds 0–5 at 1 and 2 torch threads: see MARGIN_NOTE.
-WIDE_SUBSET, WIDE_EPOCHS, WIDE_MIN_ACC = 320, 6, 0.6
+# (359 images, chance 0.10). Measured with this recipe: seeds 0–5 at 1 torch thread 0.487 / 0.625 /
+# 0.600 / 0.550 / 0.537 / 0.613 (spread 0.14), seed 0 at 2 threads 0.425; worst test loss of any
+# epoch 2.47. The old recipe (lr 0.1, no warm-up, PyTorch init) on the same runs, seeds 0–2:
+# 0.062 / 0.125 / 0.087, test losses 2·10⁵–4·10⁶. The bar sits between the two with room for
+# the seeds and thread counts not measured.
+WIDE_SUBSET, WIDE_EPOCHS, WIDE_MIN_ACC, WIDE_MAX_TEST_LOSS = 320, 6, 0.3, 10.0
 
 
 @pytest.mark.slow
@@ -140,7 +144,7 @@ def test_width_one_training_beats_chance_by_a_margin(seed, one_torch_thread) -> 
     result = train_arch(trained.blocks, space, data, TrainConfig(epochs=WIDE_EPOCHS, seed=seed),
                         head_channels=trained.head_channels)  # fmt: skip
     assert result["test_accuracy"] >= WIDE_MIN_ACC
-    assert all(math.isfinite(r["test_loss"]) and r["test_loss"] < 10 for r in result["history"])
+    assert all(math.isfinite(r["test_loss"]) and r["test_loss"] < WIDE_MAX_TEST_LOSS for r in result["history"])
 
 
 # --- the benchmark -------------------------------------------------------------------------------------
