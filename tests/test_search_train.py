@@ -340,3 +340,28 @@ def test_two_process_training_agrees_bit_for_bit_and_rank0_writes(run, small_arc
     assert load_checkpoint(out / "checkpoint.pt")["world_size"] == 2
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "metrics.csv", "model.json", "model.pt",
                                                      "report.json"]  # fmt: skip
+
+
+def test_lut_network_timed_in_place_of_a_proxy_is_the_luts_own(tmp_path, monkeypatch) -> None:
+    """`deploy.time_lut_network`: the LUT arch in its own space with this data's classifier,
+    weights as training starts them, an int8 export calibrated at the LUT's resolution."""
+    from search import deploy
+
+    calls = []
+    monkeypatch.setattr(deploy, "export_and_measure",
+                        lambda *a, **kw: calls.append((a, kw)) or [{"runtime": "executorch", "dtype": "int8"}])  # fmt: skip
+    arch = get_arch("fbnet_96_035_1")
+    images = torch.randn(4, 3, 32, 32)
+    records = deploy.time_lut_network(arch, 10, tmp_path / "lut-scale", {"executorch": ".pte"}, "int8",
+                                      device="host", calibration_images=images, info={"trained_network": "x"})  # fmt: skip
+    assert records == [{"runtime": "executorch", "dtype": "int8", "network": "lut-scale"}]
+    (model_json, weights, folder, suffixes, dtype), kw = calls[0]
+    timed = load_arch(model_json)
+    assert (timed.space, timed.blocks, timed.head_channels) == (arch.space, arch.blocks, arch.head_channels)
+    assert timed.info["num_classes"] == 10 and timed.info["trained_network"] == "x"
+    net = build_model(timed, 10)
+    net.load_state_dict(torch.load(weights, weights_only=True))
+    assert kw["device"] == "host" and dtype == "int8"
+    assert torch.load(kw["calibration"], weights_only=True).shape == (4, 3, 96, 96)
+    with pytest.raises(ValueError, match="calibration_images"):
+        deploy.time_lut_network(arch, 10, tmp_path / "b", {"executorch": ".pte"}, "int8", device="host")
