@@ -16,7 +16,7 @@ strings, lists and dicts only):
     epoch         epochs completed (the next run starts at this epoch)
     model         the network's state_dict (no DDP `module.` prefix)
     optimizer     SGD state (momentum buffers, lr)
-    scheduler     cosine schedule state
+    scheduler     the warm-up + cosine schedule's state (`search.recipe.make_schedule`)
     rng           torch's CPU RNG state, the data-order generator's state, and CUDA's when used
     history       the metric rows of the completed epochs
     world_size    processes that trained it (a resume may use another number; the data order is

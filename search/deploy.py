@@ -13,6 +13,8 @@ contract (see that module): the last stdout line is one JSON object, `{"error": 
                        device="SERIAL")        # both, per runtime; samples to measure-*.json
     lut_runtime_of(lut)                        # {runtime, dtype, threads, layout}
     prediction(lut, lut_arch, trained_arch, num_classes)   # LUT numbers + what differs
+    write_timing_model(lut_arch, 10, "out/lut-scale")   # the LUT's own network, to time it
+    time_lut_network(lut_arch, 10, "out/lut-scale", {"executorch": ".pte"}, device="host")  # and time it
 
 `extra` are options passed through to `profiler.deploy measure`/`check` verbatim (the phone
 options of `profiler.run`: `--runner NAME=PATH`, `--adb-port`, `--core-mask`, ..., and the
@@ -21,6 +23,7 @@ protocol's `--rounds`, `--warmup`, `--runs`).
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -30,14 +33,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import torch
+import torch.nn.functional as F
+
 from lut.correction import predict_arch
 from lut.files import atomic_write
 from lut.store import Lut, LutCoverageError, LutError, parse_runtime_dir_name
 from search.latency import resolve_lut
-from search.space import Arch, arch_ops, get_space
+from search.recipe import init_weights
+from search.space import Arch, arch_ops, build_model, get_space
 
 __all__ = ["ProfilerCallError", "call_profiler", "find_lut", "check", "export", "measure", "export_and_measure",
-           "prediction", "comparison_notes", "describe", "lut_runtime_of"]  # fmt: skip
+           "prediction", "comparison_notes", "describe", "lut_runtime_of", "write_timing_model", "time_lut_network"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +150,60 @@ def export_and_measure(
             rec["measure_path"] = str(path)
         records.append(rec)
     return records
+
+
+def write_timing_model(lut_arch: Arch, num_classes: int, folder: str | Path, seed: int = 0,
+                       info: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
+    """The network the LUT predicts — `lut_arch` in its own space (resolution, width, head) with a
+    classifier of `num_classes` — as `folder/model.json` + `folder/model.pt`, weights initialised
+    as training starts them (seeded) and not trained: what is timed when the trained network is a
+    proxy of other shapes. Its latency does not depend on the weights' values (dense kernels).
+    Returns (model_json, weights)."""
+    folder = Path(folder)
+    arch = replace(lut_arch, info={"num_classes": num_classes, "trained": False,
+                                   "note": "the LUT's network with untrained weights, for timing", **(info or {})})  # fmt: skip
+    torch.manual_seed(seed)
+    net = init_weights(build_model(arch, num_classes))
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, buf)
+    return (atomic_write(folder / "model.json", arch.to_json(indent=2) + "\n"),
+            atomic_write(folder / "model.pt", buf.getvalue()))  # fmt: skip
+
+
+def time_lut_network(
+    lut_arch: Arch,
+    num_classes: int,
+    folder: str | Path,
+    suffixes: Mapping[str, str],
+    dtype: str = "fp32",
+    *,
+    device: str,
+    layouts: Mapping[str, str] | None = None,
+    calibration_images: torch.Tensor | None = None,
+    seed: int = 0,
+    threads: int = 1,
+    extra: Sequence[str] = (),
+    progress: bool = False,
+    info: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Export and time the network the LUT predicts (`write_timing_model` into `folder`) where a
+    proxy of other shapes was trained: `export_and_measure`'s records, each with
+    `network: "lut-scale"`. An int8 export is calibrated on `calibration_images` (e.g. training
+    images of the proxy), resized to the LUT's resolution."""
+    folder = Path(folder)
+    model_json, weights = write_timing_model(lut_arch, num_classes, folder, seed, info)
+    calibration = None
+    if dtype != "fp32":
+        if calibration_images is None:
+            raise ValueError(f"a {dtype} export needs calibration_images")
+        size = get_space(lut_arch.space).resolution
+        images = F.interpolate(calibration_images.float(), size=(size, size), mode="bilinear", align_corners=False)
+        buf = io.BytesIO()
+        torch.save(images.contiguous(), buf)
+        calibration = atomic_write(folder / "calibration.pt", buf.getvalue())
+    records = export_and_measure(model_json, weights, folder, suffixes, dtype, layouts=layouts, calibration=calibration,
+                                 device=device, threads=threads, extra=extra, progress=progress)  # fmt: skip
+    return [{**r, "network": "lut-scale"} for r in records]
 
 
 # --- the LUT and its prediction beside the measurement -------------------------------------------

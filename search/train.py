@@ -6,6 +6,11 @@
         [--json] [-- PROFILER OPTIONS]
     torchrun --nproc_per_node N -m search.train ...        # data-parallel (gloo on CPU, nccl on GPUs)
 
+How: `TrainConfig` is the recipe of `search.recipe` (docs/training.md): Nesterov SGD at a peak lr
+scaled with the batch size (0.1 × batch / 256), a linear warm-up then a cosine to 0 per step,
+weight decay on conv and linear weights only, label smoothing 0.1, fan-out Kaiming-normal convs
+and each residual block's last BN γ at 0. It trains every width and depth of the space alike.
+
 What is trained: the arch names the LUT's space (e.g. `fbnet` at 224×224, width 1.0). By default
 it is trained on the proxy the search used (`info.proxy_space` in arch.json, else r32-w0.25);
 `--scale lut` trains at the LUT's own resolution and width, so the deployed network runs the very
@@ -28,12 +33,19 @@ written by rank 0 only:
                     by the profiler's exporters (`python -m profiler.deploy export`); int8 is
                     calibrated on 32 training images (calibration.pt)
     measure-<runtime>[-int8]-<device>.json   with --measure: raw samples and their statistics
+    lut-scale/      with --measure after proxy training: the LUT's network (model.json, model.pt,
+                    its exports and measure-*.json), timed in the proxy's place
     report.json     everything below, also the last line printed with --json
 
-`--measure host|SERIAL` times each exported file on that target with the profiler's round loop
-and puts the median (`measured_latency_us`, with p10/p90 and n) beside the LUT's prediction of
-the arch (additive sum and corrected), naming whatever differs (shapes, classifier width,
-runtime, device). Without `--export`, `--measure` exports in the LUT's runtime. Options after
+`--measure host|SERIAL` times the network the LUT predicts with the profiler's round loop and
+puts the median (`measured_latency_us`, with p10/p90 and n) beside the LUT's prediction of the
+arch (additive sum and corrected), naming whatever else differs (classifier width, runtime,
+device). Trained at the LUT's scale, that is the trained network's export. Trained on a proxy
+(other shapes, microseconds where the LUT predicts milliseconds), the proxy is exported but not
+timed: the LUT's own network (the arch at the LUT's resolution and width, this data's
+classifier, untrained weights — dense kernels take as long whatever their values) is exported to
+`lut-scale/` and timed in its place (`lut_scale_exports`). Without `--export`, `--measure`
+exports in the LUT's runtime. Options after
 `--` go to the measurement unchanged: the protocol (`--rounds`, `--warmup`, `--runs`,
 `--threads`) and the phone options of `profiler.run` (`--runner NAME=PATH`, `--adb-port`,
 `--core-mask`, ...). Runtimes, dtype and target are checked before training starts.
@@ -41,8 +53,10 @@ runtime, device). Without `--export`, `--measure` exports in the LUT's runtime. 
 The JSON line: arch_path, space, train_space (and proxy_space, the same), data, num_classes,
 epochs, world_size, test_accuracy, test_loss, checkpoint, metrics_csv, model_path,
 model_arch_path, weights_sha256, ranks_agree, exports (one object per runtime: export_path,
-sha256, size_bytes, and with --measure measured_latency_us, stats, device_id, measure_path);
-export_path, sha256, size_bytes and measured_latency_us of the first export at top level;
+sha256, size_bytes, and with --measure at the LUT's scale measured_latency_us, stats, device_id,
+measure_path), lut_scale_exports (the same for the LUT's network timed after proxy training, else
+empty); export_path, sha256, size_bytes of the first export and measured_latency_us of the first
+timed one at top level;
 prediction (see `search.deploy.prediction`) or null when no LUT is known.
 
 Under torchrun every rank trains on its shard of each batch (`search.distributed`); the weights
@@ -76,6 +90,7 @@ from search.data import DataError, Dataset, batches, load_data
 from search.distributed import (Dist, all_reduce_sum, broadcast_object, digest, loss_weight, num_batches,
                                 ranks_agree, setup, shard, shard_batches, sync_buffers, teardown, wrap)  # fmt: skip
 from search.latency import check_proxy_space
+from search.recipe import RecipeConfig, init_weights, make_optimizer, make_schedule
 from search.space import Arch, ArchError, Network, Space, arch_ops, get_space, load_arch
 
 __all__ = [
@@ -95,16 +110,22 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.csv"
 CALIBRATION_IMAGES = 32  # training images an int8 export is calibrated on (calibration.pt)
+LUT_SCALE_DIR = "lut-scale"  # with --measure after proxy training: the LUT's network, timed in its place
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(RecipeConfig):
+    """The recipe (`search.recipe.RecipeConfig`: batch size, peak lr scaled with it, warm-up +
+    cosine, weight decay on conv/linear weights only, label smoothing, init) plus the run's length
+    and seed."""
+
     epochs: int = 10  # full passes over the train split
-    batch_size: int = 64  # global: split over the ranks under torchrun
-    lr: float = 0.1  # SGD, cosine-annealed per step to 0
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
     seed: int = 0  # weights, data order (the same on every rank)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be ≥ 1, got {self.epochs}")
 
 
 def proxy_space_for(target: Space, resolution: int | None = None, width: float | None = None) -> Space:
@@ -227,11 +248,12 @@ def train_arch(
     identity = _identity(arch, data, cfg)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = build_proxy_model(arch.blocks, proxy, data.num_classes, head_channels).to(device)
+    model = build_proxy_model(arch.blocks, proxy, data.num_classes, head_channels)
+    model = init_weights(model, init=cfg.init, zero_init_last=cfg.zero_init_last).to(device)
     data = data.to(device)
     per_epoch = num_batches(len(data.y_train), cfg.batch_size, dist)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs * per_epoch))
+    opt = make_optimizer(model, cfg)
+    sched = make_schedule(opt, cfg, cfg.epochs * per_epoch, per_epoch)
     ckpt_path = Path(out) / CHECKPOINT_FILE if out is not None else None
     history: list[dict[str, Any]] = []
     start = 0
@@ -262,9 +284,11 @@ def train_arch(
                    disable=not (progress and dist.is_main))  # fmt: skip
         for xb, yb, n in shard_batches(data.x_train, data.y_train, cfg.batch_size, dist, generator=gen):
             logits = net(xb)
-            loss = F.cross_entropy(logits, yb)
+            loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             (loss * loss_weight(len(yb), n, dist)).backward()
+            if cfg.clip_grad_norm is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
             opt.step()
             sched.step()
             loss_sum += loss.item() * len(yb)
@@ -342,7 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch (split over ranks)")
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr", type=float, default=d.lr,
+                   help=f"peak learning rate (default: {d.lr_base:g} × batch size / {d.lr_base_batch})")
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="linear warm-up before the cosine")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", help="output folder (default: train/ beside arch.json, runs/<name>/train)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -380,9 +406,8 @@ def _plan(args: argparse.Namespace) -> _Plan:
     if args.dtype and not args.export and not args.measure:
         raise ValueError("--dtype applies to --export; add --export RUNTIME")
     data = load_data(args.data, resolution=train.resolution, subset=args.subset)
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise ValueError("--epochs and --batch-size must be ≥ 1")
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                      warmup_epochs=args.warmup_epochs)  # fmt: skip
     out = Path(args.out) if args.out else _default_out(args.arch, arch)
     return _Plan(arch, train, trained, data, cfg, out)
 
@@ -424,7 +449,7 @@ def _split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _report(plan: _Plan, args: argparse.Namespace, result: dict[str, Any], paths: dict[str, Path],
-            exports: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+            exports: list[dict[str, Any]], timed: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
     report: dict[str, Any] = {
         "arch_path": str(args.arch),
         "arch": plan.arch.label,
@@ -447,17 +472,22 @@ def _report(plan: _Plan, args: argparse.Namespace, result: dict[str, Any], paths
         "model_path": str(paths["weights"]),
         "model_arch_path": str(paths["model_json"]),
         "exports": exports,
+        "lut_scale_exports": timed,
         "prediction": None,
     }
     if exports:
         report.update({k: exports[0][k] for k in ("export_path", "sha256", "size_bytes")})
-        if "measured_latency_us" in exports[0]:
-            report["measured_latency_us"] = exports[0]["measured_latency_us"]
-    if plan.lut is not None:
-        pred = deploy.prediction(plan.lut, plan.arch, plan.trained, plan.data.num_classes)
-        for rec in exports:
-            if "measured_latency_us" in rec:
-                rec["vs_lut_notes"] = deploy.comparison_notes(pred, rec, rec["dtype"])
+    measured = [r for r in (timed or exports) if "measured_latency_us" in r]
+    if measured:
+        report["measured_latency_us"] = measured[0]["measured_latency_us"]
+    if plan.lut is not None:  # of the network that was timed: the LUT-scale one when the proxy was trained
+        pred = deploy.prediction(plan.lut, plan.arch, plan.arch if timed else plan.trained, plan.data.num_classes)
+        if timed:
+            pred["notes"].insert(0, f"timed: the LUT's own network ({plan.arch.space}, untrained weights, in "
+                                    f"{LUT_SCALE_DIR}/); the trained network is the proxy {plan.train.name}, "
+                                    "exported but not timed")  # fmt: skip
+        for rec in measured:
+            rec["vs_lut_notes"] = deploy.comparison_notes(pred, rec, rec["dtype"])
         report["prediction"] = pred
     return report
 
@@ -466,7 +496,11 @@ def _print_human(report: dict[str, Any]) -> None:
     print(f"{report['arch']}: test accuracy {report['test_accuracy']:.4f} on {report['data']} "
           f"({report['train_space']}, {report['epochs']} epochs, {report['world_size']} process(es)); "
           f"wrote {report['out']}")  # fmt: skip
-    for line in deploy.describe(report["exports"], report["prediction"]):
+    lines = deploy.describe(report["exports"], None if report["lut_scale_exports"] else report["prediction"])
+    if report["lut_scale_exports"]:
+        lines.append(f"  timed in place of the proxy: the LUT's network ({report['space']}, untrained weights)")
+        lines += deploy.describe(report["lut_scale_exports"], report["prediction"])
+    for line in lines:
         print(line)
 
 
@@ -554,22 +588,34 @@ def _finish(plan: _Plan, args: argparse.Namespace, extra: list[str], result: dic
         torch.save(plan.data.x_train[pick].contiguous(), buf)
         calibration = atomic_write(plan.out / "calibration.pt", buf.getvalue())
     status = 0
+    proxy_measured = bool(args.measure) and plan.train.name != plan.arch.space
     try:
         exports = deploy.export_and_measure(
             paths["model_json"], paths["weights"], plan.out, plan.suffixes, plan.dtype, layouts=plan.layouts,
             calibration=calibration,
-            device=args.measure, threads=plan.threads, extra=extra, progress=progress,
+            device=None if proxy_measured else args.measure, threads=plan.threads, extra=extra, progress=progress,
         )  # fmt: skip
+        timed = _time_lut_scale(plan, args, extra, progress) if proxy_measured else []
     except deploy.ProfilerCallError as e:
         print(f"error: {e}\n(the trained model is saved in {plan.out}; re-run with --resume to export "
               "again without training)", file=sys.stderr)  # fmt: skip
-        exports, status = [], 1
-    report = _report(plan, args, result, paths, exports)
+        exports, timed, status = [], [], 1
+    report = _report(plan, args, result, paths, exports, timed)
     atomic_write(plan.out / "report.json", json.dumps(report, indent=2) + "\n")
     _print_human(report)
     if args.json:
         print(json.dumps(report))
     return status
+
+
+def _time_lut_scale(plan: _Plan, args: argparse.Namespace, extra: list[str], progress: bool) -> list[dict[str, Any]]:
+    """Trained on a proxy of other shapes: time the network the LUT predicts in its place."""
+    pick = torch.randperm(len(plan.data.y_train), generator=torch.Generator().manual_seed(plan.cfg.seed))
+    images = plan.data.x_train[pick[:CALIBRATION_IMAGES]].cpu() if plan.dtype != "fp32" else None
+    return deploy.time_lut_network(plan.arch, plan.data.num_classes, plan.out / LUT_SCALE_DIR, plan.suffixes,
+                                   plan.dtype, layouts=plan.layouts, calibration_images=images, seed=plan.cfg.seed,
+                                   device=args.measure, threads=plan.threads, extra=extra, progress=progress,
+                                   info={"trained_network": str(plan.out / "model.json")})  # fmt: skip
 
 
 if __name__ == "__main__":

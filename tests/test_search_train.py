@@ -114,7 +114,8 @@ def test_resume_ends_where_an_uninterrupted_run_ends(small_arch, tmp_path, one_t
     rows = list(csv.DictReader((tmp_path / "b" / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2] and tuple(rows[0]) == METRIC_COLUMNS
     assert float(rows[2]["test_acc"]) == straight["test_accuracy"]
-    assert float(rows[0]["lr"]) == 0.1 > float(rows[1]["lr"]) > float(rows[2]["lr"])
+    lrs = [float(r["lr"]) for r in rows]  # warm-up (3 steps an epoch, 4 of warm-up), then the cosine
+    assert lrs[0] == pytest.approx(TrainConfig(batch_size=16).peak_lr / 4) and lrs[0] < lrs[1] > lrs[2]
 
 
 def test_resume_refuses_a_checkpoint_of_another_run(small_arch, tmp_path, one_torch_thread) -> None:
@@ -205,27 +206,44 @@ def test_cli_checks_runtime_and_dtype_with_the_profiler_before_training(run, tmp
 
 
 @pytest.mark.slow
-def test_export_and_measure_on_host_beside_the_prediction(run, tmp_path, capsys) -> None:
+def test_measure_after_proxy_training_times_the_network_the_lut_predicts(run, tmp_path, capsys) -> None:
+    """Trained on the proxy, the LUT's own network (its resolution, width and head) is exported to
+    lut-scale/ and timed beside the prediction; the trained proxy is exported, not timed."""
     out = _copy(run, tmp_path)  # a finished run: --resume goes straight to the export
     argv = ["--arch", str(run["arch_json"]), *TRAIN_ARGS, "--out", str(out), "--resume", "--export", "executorch",
             "--export", "tflite", "--measure", "host", "--json", *FAST_MEASURE]  # fmt: skip
     assert main(argv) == 0
-    report = _last_json(capsys.readouterr().out)
+    printed = capsys.readouterr().out
+    report = _last_json(printed)
     assert report == json.loads((out / "report.json").read_text())
     assert report["resumed_from_epoch"] == 2 and report["weights_sha256"] == run["report"]["weights_sha256"]
     assert [e["runtime"] for e in report["exports"]] == ["executorch", "tflite"]
-    for rec in report["exports"]:
+    for rec in report["exports"]:  # the trained proxy: exported, not timed
         path = Path(rec["export_path"])
         assert path.parent == out and path.stat().st_size == rec["size_bytes"] > 0
+        assert "measured_latency_us" not in rec
+    assert (out / "model.pte").is_file() and (out / "model.tflite").is_file()
+    timed = report["lut_scale_exports"]
+    assert [e["runtime"] for e in timed] == ["executorch", "tflite"]
+    for rec in timed:
+        assert Path(rec["export_path"]).parent == out / "lut-scale" and rec["network"] == "lut-scale"
         assert rec["measured_latency_us"] > 0 and rec["stats"]["n"] == 3 and rec["device"] == "host"
         samples = json.loads(Path(rec["measure_path"]).read_text())["samples_us"]
         assert len(samples) == 3
         assert any("the LUT is of synthetic" in n for n in rec["vs_lut_notes"])
-    assert (out / "model.pte").is_file() and (out / "model.tflite").is_file()
-    first = report["exports"][0]
-    assert (report["export_path"], report["sha256"], report["measured_latency_us"]) == (
-        first["export_path"], first["sha256"], first["measured_latency_us"])  # fmt: skip
-    assert report["prediction"]["predicted_us"] == run["report"]["prediction"]["predicted_us"]
+    timed_arch = load_arch(out / "lut-scale" / "model.json")
+    lut_arch = load_arch(run["arch_json"])
+    assert (timed_arch.space, timed_arch.blocks) == (lut_arch.space, lut_arch.blocks) == ("fbnet", lut_arch.blocks)
+    assert timed_arch.info["num_classes"] == 10 and timed_arch.info["trained"] is False
+    keys = [o.key for o in arch_ops(timed_arch, replace(get_space("fbnet"), num_classes=10))]
+    assert keys[:-1] == [o.key for o in arch_ops(lut_arch)][:-1]  # the LUT's ops but the classifier
+    assert report["measured_latency_us"] == timed[0]["measured_latency_us"]
+    assert report["export_path"] == report["exports"][0]["export_path"]
+    pred = report["prediction"]
+    assert pred["predicted_us"] == run["report"]["prediction"]["predicted_us"]
+    assert pred["notes"][0].startswith("timed: the LUT's own network (fbnet")
+    assert not any(n.startswith("trained at") for n in pred["notes"])  # measured and predicted: one network
+    assert "timed in place of the proxy" in printed
 
 
 @pytest.mark.slow
@@ -249,7 +267,7 @@ def test_measure_on_the_loopback_phone_end_to_end(run, loopback, tmp_path, capsy
             "--adb-port", str(server.port)]  # fmt: skip
     assert main(argv) == 0
     report = _last_json(capsys.readouterr().out)
-    rec = report["exports"][0]
+    rec = report["lut_scale_exports"][0]  # the LUT's network, timed in the proxy's place
     assert rec["device"] == daemon.serial and "loopback" in rec["device_id"].lower()
     assert report["measured_latency_us"] == rec["measured_latency_us"] > 0 and rec["stats"]["n"] == 3
 
@@ -322,3 +340,28 @@ def test_two_process_training_agrees_bit_for_bit_and_rank0_writes(run, small_arc
     assert load_checkpoint(out / "checkpoint.pt")["world_size"] == 2
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "metrics.csv", "model.json", "model.pt",
                                                      "report.json"]  # fmt: skip
+
+
+def test_lut_network_timed_in_place_of_a_proxy_is_the_luts_own(tmp_path, monkeypatch) -> None:
+    """`deploy.time_lut_network`: the LUT arch in its own space with this data's classifier,
+    weights as training starts them, an int8 export calibrated at the LUT's resolution."""
+    from search import deploy
+
+    calls = []
+    monkeypatch.setattr(deploy, "export_and_measure",
+                        lambda *a, **kw: calls.append((a, kw)) or [{"runtime": "executorch", "dtype": "int8"}])  # fmt: skip
+    arch = get_arch("fbnet_96_035_1")
+    images = torch.randn(4, 3, 32, 32)
+    records = deploy.time_lut_network(arch, 10, tmp_path / "lut-scale", {"executorch": ".pte"}, "int8",
+                                      device="host", calibration_images=images, info={"trained_network": "x"})  # fmt: skip
+    assert records == [{"runtime": "executorch", "dtype": "int8", "network": "lut-scale"}]
+    (model_json, weights, folder, suffixes, dtype), kw = calls[0]
+    timed = load_arch(model_json)
+    assert (timed.space, timed.blocks, timed.head_channels) == (arch.space, arch.blocks, arch.head_channels)
+    assert timed.info["num_classes"] == 10 and timed.info["trained_network"] == "x"
+    net = build_model(timed, 10)
+    net.load_state_dict(torch.load(weights, weights_only=True))
+    assert kw["device"] == "host" and dtype == "int8"
+    assert torch.load(kw["calibration"], weights_only=True).shape == (4, 3, 96, 96)
+    with pytest.raises(ValueError, match="calibration_images"):
+        deploy.time_lut_network(arch, 10, tmp_path / "b", {"executorch": ".pte"}, "int8", device="host")

@@ -95,6 +95,12 @@ class FBNetBlock(nn.Module):
         self.pwl = ConvBNAct(mid, c_out, kernel=1, groups=groups, act=None)
         self.use_residual = stride == 1 and c_in == c_out
 
+    def zero_init_last(self) -> None:
+        """With a residual: the last BN's γ = 0, so the block starts as the identity (timm's
+        `zero_init_last`; `search.recipe.init_weights` calls it)."""
+        if self.use_residual:
+            nn.init.zeros_(self.pwl[1].weight)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.pwl(self.dw(self.shuffle(self.pw(x))))
         return x + y if self.use_residual else y
@@ -112,6 +118,12 @@ class MBConv(nn.Module):
         self.dw = ConvBNAct(mid, mid, kernel=kernel, stride=stride, groups=mid, act="relu6")
         self.pwl = ConvBNAct(mid, c_out, kernel=1, act=None)
         self.use_residual = stride == 1 and c_in == c_out
+
+    def zero_init_last(self) -> None:
+        """With a residual: the last BN's γ = 0, so the block starts as the identity (timm's
+        `zero_init_last`; `search.recipe.init_weights` calls it)."""
+        if self.use_residual:
+            nn.init.zeros_(self.pwl[1].weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.pwl(self.dw(self.expand(x)))

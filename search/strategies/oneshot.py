@@ -1,8 +1,8 @@
 """The fitness proxies of evolution and random search: the accuracy an architecture reaches.
 
 `fitness="train"` (the default): each architecture evaluated is trained from scratch for
-`fitness_epochs` epochs on the weights split (SGD as the weights of every strategy; the same
-initialisation seed and data order for every arch) and scored on the whole architecture split — a
+`fitness_epochs` epochs on the weights split (with `search.train`'s recipe, `search.recipe`; the
+same initialisation seed and data order for every arch) and scored on the whole architecture split — a
 low-fidelity version of what `search.train` does to the final arch, as evolution (Real et al.
 2019) and random search (Li & Talwalkar 2019) evaluate archs. Each costs a few epochs of one small
 network, so `cycles` is small by default.
@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from search.latency import LatencyModel
 from search.supernet import Supernet
-from search.train import build_proxy_model, evaluate
+from search.recipe import init_weights, make_optimizer, make_schedule
+from search.train import TrainConfig, build_proxy_model, evaluate
 
 from .base import SearchContext
 from .common import (
@@ -135,16 +136,19 @@ class ShortTraining(_Fitness):
         if key not in self.scores:
             cfg, dist = self.ctx.cfg, self.ctx.dist
             blocks = tuple(self.ctx.latency.blocks[i] for i in key)
+            recipe = TrainConfig(epochs=cfg.fitness_epochs, batch_size=cfg.batch_size, seed=cfg.seed)
             torch.manual_seed(cfg.seed)  # every arch: the same initialisation seed and data order
-            model = build_proxy_model(blocks, self.space, self.ctx.data.num_classes).to(self.ctx.device)
-            total = cfg.fitness_epochs * steps_per_epoch(len(self.yw), cfg.batch_size, dist)
-            opt, sched = make_w_optimizer(model, cfg, total)
+            model = build_proxy_model(blocks, self.space, self.ctx.data.num_classes)
+            model = init_weights(model, init=recipe.init, zero_init_last=recipe.zero_init_last).to(self.ctx.device)
+            per_epoch = steps_per_epoch(len(self.yw), cfg.batch_size, dist)
+            opt = make_optimizer(model, recipe)  # search.train's recipe, as the final arch is trained
+            sched = make_schedule(opt, recipe, cfg.fitness_epochs * per_epoch, per_epoch)
             average_gradients_before_step(opt, dist)
             order = torch.Generator().manual_seed(cfg.seed)
             model.train()
             for _ in range(cfg.fitness_epochs):
                 for x, y in train_batches(self.xw, self.yw, cfg.batch_size, order, dist):
-                    ce = F.cross_entropy(model(x), y)
+                    ce = F.cross_entropy(model(x), y, label_smoothing=recipe.label_smoothing)
                     opt.zero_grad(set_to_none=True)
                     ce.backward()
                     opt.step()
