@@ -73,7 +73,7 @@ def test_executor_runner_extras_and_etdump(loopback, tiny_models):
     finally:
         daemon.set_knobs(event_tracer=False)
     assert len(m.samples_us) == 2 and m.extra["init_us"] > 0
-    assert m.extra["planned_memory_bytes"] >= 2 * 8 * 8 * 8 * 4 and m.extra["planned_buffers"] == 1
+    assert m.extra["planned_memory_bytes"] >= 2 * 32 * 32 * 32 * 4 and m.extra["planned_buffers"] == 1
     etdump = deserialize_from_etdump_flatcc(m.etdump)  # as the profiler side will read it
     executions = [e for run in etdump.run_data for e in run.events
                   if e.profile_event and e.profile_event.name == "Method::execute"]
@@ -114,7 +114,7 @@ def test_crash_and_hang_are_runner_errors(loopback, tiny_models):
     target.prepare(rt, [tiny_models["tflite"]])
     daemon.set_faults(crash_on=tiny_models["tflite"].stem)
     try:
-        with pytest.raises(RunnerError, match=r"k3_e1-i8x8x8-o8-s1: benchmark_model exited with status 134"):
+        with pytest.raises(RunnerError, match=r"k3_e1-i32x32x32-o32-s1: benchmark_model exited with status 134"):
             target.measure(rt, tiny_models["tflite"], RunSpec(warmup=1, runs=2))
         daemon.set_faults(crash_on=None, hang_on=tiny_models["tflite"].stem)
         with pytest.raises(RunnerError, match="timed out after 2 s"):

@@ -84,13 +84,18 @@ def test_raising_beta_in_fbnets_own_loss_lowers_predicted_latency(tmp_path, macs
     # The paper's loss CE · α · log(LAT)^β as is. Its latency share of the θ gradient is
     # β / log(LAT) ≈ β / 10 of the relative latency gradient: a handful of θ steps need β ≈ 30 to
     # let latency decide every layer (the paper's β = 0.6 steers over 90 epochs; between small β
-    # the order of a one-epoch result is CE noise). α only scales the loss: Adam is invariant to it.
+    # the order of a short result is CE noise). α only scales the loss: Adam is invariant to it.
+    # 18 θ steps (3 epochs of 96 weight and 96 θ images): with TINY's 2 (one epoch of 24 + 72),
+    # β = 30 ended 0.3–2 % *slower* than β = 0 on 2 of 10 seeds, and with 6 up to 0.99×.
+    # Measured, lats[30] / lats[0] over seeds 0–9: 0.34–0.52 at 1 torch thread, 0.31–0.64 at 2; with β = 0 in both runs the two
+    # latencies are equal and the bound fails.
     lats = {}
     for beta in (0.0, 30.0):
-        cfg = replace(TINY, latency_loss="mul", alpha=0.2, beta=beta, seed=seed)
-        lats[beta] = run_search(cfg, macs_model, PROXY, out=tmp_path / f"b{beta}", subset=SUBSET)["predicted_latency_us"]
+        cfg = replace(TINY, epochs=3, w_fraction=0.5, latency_loss="mul", alpha=0.2, beta=beta, seed=seed)
+        lats[beta] = run_search(cfg, macs_model, PROXY, out=tmp_path / f"b{beta}", subset=2 * SUBSET)["predicted_latency_us"]
     record_property("lats", lats)
-    assert lats[30.0] < lats[0.0], lats
+    record_property("ratio", lats[30.0] / lats[0.0])
+    assert lats[30.0] < 0.8 * lats[0.0], lats
 
 
 def test_raising_beta_raises_the_latency_share_of_the_theta_gradient(macs_model) -> None:

@@ -134,8 +134,8 @@ WIDE_SUBSET, WIDE_EPOCHS, WIDE_MIN_ACC, WIDE_MAX_TEST_LOSS = 320, 6, 0.3, 10.0
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1])
-def test_width_one_training_beats_chance_by_a_margin(seed, one_torch_thread) -> None:
+@pytest.mark.stochastic(seeds=(0, 1))
+def test_width_one_training_beats_chance_by_a_margin(seed, one_torch_thread, record_property) -> None:
     arch = get_arch("fbnet_c")
     space = train_space_for(arch, width=1.0)
     assert (space.resolution, space.width_mult) == (32, 1.0)
@@ -143,6 +143,8 @@ def test_width_one_training_beats_chance_by_a_margin(seed, one_torch_thread) -> 
     data = load_data("digits", resolution=32, subset=WIDE_SUBSET)
     result = train_arch(trained.blocks, space, data, TrainConfig(epochs=WIDE_EPOCHS, seed=seed),
                         head_channels=trained.head_channels)  # fmt: skip
+    record_property("test_accuracy", result["test_accuracy"])
+    record_property("max_test_loss", max(r["test_loss"] for r in result["history"]))
     assert result["test_accuracy"] >= WIDE_MIN_ACC
     assert all(math.isfinite(r["test_loss"]) and r["test_loss"] < WIDE_MAX_TEST_LOSS for r in result["history"])
 

@@ -185,8 +185,12 @@ def test_recalibrated_bn_uses_the_calibration_batches_and_restores_the_supernet(
 def test_differentiable_searches_sharpen_theta_and_settle_the_argmax(strategy, lat, tmp_path, seed: int, record_property) -> None:
     # the strategies' own objective, schedule and commitment term, on a smaller budget than the
     # defaults: 400 images in batches of 16 (20 architecture steps per epoch); ProxylessNAS moves
-    # two sampled paths per step, so it needs more steps
-    epochs = 20 if strategy == "proxyless" else 4
+    # two sampled paths per step, so it needs more steps. Six epochs: with four, the argmax still
+    # moved in 1–2 layers in the last epoch on 6 of 10 seeds. Measured over seeds 0–9 at 1 and 2
+    # torch threads: final entropy 0.021–0.046, first search epoch 17–22 layers
+    # changed, last epoch 0, last two at most 1. Without the commitment term (entropy_weight 0) the entropy ends at
+    # 1.56–1.59 and 6–7 layers change in the last epoch; with θ frozen it stays at ln 9.
+    epochs = 20 if strategy == "proxyless" else 6
     cfg = SearchConfig(strategy=strategy, epochs=epochs, batch_size=16, num_samples=2, recalib_batches=2, seed=seed)
     summary = run_search(cfg, lat, PROXY, out=tmp_path / strategy, subset=400)
     with (tmp_path / strategy / "log.csv").open() as f:
@@ -194,9 +198,11 @@ def test_differentiable_searches_sharpen_theta_and_settle_the_argmax(strategy, l
     entropy = [float(r["theta_entropy"]) for r in rows]
     record_property("entropy", entropy)
     record_property("argmax_changes", [int(r["argmax_changes"]) for r in rows])
+    changes = [int(r["argmax_changes"]) for r in rows]
     assert entropy[0] > 1.5  # it starts near ln 9 = 2.197 …
-    assert summary["theta_entropy"] <= 0.5 and entropy[-1] <= 0.5, entropy  # … and ends sharp
-    assert int(rows[-1]["argmax_changes"]) == 0 and summary["argmax_stable_epochs"] >= 1
+    assert summary["theta_entropy"] <= 0.2 and entropy[-1] <= 0.2, entropy  # … and ends sharp
+    # the argmax moves in most layers in the first search epoch and settles by the last two
+    assert changes[1] >= 11 and changes[-1] <= 1 and sum(changes[-2:]) <= 2, changes
 
 
 def test_unknown_strategy_and_impossible_budget_fail_clearly(lat, tmp_path) -> None:
@@ -258,7 +264,9 @@ def test_train_fitness_scores_each_arch_by_training_it(lat, tmp_path, seed: int,
         rows = [r for r in csv.DictReader(f) if r["phase"] == "random"]
     accs = [float(r["val_acc"]) for r in rows]
     record_property("accs", accs)
-    assert len(accs) == 2 and max(accs) > 0.2  # 10 classes: chance is 0.1 (0.30 here)
+    # 10 classes: chance is 0.1. Measured with the training recipe, the better of the two over seeds
+    # 0–9: 0.78–0.89 at 1 torch thread{E_T2}; with the weights frozen (lr 1e-12) 0.09–0.12
+    assert len(accs) == 2 and max(accs) > 0.5, accs
     assert summary["val_accuracy"] == pytest.approx(max(accs))
     assert 0.0 < summary["test_accuracy"] <= 1.0
     with pytest.raises(ValueError, match="fitness must be one of"):
