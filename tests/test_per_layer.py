@@ -65,7 +65,7 @@ def test_per_layer_times_of_a_real_network(runtime: str, small_arch, tmp_path) -
     """`profiler.run --arch A --per-layer` on the host: every layer of a small FBNet arch (five
     computing layers, identity skips between them) gets its in-context time (ETDump / LiteRT op
     profiling), identity layers none. Operator times come in whole µs, so the arch's smallest layer
-    (the 1×1 conv `skip` at 14×14, 1.4 M MACs, 12 µs on a 2-core EPYC) is far above that
+    (the 1×1 conv `skip` at 14×14, 1.4 M MACs, 13–14 µs on a 2-core EPYC) is far above that
     resolution; at 96×96 and width 0.35 the same layer has 35 k MACs and read 0 µs, and at 224×224
     and width 0.5 (351 k MACs) 3 µs."""
     arch = small_arch

@@ -124,13 +124,12 @@ def test_convs_are_kaiming_normal_by_fan_out() -> None:
 
 
 # --- a width-1.0 training learns ---------------------------------------------------------------------
-# FBNet-C at width 1.0 on the proxy resolution, 320 training images, 6 epochs, the whole test split
-# (359 images, chance 0.10). Measured with this recipe: seeds 0–5 at 1 torch thread 0.487 / 0.625 /
-# 0.600 / 0.550 / 0.537 / 0.613 (spread 0.14), seed 0 at 2 threads 0.425; worst test loss of any
-# epoch 2.47. The old recipe (lr 0.1, no warm-up, PyTorch init) on the same runs, seeds 0–2:
-# 0.062 / 0.125 / 0.087, test losses 2·10⁵–4·10⁶. The bar sits between the two with room for
-# the seeds and thread counts not measured.
-WIDE_SUBSET, WIDE_EPOCHS, WIDE_MIN_ACC, WIDE_MAX_TEST_LOSS = 320, 6, 0.3, 10.0
+# FBNet-C at width 1.0 on the proxy resolution, 320 training images, 6 epochs, the subset's test split
+# (80 images, chance 0.10). Measured with this recipe over seeds 0–9: 0.49–0.74 at 1 torch thread,
+# 0.38–0.73 at 2; worst test loss of any epoch 2.57. The old recipe (lr 0.1, no warm-up, PyTorch
+# init) on the same runs, seeds 0–2: 0.062 / 0.125 / 0.087, test losses 2·10⁵–4·10⁶. The bar sits
+# between the two, with room on both sides.
+WIDE_SUBSET, WIDE_EPOCHS, WIDE_MIN_ACC, WIDE_MAX_TEST_LOSS = 320, 6, 0.25, 10.0
 
 
 @pytest.mark.slow

@@ -187,22 +187,23 @@ def test_differentiable_searches_sharpen_theta_and_settle_the_argmax(strategy, l
     # defaults: 400 images in batches of 16 (20 architecture steps per epoch); ProxylessNAS moves
     # two sampled paths per step, so it needs more steps. Six epochs: with four, the argmax still
     # moved in 1–2 layers in the last epoch on 6 of 10 seeds. Measured over seeds 0–9 at 1 and 2
-    # torch threads: final entropy 0.021–0.046, first search epoch 17–22 layers
-    # changed, last epoch 0, last two at most 1. Without the commitment term (entropy_weight 0) the entropy ends at
-    # 1.56–1.59 and 6–7 layers change in the last epoch; with θ frozen it stays at ln 9.
+    # torch threads: final entropy 0.021–0.046 (1 thread) and 0.022–0.146 (2); 17–22 layers
+    # changed in the first search epoch; none in the last in all 20 runs; in the last two at most
+    # 1 (1 thread) and 2 (2 threads). Without the commitment term (entropy_weight 0) the entropy
+    # ends at 1.56–1.59 and 6–7 layers change in the last epoch; with θ frozen it stays at ln 9.
     epochs = 20 if strategy == "proxyless" else 6
     cfg = SearchConfig(strategy=strategy, epochs=epochs, batch_size=16, num_samples=2, recalib_batches=2, seed=seed)
     summary = run_search(cfg, lat, PROXY, out=tmp_path / strategy, subset=400)
     with (tmp_path / strategy / "log.csv").open() as f:
         rows = list(csv.DictReader(f))
     entropy = [float(r["theta_entropy"]) for r in rows]
-    record_property("entropy", entropy)
-    record_property("argmax_changes", [int(r["argmax_changes"]) for r in rows])
     changes = [int(r["argmax_changes"]) for r in rows]
+    record_property("entropy", entropy)
+    record_property("argmax_changes", changes)
     assert entropy[0] > 1.5  # it starts near ln 9 = 2.197 …
-    assert summary["theta_entropy"] <= 0.2 and entropy[-1] <= 0.2, entropy  # … and ends sharp
+    assert summary["theta_entropy"] <= 0.3 and entropy[-1] <= 0.3, entropy  # … and ends sharp
     # the argmax moves in most layers in the first search epoch and settles by the last two
-    assert changes[1] >= 11 and changes[-1] <= 1 and sum(changes[-2:]) <= 2, changes
+    assert changes[1] >= 11 and changes[-1] <= 1 and sum(changes[-2:]) <= 3, changes
 
 
 def test_unknown_strategy_and_impossible_budget_fail_clearly(lat, tmp_path) -> None:
@@ -265,7 +266,7 @@ def test_train_fitness_scores_each_arch_by_training_it(lat, tmp_path, seed: int,
     accs = [float(r["val_acc"]) for r in rows]
     record_property("accs", accs)
     # 10 classes: chance is 0.1. Measured with the training recipe, the better of the two over seeds
-    # 0–9: 0.78–0.89 at 1 torch thread{E_T2}; with the weights frozen (lr 1e-12) 0.09–0.12
+    # 0–9: 0.78–0.89 at 1 torch thread, 0.76–0.87 at 2; with the weights frozen (lr 1e-12) 0.09–0.12
     assert len(accs) == 2 and max(accs) > 0.5, accs
     assert summary["val_accuracy"] == pytest.approx(max(accs))
     assert 0.0 < summary["test_accuracy"] <= 1.0
