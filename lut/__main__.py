@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -281,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # LutError, ArchError: the message says what is wrong
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `lut show … | head`: the reader has what it wanted
+        # Python flushes stdout again at exit: point it at /dev/null so that flush is quiet too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from profiler.api import measure_archs_detailed, preflight_space, profile_space
 from profiler.export import quiet_exporter_noise
 from profiler.protocol import PROTOCOL_CACHE_STATES, IncompleteJobError, ProtocolConfig
 from profiler.runtimes import LAYOUTS, RUNTIMES, list_runtimes
-from search.space import load_arch
+from search.space import get_space, load_arch
 
 log = logging.getLogger("profiler.run")
 _D = ProtocolConfig()
@@ -170,7 +170,13 @@ def _print_human(res: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     adb = adb_module()
-    args = build_parser(adb).parse_args(argv)
+    parser = build_parser(adb)
+    args = parser.parse_args(argv)
+    if not args.arch:
+        try:  # a wrong name stops here, before any device is locked or touched
+            get_space(args.space)
+        except ValueError as e:
+            parser.error(str(e))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)  # fmt: skip
     for name in ("profiler", "lut"):  # our own progress messages; third-party stays at WARNING
@@ -186,11 +192,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return _run_device(device, args, adb)
         except IncompleteJobError as e:  # ops failed: the count, and the kept job's place
-            log.error("%s: %s", device, e)
+            if args.json:  # a human reads it once, in the summary below
+                log.error("%s: %s", device, e)
             return {"device": device, "error": f"{type(e).__name__}: {e}", "num_failed": e.num_failed,
                     "incomplete": str(e.work_dir)}  # fmt: skip
         except (ValueError, RuntimeError, OSError) as e:  # the message is the report
-            log.error("%s: %s", device, e)
+            if args.json:
+                log.error("%s: %s", device, e)
             return {"device": device, "error": f"{type(e).__name__}: {e}"}
 
     try:

@@ -57,8 +57,9 @@ from search.latency import LatencyModel, check_proxy_space, resolve_lut
 from search.plots import plot_theta
 from search.space import Arch, Space, get_space
 from search.strategies import STRATEGIES, STRATEGY_DEFAULTS, SearchConfig, SearchContext, get_strategy
-from search.strategies.common import check_budget
-from search.strategies.objective import SearchDivergedError
+from search.strategies.common import ALTERNATE, TAU_SCHEDULES, check_budget
+from search.strategies.objective import LATENCY_LOSSES, SearchDivergedError
+from search.strategies.oneshot import FITNESS
 from search.train import TrainConfig, proxy_space_for, select_device, train_arch
 
 __all__ = ["run_search", "write_outputs", "add_search_arguments", "config_from_args", "latency_model", "main"]
@@ -233,6 +234,15 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
 }
 
 
+# the string flags' values, checked when the arguments are parsed (before any data loads)
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "alternate": ALTERNATE,
+    "tau_schedule": tuple(TAU_SCHEDULES),
+    "latency_loss": LATENCY_LOSSES,
+    "fitness": tuple(FITNESS),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m search.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -272,7 +282,8 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
         shown = STRATEGY_DEFAULTS.get(name, "none") if default is None else default
         if name in STRATEGY_DEFAULTS:
             shown = f"{shown}, or the strategy's own"
-        p.add_argument(flag, dest=name, type=typ, default=default, help=f"{help_} (default {shown})")
+        p.add_argument(flag, dest=name, type=typ, default=default, choices=_CHOICES.get(name),
+                       help=f"{help_} (default {shown})")  # fmt: skip
 
 
 def config_from_args(args: argparse.Namespace) -> SearchConfig:

@@ -269,3 +269,21 @@ def test_provenance_is_recorded_or_inferred(tmp_path: Path, synthetic_lut, capsy
     with pytest.raises(LutError, match="provenance must be one of"):
         write_lut(tmp_path, device_id="d", space="fbnet", runtime_dir="x-t1", table=lut.table.reset_index(),
                   samples=lut.samples, meta={**lut.meta, "provenance": "guessed"})  # fmt: skip
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path, synthetic_lut) -> None:
+    import fcntl
+    import os
+    import subprocess
+    import sys
+
+    lut = synthetic_lut(tmp_path)
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)  # smaller than the output: the writer must wait
+    proc = subprocess.Popen([sys.executable, "-m", "lut", "show", str(lut.path), "--json"],
+                            stdout=write_end, stderr=subprocess.PIPE)  # fmt: skip
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        assert reader.read(10) == b'{"id": "sy'  # `| head -c 10`: the reader takes what it wants and goes
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and b"Traceback" not in err and b"BrokenPipe" not in err, err

@@ -79,6 +79,11 @@ def test_cli_rejects_what_a_runtime_cannot_do(tmp_path: Path) -> None:
                  "--out", str(tmp_path), "--json", "--no-progress"], env)  # fmt: skip
     assert nhwc.returncode == 1 and "exports layout(s) nchw" in nhwc.stdout
     assert not any(tmp_path.rglob("v1"))
+    # an unknown space: one message and exit 2, before the device's lock is taken
+    space = _run(["profiler.run", "--runtime", "onnxruntime", "--space", "fbnet2", "--out", str(tmp_path)],
+                 {**env, "HWNAS_LOCK_DIR": str(tmp_path / "locks")})  # fmt: skip
+    assert space.returncode == 2 and space.stderr.count("unknown search space 'fbnet2'") == 1, space.stderr
+    assert space.stdout == "" and not (tmp_path / "locks").exists()
 
 
 def test_cli_rejects_unknown_runtime(capsys) -> None:

@@ -225,3 +225,12 @@ def _read_theta(path) -> torch.Tensor:
     with open(path) as f:
         rows = list(csv.reader(f))[1:]
     return torch.tensor([[float(v) for v in r[1:]] for r in rows])
+
+
+@pytest.mark.parametrize("flag", ["--alternate", "--tau-schedule", "--latency-loss", "--fitness"])
+def test_cli_checks_string_choices_when_parsing(flag: str, capsys) -> None:
+    from search.run import build_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["--out", "x", flag, "nope"])
+    assert exit_info.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
