@@ -20,7 +20,12 @@ weights stream inside a network (the batch-1 classifier) and the others warm; `n
 every op cold (cycling loaded copies).
 
 Machines drift and VMs share their cores: read the columns of one run side by side, not against
-another run's.
+another run's. Each row ends with the validation's verdict (`lut.validate.verdict`): whether the
+raw sum meets the goal (MAPE ≤ 5 %, ρ ≥ 0.95), given only when the run was quiet enough to judge
+(noise floor ≤ 4 %, |drift| ≤ 2 %; otherwise "not quiet"). `--repeats N` builds and validates
+every LUT N times in turn and ends with the spread of each runtime and protocol over the repeats:
+raw MAPE, bias and ρ from lowest to highest, how many repeats were quiet and how many of those met
+the goal.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import sys
 from typing import Any
 
 from lut.store import LutError, load_lut
-from lut.validate import write_validation
+from lut.validate import GOAL_MAPE_PCT, GOAL_SPEARMAN, write_validation
 from profiler.api import profile_space
 from profiler.validate import ALL_OPS, ValidationConfig, validate_lut
 
@@ -56,7 +61,25 @@ def _row(lut, rep: dict[str, Any], protocol: str) -> dict[str, Any]:
         "noise_floor": rep["noise_floor"],
         "drift_pct": rep.get("drift", {}).get("median_change_pct"),
         "num_archs": rep["num_archs"],
+        "quiet": rep["verdict"]["quiet"],
+        "meets_goal": rep["verdict"]["meets_goal"],
+        "not_quiet": rep["verdict"]["not_quiet"],
     }
+
+
+def spread(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per runtime and protocol over the repeats: lowest and highest raw MAPE and bias, lowest ρ,
+    and how many repeats were quiet and met the goal."""
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault((r["runtime"], r["protocol"]), []).append(r)
+    return [{
+        "runtime": rt, "protocol": proto, "repeats": len(rs),
+        "raw_mape_min": min(r["raw_mape"] for r in rs), "raw_mape_max": max(r["raw_mape"] for r in rs),
+        "bias_min": min(r["raw_mean_error_pct"] for r in rs), "bias_max": max(r["raw_mean_error_pct"] for r in rs),
+        "spearman_min": min(r["raw_spearman"] for r in rs),
+        "quiet": sum(bool(r["quiet"]) for r in rs), "met": sum(r["meets_goal"] is True for r in rs),
+    } for (rt, proto), rs in out.items()]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,32 +103,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ops-limit", type=int, help="profile only the first N ops (tests)")
     p.add_argument("--write", action="store_true", help="store validation.json beside each LUT")
     p.add_argument("--json", action="store_true", help="last line: one JSON list of rows")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="build and validate every LUT this many times in turn, then print the spread (default 1)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     drift_ops = ALL_OPS if args.drift_ops == "all" else int(args.drift_ops)
     cfg = ValidationConfig(num_archs=args.archs, seed=args.seed, rounds=args.rounds, correction="auto",
                            progress=not args.json, drift_ops=drift_ops)  # fmt: skip
+    if args.repeats < 1:
+        p.error("--repeats must be ≥ 1")
     rows = []
 
-    def validate(path: str, proto: str) -> None:
+    def validate(path: str, proto: str, repeat: int) -> None:
         lut = load_lut(path)
         rep = validate_lut(lut, cfg)
         if args.write:
             write_validation(lut, rep)
-        rows.append(_row(lut, rep, proto))
+        rows.append({**_row(lut, rep, proto), "repeat": repeat})
 
     try:
-        if args.luts:
-            for x in args.luts:
-                validate(str(load_lut(x, root=args.root).path), "as stored")
-        else:  # each LUT validated as soon as it is built: the drift between the two stays minutes
-            for runtime in args.runtimes:
+        for repeat in range(args.repeats):
+            if args.luts:
+                for x in args.luts:
+                    validate(str(load_lut(x, root=args.root).path), "as stored", repeat)
+                continue
+            for runtime in args.runtimes:  # each LUT validated as soon as it is built: minutes apart
                 for proto in args.protocols.split(","):
                     layout, _, cache = proto.partition(":")
                     res = profile_space(args.space, runtime, out=args.out, layout=layout, cache=cache or None,
                                         rounds=args.profile_rounds, seed=args.seed, ops_limit=args.ops_limit,
                                         progress=not args.json)  # fmt: skip
-                    validate(str(res.lut_dir), proto)
+                    validate(str(res.lut_dir), proto, repeat)
     except (ValueError, RuntimeError) as e:  # LutError, TargetError, JobError
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -114,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"{'runtime':<12}{'protocol':<12}{'raw MAPE %':>11}{'bias %':>8}{'max APE %':>10}{'Spearman':>9}"
           f"{'affine %':>9}{'per_op %':>9}{'same %':>8}{'bias %':>8}{'ρ':>7}{'noise %':>8}{'drift %':>8}"
-          f"{'archs':>6}")  # fmt: skip
+          f"{'archs':>6}  verdict")  # fmt: skip
 
     def f(v: float | None, spec: str) -> str:
         return format(v, spec) if v is not None else "-".rjust(int(spec.split(".")[0].lstrip(">")))
@@ -125,8 +153,22 @@ def main(argv: list[str] | None = None) -> int:
               f"{f(r['raw_spearman'], '>9.3f')}{f(r['affine_holdout_mape'], '>9.2f')}"
               f"{f(r['per_op_holdout_mape'], '>9.2f')}{f(r['same_mape'], '>8.2f')}{f(r['same_mean_error_pct'], '>+8.2f')}"
               f"{f(r['same_spearman'], '>7.3f')}{f(r['noise_floor'], '>8.2f')}{f(r['drift_pct'], '>+8.1f')}"
-              f"{r['num_archs']:>6d}")  # fmt: skip
+              f"{r['num_archs']:>6d}  {_verdict(r)}")  # fmt: skip
+    for r in rows:
+        if not r["quiet"]:
+            print(f"  {r['runtime']} {r['protocol']} (repeat {r['repeat'] + 1}): {'; '.join(r['not_quiet'])}")
+    if args.repeats > 1:
+        print(f"over {args.repeats} repeats (goal: raw MAPE ≤ {GOAL_MAPE_PCT:g} %, ρ ≥ {GOAL_SPEARMAN:g}; judged on "
+              "quiet repeats only):")  # fmt: skip
+        for s_ in spread(rows):
+            print(f"  {s_['runtime']:<12}{s_['protocol']:<12} raw MAPE {s_['raw_mape_min']:.2f}–{s_['raw_mape_max']:.2f} %"
+                  f"  bias {s_['bias_min']:+.2f} … {s_['bias_max']:+.2f} %  ρ ≥ {s_['spearman_min']:.3f}"
+                  f"  quiet {s_['quiet']}/{s_['repeats']}, met the goal {s_['met']}/{s_['quiet']}")  # fmt: skip
     return 0
+
+
+def _verdict(r: dict[str, Any]) -> str:
+    return "not quiet" if not r["quiet"] else ("meets goal" if r["meets_goal"] else "misses goal")
 
 
 if __name__ == "__main__":

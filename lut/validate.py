@@ -42,6 +42,10 @@ __all__ = [
     "CORRECTIONS",
     "GOAL_MAPE_PCT",
     "GOAL_SPEARMAN",
+    "QUIET_DRIFT_PCT",
+    "QUIET_NOISE_PCT",
+    "verdict",
+    "verdict_line",
     "random_archs",
     "arch_features",
     "error_metrics",
@@ -54,6 +58,10 @@ __all__ = [
 
 GOAL_MAPE_PCT = 5.0  # host goal for executorch and tflite: MAPE ≤ 5% and Spearman ≥ 0.95
 GOAL_SPEARMAN = 0.95
+# A run quiet enough to judge a LUT by: its own end-to-end halves agree within this (noise floor)
+# and its ops re-timed beside the archs moved at most this much since the LUT (drift).
+QUIET_NOISE_PCT = 4.0
+QUIET_DRIFT_PCT = 2.0
 
 
 # --- architectures --------------------------------------------------------------------------------
@@ -172,6 +180,39 @@ def evaluate(
     )
     out["meets_goal"] = bool(out["mape"] <= GOAL_MAPE_PCT and out["spearman"] >= GOAL_SPEARMAN)
     return out
+
+
+def verdict(mape: float, spearman: float, noise_floor: float, drift_pct: float | None) -> dict[str, Any]:
+    """Whether a validation may judge the LUT against the goal (raw MAPE ≤ GOAL_MAPE_PCT, Spearman ≥
+    GOAL_SPEARMAN), and the judgement. A run is quiet when its noise floor is ≤ QUIET_NOISE_PCT and
+    its drift (None: not measured) within ±QUIET_DRIFT_PCT; otherwise `meets_goal` is None and
+    `not_quiet` says by how much each figure missed.
+
+        >>> verdict(3.0, 0.97, 2.1, -0.5)["meets_goal"]
+        True
+        >>> verdict(3.0, 0.97, 6.0, -0.5)["not_quiet"]
+        ['noise floor 6.00 % > 4 % (by 2.00 points)']
+    """
+    not_quiet = []
+    if not noise_floor <= QUIET_NOISE_PCT:
+        not_quiet.append(f"noise floor {noise_floor:.2f} % > {QUIET_NOISE_PCT:g} % "
+                         f"(by {noise_floor - QUIET_NOISE_PCT:.2f} points)")  # fmt: skip
+    if drift_pct is None:
+        not_quiet.append("drift not measured (re-time LUT ops beside the archs: --drift-ops N or all)")
+    elif abs(drift_pct) > QUIET_DRIFT_PCT:
+        not_quiet.append(f"drift {drift_pct:+.2f} % beyond ±{QUIET_DRIFT_PCT:g} % "
+                         f"(by {abs(drift_pct) - QUIET_DRIFT_PCT:.2f} points)")  # fmt: skip
+    meets = None if not_quiet else bool(mape <= GOAL_MAPE_PCT and spearman >= GOAL_SPEARMAN)
+    return {"quiet": not not_quiet, "not_quiet": not_quiet, "meets_goal": meets,
+            "goal": f"raw MAPE ≤ {GOAL_MAPE_PCT:g} % and Spearman ≥ {GOAL_SPEARMAN:g}",
+            "thresholds": {"noise_floor_pct": QUIET_NOISE_PCT, "drift_pct": QUIET_DRIFT_PCT}}  # fmt: skip
+
+
+def verdict_line(v: dict[str, Any]) -> str:
+    """One line for a human: the judgement, or why the run gives none."""
+    if v["quiet"]:
+        return f"verdict: {'meets' if v['meets_goal'] else 'misses'} the goal ({v['goal']}); the run was quiet"
+    return f"no verdict: the run was not quiet enough to judge ({'; '.join(v['not_quiet'])})"
 
 
 def write_validation(lut: Lut, report: dict[str, Any]) -> Path:

@@ -28,7 +28,7 @@ import pandas as pd
 
 from lut.correction import CORRECTIONS, Correction
 from lut.store import Lut, LutError, load_lut
-from lut.validate import arch_features, error_metrics, evaluate, random_archs, write_validation
+from lut.validate import arch_features, error_metrics, evaluate, random_archs, verdict, verdict_line, write_validation
 from profiler.api import measure_archs, measure_archs_detailed
 from profiler.protocol import OVERHEAD_OPS
 from profiler.run import adb_module
@@ -129,6 +129,9 @@ def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dic
             r["corrected_us"] = Correction(report["prediction_model"], chosen["coef"]).apply(r)
     options = {k: v for k, v in kwargs.items() if k not in ("progress", "target_options")}
     report["drift"] = _drift(lut, drift_ops, halves)
+    add = report["additive"]
+    report["verdict"] = verdict(add["mape"], add["spearman"], report["noise_floor"],
+                                report["drift"]["median_change_pct"])  # fmt: skip
     same = _same_rounds(lut, archs, drift_ops, halves)
     if same is not None:
         for r, pred in zip(records, same["predicted_us"]):
@@ -144,7 +147,8 @@ def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dic
         config={**asdict(config), **options, "runtime": rt.get("name"), "target_options": None},
         noise_floor_definition=(
             "median over archs of 100*|m1-m2|/((m1+m2)/2), m1 and m2 the medians of two "
-            f"independent halves of {config.rounds} end-to-end rounds"
+            f"independent halves of {config.rounds} end-to-end rounds; every round loads each model "
+            "afresh, so the floor includes the variation between loads"
         ),
         archs=records,
     )
@@ -322,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
           f"Spearman {report['spearman']:.3f}  Kendall {report['kendall']:.3f}  "
           f"noise floor {report['noise_floor']:.2f}%  ({report['prediction_model']}, "
           f"{report['evaluated_on']} archs)  → {path}")  # fmt: skip
+    print(verdict_line(report["verdict"]))
     return 0
 
 

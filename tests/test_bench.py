@@ -71,6 +71,27 @@ def test_lut_accuracy_bench_profiles_and_validates_each_protocol(tmp_path, tiny_
     assert set(protocols[1]["op_cache"].values()) == {"cold"} and "op_cache" not in protocols[0]
 
 
+@pytest.mark.slow
+def test_lut_accuracy_bench_repeats_and_judges_only_quiet_runs(tmp_path, tiny_space, capsys) -> None:
+    from bench import lut_accuracy
+
+    rc = lut_accuracy.main(["--runtimes", "onnxruntime", "--protocols", "nchw:warm", "--space", tiny_space,
+                            "--archs", "3", "--rounds", "2", "--profile-rounds", "1", "--drift-ops", "2",
+                            "--repeats", "2", "--out", str(tmp_path)])  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == 0 and len(sorted(tmp_path.rglob("meta.json"))) == 2  # two builds, each validated
+    lines = [ln for ln in out.splitlines() if ln.startswith("onnxruntime")]
+    assert len(lines) == 2 and all(ln.endswith(("meets goal", "misses goal", "not quiet")) for ln in lines)
+    assert "over 2 repeats" in out and "quiet " in out and "met the goal" in out
+    rows = []
+    for r in range(2):
+        rows.append({"runtime": "onnxruntime", "protocol": "nchw:warm", "raw_mape": 3.0 + r, "raw_mean_error_pct": -r,
+                     "raw_spearman": 0.97 - r / 10, "quiet": r == 0, "meets_goal": True if r == 0 else None})
+    (s,) = lut_accuracy.spread(rows)
+    assert (s["raw_mape_min"], s["raw_mape_max"], s["bias_min"], s["spearman_min"]) == (3.0, 4.0, -1, 0.87)
+    assert (s["repeats"], s["quiet"], s["met"]) == (2, 1, 1)
+
+
 @pytest.fixture(scope="module")
 def small_lut(tmp_path_factory, synthetic_lut) -> str:
     return str(synthetic_lut(tmp_path_factory.mktemp("luts"), "benchdev").path)

@@ -179,3 +179,16 @@ def test_drift_leaves_out_overhead_ops_timed_as_another_model(tmp_path, syntheti
     assert drift["median_change_pct"] == pytest.approx(100.0)
     same = Lut(lut.path, {**lut.meta, "protocol": {"overhead_op": OVERHEAD_OPS["sampler"]}}, lut.table)
     assert {r["op_key"] for r in _drift(same, ops, halves)["ops"]} == set(ok)
+
+
+def test_a_verdict_only_from_a_quiet_run() -> None:
+    from lut.validate import QUIET_DRIFT_PCT, QUIET_NOISE_PCT, verdict, verdict_line
+
+    assert verdict(4.9, 0.96, QUIET_NOISE_PCT, -QUIET_DRIFT_PCT)["meets_goal"] is True
+    assert verdict(5.1, 0.99, 1.0, 0.0)["meets_goal"] is False and verdict(2.0, 0.94, 1.0, 0.0)["meets_goal"] is False
+    loud = verdict(2.0, 0.99, 6.5, 3.0)
+    assert loud["quiet"] is False and loud["meets_goal"] is None
+    assert loud["not_quiet"] == ["noise floor 6.50 % > 4 % (by 2.50 points)", "drift +3.00 % beyond ±2 % (by 1.00 points)"]
+    assert verdict(2.0, 0.99, 1.0, None)["meets_goal"] is None  # no drift measured: nothing says it was quiet
+    assert verdict_line(loud).startswith("no verdict: the run was not quiet enough to judge (noise floor 6.50 %")
+    assert verdict_line(verdict(3.0, 0.97, 1.0, 0.5)).startswith("verdict: meets the goal")
