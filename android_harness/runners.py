@@ -49,6 +49,7 @@ from .tflite_stats import NUM, OperatorTiming, OpProfileError, Stat, parse_op_pr
 __all__ = [
     "RunnerTiming",
     "RunnerOutputError",
+    "RunnerBuildError",
     "Runner",
     "SummaryForm",
     "SUMMARY_FORMS",
@@ -63,6 +64,10 @@ __all__ = [
 
 class RunnerOutputError(ValueError):
     """A runner's output does not contain a complete, consistent timing report."""
+
+
+class RunnerBuildError(RunnerOutputError):
+    """The output shows a build of the runner that cannot be timed (the message names it)."""
 
 
 @dataclass(frozen=True)
@@ -288,12 +293,12 @@ class ExecutorRunner:
     ) -> list[str]:
         # No warm-up flag: run warmup + runs executions; the caller drops the first `warmup`.
         # XNNPACK is a property of the build (EXECUTORCH_BUILD_XNNPACK) and of the .pte.
+        # Only flags every build since 0.6 has (`--print_output` came in 1.3: not passed).
         argv = [
             binary,
             f"--model_path={model}",
             f"--num_executions={warmup + runs}",
             f"--cpu_threads={threads}",
-            "--print_output=none",
         ]
         if profile is not None:  # needs a build with the event tracer (see the module docstring)
             argv.append(f"--etdump_path={profile}")
@@ -303,7 +308,7 @@ class ExecutorRunner:
         failed = _FAILED.search(text)
         done = _DONE.search(text)
         if done is None and (_UNTIMED.search(text) or _NO_EXECUTIONS_FLAG.search(text)):
-            raise RunnerOutputError(
+            raise RunnerBuildError(
                 "this executor_runner is an ExecuTorch 0.4-0.5 build: it runs the model once and "
                 "prints no time ('Model executed successfully.'; no --num_executions flag), so it "
                 "cannot be timed; build release 0.6 or newer (1.3 or newer prints every execution)"
@@ -363,4 +368,4 @@ def parse_output(runner: str, text: str, *, source: str = "output") -> RunnerTim
     try:
         return get_runner(runner).parse(text)
     except RunnerOutputError as exc:
-        raise RunnerOutputError(f"{source}: {exc}\n  last lines:\n{output_tail(text)}") from None
+        raise type(exc)(f"{source}: {exc}\n  last lines:\n{output_tail(text)}") from None
