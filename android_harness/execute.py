@@ -6,8 +6,9 @@ One sample is one timed inference, in microseconds:
   are the samples, the first `warmup` are dropped. A 0.6-1.2 build prints no per-iteration lines,
   only `Model executed successfully N time(s) in X ms.`: a launch's executions cannot be told
   apart, so each launch gives one sample, its mean X / N, and `runs` launches give the samples.
-  That mean includes the launch's warm-up and first (cold) executions, biased up by at most
-  (first - warm) / N; the harness accepts that rather than refusing these builds, and
+  That mean includes the launch's warm-up and first (cold) executions: it is biased up by their
+  excess over the warm time divided by N ((first - warm) / N when only the first is slow); the
+  harness accepts that rather than refusing these builds, and
   `SAMPLE_SEMANTICS` says so in every LUT it measures.
 - `benchmark_model`: it prints statistics, not runs, but with `--num_runs=2` its statistics line
   holds both runs (`first=`, `curr=`, or `curr=X(all same)` when both took the same µs). So each

@@ -118,7 +118,7 @@ class Runner(Protocol):
 # ---- benchmark_model -------------------------------------------------------------------------
 # The summary line the tool's BenchmarkLoggingListener prints last, in the forms released builds
 # have printed (tensorflow/lite/tools/benchmark/benchmark_model.cc across versions); each maps its
-# numbers to (init, first inference, warm-up avg, inference avg), None where the form lacks one.
+# numbers to init, first inference, warm-up avg and inference avg (the ones it prints).
 @dataclass(frozen=True)
 class SummaryForm:
     name: str

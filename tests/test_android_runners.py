@@ -342,3 +342,22 @@ def test_android_harness_does_not_import_torch():
             "android_harness.loopback.session; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("path", sorted(DATA.glob("*.txt")), ids=lambda p: p.stem)
+def test_cut_or_damaged_output_is_an_error_never_a_crash(path):
+    # every fixture cut after each line, cut inside each line and with each line dropped, read by
+    # both parsers: a RunnerTiming or a RunnerOutputError, nothing else
+    lines = path.read_text().splitlines(keepends=True)
+    variants = []
+    for i in range(len(lines) + 1):
+        variants.append("".join(lines[:i]))
+        variants.append("".join(lines[:i] + lines[i + 1:]))
+        if i < len(lines):
+            variants.append("".join(lines[:i]) + lines[i][: len(lines[i]) // 2])
+    for runner in sorted(RUNNERS):
+        for text in variants:
+            try:
+                parse_output(runner, text)
+            except RunnerOutputError:
+                pass
