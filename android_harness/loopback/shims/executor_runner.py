@@ -53,11 +53,12 @@ _LINES = {"threads": 340, "loaded": 476, "method": 486, "planned": 556, "load": 
           "done": 789, "outputs": 798, "etdump": 261, "etdump_failed": 253}
 
 
-# The same ET_LOG calls in the 0.4 and 0.6 sources.
+# The same ET_LOG calls in the v0.4.0 and v0.6.0 sources.
 _OLD_LINES = {
-    "et0.4": {"loaded": 82, "method": 91, "planned": 138, "iter": 174, "done": 180, "outputs": 184},
-    "et0.6": {"threads": 131, "loaded": 160, "method": 169, "planned": 215, "iter": 278, "done": 285,
-              "outputs": 295, "etdump": 305, "etdump_failed": 301},
+    "et0.4": {"loaded": 82, "method": 91, "planned": 138, "method_loaded": 161, "inputs": 171,
+              "done": 180, "outputs": 184, "iter": 175},  # iter: the failed-execution check
+    "et0.6": {"threads": 142, "loaded": 166, "method": 175, "planned": 226, "method_loaded": 251,
+              "done": 284, "outputs": 293, "iter": 276},
 }
 _FORM = runner_form("executor_runner")
 
@@ -111,8 +112,9 @@ def main(argv: list[str]) -> int:
         _et_log("I", "planned", f"Setting up {kind}planned buffer {i}, size {size}.")
     times_us = [tool_us(v) for v in reply["runs_us"]]
     if _FORM:
-        _et_log("I", "loaded", "Method loaded.")
-        _et_log("I", "loaded", "Inputs prepared.")
+        _et_log("I", "method_loaded", "Method loaded.")
+        if _FORM == "et0.4":  # a Debug message from 0.6 on
+            _et_log("I", "inputs", "Inputs prepared.")
         if _FORM == "et0.4":
             _et_log("I", "done", "Model executed successfully.")
         else:
