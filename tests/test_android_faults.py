@@ -5,9 +5,13 @@ whose first runs are slow."""
 from __future__ import annotations
 
 import statistics
+import subprocess
+import sys
 
 import pytest
 
+from android_harness import Device
+from android_harness.doctor import run_checks
 from android_harness.loopback.shims._common import RUNNER_FORMS
 from lut import load_lut
 from profiler.api import profile_space
@@ -70,12 +74,15 @@ def test_an_executorch_0_4_runner_stops_the_job_at_its_preflight(loopback, cache
 
 
 def test_unreadable_thermal_zones_record_temperature_as_missing(loopback, cache, tmp_path):
-    _, daemon = loopback
+    server, daemon = loopback
     daemon.set_faults(thermal_unreadable=True)
     try:
+        checks = {c.name: c for c in run_checks(Device.connect(server, daemon.serial),
+                                                work_dir="/data/local/tmp/hwnas")}
         result = _profile(loopback, cache, tmp_path, rounds=2)
     finally:
         daemon.set_faults(thermal_unreadable=False)
+    assert not checks["temperature"].ok and checks["temperature"].detail == "no readable thermal zone"
     assert result.num_failed == 0
     lut = load_lut(result.lut_dir)
     assert lut.samples["temperature_c"].isna().all() and len(lut.samples) > 0
@@ -103,3 +110,14 @@ def test_slow_first_runs_are_dropped_by_the_warm_up(loopback, cache, tmp_path):
     ratio_cold = statistics.median((cold / fast).tolist())
     print(f"median LUT value / fast: warmed {ratio_warmed:.2f}, without warm-up {ratio_cold:.2f}")
     assert ratio_warmed < 3.0 and ratio_cold > 10.0
+
+
+@pytest.mark.parametrize(("flags", "error"), [
+    (["--runner-form", "tf9.9"], "invalid choice: 'tf9.9'"),
+    (["--slow-first-runs", "3", "x"], "not a number: 'x'"),
+    (["--slow-first-runs", "3"], "expected 2 arguments"),
+])
+def test_loopback_start_refuses_bad_fault_flags(flags, error):
+    out = subprocess.run([sys.executable, "-m", "android_harness", "loopback", "start", *flags],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and error in out.stderr
