@@ -6,6 +6,8 @@
     python -m android_harness loopback start [--port P] [--sandbox DIR] [--unrooted]
         [--timing-quantum-us Q] [--event-tracer]
         [--runner-fault crash|unknown-format] [--userspace-32bit] [--disk-full]
+        [--runner-form tf1.12|tf1.15|tf2.0|et0.4|et0.6] [--thermal-unreadable]
+        [--slow-first-runs N K]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from .adb import AdbError, AdbServer, Device, list_devices
 from .doctor import run_checks
 from .files import DEFAULT_WORK_DIR
+from .loopback.shims._common import RUNNER_FORMS
 from .runners import RUNNERS, RunnerOutputError, parse_output
 
 
@@ -72,6 +75,16 @@ def _parse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _slow_first(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
+    return value
+
+
 def _loopback_start(args: argparse.Namespace) -> int:
     from .loopback import Faults, Knobs, LoopbackDaemon
 
@@ -80,7 +93,10 @@ def _loopback_start(args: argparse.Namespace) -> int:
     knobs = Knobs(rooted=not args.unrooted, timing_quantum_us=args.timing_quantum_us,
                   event_tracer=args.event_tracer)
     faults = Faults(runner_fault=args.runner_fault, userspace_32bit=args.userspace_32bit,
-                    disk_full=args.disk_full)
+                    disk_full=args.disk_full, runner_form=args.runner_form,
+                    thermal_unreadable=args.thermal_unreadable,
+                    slow_first_runs=int(args.slow_first_runs[0]) if args.slow_first_runs else 0,
+                    slow_factor=args.slow_first_runs[1] if args.slow_first_runs else 1.0)
     with LoopbackDaemon(sandbox, port=args.port, knobs=knobs, faults=faults) as daemon:
         Device.connect(server, daemon.serial)
         print(f"loopback device {daemon.serial} attached (sandbox {sandbox}); Ctrl-C stops it")
@@ -134,6 +150,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="fault: a 32-bit Android (abilist armeabi-v7a only; 64-bit binaries do not run)")
     s.add_argument("--disk-full", action="store_true",
                    help="fault: /data is full (df reports nothing available; pushes fail)")
+    s.add_argument("--runner-form", choices=list(RUNNER_FORMS),
+                   help="fault: the runners print an older release's output ("
+                        + "; ".join(f"{k}: {v[1]}" for k, v in RUNNER_FORMS.items()) + ")")
+    s.add_argument("--thermal-unreadable", action="store_true",
+                   help="fault: thermal_zone*/temp is Permission denied, as on stock Android 10+")
+    s.add_argument("--slow-first-runs", nargs=2, type=_slow_first, metavar=("N", "K"),
+                   help="fault: the first N inferences of every runner launch take K times as long "
+                        "(a governor still ramping up)")
     s.set_defaults(func=_loopback_start)
 
     args = parser.parse_args(argv)

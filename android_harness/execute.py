@@ -3,7 +3,13 @@
 One sample is one timed inference, in microseconds:
 
 - `executor_runner`: one invocation with `--num_executions warmup+runs`; its per-iteration lines
-  are the samples, the first `warmup` are dropped.
+  are the samples, the first `warmup` are dropped. A 0.6-1.2 build prints no per-iteration lines,
+  only `Model executed successfully N time(s) in X ms.`: a launch's executions cannot be told
+  apart, so each launch gives one sample, its mean X / N, and `runs` launches give the samples.
+  That mean includes the launch's warm-up and first (cold) executions: it is biased up by their
+  excess over the warm time divided by N ((first - warm) / N when only the first is slow); the
+  harness accepts that rather than refusing these builds, and
+  `SAMPLE_SEMANTICS` says so in every LUT it measures.
 - `benchmark_model`: it prints statistics, not runs, but with `--num_runs=2` its statistics line
   holds both runs (`first=`, `curr=`, or `curr=X(all same)` when both took the same µs). So each
   invocation runs `warmup` untimed then 2 timed inferences, and ceil(runs / 2) invocations give
@@ -36,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .adb import CommandTimeout, Device, quote
-from .runners import RunnerOutputError, RunnerTiming, get_runner, output_tail
+from .runners import RunnerBuildError, RunnerOutputError, RunnerTiming, get_runner, output_tail
 from .tflite_stats import OperatorTiming
 
 __all__ = ["RunOptions", "RunnerFailed", "Measurement", "invoke", "measure", "measure_detailed",
@@ -46,7 +52,9 @@ log = logging.getLogger(__name__)
 
 SAMPLE_SEMANTICS = {
     "executor_runner": "one timed execution from an 'Iteration i of N' line; one invocation per "
-    "measurement with --num_executions=warmup+runs, the first `warmup` iterations dropped",
+    "measurement with --num_executions=warmup+runs, the first `warmup` iterations dropped. A "
+    "0.6-1.2 build prints only its total: then one sample is one invocation's mean (total / "
+    "(warmup+runs), its warm-up and first executions included), one invocation per sample",
     "benchmark_model": "one timed inference: each invocation runs --warmup_runs=warmup then "
     "--num_runs=2 (--min_secs=0) and contributes its first= and curr= values (or both copies of "
     "curr= when the line reads '(all same)')",
@@ -119,6 +127,12 @@ def invoke(
                            "an ETDump: rebuild it with -DEXECUTORCH_BUILD_DEVTOOLS=ON "
                            "-DEXECUTORCH_ENABLE_EVENT_TRACER=ON (android_harness/README.md)")
     if result.exit_code != 0:
+        try:
+            runner.parse(text)
+        except RunnerBuildError as exc:  # a build that refused our flags and says which it is
+            raise RunnerFailed(f"{label}: {exc}\n  last lines:\n{output_tail(text)}") from None
+        except RunnerOutputError:
+            pass
         raise RunnerFailed(f"{label}: {runner_name} exited with status {result.exit_code}"
                            f"\n  last lines:\n{output_tail(text)}")
     try:
@@ -141,15 +155,20 @@ def _executor_runner(device: Device, binary: str, model: str, options: RunOption
         remote = posixpath.join(folder, re.sub(r"[^\w.-]", "_", label) + ".etdump")
     timing = invoke(device, "executor_runner", binary, model, warmup=options.warmup,
                     runs=options.runs, options=options, label=label, profile=remote)
-    if not timing.samples_us:
-        raise RunnerFailed(f"{label}: this executor_runner build prints no 'Iteration i of N' "
-                           "lines; build a recent ExecuTorch (see android_harness/README.md)")
     etdump = None
     if remote is not None:
         etdump = device.pull_bytes(remote)
         device.check(f"rm -rf {quote(remote)}")
-    return Measurement(list(timing.samples_us[options.warmup:]), dict(timing.extra),
-                       etdump=etdump, invocations=1)
+    if timing.samples_us:
+        return Measurement(list(timing.samples_us[options.warmup:]), dict(timing.extra),
+                           etdump=etdump, invocations=1)
+    # A 0.6-1.2 build prints only its total: one sample per launch, the launch's mean.
+    launches = [timing]
+    while len(launches) < options.runs:
+        launches.append(invoke(device, "executor_runner", binary, model, warmup=options.warmup,
+                               runs=options.runs, options=options, label=label))
+    return Measurement([t.avg_us for t in launches], _median_extra(launches), etdump=etdump,
+                       invocations=len(launches))
 
 
 def _benchmark_model(device: Device, binary: str, model: str, options: RunOptions, label: str) -> Measurement:

@@ -2,7 +2,11 @@
 
 Two runners, one registry (`RUNNERS`):
 
-- `benchmark_model` (TFLite/LiteRT benchmark tool). Its log has a warm-up statistics line
+- `benchmark_model` (TFLite/LiteRT benchmark tool). Its last timing line has had three forms
+  (`SUMMARY_FORMS`): `Average inference timings in us: Warmup: W, Init: I, no stats: A` (TF
+  1.12-1.15), `... Warmup: W, Init: I, Inference: A` (TF 2.0) and `Inference timings in us:
+  Init: I, First inference: F, Warmup (avg): W, Inference (avg): A` (TF 2.1+, LiteRT); the
+  statistics lines before it have not changed. Its log has a warm-up statistics line
   (`count=… curr=…`) before the timed one, with `--min_secs` > 0 the timed count may differ from
   `--num_runs`, and with op profiling later `Timings (microseconds): count=…` lines that are not
   the run's. The timed line is the last statistics line before `Inference timings in us:`; it has
@@ -15,15 +19,19 @@ Two runners, one registry (`RUNNERS`):
   `mem_delta_mb` (growth of the process's peak RSS since the tool started, after init and at the
   end) and, with `--report_peak_memory_footprint`, `peak_memory_mb`. With
   `--enable_op_profiling=true`, `ops` holds the `Run Order` table (`tflite_stats.OperatorTiming`).
-- `executor_runner` (ExecuTorch). It has no warm-up flag; recent builds log `Iteration i of N: X ms`
-  per execution (raw samples) and always `Model executed successfully N time(s) in X ms.`. On
+- `executor_runner` (ExecuTorch). It has no warm-up flag. Releases 1.3+ log `Iteration i of N: X ms`
+  per execution (raw samples), 0.6+ `Model executed successfully N time(s) in X ms.` (a 0.6-1.2
+  build prints only that total: `samples_us` is empty and `avg_us` is X / N); 0.4-0.5 builds run
+  once and print `Model executed successfully.` without a time, and are refused by name. On
   Android its log goes to logcat under the tag `ExecuTorch`. `extra` holds `total_us`, `init_us`
   (`Model loaded in X ms`: program parse + method load, memory planning and delegate init),
   `planned_memory_bytes` and `planned_buffers` (`Setting up [CPU ]planned buffer I, size N.`).
   Built with ExecuTorch's event tracer (devtools), it takes `--etdump_path=PATH` and writes an
   ETDump of every execution there (`profile=PATH`); other builds refuse the flag.
 
-Parsers are pure: text in, `RunnerTiming` out, `RunnerOutputError` on malformed or truncated text.
+Parsers are pure: text in, `RunnerTiming` out, `RunnerOutputError` on malformed or truncated text
+or on a report in none of the known forms (an unknown format: the message says so, and
+`parse_output` adds the output's tail).
 
     parse_output("benchmark_model", text).avg_us  ->  249684.0
 """
@@ -41,7 +49,10 @@ from .tflite_stats import NUM, OperatorTiming, OpProfileError, Stat, parse_op_pr
 __all__ = [
     "RunnerTiming",
     "RunnerOutputError",
+    "RunnerBuildError",
     "Runner",
+    "SummaryForm",
+    "SUMMARY_FORMS",
     "BenchmarkModel",
     "ExecutorRunner",
     "RUNNERS",
@@ -53,6 +64,10 @@ __all__ = [
 
 class RunnerOutputError(ValueError):
     """A runner's output does not contain a complete, consistent timing report."""
+
+
+class RunnerBuildError(RunnerOutputError):
+    """The output shows a build of the runner that cannot be timed (the message names it)."""
 
 
 @dataclass(frozen=True)
@@ -101,10 +116,46 @@ class Runner(Protocol):
 
 
 # ---- benchmark_model -------------------------------------------------------------------------
-_SUMMARY = re.compile(
-    rf"Inference timings in us: Init: ({NUM}), First inference: ({NUM}), "
-    rf"Warmup \(avg\): ({NUM}), Inference \(avg\): ({NUM})"
+# The summary line the tool's BenchmarkLoggingListener prints last, in the forms released builds
+# have printed (tensorflow/lite/tools/benchmark/benchmark_model.cc across versions); each maps its
+# numbers to init, first inference, warm-up avg and inference avg (the ones it prints).
+@dataclass(frozen=True)
+class SummaryForm:
+    name: str
+    builds: str  # the builds that print it
+    pattern: re.Pattern[str]
+    fields: tuple[str, ...]  # the pattern's groups, in order: init, first, warmup, inference
+
+
+SUMMARY_FORMS = (
+    SummaryForm(
+        "inference-avg", "TensorFlow 2.1+ and LiteRT",
+        re.compile(rf"Inference timings in us: Init: ({NUM}), First inference: ({NUM}), "
+                   rf"Warmup \(avg\): ({NUM}), Inference \(avg\): ({NUM})"),
+        ("init", "first", "warmup", "inference")),
+    SummaryForm(
+        "average-inference", "TensorFlow 2.0",
+        re.compile(rf"Average inference timings in us: Warmup: ({NUM}), Init: ({NUM}), "
+                   rf"Inference: ({NUM})"),
+        ("warmup", "init", "inference")),
+    SummaryForm(
+        "no-stats", "TensorFlow 1.12 to 1.15",
+        re.compile(rf"Average inference timings in us: Warmup: ({NUM}), Init: ({NUM}), "
+                   rf"no stats: ({NUM})"),
+        ("warmup", "init", "inference")),
 )
+
+
+def _summary(lines: list[str]) -> tuple[int, SummaryForm, dict[str, float]] | None:
+    """The last summary line: its index, its form and its numbers by field."""
+    for i in range(len(lines) - 1, -1, -1):
+        for form in SUMMARY_FORMS:
+            match = form.pattern.search(lines[i])
+            if match:
+                return i, form, dict(zip(form.fields, (float(v) for v in match.groups())))
+    return None
+
+
 # Memory lines, all in MB. Both init=/overall= forms are the growth of the process's peak RSS
 # (ru_maxrss on Linux and Android) since the tool started: TF 2.x builds print it as "Peak memory
 # footprint", LiteRT-era builds as "Memory footprint delta from the start of the tool".
@@ -167,13 +218,16 @@ class BenchmarkModel:
 
     def parse(self, text: str) -> RunnerTiming:
         lines = text.splitlines()
-        summary_at = next((i for i, l in enumerate(lines) if _SUMMARY.search(l)), None)
-        if summary_at is None:
+        found = _summary(lines)
+        if found is None:
             raise RunnerOutputError(
-                "benchmark_model output has no 'Inference timings in us' line: the run crashed "
-                "or the output is truncated"
+                "benchmark_model output has none of the summary lines its builds print "
+                "('Inference timings in us: Init: ...' since TensorFlow 2.1, 'Average inference "
+                "timings in us: Warmup: ..., Init: ..., Inference: ...' in 2.0, '..., no stats: ...' "
+                "in 1.12-1.15): an unknown output format, or the run crashed or was cut short"
             )
-        init, first, warm_avg, run_avg = (float(v) for v in _SUMMARY.search(lines[summary_at]).groups())
+        summary_at, form, numbers = found
+        run_avg = numbers["inference"]
         stats = _stat_lines(lines[:summary_at])
         if not stats:
             raise RunnerOutputError("benchmark_model output has no 'count=' statistics line")
@@ -183,9 +237,16 @@ class BenchmarkModel:
         avg = run.mean
         if avg is not None and run_avg > 0 and not math.isclose(avg, run_avg, rel_tol=1e-3, abs_tol=1.0):
             raise RunnerOutputError(
-                f"timed statistics avg={avg:g} disagrees with 'Inference (avg): {run_avg:g}'"
+                f"timed statistics avg={avg:g} disagrees with the summary's inference average "
+                f"{run_avg:g} ({form.name} form)"
             )
-        extra = {"init_us": init, "first_inference_us": first, "warmup_avg_us": warm_avg}
+        extra = {"init_us": numbers["init"], "warmup_avg_us": numbers["warmup"]}
+        if "first" in numbers:
+            extra["first_inference_us"] = numbers["first"]
+        elif len(stats) > 1 and (stats[-2].first is not None or stats[-2].samples):
+            # older forms: the first inference is the warm-up line's first run
+            warm = stats[-2]
+            extra["first_inference_us"] = warm.first if warm.first is not None else warm.samples[0]
         for key in ("p5", "median", "p95"):
             if getattr(run, key) is not None:
                 extra[f"{key}_us"] = getattr(run, key)
@@ -212,6 +273,8 @@ class BenchmarkModel:
 # ---- executor_runner -------------------------------------------------------------------------
 _ITER = re.compile(rf"Iteration (\d+) of (\d+): ({NUM}) ms")
 _DONE = re.compile(rf"Model executed successfully (\d+) time\(s\) in ({NUM}) ms")
+_UNTIMED = re.compile(r"Model executed successfully\.\s*$", re.MULTILINE)  # 0.4-0.5
+_NO_EXECUTIONS_FLAG = re.compile(r"unknown command line flag 'num_executions'")
 _LOADED = re.compile(rf"Model loaded in ({NUM}) ms")
 _PLANNED = re.compile(r"Setting up (?:CPU |device )?planned buffer (\d+), size (\d+)")
 _FAILED = re.compile(r"(Execution of method .* failed.*|In function .*assert failed.*|"
@@ -230,12 +293,12 @@ class ExecutorRunner:
     ) -> list[str]:
         # No warm-up flag: run warmup + runs executions; the caller drops the first `warmup`.
         # XNNPACK is a property of the build (EXECUTORCH_BUILD_XNNPACK) and of the .pte.
+        # Only flags every build since 0.6 has (`--print_output` came in 1.3: not passed).
         argv = [
             binary,
             f"--model_path={model}",
             f"--num_executions={warmup + runs}",
             f"--cpu_threads={threads}",
-            "--print_output=none",
         ]
         if profile is not None:  # needs a build with the event tracer (see the module docstring)
             argv.append(f"--etdump_path={profile}")
@@ -244,6 +307,12 @@ class ExecutorRunner:
     def parse(self, text: str) -> RunnerTiming:
         failed = _FAILED.search(text)
         done = _DONE.search(text)
+        if done is None and (_UNTIMED.search(text) or _NO_EXECUTIONS_FLAG.search(text)):
+            raise RunnerBuildError(
+                "this executor_runner is an ExecuTorch 0.4-0.5 build: it runs the model once and "
+                "prints no time ('Model executed successfully.'; no --num_executions flag), so it "
+                "cannot be timed; build release 0.6 or newer (1.3 or newer prints every execution)"
+            )
         if done is None:
             reason = failed.group(1) if failed else "the run crashed or the output is truncated"
             raise RunnerOutputError(
@@ -299,4 +368,4 @@ def parse_output(runner: str, text: str, *, source: str = "output") -> RunnerTim
     try:
         return get_runner(runner).parse(text)
     except RunnerOutputError as exc:
-        raise RunnerOutputError(f"{source}: {exc}\n  last lines:\n{output_tail(text)}") from None
+        raise type(exc)(f"{source}: {exc}\n  last lines:\n{output_tail(text)}") from None

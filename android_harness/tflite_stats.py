@@ -205,14 +205,17 @@ def _row(labels: list[str], line: str) -> OperatorTiming:
     for label, raw in zip(labels, parts):
         key = _COLUMNS[label]
         text = raw.strip()
-        if key in ("node_type", "name"):
-            values[key] = text
-        elif key == "times_called":
-            values[key] = int(text)
-        elif key.endswith("_us"):
-            values[key] = round(float(text) * 1000.0, 3)
-        else:
-            values[key] = float(text.rstrip("%"))
+        try:
+            if key in ("node_type", "name"):
+                values[key] = text
+            elif key == "times_called":
+                values[key] = int(text)
+            elif key.endswith("_us"):
+                values[key] = round(float(text) * 1000.0, 3)
+            else:
+                values[key] = float(text.rstrip("%"))
+        except ValueError:
+            raise OpProfileError(f"op-profiling row has {text!r} in its [{label}] column: {line!r}") from None
     return OperatorTiming(**values)
 
 

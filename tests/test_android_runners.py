@@ -72,9 +72,65 @@ def test_executor_runner_summary_only():
     assert t.avg_us == pytest.approx(691.078)
 
 
-def test_executor_runner_without_timing_is_an_error():
-    with pytest.raises(RunnerOutputError, match="no 'Model executed successfully N time"):
+def test_executor_runner_0_4_build_without_timing_is_named():
+    # ExecuTorch 0.4-0.5: one execution, no time printed, no --num_executions flag
+    with pytest.raises(RunnerOutputError, match="ExecuTorch 0.4-0.5 build.*0.6 or newer"):
         parse_output("executor_runner", (DATA / "executor_runner_old_no_timing.txt").read_text())
+    with pytest.raises(RunnerOutputError, match="ExecuTorch 0.4-0.5 build"):
+        parse_output("executor_runner", "ERROR: unknown command line flag 'num_executions'\n")
+
+
+def test_executor_runner_unknown_output_is_named_with_its_tail():
+    with pytest.raises(RunnerOutputError, match=r"(?s)no .Model executed successfully N time.*\n  last lines:\n.*mean 0.42"):
+        parse_output("executor_runner", "model m.pte: OK\nlatency: mean 0.42 ms over 2 runs\n")
+
+
+# ---- benchmark_model forms of older releases (tests/data/runners/SOURCES.md) -------------------
+@pytest.mark.parametrize(("name", "count", "avg", "std", "init", "first", "warmup_avg"), [
+    ("benchmark_model_tf112_no_stats.txt", 50, 137722.0, 896.0, 4452.0, 146161.0, 146161.0),
+    ("benchmark_model_tf114_no_stats_op_profiling.txt", 50, 115062.0, 7678.0, 1892.0, 91810.0, 86184.3),
+    ("benchmark_model_tf115_no_stats_max_secs.txt", 50, 747733.0, 293.0, 21039.0, 751932.0, 751932.0),
+    ("benchmark_model_phone_no_stats_count100.txt", 100, 80670.2, 871.0, 47967.0, None, 83496.6),
+])
+def test_benchmark_model_no_stats_forms(name, count, avg, std, init, first, warmup_avg):
+    t = parse_output("benchmark_model", (DATA / name).read_text())
+    assert (t.count, t.avg_us, t.std_us) == (count, avg, std)
+    assert t.samples_us == ()  # more than 2 runs: statistics only
+    assert t.extra["init_us"] == init and t.extra["warmup_avg_us"] == warmup_avg
+    assert t.extra.get("first_inference_us") == first  # the warm-up line's first run, where printed
+    assert t.ops == ()  # pre-2.x op tables have no 'Operator-wise Profiling Info' header
+
+
+def test_benchmark_model_no_stats_two_runs_are_samples():
+    # what the harness's --num_runs=2 gives from a TF 1.x build: both runs as samples
+    text = ("Running benchmark for 3 iterations \ncount=3 first=900 curr=700 min=700 max=900 avg=800 std=81\n\n"
+            "Running benchmark for 2 iterations \ncount=2 first=705 curr=699 min=699 max=705 avg=702 std=3\n\n"
+            "Average inference timings in us: Warmup: 800, Init: 5000, no stats: 702\n")
+    t = parse_output("benchmark_model", text)
+    assert (t.samples_us, t.avg_us, t.extra["warmup_count"]) == ((705.0, 699.0), 702.0, 3.0)
+
+
+def test_benchmark_model_tf20_summary_is_read_but_an_excerpt_without_its_run_line_is_refused():
+    text = (DATA / "benchmark_model_tf20_inference_excerpt.txt").read_text()
+    with pytest.raises(RunnerOutputError, match="no 'count=' statistics line"):
+        parse_output("benchmark_model", text)  # only the op tables' Timings line: not the run's
+    whole = text.replace("Number of nodes executed", "count=50 first=79449 curr=81350 min=77385 "
+                         "max=88213 avg=79760.9 std=1929\n\nNumber of nodes executed")
+    t = parse_output("benchmark_model", whole)
+    assert (t.count, t.avg_us, t.extra["init_us"], t.extra["warmup_avg_us"]) == (50, 79760.9, 38467.0, 83235.0)
+
+
+def test_benchmark_model_summary_disagreeing_with_its_line_is_refused():
+    text = (DATA / "benchmark_model_tf112_no_stats.txt").read_text().replace("no stats: 137722", "no stats: 99")
+    with pytest.raises(RunnerOutputError, match="disagrees.*no-stats form"):
+        parse_output("benchmark_model", text)
+
+
+@pytest.mark.parametrize("text", ["", "Segmentation fault\n", "STARTING!\nLoaded model m.tflite\n",
+                                  "model m.tflite: OK\nlatency: mean 0.42 ms over 2 runs\n"])
+def test_benchmark_model_unknown_format_is_named_with_its_tail(text):
+    with pytest.raises(RunnerOutputError, match=r"unknown output format.*\n  last lines:"):
+        parse_output("benchmark_model", text)
 
 
 def test_executor_runner_logcat_format_and_stats():
@@ -286,3 +342,22 @@ def test_android_harness_does_not_import_torch():
             "android_harness.loopback.session; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("path", sorted(DATA.glob("*.txt")), ids=lambda p: p.stem)
+def test_cut_or_damaged_output_is_an_error_never_a_crash(path):
+    # every fixture cut after each line, cut inside each line and with each line dropped, read by
+    # both parsers: a RunnerTiming or a RunnerOutputError, nothing else
+    lines = path.read_text().splitlines(keepends=True)
+    variants = []
+    for i in range(len(lines) + 1):
+        variants.append("".join(lines[:i]))
+        variants.append("".join(lines[:i] + lines[i + 1:]))
+        if i < len(lines):
+            variants.append("".join(lines[:i]) + lines[i][: len(lines[i]) // 2])
+    for runner in sorted(RUNNERS):
+        for text in variants:
+            try:
+                parse_output(runner, text)
+            except RunnerOutputError:
+                pass

@@ -148,3 +148,32 @@ def test_daemon_through_real_adb_server(tmp_path):
         assert "blob" in names and "hwnas" in names
         assert daemon.commands[0] == "getprop ro.product.model; cat /nope"
         assert daemon.unsupported == []
+
+
+def test_unreadable_thermal_zones_are_permission_denied(tmp_path):
+    from android_harness.device_state import _THERMAL_CMD, cpu_temperature_c, parse_thermal
+
+    config = LoopbackConfig()
+    build_sandbox(config, tmp_path)
+    readable = Shell(tmp_path, props=config.props).run(_THERMAL_CMD)
+    assert cpu_temperature_c(parse_thermal(readable.stdout.decode())) == 39.0
+    denied = Shell(tmp_path, props=config.props, thermal_readable=False)
+    result = denied.run(_THERMAL_CMD)
+    assert result.exit_code == 2 and b"thermal_zone0/temp: Permission denied" in result.stderr
+    assert b"thermal_zone0/type:cpu-0-0-usr" in result.stdout  # the zones' types still read
+    assert cpu_temperature_c(parse_thermal(result.stdout.decode())) is None
+    assert denied.run("cat /sys/class/thermal/thermal_zone1/temp").exit_code == 1
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"runner_form": "tf9.9"}, "runner_form must be one of tf1.12"),
+    ({"slow_first_runs": -1}, "slow_first_runs must be >= 0"),
+    ({"slow_first_runs": 2, "slow_factor": 0.5}, "slow_factor >= 1"),
+])
+def test_fault_settings_are_checked(changes, message):
+    from android_harness.loopback import Faults
+
+    with pytest.raises(ValueError, match=message):
+        Faults(**changes)
+    assert Faults(runner_form="et0.6", slow_first_runs=3, slow_factor=4).env() == {
+        "LOOPBACK_RUNNER_FORM": "et0.6", "LOOPBACK_SLOW_FIRST": "3:4"}

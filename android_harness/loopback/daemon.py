@@ -9,7 +9,10 @@ Fault injection (`Faults`): drop the connection after N shell commands (the devi
 unplugged until `replug()`), crash a runner on a model whose path contains a string, or hang it;
 and the faults a first run meets on real phones: a runner that crashes on every model or prints a
 report no parser knows, a 32-bit userspace (abilist armeabi-v7a only; a 64-bit ELF does not run),
-a full /data (`df` reports nothing available, pushes fail).
+a full /data (`df` reports nothing available, pushes fail); runners that print the output of an
+older release (`runner_form`, `shims._common.RUNNER_FORMS`), thermal zones whose `temp` cannot be
+read (an unrooted Android 10+ phone), and a governor that is still ramping up: the first
+`slow_first_runs` inferences of every runner launch take `slow_factor` times as long.
 Knobs (`Knobs`) change how the device behaves while it runs: whether `su` works, whether the
 runner shims round their timings to a coarser quantum (so that, e.g., both runs of a
 `benchmark_model` invocation take the same µs and it prints `count=2 curr=X(all same)`), and
@@ -36,6 +39,7 @@ from pathlib import Path
 from . import protocol as P
 from .device import LoopbackConfig, build_sandbox, device_path
 from .shell import Shell
+from .shims._common import RUNNER_FORMS
 
 __all__ = ["LoopbackDaemon", "Faults", "Knobs", "RUNNER_FAULTS"]
 
@@ -56,10 +60,34 @@ class Faults:
     # a report no parser knows, exits 0), as a wrong or foreign build does
     userspace_32bit: bool = False  # a 32-bit Android: abilist armeabi-v7a only, 64-bit ELFs do not run
     disk_full: bool = False  # /data is full: `df` reports 0 available and pushes fail (ENOSPC)
+    runner_form: str | None = None  # the runners print the output of an older build (RUNNER_FORMS)
+    thermal_unreadable: bool = False  # thermal_zone*/temp: Permission denied (stock Android 10+)
+    slow_first_runs: int = 0  # the first N inferences of every runner launch take ...
+    slow_factor: float = 1.0  # ... this many times as long, as under a governor still ramping up
 
     def __post_init__(self) -> None:
         if self.runner_fault not in RUNNER_FAULTS:
             raise ValueError(f"runner_fault must be one of {RUNNER_FAULTS}, got {self.runner_fault!r}")
+        if self.runner_form is not None and self.runner_form not in RUNNER_FORMS:
+            raise ValueError(f"runner_form must be one of {', '.join(RUNNER_FORMS)}, got {self.runner_form!r}")
+        if self.slow_first_runs < 0 or self.slow_factor < 1.0:
+            raise ValueError("slow_first_runs must be >= 0 and slow_factor >= 1, got "
+                             f"{self.slow_first_runs} and {self.slow_factor}")
+
+    def env(self) -> dict[str, str]:
+        """What the runner shims see of these faults."""
+        env = {}
+        if self.crash_on:
+            env["LOOPBACK_CRASH_ON"] = self.crash_on
+        if self.hang_on:
+            env["LOOPBACK_HANG_ON"] = self.hang_on
+        if self.runner_fault:
+            env["LOOPBACK_RUNNER_FAULT"] = self.runner_fault
+        if self.runner_form:
+            env["LOOPBACK_RUNNER_FORM"] = self.runner_form
+        if self.slow_first_runs and self.slow_factor > 1.0:
+            env["LOOPBACK_SLOW_FIRST"] = f"{self.slow_first_runs}:{self.slow_factor:g}"
+        return env
 
     def props(self, props: dict[str, str]) -> dict[str, str]:
         """The property set as the faulty device reports it."""
@@ -414,16 +442,11 @@ class LoopbackDaemon:
         if not self._count_command(command):
             raise _Closed()
         ncpu = sum(len(c.cpus) for c in self.config.clusters)
-        env = {"LOOPBACK_RUNTIME_SOCKET": self._worker_socket, **self.knobs.env()}
-        if self.faults.crash_on:
-            env["LOOPBACK_CRASH_ON"] = self.faults.crash_on
-        if self.faults.hang_on:
-            env["LOOPBACK_HANG_ON"] = self.faults.hang_on
-        if self.faults.runner_fault:
-            env["LOOPBACK_RUNNER_FAULT"] = self.faults.runner_fault
+        env = {"LOOPBACK_RUNTIME_SOCKET": self._worker_socket, **self.knobs.env(), **self.faults.env()}
         shell = Shell(self.sandbox, props=self.faults.props(self.props()), env=env, cpu_count=ncpu,
                       rooted=self.knobs.rooted, disk_full=self.faults.disk_full,
-                      userspace_bits=32 if self.faults.userspace_32bit else 64)
+                      userspace_bits=32 if self.faults.userspace_32bit else 64,
+                      thermal_readable=not self.faults.thermal_unreadable)
         result = shell.run(command)
         self.unsupported += shell.unsupported
         if v2:

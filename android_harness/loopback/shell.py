@@ -45,6 +45,7 @@ __all__ = ["Shell", "ShellResult", "load_props"]
 _CPUFREQ_FILE = re.compile(r"^/sys/devices/system/cpu/cpu(\d+)/cpufreq/(\w+)$")
 _PRIVILEGED = ("/sys/", "/proc/")
 _STDERR_NULL = re.compile(r"\s+2>/dev/null\s*$")
+_THERMAL_TEMP = re.compile(r"/sys/(?:class/thermal|devices/virtual/thermal)/thermal_zone\d+/temp")
 
 
 @dataclass
@@ -85,8 +86,10 @@ class Shell:
         max_runtime_s: float = 900.0,
         disk_full: bool = False,  # `df` reports no space left and writes fail (ENOSPC)
         userspace_bits: int = 64,  # 32: a 32-bit Android, which cannot exec a 64-bit ELF
+        thermal_readable: bool = True,  # False: thermal_zone*/temp is Permission denied
     ) -> None:
         self.sandbox = sandbox
+        self.thermal_readable = thermal_readable
         self.disk_full = disk_full
         self.userspace_bits = userspace_bits
         self.props = props if props is not None else {}
@@ -225,12 +228,20 @@ class Shell:
         status = 0
         for name in args:
             host = self._path(name)
-            if not host.is_file():
+            if self._denied(name):
+                io.complain(f"cat: {name}: Permission denied\n")
+                status = 1
+            elif not host.is_file():
                 io.complain(f"cat: {name}: {'Is a directory' if host.is_dir() else 'No such file or directory'}\n")
                 status = 1
             else:
                 io.out += host.read_bytes()
         return status
+
+    def _denied(self, name: str) -> bool:
+        """A read SELinux refuses: thermal zone temperatures, when the device hides them."""
+        return (not self.thermal_readable and not self.root
+                and _THERMAL_TEMP.fullmatch(self._absolute(name)) is not None)
 
     def _echo(self, args: list[str], io: _Io) -> int:
         if args and args[0].startswith("-"):
@@ -244,6 +255,10 @@ class Shell:
         found, status = False, 0
         for name in (path for pattern in args[2:] for path in self._glob(pattern)):
             host = self._path(name)
+            if self._denied(name):
+                io.complain(f"grep: {name}: Permission denied\n")
+                status = 2
+                continue
             if not host.is_file():
                 io.complain(f"grep: {name}: No such file or directory\n")
                 status = 2
@@ -291,7 +306,10 @@ class Shell:
         status = 0
         for name in args:
             host = self._path(name)
-            if not host.is_file():
+            if self._denied(name):
+                io.complain(f"cat: {name}: Permission denied\n")
+                status = 1
+            elif not host.is_file():
                 io.complain(f"sha256sum: {name}: No such file or directory\n")
                 status = 1
                 continue
@@ -374,7 +392,8 @@ class Shell:
             raise _Unsupported
         inner = Shell(self.sandbox, props=self.props, env=self.env, cpu_count=self.cpu_count,
                       rooted=True, root=True, max_runtime_s=self.max_runtime_s,
-                      disk_full=self.disk_full, userspace_bits=self.userspace_bits)
+                      disk_full=self.disk_full, userspace_bits=self.userspace_bits,
+                      thermal_readable=self.thermal_readable)
         inner.cwd = self.cwd
         result = inner.run(line)
         self.unsupported += inner.unsupported

@@ -10,7 +10,8 @@ UNIX socket and print what it measured. Every request opens the model afresh thr
 Request (one JSON line): {"runner": "benchmark_model"|"executor_runner" (timed with the
 runtime whose `RuntimeInfo.runner` it is), "model": host path, "threads": int,
 "warmup": int, "warmup_min_s": float, "runs": int, "min_s": float, "max_s": float,
-"xnnpack": bool, "profile_ops": bool, "etdump_path": host path or null}.
+"xnnpack": bool, "profile_ops": bool, "etdump_path": host path or null, "slow_first": [N, k]
+(optional: the first N inferences take k times as long)}.
 Reply (one JSON line): {"ok": true, "init_us": float, "warmup_us": [...], "runs_us": [...],
 "rss_start_kb", "rss_init_kb", "rss_end_kb": int, "planned_buffers": [bytes, ...] (executorch),
 "ops": [[[name, node_type, µs], ...] per profiled run] (tflite with profile_ops)} or
@@ -62,6 +63,23 @@ def _timed_loop(invoke: Callable[[], None], count: int, min_s: float, max_s: flo
     return times_us
 
 
+def _slowed(invoke: Callable[[], None], count: int, factor: float) -> Callable[[], None]:
+    """`invoke`, whose first `count` calls take `factor` times as long (a governor ramping up):
+    each of them is followed by a busy wait of (factor - 1) times its own duration."""
+    calls = [0]
+
+    def run() -> None:
+        t0 = time.perf_counter()
+        invoke()
+        calls[0] += 1
+        if calls[0] <= count and factor > 1.0:
+            until = time.perf_counter() + (factor - 1.0) * (time.perf_counter() - t0)
+            while time.perf_counter() < until:
+                pass
+
+    return run
+
+
 def _measure(req: dict[str, Any]) -> dict[str, Any]:
     from profiler.runtimes import RUNTIMES, get_runtime
 
@@ -84,8 +102,9 @@ def _measure(req: dict[str, Any]) -> dict[str, Any]:
     init_us = (time.perf_counter_ns() - t0) / 1000.0
     rss_init = _rss_kb()
     reply: dict[str, Any] = {"ok": True, "init_us": init_us}
-    reply["warmup_us"] = _timed_loop(session.run, req["warmup"], req.get("warmup_min_s", 0.0), req["max_s"])
-    reply["runs_us"] = _timed_loop(session.run, req["runs"], req.get("min_s", 0.0), req["max_s"])
+    run = _slowed(session.run, *req.get("slow_first", [0, 1.0]))
+    reply["warmup_us"] = _timed_loop(run, req["warmup"], req.get("warmup_min_s", 0.0), req["max_s"])
+    reply["runs_us"] = _timed_loop(run, req["runs"], req.get("min_s", 0.0), req["max_s"])
     reply.update(rss_start_kb=rss_start, rss_init_kb=rss_init, rss_end_kb=_rss_kb())
     if hasattr(runtime, "planned_buffer_sizes"):
         reply["planned_buffers"] = runtime.planned_buffer_sizes(path)

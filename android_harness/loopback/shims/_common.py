@@ -8,7 +8,37 @@ import sys
 import time
 from datetime import datetime
 
-__all__ = ["host_path", "parse_flags", "logcat", "apply_faults", "FlagError", "tool_us"]
+__all__ = ["host_path", "parse_flags", "logcat", "apply_faults", "FlagError", "tool_us",
+           "RUNNER_FORMS", "runner_form", "slow_first"]
+
+# Older releases' output forms a shim can print instead of the current one (the loopback device's
+# `runner_form` fault, $LOOPBACK_RUNNER_FORM): name -> (runner, the builds that print it).
+RUNNER_FORMS = {
+    "tf1.12": ("benchmark_model", "TensorFlow 1.12-1.13: 'Running benchmark for N iterations', "
+                                  "'Average inference timings in us: Warmup: W, Init: I, no stats: A'"),
+    "tf1.15": ("benchmark_model", "TensorFlow 1.14-1.15: 'Running benchmark for at least N iterations "
+                                  "and at least S seconds ...', the same 'no stats:' line"),
+    "tf2.0": ("benchmark_model", "TensorFlow 2.0: '... Warmup: W, Init: I, Inference: A'"),
+    "et0.4": ("executor_runner", "ExecuTorch 0.4-0.5: only --model_path, one execution, "
+                                 "'Model executed successfully.' without a time"),
+    "et0.6": ("executor_runner", "ExecuTorch 0.6-1.2: 'Model executed successfully N time(s) in X ms.' "
+                                 "only, no per-execution lines"),
+}
+
+
+def runner_form(runner: str) -> str | None:
+    """The older form this runner prints on this device, or None for the current one."""
+    form = os.environ.get("LOOPBACK_RUNNER_FORM") or None
+    return form if form and RUNNER_FORMS.get(form, ("",))[0] == runner else None
+
+
+def slow_first() -> list[float]:
+    """[N, k]: the first N inferences of this launch take k times as long ($LOOPBACK_SLOW_FIRST)."""
+    value = os.environ.get("LOOPBACK_SLOW_FIRST", "")
+    if not value:
+        return [0, 1.0]
+    count, _, factor = value.partition(":")
+    return [int(count), float(factor)]
 
 
 def tool_us(value_us: float) -> int:
