@@ -29,6 +29,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _private_server(attempts: int = 3) -> AdbServer:
+    """An adb server started on a free port. A port found free can be taken before the server
+    binds it (by another process's server or device, when several start at once): then adb
+    answers with a protocol fault, and another free port is tried."""
+    for _ in range(attempts - 1):
+        server = AdbServer("127.0.0.1", free_port())
+        try:
+            ensure_server(server)
+            return server
+        except AdbError:
+            continue
+    server = AdbServer("127.0.0.1", free_port())
+    ensure_server(server)  # the last try's error is the report
+    return server
+
+
 @contextlib.contextmanager
 def loopback_session(
     sandbox: Path, config: LoopbackConfig | None = None, faults: Faults | None = None,
@@ -37,8 +53,7 @@ def loopback_session(
     adb = shutil.which("adb")
     if adb is None:
         raise AdbError("the loopback session needs `adb` on PATH (apt-get install adb)")
-    server = AdbServer("127.0.0.1", free_port())
-    ensure_server(server)
+    server = _private_server()
     daemon = LoopbackDaemon(Path(sandbox), config, faults=faults, knobs=knobs).start()
     try:
         Device.connect(server, daemon.serial)
