@@ -64,23 +64,12 @@ def _stochastic_threads() -> int | None:
     return int(value)
 
 
-@pytest.fixture
-def torch_threads() -> int:
-    """torch's intra-op thread count for this test (what a CLI it starts should get too)."""
-    import torch
-
-    return torch.get_num_threads()
-
-
 @pytest.fixture(autouse=True)
 def _seed(request: pytest.FixtureRequest):
     import torch
 
-    seed = 0
-    callspec = getattr(request.node, "callspec", None)
     stochastic = request.node.get_closest_marker("stochastic") is not None
-    if stochastic and callspec is not None:
-        seed = int(callspec.params["seed"])
+    seed = int(request.node.callspec.params["seed"]) if stochastic else 0  # parametrized above
     random.seed(seed)
     try:
         import numpy as np
