@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from .adb import AdbError, AdbServer, Device, list_devices
+from .adb import AdbError, AdbServer, Device, device_address, list_devices
 from .doctor import run_checks
 from .files import DEFAULT_WORK_DIR
 from .loopback.shims._common import RUNNER_FORMS
@@ -50,7 +50,8 @@ def _devices(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    device = Device.connect(_server(args), args.device)
+    server, serial = device_address(args.device, args.adb_host, args.adb_port)
+    device = Device.connect(server, serial)
     checks = run_checks(device, work_dir=args.work_dir, min_battery_pct=args.min_battery,
                         max_temp_c=args.max_temp_c)
     for check in checks:

@@ -55,9 +55,17 @@ from lut.store import (
     write_lut,
 )
 from profiler.export import ExportCache, ExportItem
-from profiler.preflight import PreflightError, PreflightReport, models_bytes, run_preflight
+from profiler.preflight import EXPORT_LOCK, PreflightError, PreflightReport, models_bytes, run_preflight
 from profiler.runtimes import Runtime
-from profiler.targets.base import CACHE_STATES, MEMORY_SEMANTICS, RunnerError, RunSpec, Target, load_extras
+from profiler.targets.base import (
+    CACHE_STATES,
+    MEMORY_SEMANTICS,
+    RunnerError,
+    RunSpec,
+    Target,
+    check_stop,
+    load_extras,
+)
 from profiler.targets.lock import target_lock
 from search.space import Op, get_space, overhead_op
 
@@ -283,6 +291,7 @@ def run_rounds(
         return failures.get(key, 0) > config.retries
 
     def attempt(key: str, r: int) -> None:
+        check_stop()  # Ctrl-C: stop between op-rounds (what is on disk stays)
         key_spec = (specs or {}).get(key, spec)
         try:
             m = target.measure_detailed(runtime, files[key], key_spec)
@@ -590,11 +599,14 @@ def _profile_ops(
             work.path, skipped, len(timed) * config.rounds, complete, len(timed),
         )  # fmt: skip
 
+    if hasattr(target, "keep_models"):  # until the LUT is written, a stop leaves the models on the phone
+        target.keep_models = True
     cache = ExportCache(runtime, cache_root)
-    report = cache.ensure(
-        [ExportItem.for_op(op, copies.get(op.key, 1)) for op in timed], workers=export_workers,
-        retry_failed=retry_failed, progress=progress,
-    )  # fmt: skip
+    with EXPORT_LOCK:  # the devices of one run export in turn (profiler.preflight.EXPORT_LOCK)
+        report = cache.ensure(
+            [ExportItem.for_op(op, copies.get(op.key, 1)) for op in timed], workers=export_workers,
+            retry_failed=retry_failed, progress=progress,
+        )  # fmt: skip
     log.info("exports: %d exported, %d cached, %d failed (%.1f s)",
              report.exported, report.cached, len(report.failed), report.elapsed_s)
     failures = {k: f"export: {m}" for k, m in report.failed.items()}
@@ -660,6 +672,8 @@ def _profile_ops(
     lut_dir = write_lut(out, device_id=device_id, space=space.name, runtime_dir=rdir,
                         table=table, samples=samples, meta=meta)  # fmt: skip
     shutil.rmtree(work.path, ignore_errors=True)
+    if hasattr(target, "keep_models"):  # the job is complete: nothing to resume
+        target.keep_models = False
     n_space_ops = int((table["block"] != "overhead").sum())
     return ProfileResult(
         lut_dir=lut_dir, num_ops=n_space_ops, num_failed=len(failures),

@@ -9,8 +9,10 @@ phone's, free space, one run of the runner on a tiny model with the job's flags)
 the failed check, what it found and the fix; `--preflight` runs only that.
 
 Re-running an interrupted command resumes it (and logs how many op-rounds it skips).
-`--device` may be given several times: the devices are profiled in parallel, one thread and one
-LUT each. With `--json`, one JSON object per device is printed, one per line, in the order the
+`--device` may be given several times: the devices are profiled in parallel, one thread, one
+device lock and one LUT each. `--device SERIAL@HOST:PORT` is a phone on another machine's adb server
+(started there with `adb -a -P PORT nodaemon server`). Ctrl-C stops every device's job at its next
+op-round (seconds), keeping what each measured; the same command resumes them all. With `--json`, one JSON object per device is printed, one per line, in the order the
 devices were given; the last line is the last device's object. An op-job object has at least
 `lut_dir`, `num_ops`, `num_failed`, `elapsed_s`; an `--arch` object has `archs` (name → stats and
 raw `samples_us`) and `elapsed_s`. A device that fails prints `{"device": ..., "error": ...}` and
@@ -33,6 +35,7 @@ from profiler.api import measure_archs_detailed, preflight_space, profile_space
 from profiler.export import quiet_exporter_noise
 from profiler.protocol import PROTOCOL_CACHE_STATES, IncompleteJobError, ProtocolConfig
 from profiler.runtimes import LAYOUTS, RUNTIMES, list_runtimes
+from profiler.targets.base import STOP
 from search.space import get_space, load_arch
 
 log = logging.getLogger("profiler.run")
@@ -53,7 +56,9 @@ def adb_module():
 def build_parser(adb=None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m profiler.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--device", action="append", help="'host' (default) or an adb serial; repeatable")
+    p.add_argument("--device", action="append",
+                   help="'host' (default), an adb serial, or SERIAL@HOST:PORT (a phone on another machine's adb "
+                        "server); repeatable: the devices are measured in parallel, one lock and one LUT each")
     p.add_argument("--space", default="fbnet", help="search space, e.g. fbnet, fbnet-r96-w0.35")
     p.add_argument("--runtime", required=True, choices=list_runtimes())
     p.add_argument("--dtype", default="fp32", choices=sorted({d for i in RUNTIMES.values() for d in i.dtypes}),
@@ -168,6 +173,22 @@ def _print_human(res: dict[str, Any]) -> None:
               f"{res['exported']} exported, {res['skipped']} op-rounds resumed, {res['elapsed_s']:.1f} s")  # fmt: skip
 
 
+def _run_parallel(devices: list[str], run_one) -> list[dict[str, Any]]:
+    """One thread per device. Ctrl-C sets `STOP`: every job stops at its next op-round (or cool-down
+    poll), closes its target (clocks restored, lock released, models left for the resume) and
+    keeps what it measured; then KeyboardInterrupt goes on."""
+    pool = ThreadPoolExecutor(len(devices), thread_name_prefix="device")
+    futures = [pool.submit(run_one, d) for d in devices]
+    try:
+        return [f.result() for f in futures]
+    except KeyboardInterrupt:
+        STOP.set()
+        print(f"stopping {len(devices)} jobs at their next op-round ...", file=sys.stderr)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     adb = adb_module()
     parser = build_parser(adb)
@@ -201,12 +222,12 @@ def main(argv: list[str] | None = None) -> int:
                 log.error("%s: %s", device, e)
             return {"device": device, "error": f"{type(e).__name__}: {e}"}
 
+    STOP.clear()
     try:
         if len(devices) == 1:
             results = [run_one(devices[0])]
         else:
-            with ThreadPoolExecutor(len(devices)) as pool:
-                results = list(pool.map(run_one, devices))
+            results = _run_parallel(devices, run_one)
     except KeyboardInterrupt:
         print("interrupted: finished op-rounds are saved; re-run the same command to continue",
               file=sys.stderr)  # fmt: skip

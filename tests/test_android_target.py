@@ -91,8 +91,8 @@ def test_all_same_runs_are_two_equal_samples(loopback, tiny_models):
     try:
         samples = target.measure(rt, tiny_models["tflite"], RunSpec(warmup=1, runs=4))
         text = Device.connect(server, daemon.serial).shell(
-            "/data/local/tmp/hwnas/benchmark_model --graph=/data/local/tmp/hwnas/models/"
-            f"{tiny_models['tflite'].name} --num_runs=2 --min_secs=0 --warmup_runs=1 --warmup_min_secs=0").stdout
+            "/data/local/tmp/hwnas/benchmark_model --graph="
+            f"{target._remote[tiny_models['tflite']]} --num_runs=2 --min_secs=0 --warmup_runs=1 --warmup_min_secs=0").stdout
     finally:
         daemon.set_knobs(timing_quantum_us=0)
     assert samples == [50_000.0] * 4

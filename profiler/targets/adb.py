@@ -8,6 +8,12 @@
     m.samples_us, m.extra["init_us"], m.ops, m.etdump     # see android_harness.execute.Measurement
     target.close()                          # restores the clocks, removes the pushed models
 
+Models are pushed content-addressed (`<work dir>/models/<stem>-<sha256 prefix>.<ext>`, only those
+missing).
+A measurement job sets `keep_models` while it runs and clears it once its LUT is written: a job
+that stops (Ctrl-C, a lost phone, failed ops) leaves its models on the phone, and its resume
+pushes nothing again.
+
 The phone's lock (`profiler.targets.lock`, keyed by `lock_key`: the fingerprint's device id, so
 one phone over USB and over `ip:port` is one phone) is taken as the target connects, before
 anything is written to the phone, and released by `close()`; a second command on a busy phone
@@ -39,13 +45,13 @@ from android_harness import (
     DEFAULT_WORK_DIR,
     SAMPLE_SEMANTICS,
     AdbError,
-    AdbServer,
     Device,
     DeviceGoneError,
     Measurement,
     RunnerFailed,
     RunOptions,
     WorkDir,
+    device_address,
     fingerprint,
     measure_detailed,
     read_battery,
@@ -59,7 +65,7 @@ from android_harness.preflight import SPACE_MARGIN, Check, check_abi, check_run,
 from android_harness.runners import RUNNERS
 from profiler.runtimes.base import Runtime
 
-from .base import DeviceLostError, RunnerError, RunSpec, TargetError
+from .base import DeviceLostError, RunnerError, RunSpec, TargetError, interruptible_sleep
 from .lock import device_lock
 
 __all__ = ["AdbTarget", "add_adb_arguments", "adb_options", "LOCK_CLOCKS"]
@@ -106,8 +112,11 @@ class AdbTarget:
     ) -> None:
         if lock_clocks not in LOCK_CLOCKS:
             raise TargetError(f"lock_clocks must be one of {', '.join(LOCK_CLOCKS)}, got {lock_clocks!r}")
-        self.name = serial
-        self._server = AdbServer.from_env(adb_host, adb_port)
+        self.name = serial  # as given: SERIAL, or SERIAL@HOST:PORT (a phone on another machine's adb server)
+        try:
+            self._server, serial = device_address(serial, adb_host, adb_port)
+        except AdbError as exc:
+            raise TargetError(str(exc)) from exc
         self._runners = {k: Path(v).expanduser() for k, v in (runners or {}).items()}
         unknown = sorted(set(self._runners) - set(RUNNERS))
         if unknown:
@@ -146,6 +155,7 @@ class AdbTarget:
             c for cl in self._clusters for c in cl.cpus)), state_dir=self._clock_state_dir,
             freq_khz=lock_freq_khz, key=self.lock_key)
         self._clocks: ClockStatus | None = None
+        self.keep_models = False  # a job that may be resumed: close() leaves the models on the phone
 
     # ---- protocol ----------------------------------------------------------------------------
     def fingerprint(self) -> dict[str, Any]:
@@ -156,6 +166,7 @@ class AdbTarget:
             sums = self._call(lambda: self._work.remote_sha256(binaries))
             fp.update({
                 "target": "adb",
+                "adb_server": f"{self._server.host}:{self._server.port}",
                 "core_mask": self._core_mask,
                 "work_dir": self._work.path,
                 "runner_sha256": {posixpath.basename(p): d for p, d in sums.items()},
@@ -191,14 +202,13 @@ class AdbTarget:
                 f"pass --runner {runner}=PATH to push your arm64 build "
                 "(android_harness/README.md says how to get one)"
             )
-        self._call(lambda: self._work.push(list(model_files), subdir=_MODELS))
-        self._remote.update({Path(f): self._work.remote(f"{_MODELS}/{Path(f).name}")
-                             for f in model_files})
+        self._remote.update(self._call(lambda: self._work.push_by_content(
+            [Path(f) for f in model_files], subdir=_MODELS)))
 
     def round_state(self) -> dict[str, Any]:
         temp = self._call(lambda: wait_for_cooldown(
             self._device, self._max_temp_c, timeout_s=self._cooldown_timeout_s,
-            poll_s=self._cooldown_poll_s))
+            poll_s=self._cooldown_poll_s, sleep=interruptible_sleep))
         cpus = self._call(lambda: read_cpus(self._device))
         probe = self._pinned[0] if self._pinned else (min(cpus) if cpus else None)
         files = cpus.get(probe, {}) if probe is not None else {}
@@ -287,7 +297,8 @@ class AdbTarget:
         return checks
 
     def close(self) -> None:
-        """Restore the clocks, remove the pushed models, release the phone's lock."""
+        """Restore the clocks, remove the pushed models (unless `keep_models` or `keep_files`),
+        release the phone's lock."""
         try:
             self._close()
         finally:
@@ -301,7 +312,9 @@ class AdbTarget:
                         "next connects (%s)", self.name, exc)
         except AdbError as exc:
             log.warning("%s: could not restore its CPU clocks: %s", self.name, exc)
-        if self._keep_files or not self._remote:
+        if self._keep_files or self.keep_models or not self._remote:
+            if self.keep_models and self._remote:
+                log.info("%s: models left in %s for the job's resume", self.name, self._work.remote(_MODELS))
             return
         try:
             self._work.remove(_MODELS)
