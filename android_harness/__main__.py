@@ -6,7 +6,7 @@
     python -m android_harness loopback start [--port P] [--sandbox DIR] [--unrooted]
         [--timing-quantum-us Q] [--event-tracer]
         [--runner-fault crash|unknown-format] [--userspace-32bit] [--disk-full]
-        [--runner-form tf1.12|tf1.15|tf2.0|et0.4|et0.6] [--thermal-unreadable]
+        [--runner-form tf1.12|tf1.15|tf2.0|et0.4|et0.6] [--thermal-unreadable] [--no-dumpsys]
         [--slow-first-runs N K]
 """
 
@@ -95,7 +95,7 @@ def _loopback_start(args: argparse.Namespace) -> int:
                   event_tracer=args.event_tracer)
     faults = Faults(runner_fault=args.runner_fault, userspace_32bit=args.userspace_32bit,
                     disk_full=args.disk_full, runner_form=args.runner_form,
-                    thermal_unreadable=args.thermal_unreadable,
+                    thermal_unreadable=args.thermal_unreadable, no_dumpsys=args.no_dumpsys,
                     slow_first_runs=int(args.slow_first_runs[0]) if args.slow_first_runs else 0,
                     slow_factor=args.slow_first_runs[1] if args.slow_first_runs else 1.0)
     with LoopbackDaemon(sandbox, port=args.port, knobs=knobs, faults=faults) as daemon:
@@ -154,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--runner-form", choices=list(RUNNER_FORMS),
                    help="fault: the runners print an older release's output ("
                         + "; ".join(f"{k}: {v[1]}" for k, v in RUNNER_FORMS.items()) + ")")
+    s.add_argument("--no-dumpsys", action="store_true",
+                   help="fault: `dumpsys battery|power` find no service (battery and screen state from sysfs)")
     s.add_argument("--thermal-unreadable", action="store_true",
                    help="fault: thermal_zone*/temp is Permission denied, as on stock Android 10+")
     s.add_argument("--slow-first-runs", nargs=2, type=_slow_first, metavar=("N", "K"),

@@ -106,10 +106,11 @@ class Runner(Protocol):
 
     def command(
         self, binary: str, model: str, *, threads: int, warmup: int, runs: int, xnnpack: bool,
-        profile: str | None = None,
+        profile: str | None = None, warmup_s: float = 0.0,
     ) -> list[str]:
-        """argv for one invocation that runs `warmup` untimed then `runs` timed inferences;
-        with `profile`, per-operator profiling too (a device path for file outputs)."""
+        """argv for one invocation that runs `warmup` untimed (and for at least `warmup_s`
+        seconds, where the runner has a time-based warm-up) then `runs` timed inferences; with
+        `profile`, per-operator profiling too (a device path for file outputs)."""
         ...
 
     def parse(self, text: str) -> RunnerTiming: ...
@@ -198,15 +199,16 @@ class BenchmarkModel:
 
     def command(
         self, binary: str, model: str, *, threads: int, warmup: int, runs: int, xnnpack: bool,
-        profile: str | None = None,
+        profile: str | None = None, warmup_s: float = 0.0,
     ) -> list[str]:
-        # --min_secs/--warmup_min_secs 0: the counts are exactly --num_runs/--warmup_runs.
+        # --min_secs 0: the timed count is exactly --num_runs. --warmup_min_secs: the tool's
+        # time-based warm-up (its default is 0.5 s), at least --warmup_runs runs either way.
         argv = [
             binary,
             f"--graph={model}",
             f"--num_threads={threads}",
             f"--warmup_runs={warmup}",
-            "--warmup_min_secs=0",
+            f"--warmup_min_secs={warmup_s:g}",
             f"--num_runs={runs}",
             "--min_secs=0",
             f"--max_secs={self.max_secs:g}",
@@ -289,9 +291,9 @@ class ExecutorRunner:
 
     def command(
         self, binary: str, model: str, *, threads: int, warmup: int, runs: int, xnnpack: bool,
-        profile: str | None = None,
+        profile: str | None = None, warmup_s: float = 0.0,
     ) -> list[str]:
-        # No warm-up flag: run warmup + runs executions; the caller drops the first `warmup`.
+        # No warm-up flag (warmup_s: the caller runs an untimed launch first): run warmup + runs executions; the caller drops the first `warmup`.
         # XNNPACK is a property of the build (EXECUTORCH_BUILD_XNNPACK) and of the .pte.
         # Only flags every build since 0.6 has (`--print_output` came in 1.3: not passed).
         argv = [

@@ -216,10 +216,12 @@ STREAMED_REUSE = 8
 PRIVATE_CACHE_BYTES = 512 << 10  # a core's L2 on this project's host and on big phone cores
 
 
-def streamed_ops(timed: Sequence[Op], net_overhead: Op, *, whole_shapes: bool = False, dtype: str = "fp32") -> set[str]:
+def streamed_ops(timed: Sequence[Op], net_overhead: Op, *, whole_shapes: bool = False, dtype: str = "fp32",
+                 private_cache_bytes: int = PRIVATE_CACHE_BYTES) -> set[str]:
     """Keys of the ops (overhead ops included) that "mixed" times cold: weights used < STREAMED_REUSE
     times per invocation (MACs per parameter), or more weight bytes than PRIVATE_CACHE_BYTES and
-    than activation bytes; and the overhead ops whose every op is such. `whole_shapes` keeps only
+    than activation bytes (`private_cache_bytes`: a phone's own L2, read from its sysfs); and the
+    overhead ops whose every op is such. `whole_shapes` keeps only
     the input shapes whose every op streams (replicas share the overhead op of their shape)."""
     bytes_per_el = 1 if dtype == "int8" else 4
     real = [op for op in timed if op.block != "overhead"]
@@ -227,7 +229,7 @@ def streamed_ops(timed: Sequence[Op], net_overhead: Op, *, whole_shapes: bool = 
         op.key for op in real
         if op.params > 0 and (
             op.macs < STREAMED_REUSE * op.params
-            or op.params * bytes_per_el > max(PRIVATE_CACHE_BYTES, op.activations * bytes_per_el)
+            or op.params * bytes_per_el > max(private_cache_bytes, op.activations * bytes_per_el)
         )
     }  # fmt: skip
     shape = {op.key: (op.c_in, op.h, op.w) for op in timed}
@@ -244,7 +246,8 @@ def streamed_ops(timed: Sequence[Op], net_overhead: Op, *, whole_shapes: bool = 
     return cold
 
 
-def op_cache_states(timed: Sequence[Op], net_overhead: Op, cache: str, cold_state: str, dtype: str = "fp32") -> dict[str, str]:
+def op_cache_states(timed: Sequence[Op], net_overhead: Op, cache: str, cold_state: str, dtype: str = "fp32",
+                    private_cache_bytes: int = PRIVATE_CACHE_BYTES) -> dict[str, str]:
     """Under "mixed", op key → the state each timed op is timed in: `cold_state` ("cold", or
     "replicas" where the target cannot cycle copies) for the streamed ops, "warm" for the others;
     {} under any other cache state (every op in that one). Replicas divide an invocation, its
@@ -252,7 +255,8 @@ def op_cache_states(timed: Sequence[Op], net_overhead: Op, cache: str, cold_stat
     streams (with the shape's overhead op replicated alike)."""
     if cache != "mixed":
         return {}
-    cold = streamed_ops(timed, net_overhead, whole_shapes=cold_state == "replicas", dtype=dtype)
+    cold = streamed_ops(timed, net_overhead, whole_shapes=cold_state == "replicas", dtype=dtype,
+                        private_cache_bytes=private_cache_bytes)
     return {op.key: (cold_state if op.key in cold else "warm") for op in timed}
 
 
@@ -270,6 +274,8 @@ def run_rounds(
     on_samples: Callable[[str, int, list[float], dict[str, float]], None] | None = None,
     on_failure: Callable[[str, int, str], None] | None = None,
     failures: dict[str, int] | None = None,
+    on_remeasure: Callable[[str, int, str], None] | None = None,
+    remeasures: dict[str, int] | None = None,
     specs: dict[str, RunSpec] | None = None,
     progress: bool = True,
     desc: str = "measure",
@@ -283,12 +289,17 @@ def run_rounds(
     keys (e.g. ops timed cold among networks timed warm). Returns the keys given up."""
     keys = sorted(files)
     failures = failures if failures is not None else {}
+    remeasures = remeasures if remeasures is not None else {}
+    # a phone checks the conditions of each op-round (`op_conditions`: too hot, below its locked
+    # clock) and allows `max_remeasure` re-measurements of an op before it fails
+    conditions = getattr(target, "op_conditions", None)
+    limit = int(getattr(target, "max_remeasure", 0))
     round_states = round_states if round_states is not None else {}
     done = set(done)
     bar = tqdm(total=len(keys) * config.rounds, initial=len(done), desc=desc, unit="op", disable=not progress)
 
     def given_up(key: str) -> bool:
-        return failures.get(key, 0) > config.retries
+        return failures.get(key, 0) > config.retries or (conditions is not None and remeasures.get(key, 0) > limit)
 
     def attempt(key: str, r: int) -> None:
         check_stop()  # Ctrl-C: stop between op-rounds (what is on disk stays)
@@ -306,6 +317,17 @@ def run_rounds(
             log.warning("op %s failed in round %d (fault %d): %s; %s", key, r + 1, failures[key], e, later)
             if on_failure is not None:
                 on_failure(key, r, str(e))
+            if given_up(key):
+                bar.update(sum((key, q) not in done for q in range(config.rounds)))
+            return
+        reason = conditions() if conditions is not None else None
+        if reason:  # taken too hot or throttled: its samples are dropped and it is measured again later
+            remeasures[key] = remeasures.get(key, 0) + 1
+            later = "giving up on it" if given_up(key) else "measuring that op-round again after a cool-down"
+            log.warning("op %s, round %d: %s (%d of %d re-measurements); %s", key, r + 1, reason,
+                        remeasures[key], limit, later)  # fmt: skip
+            if on_remeasure is not None:
+                on_remeasure(key, r, reason)
             if given_up(key):
                 bar.update(sum((key, q) not in done for q in range(config.rounds)))
             return
@@ -333,6 +355,8 @@ def run_rounds(
         # retry passes: each missing op-round of an op not given up, in round order
         while missing := [(k, r) for r in range(config.rounds) for k in keys if (k, r) not in done and not given_up(k)]:
             bar.set_postfix(round="retry")
+            if hasattr(target, "cool_down"):  # re-measured op-rounds wait for the phone to cool first
+                target.cool_down()
             for key, r in missing:
                 if not given_up(key):
                     attempt(key, r)
@@ -351,6 +375,7 @@ class _WorkDir:
         self.rounds_file = path / "rounds.jsonl"
         self.failed_file = path / "failed.jsonl"
         self.extras_file = path / "extras.jsonl"
+        self.remeasured_file = path / "remeasured.jsonl"
         job_file = path / "job.json"
         if fresh and path.exists():
             shutil.rmtree(path)
@@ -370,6 +395,7 @@ class _WorkDir:
         self.states = {int(d.pop("round")): d for d in _read_jsonl(self.rounds_file)}
         self.faults = _read_jsonl(self.failed_file)  # one record per fault: op_key, round, error
         self.extras = {(d.pop("op_key"), int(d.pop("round"))): d for d in _read_jsonl(self.extras_file)}
+        self.remeasured = _read_jsonl(self.remeasured_file)  # op_key, round, reason: one per dropped op-round
 
     def _load_samples(self) -> dict[tuple[str, int], list[float]]:
         """Complete op-rounds on disk; a torn last line or a partial op-round is dropped and the
@@ -415,6 +441,17 @@ class _WorkDir:
         append_durable(self.failed_file, json.dumps(record) + "\n")
         self.faults.append(record)
 
+    def add_remeasure(self, key: str, r: int, reason: str) -> None:
+        record = {"op_key": key, "round": r, "reason": reason}
+        append_durable(self.remeasured_file, json.dumps(record) + "\n")
+        self.remeasured.append(record)
+
+    def remeasure_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for d in self.remeasured:
+            counts[d["op_key"]] = counts.get(d["op_key"], 0) + 1
+        return counts
+
     def fault_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for d in self.faults:
@@ -457,6 +494,8 @@ class JobPlan:
     copies: dict[str, int]  # op key → copies of the op per invocation (replicas)
     specs: dict[str, RunSpec]  # op key → its run spec
     cold_state: str | None
+    private_cache_bytes: int = PRIVATE_CACHE_BYTES  # what the `mixed` rule took as a core's L2
+    private_cache_source: str = "default"  # "default", or where the target read it (a phone's sysfs)
 
     def models_bytes(self, dtype: str) -> int:
         return models_bytes(self.timed, self.copies, dtype)
@@ -477,7 +516,11 @@ def plan_job(
     config = replace(config, cache=config.cache or ("mixed" if cold_state else states[0]))
     space = get_space(space_name)
     timed, identity, net_overhead = plan_ops(space.name, ops_limit)
-    per_op = op_cache_states(timed, net_overhead, config.cache, cold_state or "warm", runtime.dtype)
+    read = getattr(target, "private_cache_bytes", None)  # a phone's L2 from its sysfs, where listed
+    private = int(read) if read else PRIVATE_CACHE_BYTES
+    source = getattr(target, "private_cache_source", "sysfs") if read else "default"
+    per_op = op_cache_states(timed, net_overhead, config.cache, cold_state or "warm", runtime.dtype,
+                             private_cache_bytes=private)
     spec = RunSpec(threads=threads, warmup=config.warmup, runs=config.runs, core_mask=core_mask,
                    cache="warm" if per_op else config.cache)  # fmt: skip
     copies = replica_counts(timed, net_overhead, runtime.dtype) if config.cache == "replicas" else {}
@@ -485,7 +528,8 @@ def plan_job(
         copies = {k: n for k, n in replica_counts(timed, net_overhead, runtime.dtype).items()
                   if per_op[k] == "replicas"}  # fmt: skip
     specs = {op.key: replace(spec, cache=per_op.get(op.key, spec.cache), copies=copies.get(op.key, 1)) for op in timed}
-    return JobPlan(config, space, timed, identity, net_overhead, per_op, spec, copies, specs, cold_state)
+    return JobPlan(config, space, timed, identity, net_overhead, per_op, spec, copies, specs, cold_state,
+                   private, source)
 
 
 def preflight_job(
@@ -568,7 +612,10 @@ def _profile_ops(
         "exporters": runtime.versions(),
         # the per-op states too: a LUT of another `mixed` rule is neither resumed nor reused
         "protocol": {**asdict(config), "overhead_op": OVERHEAD_OPS[runtime.info.overhead],
-                     **({"op_cache": _non_warm(per_op)} if per_op else {})},
+                     **({"op_cache": _non_warm(per_op)} if per_op else {}),
+                     # a phone's own L2 (the host keeps the fixed value, and its records their form)
+                     **({"private_cache_bytes": plan.private_cache_bytes}
+                        if per_op and plan.private_cache_source != "default" else {})},
         "ops": sorted(op.key for op in timed),
     }
     # before anything of the space is exported: a runner that cannot run here stops the job now
@@ -614,13 +661,21 @@ def _profile_ops(
     target.prepare(runtime, list(files.values()))
     # faults of an interrupted run count, unless --retry-failed asks for a fresh chance
     counts = {} if retry_failed else work.fault_counts()
+    remeasures = {} if retry_failed else work.remeasure_counts()
     given_up = run_rounds(
         target, runtime, files, config, spec,
         done=set(work.samples), round_states=work.states, on_state=work.add_state,
         on_samples=work.add_samples, on_failure=work.add_fault, failures=counts,
+        on_remeasure=work.add_remeasure, remeasures=remeasures,
         specs=specs, progress=progress, desc=f"{device_id[:24]} {rdir}",
     )  # fmt: skip
-    failures.update({k: f"run: {work.last_error(k)}" for k in sorted(given_up)})
+    for k in sorted(given_up):
+        if counts.get(k, 0) > config.retries:
+            failures[k] = f"run: {work.last_error(k)}"
+        else:
+            reasons = [d["reason"] for d in work.remeasured if d["op_key"] == k]
+            failures[k] = (f"run: measured in bad conditions {remeasures.get(k, 0)} times, more than the "
+                           f"{getattr(target, 'max_remeasure', 0)} re-measurements allowed (last: {reasons[-1]})")
 
     if failures and not allow_failed:
         raise _incomplete(work, failures, len(timed), target.name)
@@ -659,14 +714,22 @@ def _profile_ops(
                             "sample is an invocation divided by its copies",
                 "mixed": f"ops that use each weight fewer than {STREAMED_REUSE} times per invocation (MACs per "
                          f"parameter: a batch-1 fully connected layer), or whose weights exceed both "
-                         f"{PRIVATE_CACHE_BYTES >> 10} KiB and their activations, timed {cold_state} (`op_cache`), "
+                         f"{plan.private_cache_bytes >> 10} KiB (a core's L2: {plan.private_cache_source}) and "
+                         f"their activations, timed {cold_state} (`op_cache`), "
                          "as their weights stream inside a network; the other ops warm",
             }[config.cache],
             "copies": {k: n for k, n in sorted(copies.items()) if n > 1},
+            "private_cache_bytes": plan.private_cache_bytes,
+            "private_cache_source": plan.private_cache_source,
             **({"op_cache": _non_warm(per_op)} if per_op else {}),
         },
         "overhead_us": float(ovh["median_us"].iloc[0]) if (ovh["status"] == "ok").any() else None,
         "failed_ops": dict(sorted(failures.items())),
+        # op-rounds whose samples were dropped and measured again: taken above the temperature
+        # limit or below the locked clock (the phone's `op_conditions`)
+        "remeasured": {"op_rounds": len(work.remeasured), "limit_per_op": getattr(target, "max_remeasure", None),
+                       "by_op": {k: n for k, n in sorted(work.remeasure_counts().items())},
+                       "reasons": sorted({d["reason"].split(" (")[0] for d in work.remeasured})[:10]},
         "provenance": provenance_of({"device": fp}),  # measured, or loopback for the dry-run device
     }
     lut_dir = write_lut(out, device_id=device_id, space=space.name, runtime_dir=rdir,

@@ -56,10 +56,19 @@ from android_harness import (
     measure_detailed,
     read_battery,
     read_cpus,
+    read_thermal,
     wait_for_cooldown,
 )
+from android_harness.execute import WARMUP_S
 from android_harness.clocks import ClockLock, ClockLockError, ClockStatus, restore_pending
-from android_harness.device_state import clusters_of, device_id
+from android_harness.device_state import (
+    clusters_of,
+    cpu_temperature_c,
+    device_id,
+    private_cache_bytes,
+    read_caches,
+    read_screen,
+)
 from android_harness.device_state import core_mask as mask_of_cpus
 from android_harness.preflight import SPACE_MARGIN, Check, check_abi, check_run, check_space
 from android_harness.runners import RUNNERS
@@ -109,6 +118,8 @@ class AdbTarget:
         clock_state_dir: str | None = None,  # where locks to restore live ($HWNAS_STATE_DIR/...)
         lock_wait_s: float = 0.0,  # the phone is busy with another job: wait this long, then stop
         lock_what: str = "",  # what this job is, for the message a second job gets
+        warmup_s: float = WARMUP_S,  # time-based warm-up at the start of each device command
+        max_remeasure: int = 3,  # op-rounds of an op taken too hot or throttled that are re-measured
     ) -> None:
         if lock_clocks not in LOCK_CLOCKS:
             raise TargetError(f"lock_clocks must be one of {', '.join(LOCK_CLOCKS)}, got {lock_clocks!r}")
@@ -128,6 +139,9 @@ class AdbTarget:
         self._force = force
         self._keep_files = keep_files
         self._xnnpack = xnnpack
+        self._warmup_s = warmup_s
+        self.max_remeasure = max_remeasure
+        self._hints: dict[str, float] = {}  # model → µs per execution (sizes executor_runner's warm-up)
         self._lock_mode = lock_clocks
         self._clock_state_dir = Path(clock_state_dir) if clock_state_dir else None
         self._device = self._call(lambda: Device.connect(self._server, serial))
@@ -148,6 +162,11 @@ class AdbTarget:
         self._work = WorkDir(self._device, work_dir)
         self._clusters = clusters_of(self._call(lambda: read_cpus(self._device)))
         self._pinned = self._pinned_cpus(core_mask)
+        # the phone's own caches (sysfs): the `mixed` rule's private cache is the measured core's L2
+        self._caches = self._call(lambda: read_caches(self._device))
+        self.private_cache_bytes = private_cache_bytes(self._caches, self._pinned[0]) if self._pinned else None
+        self.private_cache_source = (f"cpu{self._pinned[0]}/cache L2 in the phone's sysfs"
+                                     if self.private_cache_bytes else "default")
         self._core_mask = core_mask or (mask_of_cpus(self._pinned) if self._pinned else None)
         self._remote: dict[Path, str] = {}
         self._fingerprint: dict[str, Any] | None = None
@@ -172,9 +191,15 @@ class AdbTarget:
                 "runner_sha256": {posixpath.basename(p): d for p, d in sums.items()},
                 "sample_semantics": dict(SAMPLE_SEMANTICS),
                 "warmup_handling": {
-                    "executor_runner": "first `warmup` iterations of the same invocation dropped",
-                    "benchmark_model": "--warmup_runs in every invocation",
+                    "executor_runner": f"an untimed launch of about {self._warmup_s:g} s (its executions from "
+                                       "the model's previous time per execution) in the same device command, "
+                                       "then the first `warmup` iterations of the timed launch dropped",
+                    "benchmark_model": f"--warmup_min_secs={self._warmup_s:g} in the first launch of each device "
+                                       "command, --warmup_runs in every launch",
                 },
+                "warmup_s": self._warmup_s,
+                "cpu_caches": {str(c): self._caches.get(c, []) for c in self._pinned},
+                "private_cache_bytes": self.private_cache_bytes,
                 "max_temp_c": self._max_temp_c,
                 "clock_lock": {"mode": self._lock_mode, **clocks.to_json()},
             })
@@ -224,8 +249,43 @@ class AdbTarget:
             "locked_freq_khz": clocks.freq_khz.get(policy),
             "cpu_freq_khz_all": {str(c): int(f["scaling_cur_freq"]) for c, f in cpus.items()
                                  if f.get("scaling_cur_freq", "").isdigit()},
-            "battery_pct": self._call(lambda: read_battery(self._device)).level_pct,
+            **self._power_state(),
         }
+
+    def op_conditions(self) -> str | None:
+        """Why the op-round just measured does not count, or None: the CPU above `max_temp_c`, or
+        a measured core below the frequency its clocks are locked at (thermal throttling)."""
+        temp = cpu_temperature_c(self._call(lambda: read_thermal(self._device)))
+        if temp is not None and temp > self._max_temp_c:
+            return f"CPU at {temp:.1f} °C, above the {self._max_temp_c:g} °C limit (--max-temp-c)"
+        clocks = self._clocks
+        if clocks is None or not clocks.locked:
+            return None
+        cpus = self._call(lambda: read_cpus(self._device))
+        for cpu in self._pinned:
+            files = cpus.get(cpu, {})
+            policy = str(min((int(c) for c in files.get("related_cpus", str(cpu)).split()), default=cpu))
+            locked = clocks.freq_khz.get(policy)
+            cur = files.get("scaling_cur_freq", "")
+            if locked and cur.isdigit() and int(cur) < locked:
+                return f"cpu{cpu} at {int(cur)} kHz, below its locked {locked} kHz (throttled)"
+        return None
+
+    def cool_down(self) -> None:
+        """Wait (up to the cool-down timeout) for the CPU to cool below `max_temp_c`."""
+        self._call(lambda: wait_for_cooldown(
+            self._device, self._max_temp_c, timeout_s=self._cooldown_timeout_s,
+            poll_s=self._cooldown_poll_s, sleep=interruptible_sleep))
+
+    def _power_state(self) -> dict[str, Any]:
+        """Battery level and temperature, charging, screen on: what changes a phone's clocks and
+        heat besides the job (a charger heats it, a lit screen loads the GPU and the CPU)."""
+        battery = self._call(lambda: read_battery(self._device))
+        screen_on, screen_source = self._call(lambda: read_screen(self._device))
+        return {"battery_pct": battery.level_pct, "battery_temp_c": battery.temperature_c,
+                "charging": battery.charging, "screen_on": screen_on,
+                "power_source": ",".join(x for x in (battery.source and f"battery:{battery.source}",
+                                                     screen_source and f"screen:{screen_source}") if x)}
 
     def measure(self, runtime: Runtime, model_file: Path, spec: RunSpec) -> list[float]:
         return self.measure_detailed(runtime, model_file, spec).samples_us
@@ -245,7 +305,8 @@ class AdbTarget:
         options = self._options(spec, profile)
         try:
             return self._call(lambda: measure_detailed(self._device, runner, self._work.remote(runner),
-                                                       remote, options, label=Path(model_file).stem))
+                                                       remote, options, label=Path(model_file).stem,
+                                                       hints=self._hints))
         except RunnerFailed as exc:
             raise RunnerError(str(exc)) from exc
 
@@ -268,6 +329,8 @@ class AdbTarget:
             "lock_freq_khz": self._clock_lock.freq_khz,
             "max_temp_c": self._max_temp_c,
             "cooldown_timeout_s": self._cooldown_timeout_s,
+            "warmup_s": self._warmup_s,
+            "max_remeasure": self.max_remeasure,
         }
 
     def preflight(self, runtime: Runtime, model_file: Path, spec: RunSpec, need_bytes: int) -> list[Check]:
@@ -338,7 +401,7 @@ class AdbTarget:
         """The runner options of `spec`: one place, so the preflight runs with the job's flags."""
         return RunOptions(threads=spec.threads, warmup=spec.warmup, runs=spec.runs,
                           core_mask=spec.core_mask or self._core_mask, timeout_s=spec.timeout_s,
-                          xnnpack=self._xnnpack, profile=profile)
+                          xnnpack=self._xnnpack, profile=profile, warmup_s=self._warmup_s)
 
     def _runner_of(self, runtime: Runtime) -> str:
         if runtime.runner is None:
@@ -392,6 +455,9 @@ def add_adb_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--lock-clocks", choices=LOCK_CLOCKS, default="auto",
                    help="lock the measured cores at a fixed CPU frequency: auto (when the phone is "
                         "rooted), require, off (default %(default)s)")
+    g.add_argument("--warmup-secs", type=float, default=WARMUP_S,
+                   help="time-based warm-up at the start of each op's runner command, for the governor to ramp "
+                        "up (default %(default)s s, as benchmark_model's own)")
     g.add_argument("--lock-freq-khz", type=int,
                    help="the locked frequency, rounded down to an available one (default: the highest)")
 
@@ -410,4 +476,5 @@ def adb_options(args: argparse.Namespace) -> dict[str, Any]:
         "keep_files": args.keep_files,
         "lock_clocks": getattr(args, "lock_clocks", "auto"),
         "lock_freq_khz": getattr(args, "lock_freq_khz", None),
+        "warmup_s": getattr(args, "warmup_secs", WARMUP_S),
     }
