@@ -102,6 +102,7 @@ class Measurement:
     ops: tuple[OperatorTiming, ...] = ()  # benchmark_model op-profiling rows, in run order
     etdump: bytes | None = None  # executor_runner ETDump of the timed invocation
     invocations: int = 0  # runner invocations that gave the samples
+    runner_version: str | None = None  # what the runner printed as its runtime's version, if anything
 
     def write_etdump(self, path: Path) -> Path:
         if self.etdump is None:
@@ -259,7 +260,7 @@ def _executor_runner(device: Device, binary: str, model: str, options: RunOption
         if samples:
             hints[model] = statistics.median(samples)
         return Measurement(samples, {**timing.extra, "warm_executions": float(warm)},
-                           etdump=etdump, invocations=1 + (warm > 0))
+                           etdump=etdump, invocations=1 + (warm > 0), runner_version=timing.version)
     # A 0.6-1.2 build prints only its total: one sample per launch, the launch's mean.
     launches = [timing]
     hints[model] = timing.avg_us
@@ -267,7 +268,7 @@ def _executor_runner(device: Device, binary: str, model: str, options: RunOption
         launches.append(invoke(device, "executor_runner", binary, model, warmup=options.warmup,
                                runs=options.runs, options=options, label=label))
     return Measurement([t.avg_us for t in launches], _median_extra(launches), etdump=etdump,
-                       invocations=len(launches))
+                       invocations=len(launches), runner_version=timing.version)
 
 
 def _benchmark_model(device: Device, binary: str, model: str, options: RunOptions, label: str,
@@ -298,7 +299,8 @@ def _benchmark_model(device: Device, binary: str, model: str, options: RunOption
     warm = timings[0].extra.get("warmup_count") if timings else None
     if warm is not None:  # runs the time-based warm-up of the first launch took
         extra["warmup_runs_first_launch"] = warm
-    return Measurement(samples, extra, ops=ops, invocations=len(timings))
+    return Measurement(samples, extra, ops=ops, invocations=len(timings),
+                       runner_version=next((t.version for t in timings if t.version), None))
 
 
 _SAMPLERS = {
@@ -318,8 +320,10 @@ def measure_detailed(
     result = _SAMPLERS[runner_name](device, binary, model, options, label, hints)
     if len(result.samples_us) < options.runs:
         raise RunnerFailed(f"{label}: got {len(result.samples_us)} samples, expected {options.runs}")
+    if hints is not None and result.runner_version:
+        hints[f"version:{runner_name}"] = result.runner_version
     return Measurement(result.samples_us[: options.runs], result.extra, result.ops, result.etdump,
-                       result.invocations)
+                       result.invocations, result.runner_version)
 
 
 def measure(

@@ -59,6 +59,7 @@ __all__ = [
     "get_runner",
     "parse_output",
     "output_tail",
+    "runner_version",
 ]
 
 
@@ -82,6 +83,7 @@ class RunnerTiming:
     samples_us: tuple[float, ...] = ()  # individual timed runs, in order, where the output has them
     extra: dict[str, float] = field(default_factory=dict)  # unit-named: init_us, mem_delta_mb, ...
     ops: tuple[OperatorTiming, ...] = ()  # op-profiling rows in run order (benchmark_model)
+    version: str | None = None  # the runtime version the build printed, where it prints one
 
     def to_json(self) -> dict[str, Any]:
         data = {k: v for k, v in asdict(self).items()
@@ -91,6 +93,18 @@ class RunnerTiming:
         if self.ops:
             data["ops"] = [op.to_json() for op in self.ops]
         return data
+
+
+# Released benchmark_model and executor_runner builds print no version; builds that link a version
+# print (custom runners, `TfLiteVersion()` / ExecuTorch release banners) say "<runtime> version: X".
+_VERSION = re.compile(r"\b(?:TensorFlow Lite|TFLite|TfLite|LiteRT|ExecuTorch)\b[ \w]{0,20}?\bversion\b\s*[:=]?\s*"
+                      r"v?(\d+\.\d+[\w.+-]*)", re.I)
+
+
+def runner_version(text: str) -> str | None:
+    """The runtime version a runner's output states ("... TFLite version: 2.16.1"), else None."""
+    match = _VERSION.search(text)
+    return match.group(1) if match else None
 
 
 def output_tail(text: str, lines: int = 15) -> str:
@@ -269,6 +283,7 @@ class BenchmarkModel:
             samples_us=run.samples,
             extra=extra,
             ops=ops,
+            version=runner_version(text),
         )
 
 
@@ -349,10 +364,11 @@ class ExecutorRunner:
                 max_us=max(samples),
                 samples_us=samples,
                 extra=extra,
+                version=runner_version(text),
             )
         if count < 1:
             raise RunnerOutputError("executor_runner reports 0 executions")
-        return RunnerTiming(avg_us=total_ms * 1000.0 / count, count=count, extra=extra)
+        return RunnerTiming(avg_us=total_ms * 1000.0 / count, count=count, extra=extra, version=runner_version(text))
 
 
 RUNNERS: dict[str, Runner] = {r.name: r for r in (BenchmarkModel(), ExecutorRunner())}

@@ -687,7 +687,10 @@ def _profile_ops(
         "device": {**fp, "memory_semantics": MEMORY_SEMANTICS["host" if target.name == "host" else runtime.runner]},
         "runtime": {
             "name": runtime.name,
-            "version": runtime.runtime_version,
+            # on a phone the runner's: the version it printed (None where it prints none; its sha256 is
+            # in `settings.target`); the host's Python runtime package otherwise
+            "version": runtime.runtime_version if target.name == "host" else job["target"].get("runner_version"),
+            **({} if target.name == "host" else {"host_package_version": runtime.runtime_version}),
             "delegate": runtime.delegate,
             "threads": threads,
             "core_mask": core_mask or fp.get("core_mask"),  # phones report the mask they pin to

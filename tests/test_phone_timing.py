@@ -205,3 +205,14 @@ def test_the_phones_own_l2_sets_the_mixed_rule(loopback):
     assert small.private_cache_bytes == 64 << 10
     cold = lambda p: {k for k, v in p.per_op.items() if v != "warm"}  # noqa: E731
     assert cold(small) > cold(default)
+
+
+def test_runner_version_where_the_build_prints_one():
+    from android_harness.runners import runner_version
+
+    text = (DATA / "benchmark_model_count2_tc2.txt").read_text()
+    assert parse_output("benchmark_model", text).version is None  # released builds print none
+    # a build that links and prints its runtime's version (e.g. a custom runner calling TfLiteVersion())
+    assert parse_output("benchmark_model", "INFO: Using TFLite version: 2.16.1\n" + text).version == "2.16.1"
+    assert runner_version("I 00:00:00.000 executor_runner.cpp:80] ExecuTorch version: 0.7.0") == "0.7.0"
+    assert runner_version("Min runs duration (seconds): [0]") is None

@@ -323,6 +323,8 @@ class AdbTarget:
             "name": "adb",
             "runner": runner,
             "runner_sha256": digest,
+            # the runtime version the runner printed in the preflight (None: it prints none)
+            "runner_version": self._hints.get(f"version:{runner}"),
             "core_mask": self._core_mask,
             "xnnpack": self._xnnpack,
             "clock_lock": self._lock_mode,
@@ -356,7 +358,7 @@ class AdbTarget:
             return checks
         remote = self._remote[Path(model_file)]
         checks.append(self._call(lambda: check_run(self._device, runner, self._work.remote(runner), remote,
-                                                   self._options(spec, False))))
+                                                   self._options(spec, False), hints=self._hints)))
         return checks
 
     def close(self) -> None:
