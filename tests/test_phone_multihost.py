@@ -87,6 +87,7 @@ def test_ctrl_c_stops_every_device_and_keeps_what_was_measured(two_hosts, tmp_pa
     finally:
         if proc.poll() is None:
             proc.kill()
+    print(f"both jobs stopped {stopped_s:.1f} s after Ctrl-C")
     assert proc.returncode == 130, err
     assert stopped_s < 20, f"took {stopped_s:.1f} s to stop"  # the op-round in flight, then the clean-up
     assert "re-run the same command" in err

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from android_harness import Device
-from android_harness.device_state import parse_battery, parse_battery_sysfs, parse_screen, read_battery, read_screen
+from android_harness.device_state import (
+    parse_battery,
+    parse_battery_sysfs,
+    parse_screen,
+    read_battery,
+    read_screen,
+)
 from android_harness.execute import _split_launches
 from android_harness.runners import parse_output
 from lut import load_lut
@@ -118,7 +124,7 @@ def test_op_rounds_taken_too_hot_are_measured_again_and_counted(loopback, tmp_pa
     zone = daemon.sandbox / "sys/class/thermal/thermal_zone1/temp"
     options = {"adb_port": server.port, "cooldown_poll_s": 0.05, "cooldown_timeout_s": 0.3, "max_remeasure": 2,
                "warmup_s": 0.0}  # fmt: skip
-    kw = dict(device=daemon.serial, out=tmp_path, ops_limit=2, rounds=1, warmup=1, runs=2, progress=False)
+    kw = {"device": daemon.serial, "out": tmp_path, "ops_limit": 2, "rounds": 1, "warmup": 1, "runs": 2, "progress": False}
     zone.write_text("52000\n")  # above the 45 °C limit for good: every op-round is dropped
     try:
         with pytest.raises(IncompleteJobError, match="measured in bad conditions 3 times") as info:
@@ -203,7 +209,7 @@ def test_the_phones_own_l2_sets_the_mixed_rule(loopback):
         for f in sizes:
             f.write_text("512K\n")
     assert small.private_cache_bytes == 64 << 10
-    cold = lambda p: {k for k, v in p.per_op.items() if v != "warm"}  # noqa: E731
+    cold = lambda p: {k for k, v in p.per_op.items() if v != "warm"}
     assert cold(small) > cold(default)
 
 
