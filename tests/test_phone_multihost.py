@@ -98,3 +98,27 @@ def test_ctrl_c_stops_every_device_and_keeps_what_was_measured(two_hosts, tmp_pa
         governor = daemon.sandbox / "sys/devices/system/cpu/cpu4/cpufreq/scaling_governor"
         assert governor.read_text() == "schedutil\n"  # clocks restored
         assert list((daemon.sandbox / "data/local/tmp/hwnas/models").glob("*.tflite"))  # kept for the resume
+
+
+@pytest.mark.slow
+def test_models_stay_on_the_phone_across_a_resume(loopback, tmp_path, tiny_space):
+    from profiler.api import profile_space
+    from profiler.protocol import IncompleteJobError
+
+    server, daemon = loopback
+    kw = {"device": daemon.serial, "out": tmp_path, "rounds": 1, "warmup": 1, "runs": 2, "progress": False,
+          "target_options": {"adb_port": server.port, "warmup_s": 0.0}}  # fmt: skip
+    models = daemon.sandbox / "data/local/tmp/hwnas/models"
+    daemon.set_faults(crash_on="k5_e6")
+    try:
+        with pytest.raises(IncompleteJobError):
+            profile_space(tiny_space, "tflite", **kw)
+    finally:
+        daemon.set_faults(crash_on=None)
+    kept = sorted(p.name for p in models.glob("*.tflite"))
+    assert any(name.startswith("k5_e6-") for name in kept)  # named by op and content, left for the resume
+    pushed = len(daemon.pushes)
+    result = profile_space(tiny_space, "tflite", retry_failed=True, **kw)
+    assert result.num_failed == 0
+    assert [p for p in daemon.pushes[pushed:] if "/models/" in p] == []  # the resume pushed no model again
+    assert not models.exists()  # the job is complete: its models are removed

@@ -291,6 +291,7 @@ class LoopbackDaemon:
         self.knobs = knobs or Knobs()
         self.commands: list[str] = []  # every shell command line served, in order
         self.unsupported: list[str] = []  # commands the shell refused as forms it does not serve
+        self.pushes: list[str] = []  # device paths written by sync SEND, in order
         self._port = port
         self._listener: socket.socket | None = None
         self._conns: set[_Connection] = set()
@@ -536,6 +537,7 @@ class LoopbackDaemon:
         tmp.chmod(stat.S_IMODE(mode) or 0o644)
         os.replace(tmp, host)
         os.utime(host, (time.time(), value or time.time()))
+        self.pushes.append(path)
         stream.write(b"OKAY" + struct.pack("<I", 0))
 
     def _send_file(self, stream: _Stream, path: str) -> None:
