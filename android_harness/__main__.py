@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_devices)
 
     p = sub.add_parser("doctor", help="check a device is ready to profile")
-    p.add_argument("--device", required=True)
+    p.add_argument("--device", required=True, help="adb serial, or SERIAL@HOST:PORT (another machine's adb server)")
     p.add_argument("--work-dir", default=DEFAULT_WORK_DIR)
     p.add_argument("--min-battery", type=int, default=30)
     p.add_argument("--max-temp-c", type=float, default=45.0)

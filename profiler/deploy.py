@@ -307,7 +307,7 @@ def _protocol(args: argparse.Namespace) -> ProtocolConfig:
 
 
 def _target_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default=None, help="host or an adb serial")
+    p.add_argument("--device", default=None, help="host, an adb serial, or SERIAL@HOST:PORT")
     add_adb_arguments(p)
 
 

@@ -205,6 +205,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         quiet_exporter_noise()
     devices = list(dict.fromkeys(args.device or ["host"]))
+    for device in devices:  # a malformed SERIAL@HOST:PORT stops here, before anything is locked
+        if "@" in device:
+            from android_harness import AdbError, device_address
+
+            try:
+                device_address(device)
+            except AdbError as e:
+                parser.error(str(e))
     if args.dtype not in RUNTIMES[args.runtime].dtypes:
         print(f"error: runtime {args.runtime} supports dtype {', '.join(RUNTIMES[args.runtime].dtypes)}", file=sys.stderr)
         return 2

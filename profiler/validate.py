@@ -263,7 +263,7 @@ def build_parser(adb=None) -> argparse.ArgumentParser:
     p.add_argument("--archs", type=int, default=20, help="random archs besides the named ones (default 20)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random archs (default 0)")
     p.add_argument("--rounds", type=int, default=6, help="end-to-end rounds, two halves (default 6)")
-    p.add_argument("--device", help="adb serial for phone LUTs (host LUTs: omit)")
+    p.add_argument("--device", help="adb serial (or SERIAL@HOST:PORT) for phone LUTs (host LUTs: omit)")
     p.add_argument("--correction", default="none", choices=["none", "auto", *CORRECTIONS],
                    help="fitted correction of the additive sum, scored on held-out archs")  # fmt: skip
     p.add_argument("--drift-ops", type=_op_count, default=10, metavar="N|all",

@@ -31,6 +31,18 @@ def test_device_address_forms():
             device_address(bad)
 
 
+@pytest.mark.parametrize(("argv", "error"), [
+    (["--device", "R58@lab-pc"], "give SERIAL@HOST:PORT"),
+    (["--device", "R58@lab-pc:5037", "--warmup-secs", "-1"], "give 0 to 60 seconds"),
+])
+def test_profiler_run_refuses_a_malformed_device_or_warm_up(argv, error, capsys):
+    from profiler.run import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--runtime", "tflite", *argv])
+    assert exit_info.value.code == 2 and error in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def two_hosts(tmp_path_factory):
     """Two adb servers on two loopback ports, a loopback device attached to each."""

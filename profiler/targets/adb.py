@@ -121,6 +121,8 @@ class AdbTarget:
         warmup_s: float = WARMUP_S,  # time-based warm-up at the start of each device command
         max_remeasure: int = 3,  # op-rounds of an op taken too hot or throttled that are re-measured
     ) -> None:
+        if warmup_s < 0 or max_remeasure < 0:
+            raise TargetError(f"warmup_s and max_remeasure must be ≥ 0, got {warmup_s} and {max_remeasure}")
         if lock_clocks not in LOCK_CLOCKS:
             raise TargetError(f"lock_clocks must be one of {', '.join(LOCK_CLOCKS)}, got {lock_clocks!r}")
         self.name = serial  # as given: SERIAL, or SERIAL@HOST:PORT (a phone on another machine's adb server)
@@ -438,6 +440,16 @@ def _runner_arg(text: str) -> tuple[str, str]:
     return name, path
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0.0 <= value <= 60.0:
+        raise argparse.ArgumentTypeError(f"give 0 to 60 seconds, got {text}")
+    return value
+
+
 def add_adb_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of phone targets (`--device SERIAL`)."""
     g = parser.add_argument_group("phone (adb) options")
@@ -457,7 +469,7 @@ def add_adb_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--lock-clocks", choices=LOCK_CLOCKS, default="auto",
                    help="lock the measured cores at a fixed CPU frequency: auto (when the phone is "
                         "rooted), require, off (default %(default)s)")
-    g.add_argument("--warmup-secs", type=float, default=WARMUP_S,
+    g.add_argument("--warmup-secs", type=_seconds, default=WARMUP_S,
                    help="time-based warm-up at the start of each op's runner command, for the governor to ramp "
                         "up (default %(default)s s, as benchmark_model's own)")
     g.add_argument("--lock-freq-khz", type=int,
