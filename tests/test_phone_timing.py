@@ -222,3 +222,25 @@ def test_runner_version_where_the_build_prints_one():
     assert parse_output("benchmark_model", "INFO: Using TFLite version: 2.16.1\n" + text).version == "2.16.1"
     assert runner_version("I 00:00:00.000 executor_runner.cpp:80] ExecuTorch version: 0.7.0") == "0.7.0"
     assert runner_version("Min runs duration (seconds): [0]") is None
+
+
+@pytest.mark.slow
+def test_conditions_of_an_op_round_hot_or_below_the_locked_clock(loopback):
+    server, daemon = loopback
+    target = get_target(daemon.serial, {"adb_port": server.port, "max_temp_c": 45.0})
+    cur = daemon.sandbox / "sys/devices/system/cpu/cpu5/cpufreq/scaling_cur_freq"
+    zone = daemon.sandbox / "sys/class/thermal/thermal_zone1/temp"
+    try:
+        assert target.fingerprint()["clock_lock"]["locked"]  # the loopback device is rooted: clocks locked
+        assert target.op_conditions() is None
+        locked = cur.read_text()
+        cur.write_text("1200000\n")  # the kernel throttled a measured core
+        throttled = target.op_conditions()
+        cur.write_text(locked)
+        zone.write_text("47500\n")
+        hot = target.op_conditions()
+    finally:
+        zone.write_text("39000\n")
+        target.close()
+    assert throttled == "cpu5 at 1200000 kHz, below its locked 2457600 kHz (throttled)"
+    assert hot == "CPU at 47.5 °C, above the 45 °C limit (--max-temp-c)"
