@@ -172,7 +172,7 @@ def test_cli_rejects_bad_input_before_training(run, tmp_path, write_synthetic_lu
         (["--arch", arch, "--out", str(tmp_path / "empty"), "--resume"], "no checkpoint"),
         (["--arch", arch, "--resume", "--fresh"], "give one"),
         (["--arch", arch, "--scale", "lut", "--proxy-space", PROXY], "contradict"),
-        (["--arch", arch, "--out", str(tmp_path / "x"), "--", "--runs", "3"], "add --measure"),
+        (["--arch", arch, "--out", str(tmp_path / "x"), "--", "--runs", "3"], "add --device host|SERIAL"),
         (["--arch", arch, *TRAIN_ARGS[:2], "--epochs", "3", "--out", str(run["out"]), "--resume"],
          "settings it was started with"),
     ]  # fmt: skip
