@@ -119,7 +119,7 @@ def add_device(p: Any, *, help: str, multiple: bool = False, required: bool = Fa
     else:
         kw.update(metavar=metavar)
     p.add_argument("--device", dest=dest, help=help, **kw)
-    for flag in old:
+    for flag in old:  # the same default object: a list flag given first under an old name replaces it
         hidden_alias(p, flag, dest=dest, **{k: v for k, v in kw.items() if k not in ("required", "metavar")})
 
 
@@ -165,8 +165,8 @@ def add_runtime(p: Any, *, help: str, choices: Iterable[str] = RUNTIME_NAMES, de
     else:
         kw = dict(type=convert, choices=choices)
     p.add_argument(flag, dest=dest, default=default, required=required, help=help, **kw)
-    for alias in old:
-        hidden_alias(p, alias, dest=dest, **kw)
+    for alias in old:  # the same default object: a list flag given first under an old name replaces it
+        hidden_alias(p, alias, dest=dest, default=default, **kw)
 
 
 def progress_default() -> bool:
