@@ -37,7 +37,7 @@ import sys
 from typing import Any
 
 from hwnas.flags import add_luts_root, add_out, add_runtime, add_verbose, run_main
-from lut.store import LutError, load_lut
+from lut.store import load_lut
 from lut.validate import GOAL_MAPE_PCT, GOAL_SPEARMAN, write_validation
 from profiler.api import profile_space
 from profiler.validate import ALL_OPS, ValidationConfig, validate_lut

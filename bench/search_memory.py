@@ -16,8 +16,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from hwnas.flags import run_main
 from bench.search_step import bench_parser, bench_setup, loss_step, measure, print_table
+from hwnas.flags import run_main
 from search.train import build_proxy_model
 
 

@@ -30,7 +30,7 @@ import pandas as pd
 
 from hwnas.flags import ListAction, add_luts_root, add_out, add_verbose, run_main
 
-from .store import LutError, list_luts, load_lut
+from .store import list_luts, load_lut
 
 _LIST_COLUMNS = ["device", "space", "runtime", "version", "status", "provenance", "created", "ops", "failed",
                  "validated"]

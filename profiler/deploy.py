@@ -70,7 +70,7 @@ from profiler.protocol import ProtocolConfig, run_rounds
 from profiler.runtimes import RUNTIMES, ExportError, get_runtime, runtime_info
 from profiler.runtimes.base import LAYOUTS
 from profiler.targets import RunSpec, TargetError, get_target
-from profiler.targets.adb import add_adb_arguments, adb_options
+from profiler.targets.adb import adb_options, add_adb_arguments
 from profiler.targets.host import HostTarget
 from profiler.targets.lock import lock_key_of, target_lock
 from search.space import Arch, ArchError, build_model, get_space, load_arch

@@ -88,8 +88,21 @@ from lut.store import Lut
 from search import deploy
 from search.checkpoint import CheckpointError, check_same_run, load_checkpoint, save_checkpoint, write_metrics
 from search.data import DataError, Dataset, batches, load_data
-from search.distributed import (Dist, all_reduce_sum, broadcast_object, digest, loss_weight, num_batches,
-                                ranks_agree, setup, shard, shard_batches, sync_buffers, teardown, wrap)  # fmt: skip
+from search.distributed import (
+    Dist,
+    all_reduce_sum,
+    broadcast_object,
+    digest,
+    loss_weight,
+    num_batches,
+    ranks_agree,
+    setup,
+    shard,
+    shard_batches,
+    sync_buffers,
+    teardown,
+    wrap,
+)
 from search.latency import check_proxy_space
 from search.recipe import RecipeConfig, init_weights, make_optimizer, make_schedule
 from search.space import Arch, ArchError, Network, Space, arch_ops, get_space, load_arch
