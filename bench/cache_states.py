@@ -1,6 +1,6 @@
 """Which cache state each layer's time inside a network follows, measured side by side in one run.
 
-    python -m bench.cache_states [--runtimes executorch tflite] [--space fbnet] [--archs 3]
+    python -m bench.cache_states [--runtime executorch,tflite] [--space fbnet] [--archs 3]
         [--rounds 3] [--runs 15] [--seed 0] [--layers]
 
 A LUT times each op alone in one cache state (`--cache`): warm (one loaded copy run again and

@@ -1,6 +1,6 @@
 """LUT accuracy per runtime and measurement protocol, side by side, measured in one run.
 
-    python -m bench.lut_accuracy [--runtimes executorch tflite] [--protocols nchw:warm,nhwc:warm,nhwc:mixed,nhwc:cold]
+    python -m bench.lut_accuracy [--runtime executorch,tflite] [--protocols nchw:warm,nhwc:warm,nhwc:mixed,nhwc:cold]
         [--space fbnet] [--archs 20] [--rounds 6] [--seed 0] [--drift-ops all|N] [--out bench_luts] [--json]
     python -m bench.lut_accuracy LUT [LUT ...]        # validate existing LUTs instead
 

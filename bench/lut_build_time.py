@@ -1,6 +1,6 @@
 """Time to build a space's LUT per runtime: cold (empty export cache) vs warm (cached exports).
 
-    python bench/lut_build_time.py [--runtimes tflite executorch onnxruntime] [--space fbnet]
+    python bench/lut_build_time.py [--runtime tflite,executorch,onnxruntime] [--space fbnet]
         [--ops-limit N] [--rounds R] [--export-workers W] [--keep DIR]
 
 Prints, per runtime, cold and warm wall time, the warm/cold ratio and whether the cold build

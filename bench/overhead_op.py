@@ -1,6 +1,6 @@
 """What a LUT's overhead op takes off the additive sum, measured side by side in one run.
 
-    python -m bench.overhead_op [--runtimes executorch tflite] [--space fbnet] [--rounds 5]
+    python -m bench.overhead_op [--runtime executorch,tflite] [--space fbnet] [--rounds 5]
         [--runs 50] [--archs 0] [--seed 0]
 
 The latency model subtracts the overhead op of an op's input shape from the op and adds the

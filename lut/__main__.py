@@ -168,6 +168,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
           f"Kendall {s['kendall']:.3f}  block-order flips {s['num_flips']}")  # fmt: skip
     for f in cmp.flips[:10]:
         print(f"  flip  layer {f['layer']:2d}: A prefers {f['faster_on_a']}, B prefers {f['faster_on_b']}")
+    if len(cmp.flips) > 10:
+        print(f"  … and {len(cmp.flips) - 10} more flips (--json, or compare.json with --out, lists them all)")
     changed = [r for r in cmp.best_blocks if not r["same"]]
     print(f"  best block differs at {len(changed)} of {len(cmp.best_blocks)} layers")
     for r in changed:

@@ -12,7 +12,7 @@ The phone's lock (`profiler.targets.lock`, keyed by `lock_key`: the fingerprint'
 one phone over USB and over `ip:port` is one phone) is taken as the target connects, before
 anything is written to the phone, and released by `close()`; a second command on a busy phone
 waits `lock_wait_s`, then stops naming the holder. Everything that runs on a phone (profile,
-validate, arch timing, `profiler.deploy`, `search.train --measure`) goes through this target.
+validate, arch timing, `profiler.deploy`, `search.train --device`) goes through this target.
 
 Clocks (`lock_clocks`): "auto" locks the measured cores' cpufreq policies at a fixed frequency
 when the phone is rooted and goes on unlocked when it is not, "require" refuses to measure
