@@ -102,10 +102,9 @@ def parsers() -> dict[str, argparse.ArgumentParser]:
     return {spec: parser_of(spec) for spec in CLI_MODULES}
 
 
-@pytest.mark.parametrize("spec", CLI_MODULES)
-def test_parser_follows_the_vocabulary(spec: str, parsers: dict) -> None:
+def vocabulary_problems(top: argparse.ArgumentParser) -> list[str]:
     problems = []
-    for path, parser, inherited in walk(parsers[spec]):
+    for path, parser, inherited in walk(top):
         options = {o for a in parser._actions for o in a.option_strings}
         for action in parser._actions:
             if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
@@ -136,7 +135,30 @@ def test_parser_follows_the_vocabulary(spec: str, parsers: dict) -> None:
                 problems.append(f"{path}: progress is on at a terminal, so the visible flag is --no-progress")
         if not _has_subcommands(parser) and not {"-v", "--verbose"} <= (options | inherited):
             problems.append(f"{path}: no -v/--verbose")
+    return problems
+
+
+@pytest.mark.parametrize("spec", CLI_MODULES)
+def test_parser_follows_the_vocabulary(spec: str, parsers: dict) -> None:
+    problems = vocabulary_problems(parsers[spec])
     assert not problems, "\n".join(problems)
+
+
+def test_a_parser_off_the_vocabulary_is_caught() -> None:
+    p = argparse.ArgumentParser(prog="off")
+    sub = p.add_subparsers(dest="command")
+    s = sub.add_parser("run", help="a subcommand")
+    s.add_argument("--root", help="LUT store root")
+    s.add_argument("--device", choices=["cpu", "cuda"], help="torch device")
+    s.add_argument("--progress", action="store_true", help="progress bars")
+    s.add_argument("--out", dest="luts_root", help="LUT store root")
+    s.add_argument("--runtime", choices=["executorch", "onnx"], help="runtime")
+    s.add_argument("--json", action="store_true")
+    problems = "\n".join(vocabulary_problems(p))
+    for expected in ("['--root'] is visible", "--device is where to measure", "['--progress'] is visible",
+                     "--out is the command's own output", "choices ['executorch', 'onnx']", "--json has no help",
+                     "no -v/--verbose", "luts_root is ['--out'], not --luts-root"):  # fmt: skip
+        assert expected in problems, expected
 
 
 # (module, argv, dest, value): older names and list forms still parse, to the new destination
