@@ -115,16 +115,23 @@ def _loopback_start(args: argparse.Namespace) -> int:
     return 0
 
 
+def _adb_server_arguments(p: argparse.ArgumentParser, nested: bool = False) -> None:
+    """--adb-host/--adb-port, before the subcommand or after it (`nested`: not to reset the former)."""
+    default = argparse.SUPPRESS if nested else None
+    p.add_argument("--adb-host", default=default, help="adb server host (default: $ADB_SERVER_SOCKET or 127.0.0.1)")
+    p.add_argument("--adb-port", type=int, default=default, help="adb server port (default 5037)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m android_harness", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--adb-host", help="adb server host (default: $ADB_SERVER_SOCKET or 127.0.0.1)")
-    parser.add_argument("--adb-port", type=int, help="adb server port (default 5037)")
+    _adb_server_arguments(parser)
     add_verbose(parser)
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     p = sub.add_parser("devices", help="list attached devices and what to do about each")
     p.add_argument("--json", action="store_true", help="print one JSON list")
+    _adb_server_arguments(p, nested=True)
     add_verbose(p, nested=True)
     p.set_defaults(func=_devices)
 
@@ -133,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help="device folder (default %(default)s)")
     p.add_argument("--min-battery", type=int, default=30, help="lowest battery percent that passes (default 30)")
     p.add_argument("--max-temp-c", type=float, default=45.0, help="highest CPU temperature that passes (default 45)")
+    _adb_server_arguments(p, nested=True)
     add_verbose(p, nested=True)
     p.set_defaults(func=_doctor)
 

@@ -191,6 +191,8 @@ ALIASES = [
     ("search.crossdevice", ["--lut", "a", "--lut", "b", "--out", "o"], "lut", ["a", "b"]),
     ("android_harness.__main__", ["-v", "devices"], "verbose", True),
     ("android_harness.__main__", ["doctor", "--device", "S", "-v"], "verbose", True),
+    ("android_harness.__main__", ["--adb-port", "5038", "devices"], "adb_port", 5038),
+    ("android_harness.__main__", ["devices", "--adb-port", "5038"], "adb_port", 5038),
     ("bench.lut_accuracy", ["--runtimes", "executorch", "onnx", "--root", "X"], "runtimes",
      ["executorch", "onnxruntime"]),
     ("bench.lut_accuracy", ["--root", "X"], "luts_root", "X"),
