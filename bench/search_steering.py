@@ -111,8 +111,7 @@ def print_row(r: dict[str, Any]) -> None:
           f"{r['test_accuracy']:8.3f} {f(r['trained_test_accuracy'], '.3f'):>7s} {r['search_s']:8.0f}", flush=True)  # fmt: skip
 
 
-def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v]
+_floats = comma_list(float)
 
 
 def main(argv: list[str] | None = None) -> int:

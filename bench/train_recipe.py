@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from hwnas.flags import add_verbose, run_main
+from hwnas.flags import add_verbose, comma_list, run_main
 from lut.validate import random_archs
 from search.data import Dataset, load_data
 from search.space import Arch, get_arch, get_space
@@ -36,12 +36,8 @@ from search.train import TrainConfig, train_arch, train_space_for, trained_arch
 NAMED = ("fbnet_a", "fbnet_b", "fbnet_c")
 
 
-def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v]
-
-
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v]
+_floats = comma_list(float)
+_ints = comma_list(int)
 
 
 def resolve_archs(names: list[str] | None, n_random: int, random_seed: int) -> list[Arch]:
@@ -113,7 +109,7 @@ def report(pairs: list[dict[str, Any]], rows: list[dict[str, Any]], args: argpar
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.train_recipe", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--archs", type=lambda s: [v for v in s.split(",") if v],
+    p.add_argument("--archs", type=comma_list(),
                    help=f"comma list (default: {','.join(NAMED)} and the random archs)")
     p.add_argument("--random", type=int, default=5, help="random archs of the fbnet space (default 5)")
     p.add_argument("--random-seed", type=int, default=0, help="seed of the random archs")

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hwnas.flags import RUNTIME_NAMES, VOCABULARY
+from hwnas.flags import RUNTIME_NAMES, VOCABULARY, ListAction
 
 # Every module with a command line: "module" (its main(argv) builds the parser) or
 # "module:function" (a function that returns it).
@@ -131,6 +131,8 @@ def vocabulary_problems(top: argparse.ArgumentParser) -> list[str]:
                 problems.append(f"{path}: {sorted(shown)} choices {allowed} outside {RUNTIME_NAMES}")
             if "--no-progress" in shown and (action.dest != "progress" or "--progress" not in options):
                 problems.append(f"{path}: --no-progress sets dest 'progress' and keeps --progress as an alias")
+            if action.option_strings and action.nargs in ("+", "*") and not isinstance(action, ListAction):
+                problems.append(f"{path}: {sorted(shown)} takes a space-separated list; lists are comma-separated")
             if isinstance(action, argparse._StoreTrueAction) and action.dest == "progress":
                 problems.append(f"{path}: progress is on at a terminal, so the visible flag is --no-progress")
         if not _has_subcommands(parser) and not {"-v", "--verbose"} <= (options | inherited):
@@ -154,10 +156,11 @@ def test_a_parser_off_the_vocabulary_is_caught() -> None:
     s.add_argument("--out", dest="luts_root", help="LUT store root")
     s.add_argument("--runtime", choices=["executorch", "onnx"], help="runtime")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--seeds", nargs="+", type=int, help="seeds")
     problems = "\n".join(vocabulary_problems(p))
     for expected in ("['--root'] is visible", "--device is where to measure", "['--progress'] is visible",
                      "--out is the command's own output", "choices ['executorch', 'onnx']", "--json has no help",
-                     "no -v/--verbose", "luts_root is ['--out'], not --luts-root"):  # fmt: skip
+                     "no -v/--verbose", "luts_root is ['--out'], not --luts-root", "['--seeds'] takes a space-separated"):  # fmt: skip
         assert expected in problems, expected
 
 
