@@ -82,7 +82,8 @@ def build_hint(runner: str, abi: str) -> str:
                 "//tflite/tools/benchmark:benchmark_model` (README: 'The runner binaries')")
     if runner == "executor_runner":
         return (f"build it with the README's cmake recipe and -DANDROID_ABI={abi} (README: 'The runner "
-                "binaries'; the ExecuTorch release must match the executorch package)")
+                "binaries'; the ExecuTorch release must match the executorch package), or profile with "
+                "`--runtime tflite` and TFLite's benchmark_model")  # fmt: skip
     return f"build {runner} for {abi}"
 
 

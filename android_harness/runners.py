@@ -308,7 +308,8 @@ class ExecutorRunner:
         self, binary: str, model: str, *, threads: int, warmup: int, runs: int, xnnpack: bool,
         profile: str | None = None, warmup_s: float = 0.0,
     ) -> list[str]:
-        # No warm-up flag (warmup_s: the caller runs an untimed launch first): run warmup + runs executions; the caller drops the first `warmup`.
+        # No warm-up flag (warmup_s: the caller runs an untimed launch first): run warmup + runs
+        # executions; the caller drops the first `warmup`.
         # XNNPACK is a property of the build (EXECUTORCH_BUILD_XNNPACK) and of the .pte.
         # Only flags every build since 0.6 has (`--print_output` came in 1.3: not passed).
         argv = [

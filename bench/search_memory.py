@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.search_step import bench_parser, bench_setup, loss_step, measure, print_table
+from hwnas.flags import run_main
 from search.train import build_proxy_model
 
 
@@ -106,4 +107,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

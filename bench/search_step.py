@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from hwnas.flags import add_torch_device, add_verbose, run_main
 from search.space import get_space
 from search.space.spaces import Space
 from search.supernet import Supernet
@@ -104,18 +105,19 @@ def bench_parser(module: str, doc: str | None, steps: int) -> argparse.ArgumentP
     """The options both search benchmarks share."""
     p = argparse.ArgumentParser(prog=f"python -m {module}", description=doc,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--space", default="fbnet-r32-w0.25")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=steps)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--space", default="fbnet-r32-w0.25", help="space of the supernet (default fbnet-r32-w0.25)")
+    p.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
+    p.add_argument("--steps", type=int, default=steps, help=f"timed steps (default {steps})")
+    add_torch_device(p, old=("--device",))
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    add_verbose(p)
     return p
 
 
 def bench_setup(args: argparse.Namespace) -> tuple[torch.device, Space, torch.Tensor, torch.Tensor, Supernet]:
     """Seeded device, space, one batch (10 classes) and a fresh supernet in train mode."""
     torch.manual_seed(args.seed)
-    dev = torch.device(args.device)
+    dev = torch.device(args.torch_device)
     space = get_space(args.space)
     x = torch.randn(args.batch, 3, space.resolution, space.resolution, device=dev)
     y = torch.randint(0, 10, (args.batch,), device=dev)
@@ -124,7 +126,7 @@ def bench_setup(args: argparse.Namespace) -> tuple[torch.device, Space, torch.Te
 
 def main(argv: list[str] | None = None) -> int:
     p = bench_parser("bench.search_step", __doc__, steps=5)
-    p.add_argument("--threshold", type=float, default=1e-3)
+    p.add_argument("--threshold", type=float, default=1e-3, help="mask weights below this skip their path (default 1e-3)")
     args = p.parse_args(argv)
     dev, space, x, y, net = bench_setup(args)
     theta = torch.zeros(net.allowed.shape, device=dev, requires_grad=True)
@@ -158,4 +160,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

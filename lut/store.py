@@ -36,7 +36,7 @@ import pandas as pd
 from search.space import op_key, overhead_op, parse_op_key
 
 from .files import fsync_dir
-from .schema import SAMPLE_COLUMNS, TABLE_COLUMNS, SchemaError, check_meta, check_samples, check_table
+from .schema import TABLE_COLUMNS, SchemaError, check_meta, check_samples, check_table
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -21,8 +21,9 @@ Work dir: `<out>/<device_id>/<space>/<runtime_dir>/.partial/` with job.json (the
 and the op list; a re-run must match them field for field, else it stops naming the fields),
 samples.csv (op_key, round, sample, latency_us), rounds.jsonl (state per round) and failed.jsonl
 (one record per faulty op-round). A crash or Ctrl-C loses at most the op-round in flight;
-re-running the same command skips every op-round already on disk. A runner fault costs one op-round: it is measured again after the last round, and the op is marked failed
-only after `retries + 1` faults (`--retry-failed` gives ops that failed to run a fresh chance).
+re-running the same command skips every op-round already on disk. A runner fault costs one
+op-round: it is measured again after the last round, and the op is marked failed only after
+`retries + 1` faults (`--retry-failed` gives ops that failed to run a fresh chance).
 """
 
 from __future__ import annotations

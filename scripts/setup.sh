@@ -4,5 +4,5 @@
 # installed environment and cached exports, and a finished LUT is not measured again.
 source "$(dirname "$0")/env.sh"
 RUNTIME=${RUNTIME:-executorch}
-.venv/bin/python -m profiler.run --device host --space fbnet --runtime "$RUNTIME" --out luts --skip-existing
-.venv/bin/python -m lut list --root luts
+.venv/bin/python -m profiler.run --device host --space fbnet --runtime "$RUNTIME" --luts-root luts --skip-existing
+.venv/bin/python -m lut list --luts-root luts

@@ -128,7 +128,7 @@ def setup(device: str = "cpu", *, timeout_s: float = 1800.0) -> Dist:
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device-train cuda: no CUDA device is visible to torch; use cpu")
+        raise ValueError("--torch-device cuda: no CUDA device is visible to torch; use cpu")
     dev = torch.device("cuda", local_rank) if device == "cuda" else torch.device("cpu")
     if device == "cuda":
         if local_rank >= torch.cuda.device_count():

@@ -50,6 +50,7 @@ from typing import Any
 
 import torch
 
+from hwnas.flags import add_luts_root, add_out, add_progress, add_runtime, add_torch_device, add_verbose, run_main
 from lut.files import atomic_write
 from search.data import load_data
 from search.distributed import Dist, DistributedError, ranks_agree, setup, teardown
@@ -250,9 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lut", help="LUT version dir, runtime dir (latest) or id device/space/runtime-tN[/vK]")
     g.add_argument("--device-id", help="with --space and --runtime: latest version of that LUT")
     g.add_argument("--space", help="LUT space name (with --device-id)")
-    g.add_argument("--runtime", help="runtime name (with --device-id)")
+    add_runtime(g, help="runtime of the LUT (with --device-id)")
     g.add_argument("--threads", type=int, default=1, help="runtime threads of the LUT (default 1)")
-    p.add_argument("--out", required=True, help="output directory, e.g. runs/NAME")
+    add_out(p, required=True, help="output folder, e.g. runs/NAME")
     p.add_argument("--json", action="store_true", help="last line: one JSON summary object")
     add_search_arguments(p)
     return p
@@ -260,18 +261,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
     """Every flag of a search but the LUT and the output (shared with `search.crossdevice`)."""
-    p.add_argument("--luts-root", default="luts", help="LUT store root (default luts)")
+    add_luts_root(p)
     p.add_argument("--latency-correction", choices=["auto", "none"], default="auto",
                    help="auto (default): predict with the correction `lut validate` chose for this LUT, if any; "
                         "none: the plain additive sum")  # fmt: skip
-    p.add_argument("--strategy", default="fbnet", choices=sorted(STRATEGIES))
+    p.add_argument("--strategy", default="fbnet", choices=sorted(STRATEGIES), help="search strategy (default fbnet)")
     p.add_argument("--data", default="digits", help="digits (embedded) | cifar10:DIR | imagefolder:DIR")
     p.add_argument("--subset", type=int, help="use this many train images (seeded sample)")
     p.add_argument("--proxy-space", help="proxy space name (overrides --resolution/--width)")
     p.add_argument("--resolution", type=int, default=32, help="proxy resolution (default 32)")
     p.add_argument("--width", type=float, default=0.25, help="proxy width multiplier (default 0.25)")
-    p.add_argument("--device-train", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--progress", action="store_true", help="show progress bars")
+    add_torch_device(p)
+    add_progress(p)
+    add_verbose(p)
     p.add_argument("--torch-threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--train-epochs", type=int, default=TRAIN_EPOCHS,
                    help=f"then train the found arch from scratch for this many epochs and report its test "
@@ -312,12 +314,12 @@ def proxy_from_args(args: argparse.Namespace, latency: LatencyModel) -> Space:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     cfg = config_from_args(args)
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     try:
-        dist = setup(args.device_train)  # under torchrun: this rank's place; a world of one otherwise
+        dist = setup(args.torch_device)  # under torchrun: this rank's place; a world of one otherwise
     except (ValueError, DistributedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -329,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         latency = latency_model(lut, args.latency_correction)
         proxy = proxy_from_args(args, latency)
         summary = run_search(cfg, latency, proxy, args.data, out=args.out, subset=args.subset,
-                             device=select_device(args.device_train), progress=args.progress,
+                             device=select_device(args.torch_device), progress=args.progress,
                              train_epochs=args.train_epochs, dist=dist)  # fmt: skip
     except ValueError as e:  # LutError, LatencyModelError, DataError, ArchError are ValueErrors
         print(f"error: {e}", file=sys.stderr)
@@ -363,4 +365,4 @@ def accuracy_line(summary: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

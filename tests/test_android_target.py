@@ -11,7 +11,7 @@ from android_harness.loopback.session import loopback_session
 from android_harness.runners import parse_output
 from profiler.runtimes import get_runtime
 from profiler.targets import get_target
-from profiler.targets.adb import add_adb_arguments, adb_options
+from profiler.targets.adb import adb_options, add_adb_arguments
 from profiler.targets.base import DeviceLostError, RunnerError, RunSpec, TargetError
 
 pytestmark = pytest.mark.slow  # exports models and starts runtimes
@@ -137,6 +137,7 @@ def test_low_battery_refused_unless_forced(loopback, tiny_models):
         battery.write_text("87\n")
 
 
+@pytest.mark.adb
 def test_disconnect_is_device_lost(tmp_path, tiny_models):
     with loopback_session(tmp_path / "dev") as (server, daemon):
         rt = get_runtime("tflite")

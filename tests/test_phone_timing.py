@@ -209,7 +209,9 @@ def test_the_phones_own_l2_sets_the_mixed_rule(loopback):
         for f in sizes:
             f.write_text("512K\n")
     assert small.private_cache_bytes == 64 << 10
-    cold = lambda p: {k for k, v in p.per_op.items() if v != "warm"}
+    def cold(p):
+        return {k for k, v in p.per_op.items() if v != "warm"}
+
     assert cold(small) > cold(default)
 
 

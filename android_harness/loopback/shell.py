@@ -200,7 +200,7 @@ class Shell:
             io.complain(f"/system/bin/sh: can't create {path}: No such file or directory\n")
             return 1
         if self.disk_full and data:
-            io.complain(f"/system/bin/sh: write error: No space left on device\n")
+            io.complain("/system/bin/sh: write error: No space left on device\n")
             return 1
         target.write_bytes(data)
         return 0

@@ -18,7 +18,7 @@ The phone's lock (`profiler.targets.lock`, keyed by `lock_key`: the fingerprint'
 one phone over USB and over `ip:port` is one phone) is taken as the target connects, before
 anything is written to the phone, and released by `close()`; a second command on a busy phone
 waits `lock_wait_s`, then stops naming the holder. Everything that runs on a phone (profile,
-validate, arch timing, `profiler.deploy`, `search.train --measure`) goes through this target.
+validate, arch timing, `profiler.deploy`, `search.train --device`) goes through this target.
 
 Clocks (`lock_clocks`): "auto" locks the measured cores' cpufreq policies at a fixed frequency
 when the phone is rooted and goes on unlocked when it is not, "require" refuses to measure
@@ -59,7 +59,6 @@ from android_harness import (
     read_thermal,
     wait_for_cooldown,
 )
-from android_harness.execute import WARMUP_S
 from android_harness.clocks import ClockLock, ClockLockError, ClockStatus, restore_pending
 from android_harness.device_state import (
     clusters_of,
@@ -70,6 +69,7 @@ from android_harness.device_state import (
     read_screen,
 )
 from android_harness.device_state import core_mask as mask_of_cpus
+from android_harness.execute import WARMUP_S
 from android_harness.preflight import SPACE_MARGIN, Check, check_abi, check_run, check_space
 from android_harness.runners import RUNNERS
 from profiler.runtimes.base import Runtime

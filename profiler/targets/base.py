@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from profiler.runtimes.base import Runtime
-
 from android_harness.execute import Measurement
+from profiler.runtimes.base import Runtime
 
 __all__ = [
     "RunSpec", "Target", "TargetError", "DeviceLostError", "RunnerError", "Measurement",
