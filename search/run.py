@@ -3,6 +3,7 @@
     python -m search.run --lut luts/pixel7/fbnet/executorch-t1 --strategy fbnet \\
         --data digits --epochs 8 --beta 0.6 --out runs/fbnet_pixel7 [--json]
     python -m search.run --lut ... --target-latency-ms 12 --out runs/at_12ms   # soft target
+    python -m search.run --lut ... --data imagefolder:IMAGENET --classes 100 --device-train cuda --out runs/in100
 
 The LUT fixes the latency (its space, e.g. `fbnet` at 224×224); the supernet trains on a proxy of
 the same family (`--resolution`, `--width`, default 32 and 0.25) so that it fits on a CPU.

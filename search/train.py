@@ -1,9 +1,9 @@
 """Train a found architecture from scratch, export it and time it on its device.
 
-    python -m search.train --arch runs/NAME/arch.json [--data digits|cifar10:DIR|imagefolder:DIR]
-        [--scale proxy|lut | --resolution R --width W] [--epochs 10] [--out DIR] [--resume]
-        [--export executorch|tflite|onnx ... [--dtype int8]] [--measure host|SERIAL] [--lut LUT]
-        [--json] [-- PROFILER OPTIONS]
+    python -m search.train --arch runs/NAME/arch.json [--data digits|cifar10:DIR|cifar100:DIR|imagefolder:DIR]
+        [--classes K] [--workers W] [--scale proxy|lut | --resolution R --width W] [--epochs 10] [--out DIR]
+        [--resume] [--export executorch|tflite|onnx ... [--dtype int8]] [--measure host|SERIAL] [--lut LUT]
+        [--device-train cuda [--no-amp] [--deterministic]] [--json] [-- PROFILER OPTIONS]
     torchrun --nproc_per_node N -m search.train ...        # data-parallel (gloo on CPU, nccl on GPUs)
 
 How: `TrainConfig` is the recipe of `search.recipe` (docs/training.md): Nesterov SGD at a peak lr

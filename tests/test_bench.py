@@ -174,3 +174,17 @@ def test_cache_states_bench_puts_each_layer_beside_its_warm_and_cold_times(tiny_
     table = cache_states.summary(df, "resolution")
     assert table.loc["all", "layers"] == len(df)
     assert table.loc["all", "Σ ctx µs"] == pytest.approx(df.ctx_us.sum())
+
+
+def test_data_loader_bench_counts_the_whole_process_tree_and_streams_a_folder(tmp_path) -> None:
+    from bench.data_loader import loader_rate, make_image_folder, peak_memory
+
+    # a parent that holds almost nothing and a child that holds 200 MB: the tree's peak has both
+    child = "b = bytearray(200 * 2**20); import time; time.sleep(1.5)"
+    parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}], check=True)"
+    mem = peak_memory([sys.executable, "-c", parent])
+    assert mem["peak_rss_mb"] > 200 and mem["peak_pss_mb"] > 180
+    folder = make_image_folder(tmp_path / "f", 24, 3, size=40)
+    assert len(list(folder.rglob("*.jpg"))) == 24
+    assert make_image_folder(tmp_path / "f", 24, 3, size=40) == folder  # complete: kept as is
+    assert loader_rate(folder, 16, workers=1, batch_size=8) > 0
