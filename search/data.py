@@ -211,11 +211,20 @@ class _Batches:
             keys.append([(int(self.images.index[i]), -1 if self.seed is None else _mix(self.seed, start + j))
                          for j, i in enumerate(chunk)])  # fmt: skip
             start += len(chunk)
+        # the loader's own generator: its worker base seed (unused) is not drawn from torch's global
+        # RNG, which the search's own draws (Gumbel noise, sampled paths) use
         loader = torch.utils.data.DataLoader(
             _Decoder(src), batch_sampler=keys, num_workers=src.workers,
-            pin_memory=dev.type == "cuda", persistent_workers=False,
+            pin_memory=dev.type == "cuda", generator=torch.Generator().manual_seed(0),
         )  # fmt: skip
-        for u8 in loader:
+        it = iter(loader)
+        while True:
+            try:
+                u8 = next(it)
+            except StopIteration:
+                return
+            except DataError as e:  # from a worker: its message is the last line of the traceback
+                raise DataError(str(e).strip().splitlines()[-1].removeprefix(f"{DataError.__module__}.DataError: ")) from None
             x = u8.to(dev, non_blocking=True).float().div_(255.0)
             yield (x - mean) / std
 
@@ -234,11 +243,17 @@ class _Decoder(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, key: tuple[int, int]) -> torch.Tensor:
+        i, seed = key
+        try:
+            return self._read(self.paths[i], seed)
+        except (OSError, ValueError) as e:  # unreadable, truncated, not an image
+            raise DataError(f"cannot read image {self.paths[i]}: {e}; remove or replace the file") from None
+
+    def _read(self, path: str, seed: int) -> torch.Tensor:
         from PIL import Image
 
-        i, seed = key
         r = self.r
-        with Image.open(self.paths[i]) as im:
+        with Image.open(path) as im:
             if seed < 0:
                 # let JPEG decode at a reduced scale no smaller than the resize asks
                 im.draft("RGB", (math.ceil(r / EVAL_CROP),) * 2)

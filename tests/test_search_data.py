@@ -166,3 +166,20 @@ def test_cifar_errors_name_the_file_and_the_layout(tmp_path) -> None:
         load_data(f"cifar100:{tmp_path}")
     with pytest.raises(DataError, match="data_batch_1"):
         load_data(f"cifar10:{tmp_path / 'nothing'}")
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_unreadable_image_fails_with_its_path(tmp_path, workers: int) -> None:
+    from search.data import batches
+
+    folder = _folder(tmp_path, classes=2, per_class=4)
+    bad = sorted(folder.rglob("*.jpg"))[0]
+    bad.write_bytes(b"not a jpeg")
+    d = load_data(f"imagefolder:{folder}", resolution=16, workers=workers)
+    errors = []
+    for x, y in ((d.x_train, d.y_train), (d.x_test, d.y_test)):  # the file is in one of the splits
+        try:
+            list(batches(x, y, 4))
+        except DataError as e:
+            errors.append(str(e))
+    assert len(errors) == 1 and errors[0].startswith(f"cannot read image {bad}") and "Traceback" not in errors[0]
