@@ -5,6 +5,7 @@
     hwnas search ...          python -m search.run         (a device-targeted search on a LUT)
     hwnas train ...           python -m search.train       (train, export and time a found arch)
     hwnas crossdevice ...     python -m search.crossdevice (search on N LUTs, every arch on every LUT)
+    hwnas sweep ...           python -m search.sweep       (one search per target, β or λ: a Pareto front)
     hwnas deploy ...          python -m profiler.deploy    (export a trained network, time a model file)
     hwnas space ...           python -m search.space       (layers, ops and costs of a space or arch)
     hwnas devices ...         python -m android_harness devices
@@ -43,6 +44,8 @@ COMMANDS: dict[str, Command] = {
     "train": Command("search.train", "train, export and time a found arch (python -m search.train)"),
     "crossdevice": Command("search.crossdevice", "search on several LUTs, every arch on every LUT "
                            "(python -m search.crossdevice)"),  # fmt: skip
+    "sweep": Command("search.sweep", "one search per latency target, β or λ, and the accuracy-latency front "
+                     "(python -m search.sweep)"),  # fmt: skip
     "deploy": Command("profiler.deploy", "export a trained network, time a model file (python -m profiler.deploy)"),
     "space": Command("search.space.__main__", "layers, ops and costs of a space or arch (python -m search.space)"),
     "devices": Command("android_harness.__main__", "attached phones and what to do about each", ("devices",)),

@@ -3,6 +3,7 @@
     python -m search.run --lut luts/pixel7/fbnet/executorch-t1 --strategy fbnet \\
         --data digits --epochs 8 --beta 0.6 --out runs/fbnet_pixel7 [--json]
     python -m search.run --lut ... --target-latency-ms 12 --out runs/at_12ms   # soft target
+    python -m search.run --lut ... --data imagefolder:IMAGENET --classes 100 --device-train cuda --out runs/in100
 
 The LUT fixes the latency (its space, e.g. `fbnet` at 224×224); the supernet trains on a proxy of
 the same family (`--resolution`, `--width`, default 32 and 0.25) so that it fits on a CPU.
@@ -52,10 +53,11 @@ import torch
 
 from hwnas.flags import add_luts_root, add_out, add_progress, add_runtime, add_torch_device, add_verbose, run_main
 from lut.files import atomic_write
-from search.data import load_data
+from search.data import add_data_arguments, load_data
 from search.distributed import Dist, DistributedError, ranks_agree, setup, teardown
 from search.latency import LatencyModel, check_proxy_space, resolve_lut
 from search.plots import plot_theta
+from search.precision import add_precision_arguments, precision_for, repeatable
 from search.space import Arch, Space, get_space
 from search.strategies import STRATEGIES, STRATEGY_DEFAULTS, SearchConfig, SearchContext, get_strategy
 from search.strategies.common import ALTERNATE, TAU_SCHEDULES, check_budget
@@ -80,6 +82,8 @@ def run_search(
     progress: bool = False,
     train_epochs: int = 0,
     dist: Dist | None = None,
+    data_options: dict[str, Any] | None = None,
+    amp: bool = True,
 ) -> dict[str, Any]:
     """Run one search and write its outputs to `out`; returns the summary (the --json object).
     With `train_epochs`, the found arch is then trained from scratch (`search.train.train_arch`).
@@ -92,7 +96,7 @@ def run_search(
     check_budget(latency, cfg.max_latency_us)
     get_strategy(cfg.strategy)  # an unknown name fails before any data is loaded
     cfg = cfg.resolved()  # the strategy's defaults for what was left None (arch.json records them)
-    data = load_data(data_spec, resolution=proxy.resolution, subset=subset)
+    data = load_data(data_spec, resolution=proxy.resolution, subset=subset, **(data_options or {}))
     rows: list[dict[str, Any]] = []
     dist = dist or Dist(device=device)
     device = dist.device if dist.is_distributed else device
@@ -104,7 +108,9 @@ def run_search(
 
     ctx = SearchContext(cfg, data.to(device), latency, proxy, device, on_epoch, progress and dist.is_main, dist)
     t0 = time.perf_counter()
-    result = get_strategy(cfg.strategy).run(ctx)
+    precision = precision_for(device, training=False, amp=amp)
+    with precision.autocast():  # lowers convolutions only: the latency term stays float32
+        result = get_strategy(cfg.strategy).run(ctx)
     elapsed_s = time.perf_counter() - t0
     found = torch.tensor([latency.blocks.index(b) for b in result.blocks])
     agree = ranks_agree([found] if result.theta is None else [found, result.theta], dist)
@@ -122,7 +128,7 @@ def run_search(
     if train_epochs > 0:
         t1 = time.perf_counter()
         trained = train_arch(result.blocks, proxy, data, TrainConfig(epochs=train_epochs, seed=cfg.seed), device=device,
-                             dist=dist)  # fmt: skip
+                             dist=dist, amp=amp)  # fmt: skip
         accuracy.update(trained_test_accuracy=trained["test_accuracy"], trained_epochs=train_epochs,
                         train_s=time.perf_counter() - t1)  # fmt: skip
     summary: dict[str, Any] = {
@@ -137,6 +143,7 @@ def run_search(
         "space": latency.space.name,
         "proxy_space": proxy.name,
         "data": data.name,
+        "precision": precision.name,
         "search_s": elapsed_s,
         "world_size": dist.world_size,
         **{k: result.info[k] for k in ("theta_entropy", "argmax_stable_epochs", "accuracy_of") if k in result.info},
@@ -145,7 +152,8 @@ def run_search(
         latency.space.name,
         result.blocks,
         name=Path(out).name,
-        info={**summary, "config": dataclasses.asdict(cfg), "samples": samples, **result.info},
+        info={**summary, "config": dataclasses.asdict(cfg), "classes": list(data.classes), "samples": samples,
+              **result.info},  # fmt: skip
     ).validate(latency.space)
     if not dist.is_main:
         return {"arch_path": None, **summary, "blocks": list(result.blocks)}
@@ -266,8 +274,7 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto (default): predict with the correction `lut validate` chose for this LUT, if any; "
                         "none: the plain additive sum")  # fmt: skip
     p.add_argument("--strategy", default="fbnet", choices=sorted(STRATEGIES), help="search strategy (default fbnet)")
-    p.add_argument("--data", default="digits", help="digits (embedded) | cifar10:DIR | imagefolder:DIR")
-    p.add_argument("--subset", type=int, help="use this many train images (seeded sample)")
+    add_data_arguments(p)
     p.add_argument("--proxy-space", help="proxy space name (overrides --resolution/--width)")
     p.add_argument("--resolution", type=int, default=32, help="proxy resolution (default 32)")
     p.add_argument("--width", type=float, default=0.25, help="proxy width multiplier (default 0.25)")
@@ -275,6 +282,7 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     add_progress(p)
     add_verbose(p)
     p.add_argument("--torch-threads", type=int, help="torch intra-op threads (default: torch's)")
+    add_precision_arguments(p)
     p.add_argument("--train-epochs", type=int, default=TRAIN_EPOCHS,
                    help=f"then train the found arch from scratch for this many epochs and report its test "
                         f"accuracy (0: skip; default {TRAIN_EPOCHS})")  # fmt: skip
@@ -318,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(args)
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
+    repeatable(args.deterministic)
     try:
         dist = setup(args.torch_device)  # under torchrun: this rank's place; a world of one otherwise
     except (ValueError, DistributedError) as e:
@@ -332,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         proxy = proxy_from_args(args, latency)
         summary = run_search(cfg, latency, proxy, args.data, out=args.out, subset=args.subset,
                              device=select_device(args.torch_device), progress=args.progress,
-                             train_epochs=args.train_epochs, dist=dist)  # fmt: skip
+                             train_epochs=args.train_epochs, dist=dist, amp=args.amp,
+                             data_options={"classes": args.classes, "workers": args.workers})  # fmt: skip
     except ValueError as e:  # LutError, LatencyModelError, DataError, ArchError are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,9 +1,10 @@
 """Train a found architecture from scratch, export it and time it on its device.
 
-    python -m search.train --arch runs/NAME/arch.json [--data digits|cifar10:DIR|imagefolder:DIR]
+    python -m search.train --arch runs/NAME/arch.json [--data digits|cifar10:DIR|cifar100:DIR|imagefolder:DIR]
+        [--classes K] [--workers W]
         [--scale proxy|lut | --resolution R --width W] [--epochs 10] [--out DIR] [--resume]
         [--export executorch,tflite,onnxruntime [--dtype int8]] [--device host|SERIAL] [--lut LUT]
-        [--json] [-- PROFILER OPTIONS]
+        [--torch-device cuda [--no-amp] [--deterministic]] [--json] [-- PROFILER OPTIONS]
     torchrun --nproc_per_node N -m search.train ...        # data-parallel (gloo on CPU, nccl on GPUs)
 
 How: `TrainConfig` is the recipe of `search.recipe` (docs/training.md): Nesterov SGD at a peak lr
@@ -87,7 +88,7 @@ from lut.files import atomic_write
 from lut.store import Lut
 from search import deploy
 from search.checkpoint import CheckpointError, check_same_run, load_checkpoint, save_checkpoint, write_metrics
-from search.data import DataError, Dataset, batches, load_data
+from search.data import DataError, Dataset, add_data_arguments, batches, load_data, materialize
 from search.distributed import (
     Dist,
     all_reduce_sum,
@@ -104,6 +105,7 @@ from search.distributed import (
     wrap,
 )
 from search.latency import check_proxy_space
+from search.precision import add_precision_arguments, precision_for, repeatable
 from search.recipe import RecipeConfig, init_weights, make_optimizer, make_schedule
 from search.space import Arch, ArchError, Network, Space, arch_ops, get_space, load_arch
 
@@ -248,8 +250,10 @@ def train_arch(
     out: str | Path | None = None,
     resume: bool = False,
     progress: bool = False,
+    amp: bool = True,
 ) -> dict[str, Any]:
     """Train from scratch on the whole train split; returns test accuracy and the history.
+    On cuda with `amp`, in mixed precision and channels-last (`search.precision`).
 
     With `out`, rank 0 writes `checkpoint.pt` and `metrics.csv` there after every epoch;
     `resume=True` continues from that checkpoint (CheckpointError when it is missing or from
@@ -263,7 +267,10 @@ def train_arch(
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     model = build_proxy_model(arch.blocks, proxy, data.num_classes, head_channels)
+    prec = precision_for(device, training=True, amp=amp)
     model = init_weights(model, init=cfg.init, zero_init_last=cfg.zero_init_last).to(device)
+    model = model.to(memory_format=prec.memory_format())
+    scaler = prec.scaler()
     data = data.to(device)
     per_epoch = num_batches(len(data.y_train), cfg.batch_size, dist)
     opt = make_optimizer(model, cfg)
@@ -279,6 +286,8 @@ def train_arch(
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
+        if "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
         gen.set_state(state["rng"]["data_order"])
         if device.type == "cuda" and "cuda" in state["rng"]:
@@ -297,13 +306,16 @@ def train_arch(
         bar = tqdm(total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
                    disable=not (progress and dist.is_main))  # fmt: skip
         for xb, yb, n in shard_batches(data.x_train, data.y_train, cfg.batch_size, dist, generator=gen):
-            logits = net(xb)
-            loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
+            with prec.autocast():
+                logits = net(xb.contiguous(memory_format=prec.memory_format()))
+                loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
-            (loss * loss_weight(len(yb), n, dist)).backward()
+            scaler.scale(loss * loss_weight(len(yb), n, dist)).backward()
             if cfg.clip_grad_norm is not None:
+                scaler.unscale_(opt)
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             loss_sum += loss.item() * len(yb)
             correct += (logits.argmax(1) == yb).sum().item()
@@ -312,7 +324,8 @@ def train_arch(
         bar.close()
         loss_sum, correct, total = all_reduce_sum([loss_sum, correct, total], dist)
         sync_buffers(model, dist)
-        test_loss, test_acc = evaluate(model, data.x_test, data.y_test, dist=dist)
+        with prec.autocast():
+            test_loss, test_acc = evaluate(model, data.x_test, data.y_test, dist=dist)
         row = {
             "epoch": epoch,
             "train_loss": loss_sum / max(1, total),
@@ -331,6 +344,7 @@ def train_arch(
                 "identity": identity, "epoch": epoch + 1, "model": model.state_dict(),
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng,
                 "history": history, "world_size": dist.world_size,
+                **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {}),
             })  # fmt: skip
             write_metrics(ckpt_path.with_name(METRICS_FILE), history)
         on_epoch(row)
@@ -344,6 +358,7 @@ def train_arch(
         "ranks_agree": ranks_agree(model, dist),
         "world_size": dist.world_size,
         "resumed_from_epoch": start if resume else None,
+        "precision": prec.name,
     }
 
 
@@ -369,8 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m search.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--arch", required=True, help="arch JSON file (or a named arch)")
-    p.add_argument("--data", default="digits", help="digits | cifar10:DIR | imagefolder:DIR")
-    p.add_argument("--subset", type=int, help="train on this many images (seeded sample)")
+    add_data_arguments(p)
     g = p.add_argument_group("shapes")
     g.add_argument("--scale", choices=["proxy", "lut"], default="proxy",
                    help="proxy (default): the search's proxy; lut: the LUT's own resolution and width")
@@ -396,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_luts_root(g)
     add_torch_device(p)
     p.add_argument("--torch-threads", type=int, help="torch intra-op threads (default: torch's)")
+    add_precision_arguments(p)
     add_progress(p)
     add_verbose(p)
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
@@ -420,7 +435,8 @@ def _plan(args: argparse.Namespace) -> _Plan:
         raise ValueError("--resume continues a run, --fresh discards it; give one")
     if args.dtype and not args.export and not args.measure:
         raise ValueError("--dtype applies to --export; add --export RUNTIME")
-    data = load_data(args.data, resolution=train.resolution, subset=args.subset)
+    data = load_data(args.data, resolution=train.resolution, subset=args.subset, classes=args.classes,
+                     workers=args.workers)  # fmt: skip
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       warmup_epochs=args.warmup_epochs)  # fmt: skip
     out = Path(args.out) if args.out else _default_out(args.arch, arch)
@@ -527,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(message)s")
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
+    repeatable(args.deterministic)
     try:
         plan = _plan(args)
     except (ValueError, ArchError, DataError) as e:  # every rank fails alike
@@ -556,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             result = train_arch(plan.trained.blocks, plan.train, plan.data, plan.cfg, device=dist.device,
                                 on_epoch=show, head_channels=plan.trained.head_channels, dist=dist,
-                                out=plan.out, resume=args.resume, progress=show_progress)  # fmt: skip
+                                out=plan.out, resume=args.resume, progress=show_progress, amp=args.amp)  # fmt: skip
         except CheckpointError as e:
             if dist.is_main:
                 print(f"error: {e}", file=sys.stderr)
@@ -601,7 +618,7 @@ def _finish(plan: _Plan, args: argparse.Namespace, extra: list[str], result: dic
         gen = torch.Generator().manual_seed(plan.cfg.seed)
         pick = torch.randperm(len(plan.data.y_train), generator=gen)[:CALIBRATION_IMAGES]
         buf = io.BytesIO()
-        torch.save(plan.data.x_train[pick].contiguous(), buf)
+        torch.save(materialize(plan.data.x_train[pick]).cpu().contiguous(), buf)
         calibration = atomic_write(plan.out / "calibration.pt", buf.getvalue())
     status = 0
     proxy_measured = bool(args.measure) and plan.train.name != plan.arch.space
@@ -627,7 +644,7 @@ def _finish(plan: _Plan, args: argparse.Namespace, extra: list[str], result: dic
 def _time_lut_scale(plan: _Plan, args: argparse.Namespace, extra: list[str], progress: bool) -> list[dict[str, Any]]:
     """Trained on a proxy of other shapes: time the network the LUT predicts in its place."""
     pick = torch.randperm(len(plan.data.y_train), generator=torch.Generator().manual_seed(plan.cfg.seed))
-    images = plan.data.x_train[pick[:CALIBRATION_IMAGES]].cpu() if plan.dtype != "fp32" else None
+    images = materialize(plan.data.x_train[pick[:CALIBRATION_IMAGES]]).cpu() if plan.dtype != "fp32" else None
     return deploy.time_lut_network(plan.arch, plan.data.num_classes, plan.out / LUT_SCALE_DIR, plan.suffixes,
                                    plan.dtype, layouts=plan.layouts, calibration_images=images, seed=plan.cfg.seed,
                                    device=args.measure, threads=plan.threads, extra=extra, progress=progress,
