@@ -15,6 +15,18 @@ Outputs in `--out`:
                  latency, τ, mean θ entropy, argmax_changes: layers whose argmax changed)
     theta.csv    θ per layer (strategies with architecture parameters), and theta.png
     samples.csv  the K sampled archs and their predicted latency
+    config.yaml  the run's whole resolved configuration (written when the run starts);
+                 `--config config.yaml` runs it again, flags given beside it override its values
+    search_state.pt  the search's checkpoint after every epoch (fbnet, proxyless, darts): weights,
+                 θ, optimizers, schedule, random generators, the log so far; `--resume --out DIR`
+                 continues a killed run from it with DIR's config.yaml
+    candidates.csv  with --final-samples K: the K distinct archs sampled from the final θ, each
+                 trained --final-epochs from scratch on the weights split; the one with the best
+                 validation accuracy becomes arch.json (FBNet's last step)
+
+Presets (`--preset`, docs/presets.md lists every value and its source): `default` (tuned for a
+search of a few minutes on a laptop CPU), `fbnet-paper`, `proxyless-paper`, `darts-paper` (each
+paper's hyperparameters as published).
 
 Accuracies of the found arch, each named for its split (the train split of the data is divided
 into the weights split and the validation split — the architecture split, which no weight step
@@ -41,6 +53,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import io
 import json
 import logging
 import sys
@@ -51,20 +64,25 @@ from typing import Any
 import torch
 
 from lut.files import atomic_write
-from search.data import load_data
+from search.checkpoint import check_same_run, load_checkpoint, save_checkpoint
+from search.config import CONFIG_FILE, PRESETS, SEARCH_KEYS, ConfigError, key_types, load_yaml, resolve, search_config, write_yaml
+from search.data import Dataset, load_data
 from search.distributed import Dist, DistributedError, ranks_agree, setup, teardown
 from search.latency import LatencyModel, check_proxy_space, resolve_lut
 from search.plots import plot_theta
 from search.space import Arch, Space, get_space
 from search.strategies import STRATEGIES, STRATEGY_DEFAULTS, SearchConfig, SearchContext, get_strategy
-from search.strategies.common import ALTERNATE, TAU_SCHEDULES, check_budget
+from search.strategies.common import ALTERNATE, TAU_SCHEDULES, check_budget, sample_archs
 from search.strategies.objective import LATENCY_LOSSES, SearchDivergedError
 from search.strategies.oneshot import FITNESS
-from search.train import TrainConfig, proxy_space_for, select_device, train_arch
+from search.train import TrainConfig, evaluate, proxy_space_for, select_device, train_arch
 
-__all__ = ["run_search", "write_outputs", "add_search_arguments", "config_from_args", "latency_model", "main"]
+__all__ = ["run_search", "final_selection", "SEARCH_STATE", "write_outputs", "add_search_arguments", "config_from_args", "latency_model", "main"]
 
 log = logging.getLogger(__name__)
+
+SEARCH_STATE = "search_state.pt"  # the search's checkpoint in --out
+RESUMABLE = ("fbnet", "proxyless", "darts")  # the strategies that checkpoint every epoch
 
 
 def run_search(
@@ -79,6 +97,9 @@ def run_search(
     progress: bool = False,
     train_epochs: int = 0,
     dist: Dist | None = None,
+    resume: bool = False,
+    final_samples: int = 0,
+    final_epochs: int = 3,
 ) -> dict[str, Any]:
     """Run one search and write its outputs to `out`; returns the summary (the --json object).
     With `train_epochs`, the found arch is then trained from scratch (`search.train.train_arch`).
@@ -86,7 +107,12 @@ def run_search(
     Under torchrun (`dist`, from `search.distributed.setup`), every rank runs the same search on
     its shard of each training batch, with gradients averaged over ranks at every step; the ranks'
     θ and found arch are compared at the end (`ranks_agree`, recorded with `world_size` in
-    arch.json's info) and only rank 0 writes files."""
+    arch.json's info) and only rank 0 writes files.
+
+    The differentiable strategies write `search_state.pt` in `out` after every epoch (rank 0,
+    atomically); `resume=True` continues from it (CheckpointError when it is missing or was written
+    by a search with other settings, data, proxy or LUT). With `final_samples`, FBNet's last step
+    (`final_selection`) picks the arch."""
     check_proxy_space(latency.space, proxy)
     check_budget(latency, cfg.max_latency_us)
     get_strategy(cfg.strategy)  # an unknown name fails before any data is loaded
@@ -95,13 +121,27 @@ def run_search(
     rows: list[dict[str, Any]] = []
     dist = dist or Dist(device=device)
     device = dist.device if dist.is_distributed else device
+    state_path = Path(out) / SEARCH_STATE
+    identity = {"config": dataclasses.asdict(cfg), "lut": latency.lut_info, "space": latency.space.name,
+                "proxy_space": proxy.name, "data": data.name, "subset": subset}  # fmt: skip
+    resume_state = None
+    if resume:
+        state = load_checkpoint(state_path, dist)
+        check_same_run(state, identity, where=str(state_path))
+        rows, resume_state = list(state["rows"]), state["search"]
+
+    def on_checkpoint(search_state: dict[str, Any]) -> None:
+        if dist.is_main:
+            save_checkpoint(state_path, {"identity": identity, "epoch": search_state["epoch"], "rows": rows,
+                                         "search": search_state, "world_size": dist.world_size})  # fmt: skip
 
     def on_epoch(row: dict[str, Any]) -> None:
         rows.append(row)
         if dist.is_main:
             log.info("  ".join(f"{k} {_fmt(v)}" for k, v in row.items()))
 
-    ctx = SearchContext(cfg, data.to(device), latency, proxy, device, on_epoch, progress and dist.is_main, dist)
+    ctx = SearchContext(cfg, data.to(device), latency, proxy, device, on_epoch, progress and dist.is_main, dist,
+                        on_checkpoint=on_checkpoint, resume=resume_state)  # fmt: skip
     t0 = time.perf_counter()
     result = get_strategy(cfg.strategy).run(ctx)
     elapsed_s = time.perf_counter() - t0
@@ -118,6 +158,22 @@ def run_search(
         )
     samples = [{"blocks": list(s), "predicted_latency_us": latency.predict_us(s)} for s in result.samples]
     accuracy: dict[str, Any] = {"val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy}
+    candidates: list[dict[str, Any]] = []
+    if final_samples > 0:
+        if result.theta is None:
+            raise ValueError(f"--final-samples samples from θ; {cfg.strategy} has none (use fbnet, proxyless or darts)")
+        t1 = time.perf_counter()
+        candidates = final_selection(result.theta, final_samples, final_epochs, latency, proxy, data, cfg,
+                                     device=device, dist=dist)  # fmt: skip
+        chosen = next(c for c in candidates if c["chosen"])
+        result.info["supernet_argmax"] = {"blocks": list(result.blocks), "val_accuracy": result.val_accuracy,
+                                          "test_accuracy": result.test_accuracy}  # fmt: skip
+        result.info["accuracy_of"] = f"the arch trained from scratch {final_epochs} epochs on the weights split"
+        result.info["final_selection"] = {"samples": len(candidates), "asked": final_samples, "epochs": final_epochs,
+                                          "select_s": time.perf_counter() - t1}  # fmt: skip
+        result.blocks = tuple(chosen["blocks"])
+        predicted = latency.predict_us(result.blocks)
+        accuracy = {"val_accuracy": chosen["val_accuracy"], "test_accuracy": chosen["test_accuracy"]}
     if train_epochs > 0:
         t1 = time.perf_counter()
         trained = train_arch(result.blocks, proxy, data, TrainConfig(epochs=train_epochs, seed=cfg.seed), device=device,
@@ -139,6 +195,7 @@ def run_search(
         "search_s": elapsed_s,
         "world_size": dist.world_size,
         **{k: result.info[k] for k in ("theta_entropy", "argmax_stable_epochs", "accuracy_of") if k in result.info},
+        "resumed_from_epoch": resume_state["epoch"] if resume_state else None,
     }
     arch = Arch(
         latency.space.name,
@@ -148,8 +205,56 @@ def run_search(
     ).validate(latency.space)
     if not dist.is_main:
         return {"arch_path": None, **summary, "blocks": list(result.blocks)}
-    paths = write_outputs(out, arch, rows, result.theta, latency.blocks, samples)
+    paths = write_outputs(out, arch, rows, result.theta, latency.blocks, samples, candidates)
     return {"arch_path": str(paths["arch"]), **summary, "blocks": list(result.blocks)}
+
+
+def final_selection(
+    theta: torch.Tensor,
+    k: int,
+    epochs: int,
+    latency: LatencyModel,
+    proxy: Space,
+    data: Dataset,
+    cfg: SearchConfig,
+    *,
+    device: torch.device = torch.device("cpu"),
+    dist: Dist | None = None,
+) -> list[dict[str, Any]]:
+    """FBNet's last step: k distinct archs drawn from softmax(θ) (under the hard constraint, if
+    one is set), each trained from scratch for `epochs` on the weights split with `search.train`'s
+    recipe (same seed for all) and scored on the validation split (the architecture split) and the
+    test split. Returns one row per candidate in draw order; `chosen` marks the best validation
+    accuracy (the first of equals). Fewer than k come back when softmax(θ) has fewer distinct archs
+    within 50·k draws (a sharp θ), at least one."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    draws = sample_archs(theta, 50 * k, latency, gen, cfg.max_latency_us)
+    distinct: list[tuple[int, ...]] = []
+    for d in draws.tolist():
+        if tuple(d) not in distinct:
+            distinct.append(tuple(d))
+        if len(distinct) == k:
+            break
+    if not distinct:
+        raise ValueError("no arch drawn from the final θ meets the latency budget")
+    (xw, yw), (xa, ya) = data.split_train(cfg.w_fraction, cfg.seed)
+    weights_split = Dataset(data.name, xw, yw, data.x_test, data.y_test, data.classes)
+    logp = torch.log_softmax(theta.detach().double().cpu(), dim=-1)
+    rows = []
+    for i, idx in enumerate(distinct):
+        blocks = tuple(latency.blocks[j] for j in idx)
+        trained = train_arch(blocks, proxy, weights_split, TrainConfig(epochs=epochs, seed=cfg.seed), device=device,
+                             dist=dist)  # fmt: skip
+        _, val_acc = evaluate(trained["model"], xa.to(device), ya.to(device), dist=dist or Dist(device=device))
+        rows.append({"rank": i, "blocks": list(blocks), "predicted_latency_us": latency.predict_us(blocks),
+                     "log_prob": float(logp[torch.arange(len(idx)), torch.tensor(idx)].sum()),
+                     "val_accuracy": val_acc, "test_accuracy": trained["test_accuracy"]})  # fmt: skip
+        log.info("candidate %d/%d: %.0f µs, validation %.4f, test %.4f", i + 1, len(distinct),
+                 rows[-1]["predicted_latency_us"], val_acc, trained["test_accuracy"])  # fmt: skip
+    best = max(range(len(rows)), key=lambda j: (rows[j]["val_accuracy"], -j))
+    for j, row in enumerate(rows):
+        row["chosen"] = j == best
+    return rows
 
 
 def write_outputs(
@@ -159,8 +264,10 @@ def write_outputs(
     theta: torch.Tensor | None,
     blocks: tuple[str, ...],
     samples: list[dict[str, Any]],
+    candidates: list[dict[str, Any]] | None = None,
 ) -> dict[str, Path]:
-    """arch.json, log.csv, samples.csv and (with θ) theta.csv + theta.png under `out`."""
+    """arch.json, log.csv, samples.csv, (with θ) theta.csv + theta.png and (with candidates)
+    candidates.csv under `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"arch": out / "arch.json", "log": out / "log.csv", "samples": out / "samples.csv"}
@@ -175,6 +282,15 @@ def write_outputs(
         w.writerow(["rank", "predicted_latency_us", "blocks"])
         for i, s in enumerate(samples):
             w.writerow([i, f"{s['predicted_latency_us']:.3f}", " ".join(s["blocks"])])
+    if candidates:
+        paths["candidates"] = out / "candidates.csv"
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["rank", "chosen", "predicted_latency_us", "val_accuracy", "test_accuracy", "log_prob", "blocks"])
+        for c in candidates:
+            w.writerow([c["rank"], int(c["chosen"]), f"{c['predicted_latency_us']:.3f}", f"{c['val_accuracy']:.4f}",
+                        f"{c['test_accuracy']:.4f}", f"{c['log_prob']:.4f}", " ".join(c["blocks"])])  # fmt: skip
+        atomic_write(paths["candidates"], buf.getvalue())
     if theta is not None:
         paths["theta"] = out / "theta.csv"
         with paths["theta"].open("w", newline="") as f:
@@ -254,8 +370,65 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=1, help="runtime threads of the LUT (default 1)")
     p.add_argument("--out", required=True, help="output directory, e.g. runs/NAME")
     p.add_argument("--json", action="store_true", help="last line: one JSON summary object")
+    g = p.add_argument_group("configuration, resume and FBNet's last step")
+    g.add_argument("--preset", default="default", choices=list(PRESETS),
+                   help="hyperparameters: default (tuned for a few CPU minutes) or a paper's as published "
+                        "(docs/presets.md); flags given beside it override its values")  # fmt: skip
+    g.add_argument("--config", metavar="FILE",
+                   help="run the configuration in FILE (a run's config.yaml); flags given beside it override it")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the killed search in --out from its search_state.pt with its config.yaml")
+    g.add_argument("--final-samples", type=int, default=0,
+                   help="sample this many distinct archs from the final θ, train each, keep the best by "
+                        "validation accuracy (0: the argmax; default 0)")  # fmt: skip
+    g.add_argument("--final-epochs", type=int, default=3,
+                   help="epochs each --final-samples candidate is trained from scratch (default 3)")
     add_search_arguments(p)
     return p
+
+
+# flags that shape how a run is shown or where it goes, not what it computes: no configuration keys
+_NOT_CONFIG = ("help", "out", "json", "progress", "config", "resume")
+
+
+def _config_actions(p: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [a for a in p._actions if a.dest not in _NOT_CONFIG]
+
+
+def resolve_config(p: argparse.ArgumentParser, argv: list[str] | None, args: argparse.Namespace) -> dict[str, Any]:
+    """The run's whole configuration: defaults → preset → --config FILE (or, with --resume, the
+    run's own config.yaml) → the flags given (`search.config.resolve`). ConfigError on bad input."""
+    actions = _config_actions(p)
+    given = argparse.ArgumentParser(add_help=False)  # the same flags, defaults suppressed: what was typed
+    for a in actions:
+        kw = {"dest": a.dest, "default": argparse.SUPPRESS}
+        if a.nargs == 0:
+            kw["action"] = "store_const"
+            kw["const"] = a.const
+        else:
+            kw["type"] = a.type
+        given.add_argument(*a.option_strings, **kw)
+    explicit = vars(given.parse_known_args(sys.argv[1:] if argv is None else argv)[0])
+    defaults = {a.dest: a.default for a in actions}
+    defaults.update({k: getattr(SearchConfig(), k) for k in SEARCH_KEYS if k not in defaults})
+    types = key_types({a.dest: a.type for a in actions})
+    choices = {a.dest: tuple(a.choices) for a in actions if a.choices}
+    file, name = None, "the configuration file"
+    if args.resume and args.config:
+        raise ConfigError("--resume continues the run in --out with its own config.yaml; drop --config")
+    if args.resume:
+        name = str(Path(args.out) / CONFIG_FILE)
+        if not Path(name).is_file():
+            raise ConfigError(f"nothing to resume in {args.out}: it holds no {CONFIG_FILE}; run without --resume")
+        file = load_yaml(name)
+    elif args.config:
+        name = args.config
+        file = load_yaml(name)
+    conf = resolve(defaults, explicit, types=types, choices=choices, file=file, file_name=name)
+    for k in ("epochs", "warmup_epochs", "batch_size", "final_samples", "final_epochs", "train_epochs"):
+        if conf.get(k) is not None and conf[k] < (1 if k in ("batch_size", "final_epochs") else 0):
+            raise ConfigError(f"{k} must be ≥ {1 if k in ('batch_size', 'final_epochs') else 0}, got {conf[k]}")
+    return conf
 
 
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
@@ -311,9 +484,22 @@ def proxy_from_args(args: argparse.Namespace, latency: LatencyModel) -> Space:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = config_from_args(args)
+    try:
+        conf = resolve_config(parser, argv, args)
+        cfg = search_config(conf).resolved()
+        get_strategy(cfg.strategy)
+    except (ConfigError, TypeError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.resume and cfg.strategy not in RESUMABLE:
+        print(f"error: {cfg.strategy} search writes no checkpoint to resume from; --resume continues "
+              f"{', '.join(RESUMABLE)} searches", file=sys.stderr)  # fmt: skip
+        return 2
+    conf.update(dataclasses.asdict(cfg))  # the strategy's defaults filled in: config.yaml shows them
+    args = argparse.Namespace(**{**vars(args), **conf})
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     try:
@@ -328,10 +514,14 @@ def main(argv: list[str] | None = None) -> int:
                           runtime=args.runtime, threads=args.threads, root=args.luts_root)
         latency = latency_model(lut, args.latency_correction)
         proxy = proxy_from_args(args, latency)
+        if dist.is_main and not args.resume:
+            conf["lut"] = str(lut.path)  # this version, whichever way it was named
+            write_yaml(Path(args.out) / CONFIG_FILE, conf, header=CONFIG_HEADER)
         summary = run_search(cfg, latency, proxy, args.data, out=args.out, subset=args.subset,
                              device=select_device(args.device_train), progress=args.progress,
-                             train_epochs=args.train_epochs, dist=dist)  # fmt: skip
-    except ValueError as e:  # LutError, LatencyModelError, DataError, ArchError are ValueErrors
+                             train_epochs=args.train_epochs, dist=dist, resume=args.resume,
+                             final_samples=args.final_samples, final_epochs=args.final_epochs)  # fmt: skip
+    except ValueError as e:  # LutError, LatencyModelError, DataError, ArchError, CheckpointError are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (SearchDivergedError, DistributedError) as e:
@@ -352,6 +542,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(summary))
     return 0
+
+
+CONFIG_HEADER = """python -m search.run: the whole configuration of this run (search.config).
+Run it again: python -m search.run --config config.yaml --out DIR [flags that override it]
+Continue it after a kill: python -m search.run --resume --out DIR"""
 
 
 def accuracy_line(summary: dict[str, Any]) -> str:

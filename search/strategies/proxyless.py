@@ -36,6 +36,7 @@ from search.supernet import Supernet
 
 from .base import SearchContext, SearchResult, register_strategy
 from .common import ArchLog, accuracy, bar, commitment, entropy_weight, finish, relaxed_setup, train_batches, cycle_train_batches
+from .common import EpochCheckpoint
 from .objective import check_finite_step, latency_loss, objective_value
 
 
@@ -58,7 +59,9 @@ class ProxylessNAS:
         max_paths = {"weight_step": 0, "arch_step": 0}
         track = ArchLog(lat, alpha + mask)
         arch_batches = cycle_train_batches(xa, ya, cfg.batch_size, gen, ctx.dist)
-        n_arch = 0
+        ckpt = EpochCheckpoint(ctx, r, track=track, arch_batches=arch_batches)  # resume, checkpoints
+        max_paths.update(ckpt.value("max_paths", {}))
+        n_arch = ckpt.value("n_arch", 0)
 
         def w_step(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
             p = torch.softmax((alpha + mask).detach(), dim=-1)
@@ -95,7 +98,7 @@ class ProxylessNAS:
             net.requires_grad_(True)
             return ce.item(), accuracy(out, y).item(), objective_value(loss, form)
 
-        for epoch in bar(range(total), ctx, "proxyless", total):
+        for epoch in bar(range(ckpt.start, total), ctx, "proxyless", total - ckpt.start):
             t0 = time.perf_counter()
             warm, gamma = epoch < cfg.warmup_epochs, entropy_weight(cfg, epoch)
             net.train()
@@ -118,6 +121,7 @@ class ProxylessNAS:
                 **track.columns(alpha + mask),
                 "epoch_s": time.perf_counter() - t0,
             })  # fmt: skip
+            ckpt.epoch_done(epoch, n_arch=n_arch, max_paths=dict(max_paths))
         return finish(ctx, r, alpha, track, {"max_active_paths": max_paths, "arch_steps": n_arch,
                                              "proxyless_paths": cfg.proxyless_paths})  # fmt: skip
 
