@@ -19,8 +19,10 @@ given on the command line. A preset named on the command line goes over the file
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import io
+import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -29,8 +31,8 @@ import yaml
 from lut.files import atomic_write
 from search.strategies import SearchConfig
 
-__all__ = ["ConfigError", "PRESETS", "CONFIG_FILE", "SEARCH_KEYS", "resolve", "load_yaml", "write_yaml",
-           "coerce", "search_config"]  # fmt: skip
+__all__ = ["ConfigError", "PRESETS", "CONFIG_FILE", "SEARCH_KEYS", "resolve", "from_cli", "config_actions",
+           "load_yaml", "write_yaml", "coerce", "key_types", "search_config"]  # fmt: skip
 
 CONFIG_FILE = "config.yaml"
 SEARCH_KEYS = tuple(f.name for f in dataclasses.fields(SearchConfig))
@@ -234,6 +236,54 @@ def resolve(
     for layer in [*layers, explicit]:
         conf.update(layer)
     conf["preset"] = preset
+    return conf
+
+
+# flags that shape how a run is shown or where it goes, not what it computes: no configuration keys
+NOT_CONFIG = ("help", "out", "json", "progress", "config", "resume")
+# lower bounds of the counts
+_AT_LEAST = {"epochs": 0, "warmup_epochs": 0, "train_epochs": 0, "final_samples": 0, "batch_size": 1,
+             "final_epochs": 1}  # fmt: skip
+
+
+def config_actions(p: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The parser's flags that are configuration keys."""
+    return [a for a in p._actions if a.dest not in NOT_CONFIG]
+
+
+def from_cli(
+    p: argparse.ArgumentParser, argv: list[str] | None, *, config: str | None = None, resume_out: str | None = None
+) -> dict[str, Any]:
+    """A run's whole configuration from its command line (`p` parsed `argv`): defaults → preset →
+    `config` (or, resuming, `resume_out`'s config.yaml) → the flags typed. ConfigError on bad input."""
+    actions = config_actions(p)
+    typed = argparse.ArgumentParser(add_help=False)  # the same flags without defaults: what was typed
+    for a in actions:
+        kw: dict[str, Any] = {"dest": a.dest, "default": argparse.SUPPRESS}
+        if a.nargs == 0:
+            kw.update(action="store_const", const=a.const)
+        else:
+            kw["type"] = a.type
+        typed.add_argument(*a.option_strings, **kw)
+    explicit = vars(typed.parse_known_args(sys.argv[1:] if argv is None else argv)[0])
+    defaults = {a.dest: a.default for a in actions}
+    defaults.update({k: getattr(SearchConfig(), k) for k in SEARCH_KEYS if k not in defaults})
+    types = key_types({a.dest: a.type for a in actions})
+    choices = {a.dest: tuple(a.choices) for a in actions if a.choices}
+    file, name = None, "the configuration file"
+    if resume_out is not None and config:
+        raise ConfigError("--resume continues the run in --out with its own config.yaml; drop --config")
+    if resume_out is not None:
+        name = str(Path(resume_out) / CONFIG_FILE)
+        if not Path(name).is_file():
+            raise ConfigError(f"nothing to resume in {resume_out}: it holds no {CONFIG_FILE}; run without --resume")
+        file = load_yaml(name)
+    elif config:
+        name, file = config, load_yaml(config)
+    conf = resolve(defaults, explicit, types=types, choices=choices, file=file, file_name=name)
+    for k, low in _AT_LEAST.items():
+        if conf.get(k) is not None and conf[k] < low:
+            raise ConfigError(f"{k} must be ≥ {low}, got {conf[k]}")
     return conf
 
 

@@ -65,19 +65,21 @@ import torch
 
 from lut.files import atomic_write
 from search.checkpoint import check_same_run, load_checkpoint, save_checkpoint
-from search.config import CONFIG_FILE, PRESETS, SEARCH_KEYS, ConfigError, key_types, load_yaml, resolve, search_config, write_yaml
-from search.data import Dataset, load_data
+from search.config import CONFIG_FILE, PRESETS, ConfigError, from_cli, search_config, write_yaml
+from search.data import load_data
+from search.finalists import final_selection
 from search.distributed import Dist, DistributedError, ranks_agree, setup, teardown
 from search.latency import LatencyModel, check_proxy_space, resolve_lut
 from search.plots import plot_theta
 from search.space import Arch, Space, get_space
 from search.strategies import STRATEGIES, STRATEGY_DEFAULTS, SearchConfig, SearchContext, get_strategy
-from search.strategies.common import ALTERNATE, TAU_SCHEDULES, check_budget, sample_archs
+from search.strategies.common import ALTERNATE, TAU_SCHEDULES, check_budget
 from search.strategies.objective import LATENCY_LOSSES, SearchDivergedError
 from search.strategies.oneshot import FITNESS
-from search.train import TrainConfig, evaluate, proxy_space_for, select_device, train_arch
+from search.train import TrainConfig, proxy_space_for, select_device, train_arch
 
-__all__ = ["run_search", "final_selection", "SEARCH_STATE", "write_outputs", "add_search_arguments", "config_from_args", "latency_model", "main"]
+__all__ = ["run_search", "SEARCH_STATE", "write_outputs", "add_search_arguments", "config_from_args", "latency_model",
+           "main"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +163,8 @@ def run_search(
     candidates: list[dict[str, Any]] = []
     if final_samples > 0:
         if result.theta is None:
-            raise ValueError(f"--final-samples samples from θ; {cfg.strategy} has none (use fbnet, proxyless or darts)")
+            raise ValueError(f"--final-samples samples from θ; {cfg.strategy} has none "
+                             "(use fbnet, proxyless or darts)")  # fmt: skip
         t1 = time.perf_counter()
         candidates = final_selection(result.theta, final_samples, final_epochs, latency, proxy, data, cfg,
                                      device=device, dist=dist)  # fmt: skip
@@ -207,54 +210,6 @@ def run_search(
         return {"arch_path": None, **summary, "blocks": list(result.blocks)}
     paths = write_outputs(out, arch, rows, result.theta, latency.blocks, samples, candidates)
     return {"arch_path": str(paths["arch"]), **summary, "blocks": list(result.blocks)}
-
-
-def final_selection(
-    theta: torch.Tensor,
-    k: int,
-    epochs: int,
-    latency: LatencyModel,
-    proxy: Space,
-    data: Dataset,
-    cfg: SearchConfig,
-    *,
-    device: torch.device = torch.device("cpu"),
-    dist: Dist | None = None,
-) -> list[dict[str, Any]]:
-    """FBNet's last step: k distinct archs drawn from softmax(θ) (under the hard constraint, if
-    one is set), each trained from scratch for `epochs` on the weights split with `search.train`'s
-    recipe (same seed for all) and scored on the validation split (the architecture split) and the
-    test split. Returns one row per candidate in draw order; `chosen` marks the best validation
-    accuracy (the first of equals). Fewer than k come back when softmax(θ) has fewer distinct archs
-    within 50·k draws (a sharp θ), at least one."""
-    gen = torch.Generator().manual_seed(cfg.seed)
-    draws = sample_archs(theta, 50 * k, latency, gen, cfg.max_latency_us)
-    distinct: list[tuple[int, ...]] = []
-    for d in draws.tolist():
-        if tuple(d) not in distinct:
-            distinct.append(tuple(d))
-        if len(distinct) == k:
-            break
-    if not distinct:
-        raise ValueError("no arch drawn from the final θ meets the latency budget")
-    (xw, yw), (xa, ya) = data.split_train(cfg.w_fraction, cfg.seed)
-    weights_split = Dataset(data.name, xw, yw, data.x_test, data.y_test, data.classes)
-    logp = torch.log_softmax(theta.detach().double().cpu(), dim=-1)
-    rows = []
-    for i, idx in enumerate(distinct):
-        blocks = tuple(latency.blocks[j] for j in idx)
-        trained = train_arch(blocks, proxy, weights_split, TrainConfig(epochs=epochs, seed=cfg.seed), device=device,
-                             dist=dist)  # fmt: skip
-        _, val_acc = evaluate(trained["model"], xa.to(device), ya.to(device), dist=dist or Dist(device=device))
-        rows.append({"rank": i, "blocks": list(blocks), "predicted_latency_us": latency.predict_us(blocks),
-                     "log_prob": float(logp[torch.arange(len(idx)), torch.tensor(idx)].sum()),
-                     "val_accuracy": val_acc, "test_accuracy": trained["test_accuracy"]})  # fmt: skip
-        log.info("candidate %d/%d: %.0f µs, validation %.4f, test %.4f", i + 1, len(distinct),
-                 rows[-1]["predicted_latency_us"], val_acc, trained["test_accuracy"])  # fmt: skip
-    best = max(range(len(rows)), key=lambda j: (rows[j]["val_accuracy"], -j))
-    for j, row in enumerate(rows):
-        row["chosen"] = j == best
-    return rows
 
 
 def write_outputs(
@@ -387,50 +342,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# flags that shape how a run is shown or where it goes, not what it computes: no configuration keys
-_NOT_CONFIG = ("help", "out", "json", "progress", "config", "resume")
-
-
-def _config_actions(p: argparse.ArgumentParser) -> list[argparse.Action]:
-    return [a for a in p._actions if a.dest not in _NOT_CONFIG]
-
-
-def resolve_config(p: argparse.ArgumentParser, argv: list[str] | None, args: argparse.Namespace) -> dict[str, Any]:
-    """The run's whole configuration: defaults → preset → --config FILE (or, with --resume, the
-    run's own config.yaml) → the flags given (`search.config.resolve`). ConfigError on bad input."""
-    actions = _config_actions(p)
-    given = argparse.ArgumentParser(add_help=False)  # the same flags, defaults suppressed: what was typed
-    for a in actions:
-        kw = {"dest": a.dest, "default": argparse.SUPPRESS}
-        if a.nargs == 0:
-            kw["action"] = "store_const"
-            kw["const"] = a.const
-        else:
-            kw["type"] = a.type
-        given.add_argument(*a.option_strings, **kw)
-    explicit = vars(given.parse_known_args(sys.argv[1:] if argv is None else argv)[0])
-    defaults = {a.dest: a.default for a in actions}
-    defaults.update({k: getattr(SearchConfig(), k) for k in SEARCH_KEYS if k not in defaults})
-    types = key_types({a.dest: a.type for a in actions})
-    choices = {a.dest: tuple(a.choices) for a in actions if a.choices}
-    file, name = None, "the configuration file"
-    if args.resume and args.config:
-        raise ConfigError("--resume continues the run in --out with its own config.yaml; drop --config")
-    if args.resume:
-        name = str(Path(args.out) / CONFIG_FILE)
-        if not Path(name).is_file():
-            raise ConfigError(f"nothing to resume in {args.out}: it holds no {CONFIG_FILE}; run without --resume")
-        file = load_yaml(name)
-    elif args.config:
-        name = args.config
-        file = load_yaml(name)
-    conf = resolve(defaults, explicit, types=types, choices=choices, file=file, file_name=name)
-    for k in ("epochs", "warmup_epochs", "batch_size", "final_samples", "final_epochs", "train_epochs"):
-        if conf.get(k) is not None and conf[k] < (1 if k in ("batch_size", "final_epochs") else 0):
-            raise ConfigError(f"{k} must be ≥ {1 if k in ('batch_size', 'final_epochs') else 0}, got {conf[k]}")
-    return conf
-
-
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
     """Every flag of a search but the LUT and the output (shared with `search.crossdevice`)."""
     p.add_argument("--luts-root", default="luts", help="LUT store root (default luts)")
@@ -488,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        conf = resolve_config(parser, argv, args)
+        conf = from_cli(parser, argv, config=args.config, resume_out=args.out if args.resume else None)
         cfg = search_config(conf).resolved()
         get_strategy(cfg.strategy)
     except (ConfigError, TypeError, ValueError) as e:
