@@ -102,6 +102,7 @@ def run_search(
     resume: bool = False,
     final_samples: int = 0,
     final_epochs: int = 3,
+    config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run one search and write its outputs to `out`; returns the summary (the --json object).
     With `train_epochs`, the found arch is then trained from scratch (`search.train.train_arch`).
@@ -114,7 +115,9 @@ def run_search(
     The differentiable strategies write `search_state.pt` in `out` after every epoch (rank 0,
     atomically); `resume=True` continues from it (CheckpointError when it is missing or was written
     by a search with other settings, data, proxy or LUT). With `final_samples`, FBNet's last step
-    (`final_selection`) picks the arch."""
+    (`final_selection`) picks the arch. A new run first writes `config` (the CLI's whole resolved
+    configuration; by default the part this call knows: the search settings, LUT version, data,
+    proxy and the steps after the search) as config.yaml."""
     check_proxy_space(latency.space, proxy)
     check_budget(latency, cfg.max_latency_us)
     get_strategy(cfg.strategy)  # an unknown name fails before any data is loaded
@@ -126,6 +129,13 @@ def run_search(
     state_path = Path(out) / SEARCH_STATE
     identity = {"config": dataclasses.asdict(cfg), "lut": latency.lut_info, "space": latency.space.name,
                 "proxy_space": proxy.name, "data": data.name, "subset": subset}  # fmt: skip
+    if dist.is_main and not resume:
+        if config is None:
+            config = {"lut": latency.lut_info.get("path") or latency.lut_info.get("id"), "data": data_spec,
+                      "subset": subset, "proxy_space": proxy.name, "train_epochs": train_epochs,
+                      "final_samples": final_samples, "final_epochs": final_epochs,
+                      **dataclasses.asdict(cfg)}  # fmt: skip
+        write_yaml(Path(out) / CONFIG_FILE, config, header=CONFIG_HEADER)
     resume_state = None
     if resume:
         state = load_checkpoint(state_path, dist)
@@ -425,13 +435,12 @@ def main(argv: list[str] | None = None) -> int:
                           runtime=args.runtime, threads=args.threads, root=args.luts_root)
         latency = latency_model(lut, args.latency_correction)
         proxy = proxy_from_args(args, latency)
-        if dist.is_main and not args.resume:
-            conf["lut"] = str(lut.path)  # this version, whichever way it was named
-            write_yaml(Path(args.out) / CONFIG_FILE, conf, header=CONFIG_HEADER)
+        conf["lut"] = str(lut.path)  # this version, whichever way it was named
         summary = run_search(cfg, latency, proxy, args.data, out=args.out, subset=args.subset,
                              device=select_device(args.device_train), progress=args.progress,
                              train_epochs=args.train_epochs, dist=dist, resume=args.resume,
-                             final_samples=args.final_samples, final_epochs=args.final_epochs)  # fmt: skip
+                             final_samples=args.final_samples, final_epochs=args.final_epochs,
+                             config=conf)  # fmt: skip
     except ValueError as e:  # LutError, LatencyModelError, DataError, ArchError, CheckpointError are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 2

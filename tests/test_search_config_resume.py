@@ -225,3 +225,22 @@ def test_yaml_numbers_in_exponent_form_are_read_as_numbers(tmp_path) -> None:
     assert coerce("theta_lr", "1e-4", types, {}) == 1e-4  # YAML 1.1 reads 1e-4 as a string
     assert coerce("theta_betas", [0.5, 0.999], types, {}) == (0.5, 0.999)
     assert coerce("epochs", 3.0, types, {}) == 3
+
+
+def test_a_library_run_writes_a_config_the_cli_runs_again(lut_dir, tmp_path) -> None:
+    """run_search called directly (as search.crossdevice does) writes config.yaml too, and
+    `--config` accepts it: every key it holds is a configuration key."""
+    from lut.store import load_lut
+    from search.latency import LatencyModel
+    from search.run import run_search
+    from search.space import get_space
+
+    cfg = SearchConfig(epochs=1, warmup_epochs=0, batch_size=16, num_samples=1, recalib_batches=1)
+    lat = LatencyModel.from_lut(load_lut(lut_dir))
+    first = run_search(cfg, lat, get_space("fbnet-r32-w0.25"), out=tmp_path / "lib", subset=64)
+    conf = yaml.safe_load((tmp_path / "lib" / "config.yaml").read_text())
+    assert conf["subset"] == 64 and conf["proxy_space"] == "fbnet-r32-w0.25" and conf["epochs"] == 1
+    assert main(["--config", str(tmp_path / "lib" / "config.yaml"), "--out", str(tmp_path / "cli"),
+                 "--torch-threads", "1"]) == 0  # fmt: skip
+    again = json.loads((tmp_path / "cli" / "arch.json").read_text())
+    assert again["blocks"] == first["blocks"]
