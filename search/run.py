@@ -85,6 +85,7 @@ log = logging.getLogger(__name__)
 
 SEARCH_STATE = "search_state.pt"  # the search's checkpoint in --out
 RESUMABLE = ("fbnet", "proxyless", "darts")  # the strategies that checkpoint every epoch
+TRAIN_EPOCHS = 10  # default --train-epochs and --final-epochs
 
 
 def run_search(
@@ -101,7 +102,7 @@ def run_search(
     dist: Dist | None = None,
     resume: bool = False,
     final_samples: int = 0,
-    final_epochs: int = 3,
+    final_epochs: int = TRAIN_EPOCHS,
     config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run one search and write its outputs to `out`; returns the summary (the --json object).
@@ -274,7 +275,6 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-TRAIN_EPOCHS = 10  # default --train-epochs
 
 _FLAGS: dict[str, tuple[str, type, str]] = {
     # config field: (flag, type, help)
@@ -346,8 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--final-samples", type=int, default=0,
                    help="sample this many distinct archs from the final θ, train each, keep the best by "
                         "validation accuracy (0: the argmax; default 0)")  # fmt: skip
-    g.add_argument("--final-epochs", type=int, default=3,
-                   help="epochs each --final-samples candidate is trained from scratch (default 3)")
+    g.add_argument("--final-epochs", type=int, default=TRAIN_EPOCHS,
+                   help=f"epochs each --final-samples candidate is trained from scratch (default {TRAIN_EPOCHS})")
     add_search_arguments(p)
     return p
 

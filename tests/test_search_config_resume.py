@@ -47,7 +47,7 @@ def _state(out: Path) -> dict:
 def test_a_killed_search_resumes_to_the_same_theta_and_arch(lut_dir, tmp_path) -> None:
     """SIGKILL in the middle of an epoch of a real process; --resume ends where an uninterrupted
     run of the same seed and threads ends: the same θ (allclose), arch and log."""
-    args = ["--epochs", "2", "--warmup-epochs", "1", "--seed", "3"]
+    args = ["--epochs", "3", "--warmup-epochs", "1", "--seed", "3"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     whole = tmp_path / "whole"
     subprocess.run(_search(lut_dir, whole, *args), check=True, capture_output=True, cwd=REPO, env=env, timeout=600)
@@ -61,23 +61,24 @@ def test_a_killed_search_resumes_to_the_same_theta_and_arch(lut_dir, tmp_path) -
             if (cut / SEARCH_STATE).exists() and _state(cut)["epoch"] >= 2:  # warm-up and one search epoch
                 break
             time.sleep(0.02)
-        time.sleep(0.2)  # into the last epoch's steps
+        time.sleep(0.1)  # into the next epoch's steps
         assert proc.poll() is None, "the search ended before it could be killed"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert _state(cut)["epoch"] == 2 and not (cut / "arch.json").exists()
-    # the architecture split (26 images: batches of 16 + 10) is in the middle of a pass here
-    assert _state(cut)["search"]["parts"]["arch_batches"]["pos"] == 1
+    killed_at = _state(cut)["epoch"]
+    assert killed_at in (2, 3) and not (cut / "arch.json").exists()
+    if killed_at == 2:  # 7 θ steps so far on 26 images (batches of 16 + 10): in the middle of a pass
+        assert _state(cut)["search"]["parts"]["arch_batches"]["pos"] == 1
 
     done = subprocess.run([sys.executable, "-m", "search.run", "--resume", "--out", str(cut), "--json"],
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=600, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert summary["resumed_from_epoch"] == 2
-    _same_search(whole, cut, epochs=3)
+    assert summary["resumed_from_epoch"] == killed_at
+    _same_search(whole, cut, epochs=4)
 
 
 def _same_search(a_dir: Path, b_dir: Path, epochs: int) -> None:

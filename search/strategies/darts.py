@@ -52,7 +52,7 @@ class DARTS:
         track = ArchLog(lat, alpha + mask)
         arch_batches = cycle_train_batches(xa, ya, cfg.batch_size, gen, ctx.dist)
         ckpt = EpochCheckpoint(ctx, r, track=track, arch_batches=arch_batches)  # resume, checkpoints
-        xi_used: list[float] = list(ckpt.value("xi_used", []))  # ξ of every second-order step (the log shows the last)
+        xi_used: list[float] = list(ckpt.value("xi_used", []))  # ξ of every second-order step (log: the last)
         n_arch = ckpt.value("n_arch", 0)
 
         def ce_of(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
