@@ -96,6 +96,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "theta_grad_clip": None,
         "entropy_weight": 0.0,
         "proxyless_paths": 2,
+        "proxyless_arch_every": 5,
         "latency_loss": "mul",
         "alpha": 0.2,
         "beta": 0.3,

@@ -303,6 +303,7 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "recalib_batches": ("--recalib-batches", int, "BN recalibration batches before a path is evaluated"),
     "seed": ("--seed", int, "random seed"),
     "proxyless_paths": ("--proxyless-paths", int, "paths per layer in the proxyless arch step: 1, 2, 0 = all"),
+    "proxyless_arch_every": ("--proxyless-arch-every", int, "proxyless: an arch step after every n-th weight step"),
     "darts_order": ("--darts-order", int, "1 or 2"),
     "darts_xi": ("--darts-xi", float, "DARTS virtual-step learning rate ξ"),
     "darts_tau_end": ("--darts-tau-end", float, "DARTS mixture temperature of the last epoch (softmax(α/τ), τ 1 → this)"),

@@ -245,3 +245,21 @@ def test_a_library_run_writes_a_config_the_cli_runs_again(lut_dir, tmp_path) -> 
                  "--torch-threads", "1"]) == 0  # fmt: skip
     again = json.loads((tmp_path / "cli" / "arch.json").read_text())
     assert again["blocks"] == first["blocks"]
+
+
+def test_proxyless_takes_an_arch_step_after_every_nth_weight_step(lut_dir, tmp_path) -> None:
+    """proxyless_arch_every (the reference code's --grad_update_arch_param_every): 104 weight-split
+    images in batches of 16 are 7 weight steps an epoch, so 7 architecture steps at n = 1, 2 at n = 3."""
+    from lut.store import load_lut
+    from search.latency import LatencyModel
+    from search.run import run_search
+    from search.space import get_space
+
+    lat = LatencyModel.from_lut(load_lut(lut_dir))
+    cfg = SearchConfig(strategy="proxyless", epochs=1, warmup_epochs=0, batch_size=16, num_samples=1, recalib_batches=1)
+    steps = {}
+    for n in (1, 3):
+        run_search(replace(cfg, proxyless_arch_every=n), lat, get_space("fbnet-r32-w0.25"), out=tmp_path / f"n{n}",
+                   subset=130)  # fmt: skip
+        steps[n] = json.loads((tmp_path / f"n{n}" / "arch.json").read_text())["info"]["arch_steps"]
+    assert steps == {1: 7, 3: 2}

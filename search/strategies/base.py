@@ -87,6 +87,7 @@ class SearchConfig:
     recalib_batches: int = 8
     # ProxylessNAS
     proxyless_paths: int = 2  # paths per layer in the architecture step: 1, 2 (paper), 0 = all
+    proxyless_arch_every: int = 1  # with alternate="batch": an architecture step after every n-th weight step
     # DARTS
     darts_order: int = 1  # 1: first-order; 2: unrolled second-order (finite-difference HVP)
     darts_xi: float | None = None  # virtual step learning rate ξ; None = the current weight lr

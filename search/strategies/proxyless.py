@@ -51,6 +51,8 @@ class ProxylessNAS:
 
     def run(self, ctx: SearchContext) -> SearchResult:
         cfg, lat, dev = ctx.cfg, ctx.latency, ctx.device
+        if cfg.proxyless_arch_every < 1:
+            raise ValueError(f"proxyless_arch_every must be ≥ 1, got {cfg.proxyless_arch_every}")
         if cfg.proxyless_paths < 0:
             raise ValueError(f"proxyless_paths must be 0 (all), 1 or more, got {cfg.proxyless_paths}")
         r = relaxed_setup(ctx, "add")
@@ -103,9 +105,9 @@ class ProxylessNAS:
             warm, gamma = epoch < cfg.warmup_epochs, entropy_weight(cfg, epoch)
             net.train()
             w_stats, a_stats = [], []
-            for x, y in train_batches(xw, yw, cfg.batch_size, gen, ctx.dist):
+            for i, (x, y) in enumerate(train_batches(xw, yw, cfg.batch_size, gen, ctx.dist)):
                 w_stats.append(w_step(x, y))
-                if not warm and cfg.alternate == "batch":
+                if not warm and cfg.alternate == "batch" and (i + 1) % cfg.proxyless_arch_every == 0:
                     a_stats.append(arch_step(*next(arch_batches), gamma))
             if not warm and cfg.alternate == "epoch":
                 a_stats = [arch_step(x, y, gamma) for x, y in train_batches(xa, ya, cfg.batch_size, gen, ctx.dist)]
