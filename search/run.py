@@ -17,9 +17,10 @@ Outputs in `--out`:
     samples.csv  the K sampled archs and their predicted latency
     config.yaml  the run's whole resolved configuration (written when the run starts);
                  `--config config.yaml` runs it again, flags given beside it override its values
-    search_state.pt  the search's checkpoint after every epoch (fbnet, proxyless, darts): weights,
-                 θ, optimizers, schedule, random generators, the log so far; `--resume --out DIR`
-                 continues a killed run from it with DIR's config.yaml
+    search_state.pt  the search's checkpoint after every epoch (fbnet, proxyless, darts: weights,
+                 θ, optimizers, schedule, random generators, the log so far) or every arch scored
+                 (evolution, random with --fitness train); `--resume --out DIR` continues a
+                 killed run from it with DIR's config.yaml
     candidates.csv  with --final-samples K: the K distinct archs sampled from the final θ, each
                  trained --final-epochs from scratch on the weights split; the one with the best
                  validation accuracy becomes arch.json (FBNet's last step)
@@ -85,6 +86,7 @@ log = logging.getLogger(__name__)
 
 SEARCH_STATE = "search_state.pt"  # the search's checkpoint in --out
 RESUMABLE = ("fbnet", "proxyless", "darts")  # the strategies that checkpoint every epoch
+# evolution and random search checkpoint every arch they score with fitness "train"
 TRAIN_EPOCHS = 10  # default --train-epochs and --final-epochs
 
 
@@ -141,7 +143,8 @@ def run_search(
     if resume:
         state = load_checkpoint(state_path, dist)
         check_same_run(state, identity, where=str(state_path))
-        rows, resume_state = list(state["rows"]), state["search"]
+        resume_state = state["search"]
+        rows = [] if resume_state.get("replay") else list(state["rows"])  # a replay logs every row again
 
     def on_checkpoint(search_state: dict[str, Any]) -> None:
         if dist.is_main:
@@ -416,9 +419,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, TypeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.resume and cfg.strategy not in RESUMABLE:
-        print(f"error: {cfg.strategy} search writes no checkpoint to resume from; --resume continues "
-              f"{', '.join(RESUMABLE)} searches", file=sys.stderr)  # fmt: skip
+    if args.resume and cfg.strategy not in RESUMABLE and cfg.fitness != "train":
+        print(f"error: {cfg.strategy} search with --fitness {cfg.fitness} writes no checkpoint to resume from; "
+              f"--resume continues {', '.join(RESUMABLE)} searches and evolution / random search with "
+              "--fitness train", file=sys.stderr)  # fmt: skip
         return 2
     conf.update(dataclasses.asdict(cfg))  # the strategy's defaults filled in: config.yaml shows them
     args = argparse.Namespace(**{**vars(args), **conf})

@@ -208,7 +208,7 @@ def test_resume_needs_a_run_to_continue(lut_dir, tmp_path, capsys) -> None:
     assert main(["--resume", "--out", str(tmp_path / "none")]) == 2
     assert "nothing to resume" in capsys.readouterr().err
     (tmp_path / "evo").mkdir()
-    (tmp_path / "evo" / "config.yaml").write_text(f"lut: {lut_dir}\nstrategy: evolution\n")
+    (tmp_path / "evo" / "config.yaml").write_text(f"lut: {lut_dir}\nstrategy: evolution\nfitness: oneshot\n")
     assert main(["--resume", "--out", str(tmp_path / "evo")]) == 2
     assert "writes no checkpoint" in capsys.readouterr().err
     (tmp_path / "fb").mkdir()
@@ -263,3 +263,42 @@ def test_proxyless_takes_an_arch_step_after_every_nth_weight_step(lut_dir, tmp_p
                    subset=130)  # fmt: skip
         steps[n] = json.loads((tmp_path / f"n{n}" / "arch.json").read_text())["info"]["arch_steps"]
     assert steps == {1: 7, 3: 2}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["evolution", "random"])
+def test_an_interrupted_evolution_resumes_with_the_archs_it_scored(strategy, lut_dir, tmp_path, monkeypatch) -> None:
+    """Evolution and random search (fitness "train") checkpoint every arch they score; a resumed
+    run replays its draws, trains only the archs not scored yet, and ends as the whole run does."""
+    from lut.store import load_lut
+    from search import run as run_mod
+    from search.latency import LatencyModel
+    from search.space import get_space
+
+    lat = LatencyModel.from_lut(load_lut(lut_dir))
+    proxy = get_space("fbnet-r32-w0.25")
+    cfg = SearchConfig(strategy=strategy, cycles=4, population=2, tournament=2, fitness_epochs=1, batch_size=16,
+                       seed=1)  # fmt: skip
+    whole = run_mod.run_search(cfg, lat, proxy, out=tmp_path / "whole", subset=130)
+
+    real = run_mod.save_checkpoint
+
+    def stop_after_two(path, state):
+        real(path, state)
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt  # killed after the second arch was scored
+
+    monkeypatch.setattr(run_mod, "save_checkpoint", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        run_mod.run_search(cfg, lat, proxy, out=tmp_path / "cut", subset=130)
+    monkeypatch.setattr(run_mod, "save_checkpoint", real)
+    trained = []
+    monkeypatch.setattr(run_mod, "save_checkpoint", lambda path, state: (trained.append(state["epoch"]),
+                                                                          real(path, state)))  # fmt: skip
+    again = run_mod.run_search(cfg, lat, proxy, out=tmp_path / "cut", subset=130, resume=True)
+    assert again["resumed_from_epoch"] == 2
+    assert trained and trained == list(range(3, 3 + len(trained)))  # the archs not scored yet, none twice
+    assert again["blocks"] == whole["blocks"]
+    assert again["val_accuracy"] == whole["val_accuracy"] and again["test_accuracy"] == whole["test_accuracy"]
+    log_a, log_b = ((tmp_path / d / "log.csv").read_text().splitlines() for d in ("whole", "cut"))
+    assert [r.split(",")[:4] for r in log_a] == [r.split(",")[:4] for r in log_b]  # cycle, phase, fitness, val_acc
