@@ -68,8 +68,8 @@ from lut.files import atomic_write
 from search.checkpoint import check_same_run, load_checkpoint, save_checkpoint
 from search.config import CONFIG_FILE, PRESETS, ConfigError, from_cli, search_config, write_yaml
 from search.data import load_data
-from search.finalists import final_selection
 from search.distributed import Dist, DistributedError, ranks_agree, setup, teardown
+from search.finalists import final_selection
 from search.latency import LatencyModel, check_proxy_space, resolve_lut
 from search.plots import plot_theta
 from search.space import Arch, Space, get_space
