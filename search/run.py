@@ -16,6 +16,19 @@ Outputs in `--out`:
                  latency, τ, mean θ entropy, argmax_changes: layers whose argmax changed)
     theta.csv    θ per layer (strategies with architecture parameters), and theta.png
     samples.csv  the K sampled archs and their predicted latency
+    config.yaml  the run's whole resolved configuration (written when the run starts);
+                 `--config config.yaml` runs it again, flags given beside it override its values
+    search_state.pt  the search's checkpoint after every epoch (fbnet, proxyless, darts: weights,
+                 θ, optimizers, schedule, random generators, the log so far) or every arch scored
+                 (evolution, random with --fitness train); `--resume --out DIR` continues a
+                 killed run from it with DIR's config.yaml
+    candidates.csv  with --final-samples K: the K distinct archs sampled from the final θ, each
+                 trained --final-epochs from scratch on the weights split; the one with the best
+                 validation accuracy becomes arch.json (FBNet's last step)
+
+Presets (`--preset`, docs/presets.md lists every value and its source): `default` (tuned for a
+search of a few minutes on a laptop CPU), `fbnet-paper`, `proxyless-paper`, `darts-paper` (each
+paper's hyperparameters as published).
 
 Accuracies of the found arch, each named for its split (the train split of the data is divided
 into the weights split and the validation split — the architecture split, which no weight step
@@ -42,6 +55,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import io
 import json
 import logging
 import sys
@@ -53,8 +67,11 @@ import torch
 
 from hwnas.flags import add_luts_root, add_out, add_progress, add_runtime, add_torch_device, add_verbose, run_main
 from lut.files import atomic_write
+from search.checkpoint import check_same_run, load_checkpoint, save_checkpoint
+from search.config import CONFIG_FILE, PRESETS, ConfigError, from_cli, search_config, write_yaml
 from search.data import add_data_arguments, load_data
 from search.distributed import Dist, DistributedError, ranks_agree, setup, teardown
+from search.finalists import final_selection
 from search.latency import LatencyModel, check_proxy_space, resolve_lut
 from search.plots import plot_theta
 from search.precision import add_precision_arguments, precision_for, repeatable
@@ -65,9 +82,15 @@ from search.strategies.objective import LATENCY_LOSSES, SearchDivergedError
 from search.strategies.oneshot import FITNESS
 from search.train import TrainConfig, proxy_space_for, select_device, train_arch
 
-__all__ = ["run_search", "write_outputs", "add_search_arguments", "config_from_args", "latency_model", "main"]
+__all__ = ["run_search", "SEARCH_STATE", "write_outputs", "add_search_arguments", "config_from_args", "latency_model",
+           "main"]  # fmt: skip
 
 log = logging.getLogger(__name__)
+
+SEARCH_STATE = "search_state.pt"  # the search's checkpoint in --out
+RESUMABLE = ("fbnet", "proxyless", "darts")  # the strategies that checkpoint every epoch
+# evolution and random search checkpoint every arch they score with fitness "train"
+TRAIN_EPOCHS = 10  # default --train-epochs and --final-epochs
 
 
 def run_search(
@@ -84,6 +107,10 @@ def run_search(
     dist: Dist | None = None,
     data_options: dict[str, Any] | None = None,
     amp: bool = True,
+    resume: bool = False,
+    final_samples: int = 0,
+    final_epochs: int = TRAIN_EPOCHS,
+    config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run one search and write its outputs to `out`; returns the summary (the --json object).
     With `train_epochs`, the found arch is then trained from scratch (`search.train.train_arch`).
@@ -91,7 +118,14 @@ def run_search(
     Under torchrun (`dist`, from `search.distributed.setup`), every rank runs the same search on
     its shard of each training batch, with gradients averaged over ranks at every step; the ranks'
     θ and found arch are compared at the end (`ranks_agree`, recorded with `world_size` in
-    arch.json's info) and only rank 0 writes files."""
+    arch.json's info) and only rank 0 writes files.
+
+    The differentiable strategies write `search_state.pt` in `out` after every epoch (rank 0,
+    atomically); `resume=True` continues from it (CheckpointError when it is missing or was written
+    by a search with other settings, data, proxy or LUT). With `final_samples`, FBNet's last step
+    (`final_selection`) picks the arch. A new run first writes `config` (the CLI's whole resolved
+    configuration; by default the part this call knows: the search settings, LUT version, data,
+    proxy and the steps after the search) as config.yaml."""
     check_proxy_space(latency.space, proxy)
     check_budget(latency, cfg.max_latency_us)
     get_strategy(cfg.strategy)  # an unknown name fails before any data is loaded
@@ -100,13 +134,35 @@ def run_search(
     rows: list[dict[str, Any]] = []
     dist = dist or Dist(device=device)
     device = dist.device if dist.is_distributed else device
+    state_path = Path(out) / SEARCH_STATE
+    identity = {"config": dataclasses.asdict(cfg), "lut": latency.lut_info, "space": latency.space.name,
+                "proxy_space": proxy.name, "data": data.name, "subset": subset}  # fmt: skip
+    if dist.is_main and not resume:
+        if config is None:
+            config = {"lut": latency.lut_info.get("path") or latency.lut_info.get("id"), "data": data_spec,
+                      "subset": subset, "proxy_space": proxy.name, "train_epochs": train_epochs,
+                      "final_samples": final_samples, "final_epochs": final_epochs,
+                      **dataclasses.asdict(cfg)}  # fmt: skip
+        write_yaml(Path(out) / CONFIG_FILE, config, header=CONFIG_HEADER)
+    resume_state = None
+    if resume:
+        state = load_checkpoint(state_path, dist)
+        check_same_run(state, identity, where=str(state_path))
+        resume_state = state["search"]
+        rows = [] if resume_state.get("replay") else list(state["rows"])  # a replay logs every row again
+
+    def on_checkpoint(search_state: dict[str, Any]) -> None:
+        if dist.is_main:
+            save_checkpoint(state_path, {"identity": identity, "epoch": search_state["epoch"], "rows": rows,
+                                         "search": search_state, "world_size": dist.world_size})  # fmt: skip
 
     def on_epoch(row: dict[str, Any]) -> None:
         rows.append(row)
         if dist.is_main:
             log.info("  ".join(f"{k} {_fmt(v)}" for k, v in row.items()))
 
-    ctx = SearchContext(cfg, data.to(device), latency, proxy, device, on_epoch, progress and dist.is_main, dist)
+    ctx = SearchContext(cfg, data.to(device), latency, proxy, device, on_epoch, progress and dist.is_main, dist,
+                        on_checkpoint=on_checkpoint, resume=resume_state)  # fmt: skip
     t0 = time.perf_counter()
     precision = precision_for(device, training=False, amp=amp)
     with precision.autocast():  # lowers convolutions only: the latency term stays float32
@@ -125,6 +181,23 @@ def run_search(
         )
     samples = [{"blocks": list(s), "predicted_latency_us": latency.predict_us(s)} for s in result.samples]
     accuracy: dict[str, Any] = {"val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy}
+    candidates: list[dict[str, Any]] = []
+    if final_samples > 0:
+        if result.theta is None:
+            raise ValueError(f"--final-samples samples from θ; {cfg.strategy} has none "
+                             "(use fbnet, proxyless or darts)")  # fmt: skip
+        t1 = time.perf_counter()
+        candidates = final_selection(result.theta, final_samples, final_epochs, latency, proxy, data, cfg,
+                                     device=device, dist=dist)  # fmt: skip
+        chosen = next(c for c in candidates if c["chosen"])
+        result.info["supernet_argmax"] = {"blocks": list(result.blocks), "val_accuracy": result.val_accuracy,
+                                          "test_accuracy": result.test_accuracy}  # fmt: skip
+        result.info["accuracy_of"] = f"the arch trained from scratch {final_epochs} epochs on the weights split"
+        result.info["final_selection"] = {"samples": len(candidates), "asked": final_samples, "epochs": final_epochs,
+                                          "select_s": time.perf_counter() - t1}  # fmt: skip
+        result.blocks = tuple(chosen["blocks"])
+        predicted = latency.predict_us(result.blocks)
+        accuracy = {"val_accuracy": chosen["val_accuracy"], "test_accuracy": chosen["test_accuracy"]}
     if train_epochs > 0:
         t1 = time.perf_counter()
         trained = train_arch(result.blocks, proxy, data, TrainConfig(epochs=train_epochs, seed=cfg.seed), device=device,
@@ -147,6 +220,7 @@ def run_search(
         "search_s": elapsed_s,
         "world_size": dist.world_size,
         **{k: result.info[k] for k in ("theta_entropy", "argmax_stable_epochs", "accuracy_of") if k in result.info},
+        "resumed_from_epoch": resume_state["epoch"] if resume_state else None,
     }
     arch = Arch(
         latency.space.name,
@@ -157,7 +231,7 @@ def run_search(
     ).validate(latency.space)
     if not dist.is_main:
         return {"arch_path": None, **summary, "blocks": list(result.blocks)}
-    paths = write_outputs(out, arch, rows, result.theta, latency.blocks, samples)
+    paths = write_outputs(out, arch, rows, result.theta, latency.blocks, samples, candidates)
     return {"arch_path": str(paths["arch"]), **summary, "blocks": list(result.blocks)}
 
 
@@ -168,8 +242,10 @@ def write_outputs(
     theta: torch.Tensor | None,
     blocks: tuple[str, ...],
     samples: list[dict[str, Any]],
+    candidates: list[dict[str, Any]] | None = None,
 ) -> dict[str, Path]:
-    """arch.json, log.csv, samples.csv and (with θ) theta.csv + theta.png under `out`."""
+    """arch.json, log.csv, samples.csv, (with θ) theta.csv + theta.png and (with candidates)
+    candidates.csv under `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"arch": out / "arch.json", "log": out / "log.csv", "samples": out / "samples.csv"}
@@ -184,6 +260,15 @@ def write_outputs(
         w.writerow(["rank", "predicted_latency_us", "blocks"])
         for i, s in enumerate(samples):
             w.writerow([i, f"{s['predicted_latency_us']:.3f}", " ".join(s["blocks"])])
+    if candidates:
+        paths["candidates"] = out / "candidates.csv"
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["rank", "chosen", "predicted_latency_us", "val_accuracy", "test_accuracy", "log_prob", "blocks"])
+        for c in candidates:
+            w.writerow([c["rank"], int(c["chosen"]), f"{c['predicted_latency_us']:.3f}", f"{c['val_accuracy']:.4f}",
+                        f"{c['test_accuracy']:.4f}", f"{c['log_prob']:.4f}", " ".join(c["blocks"])])  # fmt: skip
+        atomic_write(paths["candidates"], buf.getvalue())
     if theta is not None:
         paths["theta"] = out / "theta.csv"
         with paths["theta"].open("w", newline="") as f:
@@ -202,7 +287,6 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-TRAIN_EPOCHS = 10  # default --train-epochs
 
 _FLAGS: dict[str, tuple[str, type, str]] = {
     # config field: (flag, type, help)
@@ -231,6 +315,7 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "recalib_batches": ("--recalib-batches", int, "BN recalibration batches before a path is evaluated"),
     "seed": ("--seed", int, "random seed"),
     "proxyless_paths": ("--proxyless-paths", int, "paths per layer in the proxyless arch step: 1, 2, 0 = all"),
+    "proxyless_arch_every": ("--proxyless-arch-every", int, "proxyless: an arch step after every n-th weight step"),
     "darts_order": ("--darts-order", int, "1 or 2"),
     "darts_xi": ("--darts-xi", float, "DARTS virtual-step learning rate ξ"),
     "darts_tau_end": ("--darts-tau-end", float, "DARTS mixture temperature of the last epoch (softmax(α/τ), τ 1 → this)"),
@@ -263,6 +348,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=1, help="runtime threads of the LUT (default 1)")
     add_out(p, required=True, help="output folder, e.g. runs/NAME")
     p.add_argument("--json", action="store_true", help="last line: one JSON summary object")
+    g = p.add_argument_group("configuration, resume and FBNet's last step")
+    g.add_argument("--preset", default="default", choices=list(PRESETS),
+                   help="hyperparameters: default (tuned for a few CPU minutes) or a paper's as published "
+                        "(docs/presets.md); flags given beside it override its values")  # fmt: skip
+    g.add_argument("--config", metavar="FILE",
+                   help="run the configuration in FILE (a run's config.yaml); flags given beside it override it")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the killed search in --out from its search_state.pt with its config.yaml")
+    g.add_argument("--final-samples", type=int, default=0,
+                   help="sample this many distinct archs from the final θ, train each, keep the best by "
+                        "validation accuracy (0: the argmax; default 0)")  # fmt: skip
+    g.add_argument("--final-epochs", type=int, default=TRAIN_EPOCHS,
+                   help=f"epochs each --final-samples candidate is trained from scratch (default {TRAIN_EPOCHS})")
     add_search_arguments(p)
     return p
 
@@ -321,9 +419,23 @@ def proxy_from_args(args: argparse.Namespace, latency: LatencyModel) -> Space:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
-    cfg = config_from_args(args)
+    try:
+        conf = from_cli(parser, argv, config=args.config, resume_out=args.out if args.resume else None)
+        cfg = search_config(conf).resolved()
+        get_strategy(cfg.strategy)
+    except (ConfigError, TypeError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.resume and cfg.strategy not in RESUMABLE and cfg.fitness != "train":
+        print(f"error: {cfg.strategy} search with --fitness {cfg.fitness} writes no checkpoint to resume from; "
+              f"--resume continues {', '.join(RESUMABLE)} searches and evolution / random search with "
+              "--fitness train", file=sys.stderr)  # fmt: skip
+        return 2
+    conf.update(dataclasses.asdict(cfg))  # the strategy's defaults filled in: config.yaml shows them
+    args = argparse.Namespace(**{**vars(args), **conf})
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     repeatable(args.deterministic)
@@ -339,11 +451,14 @@ def main(argv: list[str] | None = None) -> int:
                           runtime=args.runtime, threads=args.threads, root=args.luts_root)
         latency = latency_model(lut, args.latency_correction)
         proxy = proxy_from_args(args, latency)
+        conf["lut"] = str(lut.path)  # this version, whichever way it was named
         summary = run_search(cfg, latency, proxy, args.data, out=args.out, subset=args.subset,
                              device=select_device(args.torch_device), progress=args.progress,
-                             train_epochs=args.train_epochs, dist=dist, amp=args.amp,
+                             train_epochs=args.train_epochs, dist=dist, resume=args.resume,
+                             final_samples=args.final_samples, final_epochs=args.final_epochs,
+                             config=conf, amp=args.amp,
                              data_options={"classes": args.classes, "workers": args.workers})  # fmt: skip
-    except ValueError as e:  # LutError, LatencyModelError, DataError, ArchError are ValueErrors
+    except ValueError as e:  # LutError, LatencyModelError, DataError, ArchError, CheckpointError are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (SearchDivergedError, DistributedError) as e:
@@ -364,6 +479,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(summary))
     return 0
+
+
+CONFIG_HEADER = """python -m search.run: the whole configuration of this run (search.config).
+Run it again: python -m search.run --config config.yaml --out DIR [flags that override it]
+Continue it after a kill: python -m search.run --resume --out DIR"""
 
 
 def accuracy_line(summary: dict[str, Any]) -> str:

@@ -49,9 +49,14 @@ class SearchConfig:
     w_lr: float | None = None  # FBNet: 0.1
     w_momentum: float = 0.9
     w_weight_decay: float = 1e-4
+    w_nesterov: bool = False  # Nesterov momentum (ProxylessNAS's reference code)
+    w_lr_min: float = 0.0  # the cosine's floor (DARTS: 0.001)
+    w_grad_clip: float | None = None  # clip the weights' gradient to this global norm (DARTS: 5)
     # architecture parameters: Adam
     theta_lr: float = 0.1  # FBNet: 0.01 over ~90 epochs of ~1,000 steps; here ~150 steps
     theta_weight_decay: float = 5e-4  # FBNet: 5e-4
+    theta_betas: tuple[float, float] = (0.9, 0.999)  # Adam's (β1, β2) (DARTS: 0.5; ProxylessNAS: 0)
+    theta_grad_clip: float | None = None  # clip θ's gradient to this global norm before its step
     # commitment term γ(t)·Σ_l H(softmax(θ_l)) added to the architecture loss, γ ramped linearly
     # from 0 in the first search epoch to this in the last (DA²S's entropy loss, Tian et al. 2020):
     # a few hundred θ steps move θ by about a nat on CE alone; the term completes the decision the
@@ -82,6 +87,7 @@ class SearchConfig:
     recalib_batches: int = 8
     # ProxylessNAS
     proxyless_paths: int = 2  # paths per layer in the architecture step: 1, 2 (paper), 0 = all
+    proxyless_arch_every: int = 1  # with alternate="batch": an architecture step after every n-th weight step
     # DARTS
     darts_order: int = 1  # 1: first-order; 2: unrolled second-order (finite-difference HVP)
     darts_xi: float | None = None  # virtual step learning rate ξ; None = the current weight lr
@@ -133,6 +139,11 @@ class SearchContext:
     # this process's place under torchrun: training batches are sharded over ranks and every
     # optimizer step averages gradients (see `common.relaxed_setup`); a world of one otherwise
     dist: Dist = field(default_factory=Dist)
+    # checkpoint and resume (`common.EpochCheckpoint`): a differentiable strategy hands its whole
+    # state to `on_checkpoint` after every epoch, and continues from `resume` (such a state) when
+    # it is set; None: no checkpoints / a fresh start
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None
+    resume: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.cfg = self.cfg.resolved()

@@ -30,6 +30,11 @@ __all__ = [
     "make_theta_optimizer",
     "train_batches",
     "cycle_train_batches",
+    "CycleBatches",
+    "EpochCheckpoint",
+    "rng_state",
+    "set_rng_state",
+    "clip_before_step",
     "average_gradients_before_step",
     "temperature",
     "TAU_SCHEDULES",
@@ -157,22 +162,121 @@ def relaxed_setup(ctx: SearchContext, default_form: str) -> Relaxed:
     broadcast_([logits, *net.parameters(), *net.buffers()], ctx.dist)  # identical anyway: same seed
     average_gradients_before_step(w_opt, ctx.dist)
     average_gradients_before_step(a_opt, ctx.dist)
+    clip_before_step(w_opt, cfg.w_grad_clip)  # after the averaging: the norm of the global gradient
+    clip_before_step(a_opt, cfg.theta_grad_clip)
     return Relaxed(gen, form, ref_us, net, logits, net.logit_mask, w_split, a_split, epochs, w_opt, sched, a_opt)
+
+
+class EpochCheckpoint:
+    """Checkpoint and resume of a differentiable search's epoch loop (fbnet, proxyless, darts).
+
+        ckpt = EpochCheckpoint(ctx, r, track=track, arch_batches=arch_batches)
+        n_arch = ckpt.value("n_arch", 0)             # the loop's own counters, restored on resume
+        for epoch in range(ckpt.start, r.epochs):
+            ...
+            ctx.on_epoch(row)
+            ckpt.epoch_done(epoch, n_arch=n_arch)    # → ctx.on_checkpoint(state)
+
+    The state holds everything the next epoch depends on: the supernet's weights and batch-norm
+    buffers, the architecture logits, both optimizers and the learning-rate schedule, every random
+    generator (torch's, CUDA's, numpy's, Python's and the data-order generator), the `parts`
+    (objects with `state_dict` / `load_state_dict`: the architecture log, the architecture split's
+    pass) and the loop's counters. Resumed from the state after epoch e, the search runs epochs
+    e+1… exactly as the uninterrupted run does (same seed, device and threads)."""
+
+    def __init__(self, ctx: SearchContext, r: "Relaxed", **parts: Any) -> None:
+        self.ctx, self.r, self.parts = ctx, r, parts
+        self.start, self.values = 0, {}
+        if ctx.resume is not None:
+            self.load(ctx.resume)
+
+    def value(self, name: str, default: Any) -> Any:
+        """A counter of the loop as the checkpoint left it (`default` on a fresh start)."""
+        return self.values.get(name, default)
+
+    def state(self, epochs_done: int, values: dict[str, Any]) -> dict[str, Any]:
+        r = self.r
+        return {
+            "epoch": epochs_done,
+            "net": r.net.state_dict(),
+            "logits": r.logits.detach().cpu().clone(),
+            "w_opt": r.w_opt.state_dict(),
+            "sched": r.sched.state_dict(),
+            "a_opt": r.a_opt.state_dict(),
+            "rng": rng_state(self.ctx.device, r.gen),
+            "parts": {k: p.state_dict() for k, p in self.parts.items()},
+            "values": values,
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        r = self.r
+        r.net.load_state_dict(state["net"])
+        with torch.no_grad():
+            r.logits.copy_(state["logits"].to(r.logits.device))
+        r.w_opt.load_state_dict(state["w_opt"])
+        r.sched.load_state_dict(state["sched"])
+        r.a_opt.load_state_dict(state["a_opt"])
+        set_rng_state(state["rng"], self.ctx.device, r.gen)
+        for k, p in self.parts.items():
+            p.load_state_dict(state["parts"][k])
+        self.start, self.values = int(state["epoch"]), dict(state["values"])
+        log.info("resuming the search after epoch %d of %d", self.start, r.epochs)
+
+    def epoch_done(self, epoch: int, **values: Any) -> None:
+        """Hand the state after `epoch` to the context's checkpoint writer (if any)."""
+        if self.ctx.on_checkpoint is not None:
+            self.ctx.on_checkpoint(self.state(epoch + 1, values))
+
+
+def rng_state(device: torch.device, gen: torch.Generator) -> dict[str, Any]:
+    """Every random generator a search draws from, as tensors, numbers and lists."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    numpy_state = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "gauss": float(gauss)}  # fmt: skip
+    state = {
+        "torch": torch.get_rng_state(),
+        "data_order": gen.get_state(),
+        "numpy": numpy_state,
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device, gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    gen.set_state(state["data_order"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def make_w_optimizer(
     model: torch.nn.Module, cfg: SearchConfig, total_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """SGD with momentum, cosine-annealed per step to 0 over `total_steps`."""
-    opt = torch.optim.SGD(
-        model.parameters(), lr=cfg.w_lr, momentum=cfg.w_momentum, weight_decay=cfg.w_weight_decay
-    )
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps))
+    """SGD with momentum (Nesterov's with `w_nesterov`), cosine-annealed per step to `w_lr_min`
+    over `total_steps`."""
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.w_lr, momentum=cfg.w_momentum,
+                          weight_decay=cfg.w_weight_decay, nesterov=cfg.w_nesterov)  # fmt: skip
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps), eta_min=cfg.w_lr_min)
     return opt, sched
 
 
 def make_theta_optimizer(params: Iterable[torch.Tensor], cfg: SearchConfig) -> torch.optim.Adam:
-    return torch.optim.Adam(params, lr=cfg.theta_lr, weight_decay=cfg.theta_weight_decay)
+    return torch.optim.Adam(params, lr=cfg.theta_lr, betas=tuple(cfg.theta_betas), weight_decay=cfg.theta_weight_decay)
+
+
+def clip_before_step(opt: torch.optim.Optimizer, max_norm: float | None) -> None:
+    """Clip the gradient of `opt`'s parameters to `max_norm` (global L2 norm) before every step."""
+    if max_norm is None:
+        return
+    params = [p for g in opt.param_groups for p in g["params"]]
+    opt.register_step_pre_hook(lambda *_: torch.nn.utils.clip_grad_norm_(params, max_norm))
 
 
 def train_batches(
@@ -190,16 +294,59 @@ def train_batches(
 
 def cycle_train_batches(
     x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator, dist: Dist = Dist()
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+) -> "CycleBatches":
     """`train_batches` without end, a new order every pass: the architecture split feeds one batch
-    per weight step although it is smaller than the weights split."""
-    while True:
-        empty = True
-        for xb, yb in train_batches(x, y, batch_size, generator, dist):
-            empty = False
-            yield xb, yb
-        if empty:
-            raise DataError(f"{len(y)} images make no batch of at least 2 per process; use more data")
+    per weight step although it is smaller than the weights split. The iterator has
+    `state_dict()` / `load_state_dict()` (the current pass's order and position) so that a resumed
+    search continues the pass where it stopped."""
+    return CycleBatches(x, y, batch_size, generator, dist)
+
+
+class CycleBatches:
+    """The iterator `cycle_train_batches` returns. Each pass draws its order from `generator` as
+    `train_batches` does (one `randperm`, when the pass's first batch is asked for), so the batches
+    and the generator's stream are those of a plain loop over `train_batches`."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator,
+                 dist: Dist = Dist()) -> None:  # fmt: skip
+        self.x, self.y, self.batch_size, self.gen, self.dist = x, y, batch_size, generator, dist
+        self.order: torch.Tensor | None = None  # the current pass's permutation
+        self.pos = 0  # batches of the current pass already served
+        self._it: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def __iter__(self) -> "CycleBatches":
+        return self
+
+    def _pass(self, order: torch.Tensor, skip: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # the batches of `order` as train_batches cuts them (unshuffled batches of the indices)
+        cuts = train_batches(order, order, self.batch_size, None, self.dist)  # type: ignore[arg-type]
+        for i, (idx, _) in enumerate(cuts):
+            if i >= skip:
+                idx = idx.to(self.y.device)
+                yield self.x[idx], self.y[idx]
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        for _ in range(2):
+            if self._it is None:
+                self.order = torch.randperm(len(self.y), generator=self.gen)
+                self.pos, self._it = 0, self._pass(self.order, 0)
+            try:
+                batch = next(self._it)
+            except StopIteration:
+                empty, self._it = self.pos == 0, None
+                if empty:
+                    break
+                continue
+            self.pos += 1
+            return batch
+        raise DataError(f"{len(self.y)} images make no batch of at least 2 per process; use more data")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"order": self.order, "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.order, self.pos = state["order"], int(state["pos"])
+        self._it = None if self.order is None else self._pass(self.order, self.pos)
 
 
 def steps_per_epoch(n: int, batch_size: int, dist: Dist = Dist()) -> int:
@@ -265,6 +412,12 @@ class ArchLog:
             "theta_entropy": mean_entropy(logits),
             "argmax_changes": changed,
         }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"prev": self.prev.clone(), "changes": list(self.changes)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.prev, self.changes = state["prev"].clone(), list(state["changes"])
 
     def stable_epochs(self) -> int:
         """Trailing epochs in which no layer's argmax changed."""

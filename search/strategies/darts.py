@@ -32,7 +32,18 @@ import torch
 import torch.nn.functional as F
 
 from .base import SearchContext, SearchResult, register_strategy
-from .common import ArchLog, accuracy, bar, commitment, cycle_train_batches, entropy_weight, finish, relaxed_setup, train_batches
+from .common import (
+    ArchLog,
+    EpochCheckpoint,
+    accuracy,
+    bar,
+    commitment,
+    cycle_train_batches,
+    entropy_weight,
+    finish,
+    relaxed_setup,
+    train_batches,
+)
 from .objective import check_finite_step, latency_loss, objective_value
 
 
@@ -50,14 +61,15 @@ class DARTS:
         params = list(net.parameters())
         track = ArchLog(lat, alpha + mask)
         arch_batches = cycle_train_batches(xa, ya, cfg.batch_size, gen, ctx.dist)
-        xi_used: list[float] = []  # ξ of every second-order step (the log shows the last)
-        n_arch = 0
+        ckpt = EpochCheckpoint(ctx, r, track=track, arch_batches=arch_batches)  # resume, checkpoints
+        xi_used: list[float] = list(ckpt.value("xi_used", []))  # ξ of every second-order step (log: the last)
+        n_arch = ckpt.value("n_arch", 0)
 
         def ce_of(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             out = net(x, weights, threshold=cfg.mask_threshold)
             return F.cross_entropy(out, y), out
 
-        tau = 1.0  # the mixture's temperature in the current epoch
+        tau = ckpt.value("tau", 1.0)  # the mixture's temperature in the current epoch
 
         def mixture() -> torch.Tensor:
             return torch.softmax((alpha + mask) / tau, dim=-1)
@@ -96,7 +108,7 @@ class DARTS:
             check_finite_step(a_opt, [alpha], where=f"darts α step {n_arch}", loss=loss.item())
             return ce_acc[0].item(), ce_acc[1].item(), objective_value(loss, form)
 
-        for epoch in bar(range(total), ctx, "darts", total):
+        for epoch in bar(range(ckpt.start, total), ctx, "darts", total - ckpt.start):
             t0 = time.perf_counter()
             warm, gamma = epoch < cfg.warmup_epochs, entropy_weight(cfg, epoch)
             tau = mixture_temperature(cfg, epoch)
@@ -119,6 +131,7 @@ class DARTS:
                 row["xi"] = xi_used[-1] if xi_used else float("nan")
             row.update(track.columns((alpha + mask) / tau), epoch_s=time.perf_counter() - t0)
             ctx.on_epoch(row)
+            ckpt.epoch_done(epoch, n_arch=n_arch, xi_used=list(xi_used), tau=tau)
         info = {"darts_order": cfg.darts_order, "arch_steps": n_arch, "tau_end": tau,
                 "xi": "the current weight lr" if cfg.darts_xi is None else cfg.darts_xi}  # fmt: skip
         if xi_used:

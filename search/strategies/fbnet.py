@@ -45,6 +45,7 @@ from search.data import batches
 from .base import SearchContext, SearchResult, register_strategy
 from .common import (
     ArchLog,
+    EpochCheckpoint,
     accuracy,
     bar,
     commitment,
@@ -71,7 +72,8 @@ class FBNet:
         (xw, yw), (xa, ya), total, w_opt, sched, t_opt = r.w_split, r.a_split, r.epochs, r.w_opt, r.sched, r.a_opt
         track = ArchLog(lat, theta + mask)
         arch_batches = cycle_train_batches(xa, ya, cfg.batch_size, gen, ctx.dist)
-        n_arch = 0
+        ckpt = EpochCheckpoint(ctx, r, track=track, arch_batches=arch_batches)  # resume, checkpoints
+        n_arch = ckpt.value("n_arch", 0)
 
         def w_step(x: torch.Tensor, y: torch.Tensor, tau: float) -> tuple[float, ...]:
             m = F.gumbel_softmax((theta + mask).detach(), tau=tau, hard=False, dim=-1)
@@ -100,7 +102,7 @@ class FBNet:
             net.requires_grad_(True)
             return ce.item(), accuracy(out, y).item(), objective_value(loss, form), sum(net.active_paths) / len(net.active_paths)
 
-        for epoch in bar(range(total), ctx, "fbnet", total):
+        for epoch in bar(range(ckpt.start, total), ctx, "fbnet", total - ckpt.start):
             t0 = time.perf_counter()
             tau, gamma = temperature(cfg, epoch), entropy_weight(cfg, epoch)
             warm = epoch < cfg.warmup_epochs
@@ -115,6 +117,7 @@ class FBNet:
             if warm:
                 a_stats = self._eval_relaxed(ctx, net, theta + mask, tau, xa, ya, ref_us, form)
             ctx.on_epoch(self._row(epoch, warm, tau, gamma, w_stats, a_stats, theta + mask, track, t0))
+            ckpt.epoch_done(epoch, n_arch=n_arch)
         return finish(ctx, r, theta, track, {"tau_final": temperature(cfg, total - 1), "arch_steps": n_arch})
 
     @staticmethod

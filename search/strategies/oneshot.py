@@ -127,6 +127,11 @@ class ShortTraining(_Fitness):
         self.space = ctx.space
         self.accuracy_of = f"the arch trained from scratch {ctx.cfg.fitness_epochs} epochs on the weights split"
         self.scores: dict[tuple[int, ...], tuple[float, float]] = {}  # arch → (val, test) accuracy
+        # checkpoint and resume: the scores are the whole state of the search. Every arch is trained
+        # with the same seeds, and the strategy draws its archs from its own generator, so a resumed
+        # search replays its draws from the start and takes the archs scored before from here.
+        if ctx.resume is not None:
+            self.scores = {tuple(k): (float(v), float(t)) for k, v, t in ctx.resume["scores"]}
 
     def train(self) -> None:
         return None  # nothing shared to train
@@ -156,6 +161,9 @@ class ShortTraining(_Fitness):
             model.eval()
             self.scores[key] = (evaluate(model, self.xa, self.ya)[1],
                                 evaluate(model, self.ctx.data.x_test, self.ctx.data.y_test)[1])  # fmt: skip
+            if self.ctx.on_checkpoint is not None:
+                self.ctx.on_checkpoint({"epoch": len(self.scores), "replay": True,
+                                        "scores": [[list(k), v, t] for k, (v, t) in self.scores.items()]})  # fmt: skip
         return self.scores[key]
 
     def accuracy(self, idx: torch.Tensor) -> float:

@@ -35,7 +35,18 @@ import torch.nn.functional as F
 from search.supernet import Supernet
 
 from .base import SearchContext, SearchResult, register_strategy
-from .common import ArchLog, accuracy, bar, commitment, cycle_train_batches, entropy_weight, finish, relaxed_setup, train_batches
+from .common import (
+    ArchLog,
+    EpochCheckpoint,
+    accuracy,
+    bar,
+    commitment,
+    cycle_train_batches,
+    entropy_weight,
+    finish,
+    relaxed_setup,
+    train_batches,
+)
 from .objective import check_finite_step, latency_loss, objective_value
 
 
@@ -50,6 +61,8 @@ class ProxylessNAS:
 
     def run(self, ctx: SearchContext) -> SearchResult:
         cfg, lat, dev = ctx.cfg, ctx.latency, ctx.device
+        if cfg.proxyless_arch_every < 1:
+            raise ValueError(f"proxyless_arch_every must be ≥ 1, got {cfg.proxyless_arch_every}")
         if cfg.proxyless_paths < 0:
             raise ValueError(f"proxyless_paths must be 0 (all), 1 or more, got {cfg.proxyless_paths}")
         r = relaxed_setup(ctx, "add")
@@ -58,7 +71,9 @@ class ProxylessNAS:
         max_paths = {"weight_step": 0, "arch_step": 0}
         track = ArchLog(lat, alpha + mask)
         arch_batches = cycle_train_batches(xa, ya, cfg.batch_size, gen, ctx.dist)
-        n_arch = 0
+        ckpt = EpochCheckpoint(ctx, r, track=track, arch_batches=arch_batches)  # resume, checkpoints
+        max_paths.update(ckpt.value("max_paths", {}))
+        n_arch = ckpt.value("n_arch", 0)
 
         def w_step(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
             p = torch.softmax((alpha + mask).detach(), dim=-1)
@@ -95,14 +110,14 @@ class ProxylessNAS:
             net.requires_grad_(True)
             return ce.item(), accuracy(out, y).item(), objective_value(loss, form)
 
-        for epoch in bar(range(total), ctx, "proxyless", total):
+        for epoch in bar(range(ckpt.start, total), ctx, "proxyless", total - ckpt.start):
             t0 = time.perf_counter()
             warm, gamma = epoch < cfg.warmup_epochs, entropy_weight(cfg, epoch)
             net.train()
             w_stats, a_stats = [], []
-            for x, y in train_batches(xw, yw, cfg.batch_size, gen, ctx.dist):
+            for i, (x, y) in enumerate(train_batches(xw, yw, cfg.batch_size, gen, ctx.dist)):
                 w_stats.append(w_step(x, y))
-                if not warm and cfg.alternate == "batch":
+                if not warm and cfg.alternate == "batch" and (i + 1) % cfg.proxyless_arch_every == 0:
                     a_stats.append(arch_step(*next(arch_batches), gamma))
             if not warm and cfg.alternate == "epoch":
                 a_stats = [arch_step(x, y, gamma) for x, y in train_batches(xa, ya, cfg.batch_size, gen, ctx.dist)]
@@ -118,6 +133,7 @@ class ProxylessNAS:
                 **track.columns(alpha + mask),
                 "epoch_s": time.perf_counter() - t0,
             })  # fmt: skip
+            ckpt.epoch_done(epoch, n_arch=n_arch, max_paths=dict(max_paths))
         return finish(ctx, r, alpha, track, {"max_active_paths": max_paths, "arch_steps": n_arch,
                                              "proxyless_paths": cfg.proxyless_paths})  # fmt: skip
 
