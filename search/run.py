@@ -5,7 +5,12 @@
     python -m search.run --lut ... --target-latency-ms 12 --out runs/at_12ms   # soft target
 
 The LUT fixes the latency (its space, e.g. `fbnet` at 224×224); the supernet trains on a proxy of
-the same family (`--resolution`, `--width`, default 32 and 0.25) so that it fits on a CPU.
+the same family (`--resolution`, `--width`, default 32 and 0.25) so that it fits on a CPU, with
+every stem / stage width at least 16 channels and the reduced-stride schedule that keeps each
+searchable layer's input at least as large as its largest kernel (`search.space.proxy_space`;
+`--proxy-space NAME` trains on any other proxy of the family, e.g. fbnet-r32-w0.25 with the LUT's
+strides). arch.json records the proxy (`proxy_space`) and each layer's input size on it
+(`proxy_input_sizes`, one entry per searchable layer).
 Outputs in `--out`:
 
     arch.json    the found arch in the LUT's space: blocks, predicted latency (the number
@@ -17,16 +22,22 @@ Outputs in `--out`:
     samples.csv  the K sampled archs and their predicted latency
 
 Accuracies of the found arch, each named for its split (the train split of the data is divided
-into the weights split and the validation split — the architecture split, which no weight step
-sees; the test split is the dataset's own):
+into the weights split and the architecture split; the test split is the dataset's own, and no
+step of the search sees it), the test split's first:
 
-    val_accuracy           supernet weights, BN statistics recalibrated on the weights split,
-                           measured on the validation split (evolution and random search with
-                           their default fitness: the arch trained --fitness-epochs from scratch
-                           on the weights split; `accuracy_of` says which)
-    test_accuracy          the same weights on the test split
+    test_accuracy          supernet weights, BN statistics recalibrated on the weights split,
+                           measured on the test split (evolution and random search with their
+                           default fitness: the arch trained --fitness-epochs from scratch on the
+                           weights split; `accuracy_of` says which)
+    arch_split_accuracy    the same weights on the architecture split: the split θ was fitted on
+                           (evolution / random: the split their fitness selected on), so not held
+                           out — it flatters the found arch
     trained_test_accuracy  the arch trained from scratch (`search.train`) for --train-epochs on
                            the whole train split, measured on the test split (absent with 0)
+
+`supernet` in the summary says whether the supernet collapsed: its train accuracy at the end
+against its peak after warm-up (log.csv: train_acc_peak, train_acc_vs_peak; a warning when the
+end is below 0.9 × the peak).
 
 With `--json` the last line printed is one JSON object (arch_path, predicted_latency_us, the
 accuracies above, theta_entropy, ...). The workflow: profile → search → measure:
@@ -55,12 +66,12 @@ from search.data import load_data
 from search.distributed import Dist, DistributedError, ranks_agree, setup, teardown
 from search.latency import LatencyModel, check_proxy_space, resolve_lut
 from search.plots import plot_theta
-from search.space import Arch, Space, get_space
+from search.space import Arch, Space, get_space, proxy_space
 from search.strategies import STRATEGIES, STRATEGY_DEFAULTS, SearchConfig, SearchContext, get_strategy
 from search.strategies.common import ALTERNATE, TAU_SCHEDULES, check_budget
 from search.strategies.objective import LATENCY_LOSSES, SearchDivergedError
 from search.strategies.oneshot import FITNESS
-from search.train import TrainConfig, proxy_space_for, select_device, train_arch
+from search.train import TrainConfig, select_device, train_arch
 
 __all__ = ["run_search", "write_outputs", "add_search_arguments", "config_from_args", "latency_model", "main"]
 
@@ -117,7 +128,7 @@ def run_search(
             f"{cfg.strategy} returned an arch of {predicted:.0f} µs over the {budget:.0f} µs budget"
         )
     samples = [{"blocks": list(s), "predicted_latency_us": latency.predict_us(s)} for s in result.samples]
-    accuracy: dict[str, Any] = {"val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy}
+    accuracy: dict[str, Any] = {"test_accuracy": result.test_accuracy, "arch_split_accuracy": result.arch_split_accuracy}
     if train_epochs > 0:
         t1 = time.perf_counter()
         trained = train_arch(result.blocks, proxy, data, TrainConfig(epochs=train_epochs, seed=cfg.seed), device=device,
@@ -135,10 +146,11 @@ def run_search(
         "latency_correction": latency.correction_info,
         "space": latency.space.name,
         "proxy_space": proxy.name,
+        "proxy_input_sizes": [layer.h for layer in proxy.layers()],
         "data": data.name,
         "search_s": elapsed_s,
         "world_size": dist.world_size,
-        **{k: result.info[k] for k in ("theta_entropy", "argmax_stable_epochs", "accuracy_of") if k in result.info},
+        **{k: result.info[k] for k in ("theta_entropy", "argmax_stable_epochs", "accuracy_of", "supernet") if k in result.info},
     }
     arch = Arch(
         latency.space.name,
@@ -307,7 +319,7 @@ def latency_model(lut: Any, correction: str = "auto") -> LatencyModel:
 def proxy_from_args(args: argparse.Namespace, latency: LatencyModel) -> Space:
     if args.proxy_space:
         return get_space(args.proxy_space)
-    return proxy_space_for(latency.space, args.resolution, args.width)
+    return proxy_space(latency.space, args.resolution, args.width)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -355,10 +367,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def accuracy_line(summary: dict[str, Any]) -> str:
+    """Test accuracy first; the architecture split's is named as the split the search fitted on."""
     of = summary.get("accuracy_of", "supernet weights (BN recalibrated)")
-    line = f"accuracy with {of}: validation {summary['val_accuracy']:.4f}, test {summary['test_accuracy']:.4f}"
+    line = ""
     if "trained_test_accuracy" in summary:
-        line += f"; trained from scratch ({summary['trained_epochs']} epochs): test {summary['trained_test_accuracy']:.4f}"
+        line = f"test accuracy trained from scratch ({summary['trained_epochs']} epochs): {summary['trained_test_accuracy']:.4f}; "
+    line += (f"with {of}: test {summary['test_accuracy']:.4f}, "
+             f"architecture split (fitted on, not held out) {summary['arch_split_accuracy']:.4f}")  # fmt: skip
+    sup = summary.get("supernet") or {}
+    if sup.get("collapsed"):
+        line += (f"\nwarning: the supernet collapsed (train accuracy ended at {sup['train_acc_final']:.3f}, "
+                 f"{sup['train_acc_final_vs_peak']:.0%} of its post-warm-up peak {sup['train_acc_peak']:.3f})")  # fmt: skip
     return line
 
 
