@@ -69,6 +69,7 @@ from search.plots import plot_theta
 from search.space import Arch, Space, get_space, proxy_space
 from search.strategies import STRATEGIES, STRATEGY_DEFAULTS, SearchConfig, SearchContext, get_strategy
 from search.strategies.common import ALTERNATE, TAU_SCHEDULES, check_budget
+from search.strategies.fbnet import GUMBEL
 from search.strategies.objective import LATENCY_LOSSES, SearchDivergedError
 from search.strategies.oneshot import FITNESS
 from search.train import TrainConfig, select_device, train_arch
@@ -222,6 +223,7 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "tau_end": ("--tau-end", float, "temperature of the last epoch (fitted schedule)"),
     "tau_decay": ("--tau-decay", float, "τ ← τ0·exp(−decay·epoch) (the paper's form with this decay)"),
     "mask_threshold": ("--mask-threshold", float, "skip mixed-op paths with mask ≤ this"),
+    "gumbel": ("--gumbel", str, "fbnet masks: soft (every path weighted) | hard (one sampled path, straight-through)"),
     "latency_loss": ("--latency-loss", str, "mul | add | target | none (default: the strategy's own)"),
     "alpha": ("--alpha", float, "α of CE·α·log(LAT)^β"),
     "beta": ("--beta", float, "β of CE·α·log(LAT)^β"),
@@ -252,6 +254,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "tau_schedule": tuple(TAU_SCHEDULES),
     "latency_loss": LATENCY_LOSSES,
     "fitness": tuple(FITNESS),
+    "gumbel": GUMBEL,
 }
 
 

@@ -68,6 +68,13 @@ class SearchConfig:
     tau_end: float = 0.1  # temperature of the last epoch (fitted schedule)
     tau_decay: float | None = None  # τ ← τ·exp(−tau_decay) per epoch; None = schedule's (paper 0.045)
     mask_threshold: float = 1e-2  # mixed-op paths with mask weight ≤ this are not run
+    # FBNet masks. "hard" (default): the straight-through form (GDAS, Dong & Yang 2019): the
+    # forward runs the one path a Gumbel-max sample of softmax(θ) picks, the gradient to θ is the
+    # soft mask's; the weights only ever train paths that run alone, as the found arch will, so
+    # nothing changes when θ commits. "soft": GumbelSoftmax(θ, τ) weights every path (the paper);
+    # its weights co-adapt as a mixture and lose most of their accuracy when the paths commit
+    # (docs/search.md)
+    gumbel: str = "hard"
     # latency term (see strategies/objective.py)
     # None = the strategy's own form: fbnet "mul"; proxyless, darts "add"; evolution, random "none";
     # with target_latency_ms: "target" for every strategy

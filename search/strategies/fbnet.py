@@ -59,6 +59,8 @@ from .objective import check_finite_step, latency_loss, objective_value
 
 log = logging.getLogger(__name__)
 
+GUMBEL = ("soft", "hard")
+
 
 @register_strategy("fbnet")
 class FBNet:
@@ -72,9 +74,12 @@ class FBNet:
         track = ArchLog(lat, theta + mask)
         arch_batches = cycle_train_batches(xa, ya, cfg.batch_size, gen, ctx.dist)
         n_arch = 0
+        if cfg.gumbel not in GUMBEL:
+            raise ValueError(f"gumbel must be one of {', '.join(GUMBEL)}, got {cfg.gumbel!r}")
+        hard = cfg.gumbel == "hard"
 
         def w_step(x: torch.Tensor, y: torch.Tensor, tau: float) -> tuple[float, ...]:
-            m = F.gumbel_softmax((theta + mask).detach(), tau=tau, hard=False, dim=-1)
+            m = F.gumbel_softmax((theta + mask).detach(), tau=tau, hard=hard, dim=-1)
             out = net(x, m, threshold=cfg.mask_threshold)
             ce = F.cross_entropy(out, y)
             w_opt.zero_grad(set_to_none=True)
@@ -86,7 +91,7 @@ class FBNet:
         def theta_step(x: torch.Tensor, y: torch.Tensor, tau: float, gamma: float) -> tuple[float, ...]:
             nonlocal n_arch
             net.requires_grad_(False)  # θ step: no weight gradients are computed
-            m = F.gumbel_softmax(theta + mask, tau=tau, hard=False, dim=-1)
+            m = F.gumbel_softmax(theta + mask, tau=tau, hard=hard, dim=-1)
             out = net(x, m, threshold=cfg.mask_threshold)
             ce = F.cross_entropy(out, y)
             # a target is met by the arch θ converges to: compare it with the expected latency under
@@ -123,7 +128,7 @@ class FBNet:
         stats = []
         with torch.no_grad():
             for xb, yb in batches(x, y, ctx.cfg.batch_size, min_size=2):
-                m = F.gumbel_softmax(logits, tau=tau, hard=False, dim=-1)
+                m = F.gumbel_softmax(logits, tau=tau, hard=ctx.cfg.gumbel == "hard", dim=-1)
                 out = net(xb, m, threshold=ctx.cfg.mask_threshold)
                 ce = F.cross_entropy(out, yb)
                 loss = latency_loss(ce, ctx.latency.expected_us(m), ctx.cfg, ref_us, form)
