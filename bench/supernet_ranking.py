@@ -2,7 +2,8 @@
 latency, each scored with the searched supernet's weights and trained from scratch.
 
     python -m bench.supernet_ranking --lut LUT [--luts-root luts] [--archs 10] [--tolerance 0.05]
-        [--reference fbnet_b] [--train-epochs 10] [--seed 0] [--subset N] [--plot PNG] [--json]
+        [--reference fbnet_b] [--train-epochs 10] [--seed 0] [--subset N] [--epochs E]
+        [--warmup-epochs W] [--plot PNG] [--json]
 
 One default FBNet search (`search.run`'s defaults, its proxy, the soft target at the reference
 arch's latency on the LUT) trains the supernet. Then `--archs` distinct random archs within
@@ -56,14 +57,15 @@ def supernet_ranking(
     seed: int = 0,
     data_spec: str = "digits",
     subset: int | None = None,
-    cfg: SearchConfig | None = None,
+    epochs: int | None = None,
+    warmup_epochs: int | None = None,
 ) -> dict[str, Any]:
     """The search, the archs, both accuracies per arch and the rank correlations (see above)."""
     latency = latency_model(lut)
     proxy = proxy_space(latency.space)
     data = load_data(data_spec, resolution=proxy.resolution, subset=subset)
     target_us = latency.predict_us(reference_arch(reference, latency.space.name).blocks)
-    cfg = SearchConfig(seed=seed, target_latency_ms=target_us / 1000) if cfg is None else cfg
+    cfg = SearchConfig(seed=seed, target_latency_ms=target_us / 1000, epochs=epochs, warmup_epochs=warmup_epochs)
     t0 = time.perf_counter()
     result = get_strategy(cfg.strategy).run(SearchContext(cfg, data, latency, proxy))
     search_s = time.perf_counter() - t0
@@ -138,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default="digits")
     p.add_argument("--subset", type=int)
+    p.add_argument("--epochs", type=int, help="search epochs (default: the strategy's)")
+    p.add_argument("--warmup-epochs", type=int, help="search warm-up epochs (default: the strategy's)")
     p.add_argument("--plot", help="write the scatter plot here")
     p.add_argument("--torch-threads", type=int)
     p.add_argument("--json", action="store_true")
@@ -148,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = supernet_ranking(load_lut(args.lut, root=args.luts_root), archs=args.archs, tolerance=args.tolerance,
                                   reference=args.reference, train_epochs=args.train_epochs, seed=args.seed,
-                                  data_spec=args.data, subset=args.subset)  # fmt: skip
+                                  data_spec=args.data, subset=args.subset,
+                                  epochs=args.epochs, warmup_epochs=args.warmup_epochs)  # fmt: skip
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
