@@ -15,9 +15,9 @@
 
 Every source yields a fixed train/test split (the dataset's own, or a seeded 80/20 split for
 digits and flat image folders). Search then splits the train part again: `w_fraction` (FBNet:
-80%) trains the weights, the rest — the validation split — the architecture parameters. A run
-reports the found arch's accuracy on the validation split (`val_accuracy`) and on the test split
-(`test_accuracy`). Inputs are normalised with the train part's per-channel mean and std.
+80%) trains the weights, the rest — the architecture split — the architecture parameters. A run
+reports the found arch's accuracy on the test split (`test_accuracy`) and on the architecture
+split (`arch_split_accuracy`: θ was fitted on it, so it is not held out). Inputs are normalised with the train part's per-channel mean and std.
 Images are resized once, at load time, so an epoch is tensor slicing only.
 """
 

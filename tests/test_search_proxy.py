@@ -118,3 +118,17 @@ def test_reference_arch_is_the_named_arch_in_the_luts_space() -> None:
     assert ref.space == "fbnet-r32-w0.25" and len(ref.blocks) == 22
     with pytest.raises(ValueError, match="not of"):
         reference_arch("fbnet_b", "proxyless_mobile")
+
+
+def test_the_report_leads_with_test_accuracy_and_says_when_the_supernet_collapsed() -> None:
+    from search.run import accuracy_line
+
+    summary = {"test_accuracy": 0.8, "arch_split_accuracy": 0.85, "trained_test_accuracy": 0.95, "trained_epochs": 10,
+               "supernet": {"collapsed": False}}  # fmt: skip
+    line = accuracy_line(summary)
+    assert line.index("0.9500") < line.index("0.8000") < line.index("0.8500")
+    assert "fitted on, not held out" in line and "collapsed" not in line
+    summary["supernet"] = {"collapsed": True, "train_acc_final": 0.14, "train_acc_final_vs_peak": 0.22,
+                           "train_acc_peak": 0.64}  # fmt: skip
+    assert "warning: the supernet collapsed (train accuracy ended at 0.140, 22% of its post-warm-up peak 0.640)" in (
+        accuracy_line(summary))

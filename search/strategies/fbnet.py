@@ -21,6 +21,13 @@ of the loss): β is the knob that trades accuracy for latency. A soft target
 carries the commitment term γ(t)·Σ_l H(softmax(θ_l)) (`entropy_weight`, see `SearchConfig`),
 which makes θ itself sharpen within the epochs asked for.
 
+Masks (`gumbel`): "hard" (default) is the straight-through Gumbel-softmax (GDAS, Dong & Yang,
+CVPR 2019): the forward runs the one block per layer that a Gumbel-max sample of softmax(θ) picks
+(m is one-hot in value) and θ's gradient is the soft mask's. The weights then only ever train
+single paths, as the found arch runs; with "soft" (the paper) they learn as a mixture of all nine
+blocks at τ = 5 and lose two thirds of their train accuracy when the paths commit
+(docs/search.md). With hard masks `active_paths` is 1 throughout.
+
 τ follows `common.temperature`: by default geometric from τ0 to `tau_end` over the epochs asked
 for, so that the masks reach near one-hot at the end of any run; the paper's schedule (τ0 = 5,
 ×exp(−0.045) per epoch) is `tau_schedule="paper"`. After search: the argmax of θ (under the hard
