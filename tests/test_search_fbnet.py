@@ -202,7 +202,8 @@ def test_cli_outputs_are_complete_and_reproducible_with_a_seed(tmp_path, write_s
     assert (out / "theta.png").stat().st_size > 0
 
     # same seed in this process → the same θ and arch
-    again = run_search(replace(TINY, seed=3), lat, PROXY, out=tmp_path / "runs" / "b", subset=SUBSET)
+    default_proxy = proxy_space(get_space("fbnet"))  # what the CLI trained on
+    again = run_search(replace(TINY, seed=3), lat, default_proxy, out=tmp_path / "runs" / "b", subset=SUBSET)
     assert again["blocks"] == list(arch.blocks)
     torch.testing.assert_close(_read_theta(out / "theta.csv"), _read_theta(tmp_path / "runs" / "b" / "theta.csv"))
 
@@ -212,7 +213,7 @@ def test_cli_outputs_are_complete_and_reproducible_with_a_seed(tmp_path, write_s
     result = json.loads(train.stdout.strip().splitlines()[-1])
     n_test = 16  # --subset 64 keeps 64·359/1438 ≈ 16 test images: the accuracy counts them
     assert result["test_accuracy"] * n_test == pytest.approx(round(result["test_accuracy"] * n_test))
-    assert result["proxy_space"] == PROXY.name
+    assert result["proxy_space"] == default_proxy.name  # search.train trains on the search's proxy
 
 
 def _scaled_path(net: Supernet, x: torch.Tensor, idx: torch.Tensor, w: float) -> torch.Tensor:
