@@ -234,11 +234,10 @@ def verdict_line(label: str, v: dict[str, Any]) -> str:
     if v["own_test_accuracy"] is not None and v["rival_test_accuracy"] is not None:
         acc = f" (test accuracy {v['own_test_accuracy']:.3f} vs {v['rival_test_accuracy']:.3f})"
     if v["own_wins"]:
-        return (f"- on {label} its own arch wins: {v['own_us'] / 1000:.2f} ms, {v['margin']:.1%} faster than the "
-                f"fastest arch searched elsewhere ({v['rival']}, {v['rival_us'] / 1000:.2f} ms){acc}")  # fmt: skip
-    return (f"- on {label} its own arch does not win: {v['own_us'] / 1000:.2f} ms, the arch searched on "
-            f"{v['rival']} runs {v['rival_us'] / 1000:.2f} ms there ({-v['margin']:.1%} less time taken by the own arch "
-            f"would tie){acc}")  # fmt: skip
+        return (f"- on {label} its own arch wins: {v['own_us'] / 1000:.2f} ms; the fastest arch searched elsewhere "
+                f"({v['rival']}) takes {v['rival_us'] / 1000:.2f} ms there, {v['margin']:.1%} longer{acc}")  # fmt: skip
+    return (f"- on {label} its own arch does not win: {v['own_us'] / 1000:.2f} ms; the arch searched on "
+            f"{v['rival']} takes {v['rival_us'] / 1000:.2f} ms there, {1 - v['rival_us'] / v['own_us']:.1%} less{acc}")  # fmt: skip
 
 
 def write_report(out: Path, report: dict[str, Any]) -> None:
