@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 rows.append({"strategy": strategy, "knob": knob, "value": v, "predicted_ms": ms,
                              "target_error_pct": 100 * (ms / v - 1) if knob == "target_ms" else None,
                              "theta_entropy": s.get("theta_entropy"), "argmax_stable_epochs": s.get("argmax_stable_epochs"),
-                             "val_accuracy": s["val_accuracy"], "test_accuracy": s["test_accuracy"],
+                             "val_accuracy": s["arch_split_accuracy"], "test_accuracy": s["test_accuracy"],
                              "trained_test_accuracy": s.get("trained_test_accuracy"), "search_s": s["search_s"]})  # fmt: skip
                 print_row(rows[-1])
             verdict = {"strategy": strategy, "knob": knob, "monotone": is_monotone(knob, values, lat_ms)}

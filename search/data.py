@@ -19,8 +19,9 @@ Every source yields a fixed train/test split (the dataset's own, or a seeded 80/
 digits and flat image folders). `classes=K` keeps a seeded sample of K classes (FBNet's
 ImageNet-100 is `imagefolder:IMAGENET --classes 100`); `Dataset.classes` names them. Search then
 splits the train part again: `w_fraction` (FBNet: 80%) trains the weights, the rest — the
-validation split — the architecture parameters. A run reports the found arch's accuracy on the
-validation split (`val_accuracy`) and on the test split (`test_accuracy`).
+architecture split — the architecture parameters. A run reports the found arch's accuracy on the
+test split (`test_accuracy`) and on the architecture split (`arch_split_accuracy`: θ was fitted on
+it, so it is not held out).
 
 Memory. Digits are held as float tensors at the proxy resolution. CIFAR is held as its uint8
 pixels (150 MB for CIFAR-10) and an image folder as its file names only: both are `ImageSet`s,

@@ -72,7 +72,8 @@ def resolve_lut(
 
 
 def check_proxy_space(target: Space, proxy: Space) -> None:
-    """The proxy must be the same family with the same layers and candidates per layer."""
+    """The proxy must be the same family with the same layers and candidates per layer; it may
+    run a layer at stride 1 where the LUT's has 2 (a reduced-stride proxy), never the reverse."""
     t_layers, p_layers = target.layers(), proxy.layers()
     if target.family != proxy.family or len(t_layers) != len(p_layers):
         raise LatencyModelError(
@@ -81,11 +82,11 @@ def check_proxy_space(target: Space, proxy: Space) -> None:
             f"family, e.g. {target.family}-r32-w0.25"
         )
     for t, p in zip(t_layers, p_layers):
-        if target.candidates(t) != proxy.candidates(p) or t.stride != p.stride:
+        if target.candidates(t) != proxy.candidates(p) or p.stride > t.stride:
             raise LatencyModelError(
                 f"layer {t.index}: proxy {proxy.name!r} allows {proxy.candidates(p)} with stride "
                 f"{p.stride}, the LUT space {target.name!r} {target.candidates(t)} with stride "
-                f"{t.stride}; the proxy must keep the candidate lists and strides"
+                f"{t.stride}; the proxy must keep the candidate lists and no stride may grow"
             )
 
 

@@ -3,10 +3,15 @@
     python -m search.run --lut luts/pixel7/fbnet/executorch-t1 --strategy fbnet \\
         --data digits --epochs 8 --beta 0.6 --out runs/fbnet_pixel7 [--json]
     python -m search.run --lut ... --target-latency-ms 12 --out runs/at_12ms   # soft target
-    python -m search.run --lut ... --data imagefolder:IMAGENET --classes 100 --device-train cuda --out runs/in100
+    python -m search.run --lut ... --data imagefolder:IMAGENET --classes 100 --torch-device cuda --out runs/in100
 
 The LUT fixes the latency (its space, e.g. `fbnet` at 224×224); the supernet trains on a proxy of
-the same family (`--resolution`, `--width`, default 32 and 0.25) so that it fits on a CPU.
+the same family (`--resolution`, `--width`, default 32 and 0.25) so that it fits on a CPU, with
+every stem / stage width at least 16 channels and the reduced-stride schedule that keeps each
+searchable layer's input at least as large as its largest kernel (`search.space.proxy_space`;
+`--proxy-space NAME` trains on any other proxy of the family, e.g. fbnet-r32-w0.25 with the LUT's
+strides). arch.json records the proxy (`proxy_space`) and each layer's input size on it
+(`proxy_input_sizes`, one entry per searchable layer).
 Outputs in `--out`:
 
     arch.json    the found arch in the LUT's space: blocks, predicted latency (the number
@@ -31,16 +36,22 @@ search of a few minutes on a laptop CPU), `fbnet-paper`, `proxyless-paper`, `dar
 paper's hyperparameters as published).
 
 Accuracies of the found arch, each named for its split (the train split of the data is divided
-into the weights split and the validation split — the architecture split, which no weight step
-sees; the test split is the dataset's own):
+into the weights split and the architecture split; the test split is the dataset's own, and no
+step of the search sees it), the test split's first:
 
-    val_accuracy           supernet weights, BN statistics recalibrated on the weights split,
-                           measured on the validation split (evolution and random search with
-                           their default fitness: the arch trained --fitness-epochs from scratch
-                           on the weights split; `accuracy_of` says which)
-    test_accuracy          the same weights on the test split
+    test_accuracy          supernet weights, BN statistics recalibrated on the weights split,
+                           measured on the test split (evolution and random search with their
+                           default fitness: the arch trained --fitness-epochs from scratch on the
+                           weights split; `accuracy_of` says which)
+    arch_split_accuracy    the same weights on the architecture split: the split θ was fitted on
+                           (evolution / random: the split their fitness selected on), so not held
+                           out — it flatters the found arch
     trained_test_accuracy  the arch trained from scratch (`search.train`) for --train-epochs on
                            the whole train split, measured on the test split (absent with 0)
+
+`supernet` in the summary says whether the supernet collapsed: its train accuracy at the end
+against its peak after warm-up (log.csv: train_acc_peak, train_acc_vs_peak; a warning when the
+end is below 0.9 × the peak).
 
 With `--json` the last line printed is one JSON object (arch_path, predicted_latency_us, the
 accuracies above, theta_entropy, ...). The workflow: profile → search → measure:
@@ -75,12 +86,13 @@ from search.finalists import final_selection
 from search.latency import LatencyModel, check_proxy_space, resolve_lut
 from search.plots import plot_theta
 from search.precision import add_precision_arguments, precision_for, repeatable
-from search.space import Arch, Space, get_space
+from search.space import Arch, Space, get_space, proxy_space
 from search.strategies import STRATEGIES, STRATEGY_DEFAULTS, SearchConfig, SearchContext, get_strategy
 from search.strategies.common import ALTERNATE, TAU_SCHEDULES, check_budget
+from search.strategies.fbnet import GUMBEL
 from search.strategies.objective import LATENCY_LOSSES, SearchDivergedError
 from search.strategies.oneshot import FITNESS
-from search.train import TrainConfig, proxy_space_for, select_device, train_arch
+from search.train import TrainConfig, select_device, train_arch
 
 __all__ = ["run_search", "SEARCH_STATE", "write_outputs", "add_search_arguments", "config_from_args", "latency_model",
            "main"]  # fmt: skip
@@ -180,7 +192,7 @@ def run_search(
             f"{cfg.strategy} returned an arch of {predicted:.0f} µs over the {budget:.0f} µs budget"
         )
     samples = [{"blocks": list(s), "predicted_latency_us": latency.predict_us(s)} for s in result.samples]
-    accuracy: dict[str, Any] = {"val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy}
+    accuracy: dict[str, Any] = {"test_accuracy": result.test_accuracy, "arch_split_accuracy": result.arch_split_accuracy}
     candidates: list[dict[str, Any]] = []
     if final_samples > 0:
         if result.theta is None:
@@ -190,14 +202,15 @@ def run_search(
         candidates = final_selection(result.theta, final_samples, final_epochs, latency, proxy, data, cfg,
                                      device=device, dist=dist)  # fmt: skip
         chosen = next(c for c in candidates if c["chosen"])
-        result.info["supernet_argmax"] = {"blocks": list(result.blocks), "val_accuracy": result.val_accuracy,
-                                          "test_accuracy": result.test_accuracy}  # fmt: skip
+        result.info["supernet_argmax"] = {"blocks": list(result.blocks), "test_accuracy": result.test_accuracy,
+                                          "arch_split_accuracy": result.arch_split_accuracy}  # fmt: skip
         result.info["accuracy_of"] = f"the arch trained from scratch {final_epochs} epochs on the weights split"
         result.info["final_selection"] = {"samples": len(candidates), "asked": final_samples, "epochs": final_epochs,
                                           "select_s": time.perf_counter() - t1}  # fmt: skip
         result.blocks = tuple(chosen["blocks"])
         predicted = latency.predict_us(result.blocks)
-        accuracy = {"val_accuracy": chosen["val_accuracy"], "test_accuracy": chosen["test_accuracy"]}
+        # the candidate trained on the weights split alone: the architecture split is held out from it
+        accuracy = {"test_accuracy": chosen["test_accuracy"], "arch_split_accuracy": chosen["val_accuracy"]}
     if train_epochs > 0:
         t1 = time.perf_counter()
         trained = train_arch(result.blocks, proxy, data, TrainConfig(epochs=train_epochs, seed=cfg.seed), device=device,
@@ -215,11 +228,13 @@ def run_search(
         "latency_correction": latency.correction_info,
         "space": latency.space.name,
         "proxy_space": proxy.name,
+        "proxy_input_sizes": [layer.h for layer in proxy.layers()],
         "data": data.name,
         "precision": precision.name,
         "search_s": elapsed_s,
         "world_size": dist.world_size,
-        **{k: result.info[k] for k in ("theta_entropy", "argmax_stable_epochs", "accuracy_of") if k in result.info},
+        **{k: result.info[k] for k in ("theta_entropy", "argmax_stable_epochs", "accuracy_of", "supernet")
+           if k in result.info},
         "resumed_from_epoch": resume_state["epoch"] if resume_state else None,
     }
     arch = Arch(
@@ -303,6 +318,7 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "tau_end": ("--tau-end", float, "temperature of the last epoch (fitted schedule)"),
     "tau_decay": ("--tau-decay", float, "τ ← τ0·exp(−decay·epoch) (the paper's form with this decay)"),
     "mask_threshold": ("--mask-threshold", float, "skip mixed-op paths with mask ≤ this"),
+    "gumbel": ("--gumbel", str, "fbnet masks: soft (every path weighted) | hard (one sampled path, straight-through)"),
     "latency_loss": ("--latency-loss", str, "mul | add | target | none (default: the strategy's own)"),
     "alpha": ("--alpha", float, "α of CE·α·log(LAT)^β"),
     "beta": ("--beta", float, "β of CE·α·log(LAT)^β"),
@@ -334,6 +350,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "tau_schedule": tuple(TAU_SCHEDULES),
     "latency_loss": LATENCY_LOSSES,
     "fitness": tuple(FITNESS),
+    "gumbel": GUMBEL,
 }
 
 
@@ -415,7 +432,7 @@ def latency_model(lut: Any, correction: str = "auto") -> LatencyModel:
 def proxy_from_args(args: argparse.Namespace, latency: LatencyModel) -> Space:
     if args.proxy_space:
         return get_space(args.proxy_space)
-    return proxy_space_for(latency.space, args.resolution, args.width)
+    return proxy_space(latency.space, args.resolution, args.width)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -487,10 +504,17 @@ Continue it after a kill: python -m search.run --resume --out DIR"""
 
 
 def accuracy_line(summary: dict[str, Any]) -> str:
+    """Test accuracy first; the architecture split's is named as the split the search fitted on."""
     of = summary.get("accuracy_of", "supernet weights (BN recalibrated)")
-    line = f"accuracy with {of}: validation {summary['val_accuracy']:.4f}, test {summary['test_accuracy']:.4f}"
+    line = ""
     if "trained_test_accuracy" in summary:
-        line += f"; trained from scratch ({summary['trained_epochs']} epochs): test {summary['trained_test_accuracy']:.4f}"
+        line = f"test accuracy trained from scratch ({summary['trained_epochs']} epochs): {summary['trained_test_accuracy']:.4f}; "
+    line += (f"with {of}: test {summary['test_accuracy']:.4f}, "
+             f"architecture split (fitted on, not held out) {summary['arch_split_accuracy']:.4f}")  # fmt: skip
+    sup = summary.get("supernet") or {}
+    if sup.get("collapsed"):
+        line += (f"\nwarning: the supernet collapsed (train accuracy ended at {sup['train_acc_final']:.3f}, "
+                 f"{sup['train_acc_final_vs_peak']:.0%} of its post-warm-up peak {sup['train_acc_peak']:.3f})")  # fmt: skip
     return line
 
 

@@ -23,7 +23,7 @@ and the front uses the supernet's test accuracy; there is then no random referen
 Outputs in OUT:
 
     pareto.csv   one row per point: the swept parameter (target_ms, beta or lambda) and its
-                 value, found latency (predicted by the LUT, ms), val_accuracy, test_accuracy,
+                 value, found latency (predicted by the LUT, ms), test_accuracy, arch_split_accuracy,
                  trained_test_accuracy, the accuracy the front is made of (front_accuracy), the
                  arch id, dominated (another point is at least as fast and as accurate and
                  better in one), the point's folder
@@ -254,7 +254,7 @@ def _pareto_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         p: Point = r["_point"]
         rows.append({
             p.column: p.value, "predicted_latency_ms": round(float(r["predicted_latency_ms"]), 4),
-            "val_accuracy": r.get("val_accuracy"), "test_accuracy": r.get("test_accuracy"),
+            "test_accuracy": r.get("test_accuracy"), "arch_split_accuracy": r.get("arch_split_accuracy"),
             "trained_test_accuracy": r.get("trained_test_accuracy"), "front_accuracy": a,
             "arch_id": r["arch"].id, "dominated": d, "strategy": r.get("strategy"), "dir": str(p.out),
         })  # fmt: skip

@@ -156,7 +156,7 @@ def test_paper_preset_config_yaml_reruns_and_picks_the_best_sampled_arch(lut_dir
     assert chosen[0]["blocks"].split() == arch["blocks"]
     assert abs(float(chosen[0]["predicted_latency_us"]) - arch["info"]["predicted_latency_us"]) < 1e-2
     assert arch["info"]["final_selection"]["epochs"] == 1
-    assert arch["info"]["val_accuracy"] == pytest.approx(float(chosen[0]["val_accuracy"]), abs=1e-4)
+    assert arch["info"]["arch_split_accuracy"] == pytest.approx(float(chosen[0]["val_accuracy"]), abs=1e-4)
 
     again = tmp_path / "again"
     assert main(["--config", str(first / "config.yaml"), "--out", str(again), "--final-samples", "0"]) == 0
@@ -299,6 +299,6 @@ def test_an_interrupted_evolution_resumes_with_the_archs_it_scored(strategy, lut
     assert again["resumed_from_epoch"] == 2
     assert trained and trained == list(range(3, 3 + len(trained)))  # the archs not scored yet, none twice
     assert again["blocks"] == whole["blocks"]
-    assert again["val_accuracy"] == whole["val_accuracy"] and again["test_accuracy"] == whole["test_accuracy"]
+    assert again["arch_split_accuracy"] == whole["arch_split_accuracy"] and again["test_accuracy"] == whole["test_accuracy"]
     log_a, log_b = ((tmp_path / d / "log.csv").read_text().splitlines() for d in ("whole", "cut"))
     assert [r.split(",")[:4] for r in log_a] == [r.split(",")[:4] for r in log_b]  # cycle, phase, fitness, val_acc

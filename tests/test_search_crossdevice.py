@@ -14,7 +14,7 @@ import pytest
 from lut.store import load_lut
 from search.crossdevice import crossdevice, target_of
 from search.latency import LatencyModel
-from search.space import get_space, load_arch
+from search.space import get_arch, get_space, load_arch
 from search.strategies import SearchConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -42,7 +42,8 @@ def test_each_lut_gets_its_own_arch_and_the_table_is_every_arch_on_every_lut(
     two_devices, tmp_path, seed: int, record_property
 ) -> None:
     kw = {"proxy": lambda lat: get_space(SPACE), "data": "digits", "subset": 48, "train_epochs": 1}
-    report = crossdevice(two_devices, replace(CFG, seed=seed), tmp_path, search_kw=kw, measure=False)
+    report = crossdevice(two_devices, replace(CFG, seed=seed), tmp_path, search_kw=kw, measure=False, reference=None,
+                         seeds=(0,))  # fmt: skip
     labels = report["luts"]
     assert labels == ["devA_onnxruntime-t1", "devB_onnxruntime-t1"]
     archs = [load_arch(s["arch_path"]) for s in report["searches"]]
@@ -56,6 +57,7 @@ def test_each_lut_gets_its_own_arch_and_the_table_is_every_arch_on_every_lut(
     record_property("k3_counts", [sum(b in K3 for b in a.blocks) for a in archs])
     assert pred[0][0] < pred[1][0] and pred[1][1] < pred[0][1], pred
     assert report["own_arch_fastest"] == {labels[0]: True, labels[1]: True}
+    assert all(v["own_wins"] and v["margin"] > 0 for v in report["verdicts"].values())
     assert sum(b in K3 for b in archs[0].blocks) < sum(b in K3 for b in archs[1].blocks)
     assert all(report["searches"][i]["trained_test_accuracy"] is not None for i in range(2))
     with (tmp_path / "crossdevice.csv").open() as f:
@@ -100,3 +102,25 @@ def test_cli_measures_host_luts_end_to_end_with_a_target_per_lut(two_devices, tm
     # --target-frac: each LUT's search aimed at the same fraction of its own span
     for lat, search in zip(two_devices, report["searches"]):
         assert search["target_latency_us"] == pytest.approx(lat.span_us(0.5))
+
+
+@pytest.mark.slow
+def test_each_lut_targets_the_reference_arch_and_found_archs_train_over_two_seeds(two_devices, tmp_path) -> None:
+    """The same relative budget on every LUT: the soft target is FBNet-B's latency on that LUT, and
+    the cells are read against it; each found arch is trained once per seed."""
+    cfg = replace(CFG, latency_loss=None, lambda_lat=0.1)
+    kw = {"proxy": lambda lat: get_space(SPACE), "data": "digits", "subset": 48, "train_epochs": 1}
+    report = crossdevice(two_devices, cfg, tmp_path, search_kw=kw, measure=False, seeds=(0, 1))
+    ref_blocks = get_arch("fbnet_b").blocks
+    for lat, search, ref_us in zip(two_devices, report["searches"], report["reference_us"]):
+        assert ref_us == pytest.approx(lat.predict_us(ref_blocks))
+        assert search["target_latency_us"] == pytest.approx(ref_us)
+        accs = search["trained_test_accuracies"]
+        assert len(accs) == 2 and search["trained_test_accuracy"] == pytest.approx(sum(accs) / 2)
+    assert set(report["verdicts"]) == set(report["luts"])
+    md = (tmp_path / "crossdevice.md").read_text()
+    assert "soft target at fbnet_b's latency" in md and "× fbnet_b" in md and "Diagonal: the own arch wins on" in md
+    with (tmp_path / "crossdevice.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    ratio = report["predicted_us"][0][0] / report["reference_us"][0]
+    assert float(rows[0]["predicted_vs_reference"]) == pytest.approx(ratio, rel=1e-4)

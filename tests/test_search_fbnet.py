@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from lut.store import load_lut
 from search.latency import LatencyModel
 from search.run import run_search
-from search.space import get_space, load_arch
+from search.space import get_space, load_arch, proxy_space
 from search.strategies import SearchConfig
 from search.strategies.common import constrained_argmax, latency_loss, sample_archs
 from search.supernet import Supernet
@@ -175,11 +175,13 @@ def test_cli_outputs_are_complete_and_reproducible_with_a_seed(tmp_path, write_s
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert {"arch_path", "predicted_latency_us", "val_accuracy", "test_accuracy", "trained_test_accuracy",
-            "theta_entropy", "argmax_stable_epochs"} <= set(summary)  # fmt: skip
+    assert {"arch_path", "predicted_latency_us", "arch_split_accuracy", "test_accuracy", "trained_test_accuracy",
+            "theta_entropy", "argmax_stable_epochs", "supernet"} <= set(summary)  # fmt: skip
     arch = load_arch(summary["arch_path"])
     lat = LatencyModel.from_lut(load_lut(lut_dir)).with_validated_correction()
-    assert arch.space == "fbnet" and arch.info["proxy_space"] == PROXY.name
+    # the default proxy: every searchable layer's input at least the largest kernel (5), listed
+    assert arch.space == "fbnet" and arch.info["proxy_space"] == proxy_space(get_space("fbnet")).name
+    assert len(arch.info["proxy_input_sizes"]) == 22 and min(arch.info["proxy_input_sizes"]) >= 5
     assert arch.info["predicted_latency_us"] == pytest.approx(lat.predict_us(arch))
     assert arch.info["lut"]["content_hash"] == lat.lut.meta["content_hash"]
     assert {"device_id", "runtime", "version"} <= set(arch.info["lut"])
@@ -195,12 +197,13 @@ def test_cli_outputs_are_complete_and_reproducible_with_a_seed(tmp_path, write_s
     with (out / "log.csv").open() as f:
         row = next(csv.DictReader(f))
     for col in ("train_loss", "train_acc", "val_loss", "val_acc", "expected_latency_us", "tau", "theta_entropy",
-                "argmax_changes"):  # fmt: skip
+                "argmax_changes", "train_acc_peak", "train_acc_vs_peak"):  # fmt: skip
         assert col in row
     assert (out / "theta.png").stat().st_size > 0
 
     # same seed in this process → the same θ and arch
-    again = run_search(replace(TINY, seed=3), lat, PROXY, out=tmp_path / "runs" / "b", subset=SUBSET)
+    default_proxy = proxy_space(get_space("fbnet"))  # what the CLI trained on
+    again = run_search(replace(TINY, seed=3), lat, default_proxy, out=tmp_path / "runs" / "b", subset=SUBSET)
     assert again["blocks"] == list(arch.blocks)
     torch.testing.assert_close(_read_theta(out / "theta.csv"), _read_theta(tmp_path / "runs" / "b" / "theta.csv"))
 
@@ -211,7 +214,7 @@ def test_cli_outputs_are_complete_and_reproducible_with_a_seed(tmp_path, write_s
     result = json.loads(train.stdout.strip().splitlines()[-1])
     n_test = 16  # --subset 64 keeps 64·359/1438 ≈ 16 test images: the accuracy counts them
     assert result["test_accuracy"] * n_test == pytest.approx(round(result["test_accuracy"] * n_test))
-    assert result["proxy_space"] == PROXY.name
+    assert result["proxy_space"] == default_proxy.name  # search.train trains on the search's proxy
 
 
 def _scaled_path(net: Supernet, x: torch.Tensor, idx: torch.Tensor, w: float) -> torch.Tensor:

@@ -74,4 +74,4 @@ def test_search_streams_a_class_subset_of_an_image_folder(tmp_path, write_synthe
     full = load_data(f"imagefolder:{folder}", resolution=32, workers=0)
     assert len(info["classes"]) == 3 and set(info["classes"]) < set(full.classes)
     assert info["data"].endswith("(3 classes)") and info["precision"] == "fp32"
-    assert 0.0 <= info["val_accuracy"] <= 1.0 and 0.0 <= info["test_accuracy"] <= 1.0
+    assert 0.0 <= info["arch_split_accuracy"] <= 1.0 and 0.0 <= info["test_accuracy"] <= 1.0

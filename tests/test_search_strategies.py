@@ -60,7 +60,7 @@ def test_strategy_writes_a_valid_arch_within_the_hard_budget(strategy, lat, tmp_
     assert all(s["predicted_latency_us"] <= budget_ms * 1000 for s in arch.info["samples"])
     # each accuracy counts correct images of the split it is named for: the validation split has
     # 17 images, the test split 4 (a fraction k/17 is never k'/4 unless it is 0 or 1)
-    for key, n in (("val_accuracy", len(y_val)), ("test_accuracy", len(data.y_test))):
+    for key, n in (("arch_split_accuracy", len(y_val)), ("test_accuracy", len(data.y_test))):
         assert summary[key] * n == pytest.approx(round(summary[key] * n)), key
         assert arch.info[key] == summary[key]
     assert (tmp_path / strategy / "log.csv").stat().st_size > 0
@@ -130,17 +130,14 @@ def test_darts_xi_follows_the_current_weight_learning_rate(lat, tmp_path, monkey
     monkeypatch.setattr(darts, "unrolled_alpha_grad", spy)
     cfg = replace(TINY, strategy="darts", darts_order=2, epochs=3)
     run_search(cfg, lat, PROXY, out=tmp_path / "d", subset=SUBSET)
-    # the weight lr of each step under the cosine schedule: one batch of 16 per epoch (the 17th
-    # image is dropped), an α step before each weight step
+    # the weight lr of each step under the recipe's schedule (one warm-up step, at most half the
+    # run, then the cosine): one batch of 16 per epoch (the 17th image is dropped), an α step
+    # before each weight step
+    from search.recipe import lr_at
+
     w_lr = cfg.resolved().w_lr
-    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=w_lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=3)
-    expected = []
-    for _ in range(3):
-        expected.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    assert seen == pytest.approx(expected) and seen[0] == w_lr and seen[-1] < w_lr / 2
+    expected = [lr_at(step, w_lr, 3, 1) for step in range(3)]
+    assert seen == pytest.approx(expected) and seen[0] == w_lr and seen[-1] < w_lr
     # the mixture softmax(α/τ) anneals from τ = 1 to darts_tau_end over the search epochs
     with open(tmp_path / "d" / "log.csv") as f:
         taus = [float(row["tau"]) for row in csv.DictReader(f)]
@@ -268,7 +265,7 @@ def test_train_fitness_scores_each_arch_by_training_it(lat, tmp_path, seed: int,
     # 10 classes: chance is 0.1. Measured with the training recipe, the better of the two over seeds
     # 0–9: 0.78–0.89 at 1 torch thread, 0.76–0.87 at 2; with the weights frozen (lr 1e-12) 0.09–0.12
     assert len(accs) == 2 and max(accs) > 0.5, accs
-    assert summary["val_accuracy"] == pytest.approx(max(accs))
+    assert summary["arch_split_accuracy"] == pytest.approx(max(accs))
     assert 0.0 < summary["test_accuracy"] <= 1.0
     with pytest.raises(ValueError, match="fitness must be one of"):
         run_search(replace(cfg, fitness="zero-cost"), lat, PROXY, out=tmp_path / "bad", subset=SUBSET)

@@ -1,4 +1,10 @@
-"""`python -m search.space info --space fbnet [--arch fbnet_c | --arch-file a.json] [--json]`."""
+"""`python -m search.space info --space fbnet [--proxy] [--arch fbnet_c | --arch-file a.json] [--json]`.
+
+Per searchable layer: its shape, its input size (`input`, the h of h×h) and whether that input is
+at least as large as the largest candidate kernel (`sees_kernels`): where it is not, kernels of
+different sizes compute the same function class and the search picks them by latency alone.
+`--proxy` shows the default proxy a search of that space trains on (`search.space.proxy_space`).
+"""
 
 from __future__ import annotations
 
@@ -14,13 +20,16 @@ from hwnas.flags import add_verbose, run_main
 
 from .arch import Arch, ArchError, get_arch, load_arch
 from .cost import arch_macs, arch_params
-from .spaces import get_space, list_spaces
+from .spaces import get_space, list_spaces, proxy_space
 
 
-def space_info(space_name: str, arch: Arch | None = None) -> dict[str, Any]:
-    """Everything `info` prints, as data."""
+def space_info(space_name: str, arch: Arch | None = None, proxy: bool = False) -> dict[str, Any]:
+    """Everything `info` prints, as data (of the space's default proxy with `proxy`)."""
     space = get_space(space_name)
+    if proxy:
+        space = proxy_space(space)
     layers = space.layers()
+    k = space.max_kernel
     info: dict[str, Any] = {
         "space": space.name,
         "space_hash": space.hash(),
@@ -30,6 +39,11 @@ def space_info(space_name: str, arch: Arch | None = None) -> dict[str, Any]:
         "num_candidates": len(space.candidates_all),
         "candidates": list(space.candidates_all),
         "num_unique_ops": len(space.unique_ops()),
+        "strides": list(space.stride_schedule),
+        "channel_floor": space.channel_floor,
+        "max_kernel": k,
+        "input_sizes": [layer.h for layer in layers],
+        "kernel_blind_layers": [layer.index for layer in layers if layer.h < k],
         "layers": [
             {
                 "layer": layer.index,
@@ -39,12 +53,16 @@ def space_info(space_name: str, arch: Arch | None = None) -> dict[str, Any]:
                 "h": layer.h,
                 "w": layer.w,
                 "stride": layer.stride,
+                "input": layer.h,
+                "sees_kernels": layer.h >= k,
                 "candidates": len(space.candidates(layer)),
             }
             for layer in layers
         ],
     }
     if arch is not None:
+        if proxy:
+            arch = Arch(space.name, arch.blocks, name=arch.name)
         arch.validate(space)
         info["arch"] = arch.name
         info["blocks"] = list(arch.blocks)
@@ -66,6 +84,11 @@ def _print_info(info: dict[str, Any]) -> None:
         f"{info['num_layers']} searchable layers × {info['num_candidates']} candidates "
         f"({', '.join(info['candidates'])}); {info['num_unique_ops']} unique ops incl. fixed ops"
     )
+    print(f"strides (stem, stages) {','.join(map(str, info['strides']))}; input sizes {info['input_sizes']}")
+    blind = info["kernel_blind_layers"]
+    print(f"largest kernel {info['max_kernel']}: " + (
+        f"layers {blind} see inputs smaller than it (their kernel choice is made by latency alone)"
+        if blind else "every searchable layer's input is at least that large"))  # fmt: skip
     if "params" in info:
         print(
             f"arch {info['arch'] or '(unnamed)'}: head {info['head_channels']}, "
@@ -83,7 +106,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     space = args.space or (arch.space if arch else "fbnet")
     if arch is not None and arch.space != get_space(space).name:
         raise ArchError(f"arch {arch.name or ''} belongs to space {arch.space!r}, not {space!r}")
-    info = space_info(space, arch)
+    info = space_info(space, arch, proxy=args.proxy)
     if args.json:
         print(json.dumps(info))
     else:
@@ -99,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--arch", help="a named arch, e.g. fbnet_c")
     g.add_argument("--arch-file", help="an arch JSON file")
+    p.add_argument("--proxy", action="store_true", help="show the default proxy a search of the space trains on")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_verbose(p)
     p.set_defaults(func=_cmd_info)

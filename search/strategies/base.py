@@ -46,10 +46,13 @@ class SearchConfig:
     # split, as DARTS and ProxylessNAS do; "epoch": a pass over each split in turn (FBNet paper)
     alternate: str = "batch"
     # weights: SGD with momentum, cosine-annealed over all epochs
-    w_lr: float | None = None  # FBNet: 0.1
+    # weights: `search.recipe` (init, Nesterov SGD, decay on conv / linear weights only), linear
+    # warm-up to w_lr, then a per-step cosine to 0 over all epochs
+    w_lr: float | None = None  # FBNet: 0.1 at batch 192; None: the recipe's 0.1 · batch_size / 256
     w_momentum: float = 0.9
-    w_weight_decay: float = 1e-4
-    w_nesterov: bool = False  # Nesterov momentum (ProxylessNAS's reference code)
+    w_weight_decay: float = 4e-5  # the recipe's, on conv / linear weights only (FBNet: 1e-4)
+    w_warmup_epochs: float = 1.0  # epochs of the weights' linear lr warm-up (at most half the run)
+    w_nesterov: bool = True  # Nesterov momentum (the recipe's; ProxylessNAS's reference code)
     w_lr_min: float = 0.0  # the cosine's floor (DARTS: 0.001)
     w_grad_clip: float | None = None  # clip the weights' gradient to this global norm (DARTS: 5)
     # architecture parameters: Adam
@@ -70,6 +73,13 @@ class SearchConfig:
     tau_end: float = 0.1  # temperature of the last epoch (fitted schedule)
     tau_decay: float | None = None  # τ ← τ·exp(−tau_decay) per epoch; None = schedule's (paper 0.045)
     mask_threshold: float = 1e-2  # mixed-op paths with mask weight ≤ this are not run
+    # FBNet masks. "hard" (default): the straight-through form (GDAS, Dong & Yang 2019): the
+    # forward runs the one path a Gumbel-max sample of softmax(θ) picks, the gradient to θ is the
+    # soft mask's; the weights only ever train paths that run alone, as the found arch will, so
+    # nothing changes when θ commits. "soft": GumbelSoftmax(θ, τ) weights every path (the paper);
+    # its weights co-adapt as a mixture and lose most of their accuracy when the paths commit
+    # (docs/search.md)
+    gumbel: str = "hard"
     # latency term (see strategies/objective.py)
     # None = the strategy's own form: fbnet "mul"; proxyless, darts "add"; evolution, random "none";
     # with target_latency_ms: "target" for every strategy
@@ -108,7 +118,10 @@ class SearchConfig:
         """The config with every None that stands for "the strategy's default" filled in."""
         cls = STRATEGIES.get(self.strategy)
         defaults = {**STRATEGY_DEFAULTS, **(getattr(cls, "defaults", None) or {})}
-        return replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
+        done = replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
+        if done.w_lr is None:  # the recipe's batch-scaled peak (search.recipe.RecipeConfig.peak_lr)
+            done = replace(done, w_lr=0.1 * done.batch_size / 256)
+        return done
 
     @property
     def max_latency_us(self) -> float | None:
@@ -122,7 +135,7 @@ class SearchConfig:
 # What None means in the fields above unless a strategy's `defaults` says otherwise: fitted to a
 # search of a few minutes on two CPU cores with the embedded data (a strategy whose epochs cost a
 # tenth, ProxylessNAS, takes more of them).
-STRATEGY_DEFAULTS: dict[str, Any] = {"epochs": 8, "warmup_epochs": 1, "w_lr": 0.1}
+STRATEGY_DEFAULTS: dict[str, Any] = {"epochs": 8, "warmup_epochs": 1}
 
 
 @dataclass
@@ -155,11 +168,16 @@ class SearchResult:
 
     blocks: tuple[str, ...]  # the final architecture (the LUT space's block names)
     # accuracy of the final arch with the supernet's weights, its BN statistics recalibrated:
-    val_accuracy: float  # on the validation split (the architecture split, never trained on)
-    test_accuracy: float  # on the test split
+    # on the architecture split, the split θ was fitted on (evolution / random: the split their
+    # fitness selected on), so not held out: it flatters the found arch
+    arch_split_accuracy: float
+    test_accuracy: float  # on the test split, which no step of the search saw
     theta: torch.Tensor | None = None  # [layers, blocks] architecture logits (−inf = n/a)
     samples: list[tuple[str, ...]] = field(default_factory=list)  # K archs drawn from softmax(θ)
     info: dict[str, Any] = field(default_factory=dict)  # strategy-specific, JSON-serialisable
+    # the trained supernet (differentiable strategies), for evaluating other paths with its
+    # weights (`common.evaluate_path`); not written anywhere
+    supernet: Any = field(default=None, repr=False)
 
 
 @runtime_checkable

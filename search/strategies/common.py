@@ -16,6 +16,7 @@ from tqdm import tqdm
 from search.data import DataError, batches
 from search.distributed import Dist, average_gradients_before_step, broadcast_, num_batches, shard_batches
 from search.latency import LatencyModel
+from search.recipe import RecipeConfig, init_weights, make_optimizer, make_schedule
 from search.supernet import Supernet, recalibrated_bn
 
 from .base import SearchConfig, SearchContext, SearchResult
@@ -43,6 +44,8 @@ __all__ = [
     "evaluate_path",
     "mean_entropy",
     "ArchLog",
+    "CollapseWatch",
+    "COLLAPSE_RATIO",
     "sample_archs",
     "constrained_argmax",
     "check_budget",
@@ -144,6 +147,7 @@ class Relaxed:
     w_opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LRScheduler
     a_opt: torch.optim.Adam
+    watch: "CollapseWatch"
 
 
 def relaxed_setup(ctx: SearchContext, default_form: str) -> Relaxed:
@@ -157,14 +161,18 @@ def relaxed_setup(ctx: SearchContext, default_form: str) -> Relaxed:
     logits = torch.zeros(net.allowed.shape, device=ctx.device, requires_grad=True)
     w_split, a_split = ctx.data.split_train(cfg.w_fraction, cfg.seed)
     epochs = cfg.warmup_epochs + cfg.epochs
-    w_opt, sched = make_w_optimizer(net, cfg, epochs * steps_per_epoch(len(w_split[1]), cfg.batch_size, ctx.dist))
+    per_epoch = steps_per_epoch(len(w_split[1]), cfg.batch_size, ctx.dist)
+    w_opt, sched = make_w_optimizer(net, cfg, epochs * per_epoch, per_epoch)
     a_opt = make_theta_optimizer([logits], cfg)
     broadcast_([logits, *net.parameters(), *net.buffers()], ctx.dist)  # identical anyway: same seed
     average_gradients_before_step(w_opt, ctx.dist)
     average_gradients_before_step(a_opt, ctx.dist)
     clip_before_step(w_opt, cfg.w_grad_clip)  # after the averaging: the norm of the global gradient
     clip_before_step(a_opt, cfg.theta_grad_clip)
-    return Relaxed(gen, form, ref_us, net, logits, net.logit_mask, w_split, a_split, epochs, w_opt, sched, a_opt)
+    watch = CollapseWatch()
+    ctx.on_epoch = watch.wrap(ctx.on_epoch)
+    return Relaxed(gen, form, ref_us, net, logits, net.logit_mask, w_split, a_split, epochs, w_opt, sched, a_opt,
+                   watch)  # fmt: skip
 
 
 class EpochCheckpoint:
@@ -257,14 +265,19 @@ def set_rng_state(state: dict[str, Any], device: torch.device, gen: torch.Genera
 
 
 def make_w_optimizer(
-    model: torch.nn.Module, cfg: SearchConfig, total_steps: int
+    model: torch.nn.Module, cfg: SearchConfig, total_steps: int, steps_per_epoch: int = 1
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """SGD with momentum (Nesterov's with `w_nesterov`), cosine-annealed per step to `w_lr_min`
-    over `total_steps`."""
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.w_lr, momentum=cfg.w_momentum,
-                          weight_decay=cfg.w_weight_decay, nesterov=cfg.w_nesterov)  # fmt: skip
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps), eta_min=cfg.w_lr_min)
-    return opt, sched
+    """The supernet's weights train with `search.recipe` as a found arch does: its initialisation
+    (fan-out convs, each residual block's last BN γ = 0, so every path starts as the identity),
+    SGD with momentum (Nesterov's with `w_nesterov`) and decay on conv / linear weights only, a
+    linear warm-up of `w_warmup_epochs` to `cfg.w_lr`, then a per-step cosine to `w_lr_min` over
+    `total_steps`."""
+    init_weights(model)
+    recipe = RecipeConfig(batch_size=cfg.batch_size, lr=cfg.w_lr, momentum=cfg.w_momentum,
+                          weight_decay=cfg.w_weight_decay, warmup_epochs=cfg.w_warmup_epochs,
+                          nesterov=cfg.w_nesterov, min_lr=cfg.w_lr_min)  # fmt: skip
+    opt = make_optimizer(model, recipe)
+    return opt, make_schedule(opt, recipe, total_steps, steps_per_epoch)
 
 
 def make_theta_optimizer(params: Iterable[torch.Tensor], cfg: SearchConfig) -> torch.optim.Adam:
@@ -429,6 +442,53 @@ class ArchLog:
         return n
 
 
+COLLAPSE_RATIO = 0.9  # a search epoch's train accuracy below this share of the peak: collapsed
+
+
+class CollapseWatch:
+    """Makes a supernet collapse visible: adds `train_acc_peak` (the best train accuracy of the
+    search epochs so far; warm-up epochs do not count) and `train_acc_vs_peak` (this epoch's over
+    that peak) to every log row, and judges the run at its end (`verdict`): it collapsed when
+    the last epoch's train accuracy ends below `COLLAPSE_RATIO` × the peak."""
+
+    def __init__(self) -> None:
+        self.peak: float | None = None
+        self.last: float | None = None
+        self.worst_ratio = 1.0
+
+    def wrap(self, on_epoch: Any) -> Any:
+        def wrapped(row: dict[str, Any]) -> None:
+            on_epoch(self.row(row))
+
+        return wrapped
+
+    def row(self, row: dict[str, Any]) -> dict[str, Any]:
+        acc = row.get("train_acc")
+        if row.get("phase") == "warmup" or acc is None or math.isnan(acc):
+            return {**row, "train_acc_peak": float("nan"), "train_acc_vs_peak": float("nan")}
+        self.peak = acc if self.peak is None else max(self.peak, acc)
+        self.last = acc
+        ratio = acc / self.peak if self.peak > 0 else 1.0
+        self.worst_ratio = min(self.worst_ratio, ratio)
+        return {**row, "train_acc_peak": self.peak, "train_acc_vs_peak": ratio}
+
+    def verdict(self) -> dict[str, Any]:
+        """{train_acc_peak, train_acc_final, train_acc_final_vs_peak, train_acc_worst_vs_peak,
+        collapsed}; logs a warning when the run collapsed."""
+        if self.peak is None or self.last is None:
+            return {}
+        ratio = self.last / self.peak if self.peak > 0 else 1.0
+        collapsed = ratio < COLLAPSE_RATIO
+        if collapsed:
+            log.warning(
+                "the supernet collapsed: train accuracy ended at %.3f, %.0f %% of its post-warm-up peak %.3f "
+                "(below %.0f %%); its accuracy signal is not to be trusted (see log.csv's train_acc_vs_peak)",
+                self.last, 100 * ratio, self.peak, 100 * COLLAPSE_RATIO,
+            )  # fmt: skip
+        return {"train_acc_peak": self.peak, "train_acc_final": self.last, "train_acc_final_vs_peak": ratio,
+                "train_acc_worst_vs_peak": self.worst_ratio, "collapsed": collapsed}  # fmt: skip
+
+
 def accuracy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Top-1 accuracy of a batch, as a 0-d tensor."""
     return (out.argmax(1) == y).float().mean()
@@ -517,14 +577,16 @@ def finish(
     best = constrained_argmax(masked, lat, budget)
     samples = sample_archs(masked, ctx.cfg.num_samples, lat, r.gen, budget)
     val_acc, test_acc = path_accuracy(ctx, r.net, best, r.w_split[0], r.a_split)
-    info = {"theta_entropy": mean_entropy(masked), "argmax_stable_epochs": track.stable_epochs(), **info}
+    info = {"theta_entropy": mean_entropy(masked), "argmax_stable_epochs": track.stable_epochs(), **info,
+            "supernet": r.watch.verdict()}  # fmt: skip
     return SearchResult(
         blocks=tuple(lat.blocks[int(i)] for i in best),
-        val_accuracy=val_acc,
+        arch_split_accuracy=val_acc,
         test_accuracy=test_acc,
         theta=masked,
         samples=[tuple(lat.blocks[int(i)] for i in s) for s in samples],
         info=info,
+        supernet=r.net,
     )
 
 

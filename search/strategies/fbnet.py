@@ -21,6 +21,13 @@ of the loss): β is the knob that trades accuracy for latency. A soft target
 carries the commitment term γ(t)·Σ_l H(softmax(θ_l)) (`entropy_weight`, see `SearchConfig`),
 which makes θ itself sharpen within the epochs asked for.
 
+Masks (`gumbel`): "hard" (default) is the straight-through Gumbel-softmax (GDAS, Dong & Yang,
+CVPR 2019): the forward runs the one block per layer that a Gumbel-max sample of softmax(θ) picks
+(m is one-hot in value) and θ's gradient is the soft mask's. The weights then only ever train
+single paths, as the found arch runs; with "soft" (the paper) they learn as a mixture of all nine
+blocks at τ = 5 and lose two thirds of their train accuracy when the paths commit
+(docs/search.md). With hard masks `active_paths` is 1 throughout.
+
 τ follows `common.temperature`: by default geometric from τ0 to `tau_end` over the epochs asked
 for, so that the masks reach near one-hot at the end of any run; the paper's schedule (τ0 = 5,
 ×exp(−0.045) per epoch) is `tau_schedule="paper"`. After search: the argmax of θ (under the hard
@@ -60,6 +67,8 @@ from .objective import check_finite_step, latency_loss, objective_value
 
 log = logging.getLogger(__name__)
 
+GUMBEL = ("soft", "hard")
+
 
 @register_strategy("fbnet")
 class FBNet:
@@ -74,9 +83,12 @@ class FBNet:
         arch_batches = cycle_train_batches(xa, ya, cfg.batch_size, gen, ctx.dist)
         ckpt = EpochCheckpoint(ctx, r, track=track, arch_batches=arch_batches)  # resume, checkpoints
         n_arch = ckpt.value("n_arch", 0)
+        if cfg.gumbel not in GUMBEL:
+            raise ValueError(f"gumbel must be one of {', '.join(GUMBEL)}, got {cfg.gumbel!r}")
+        hard = cfg.gumbel == "hard"
 
         def w_step(x: torch.Tensor, y: torch.Tensor, tau: float) -> tuple[float, ...]:
-            m = F.gumbel_softmax((theta + mask).detach(), tau=tau, hard=False, dim=-1)
+            m = F.gumbel_softmax((theta + mask).detach(), tau=tau, hard=hard, dim=-1)
             out = net(x, m, threshold=cfg.mask_threshold)
             ce = F.cross_entropy(out, y)
             w_opt.zero_grad(set_to_none=True)
@@ -88,7 +100,7 @@ class FBNet:
         def theta_step(x: torch.Tensor, y: torch.Tensor, tau: float, gamma: float) -> tuple[float, ...]:
             nonlocal n_arch
             net.requires_grad_(False)  # θ step: no weight gradients are computed
-            m = F.gumbel_softmax(theta + mask, tau=tau, hard=False, dim=-1)
+            m = F.gumbel_softmax(theta + mask, tau=tau, hard=hard, dim=-1)
             out = net(x, m, threshold=cfg.mask_threshold)
             ce = F.cross_entropy(out, y)
             # a target is met by the arch θ converges to: compare it with the expected latency under
@@ -126,7 +138,7 @@ class FBNet:
         stats = []
         with torch.no_grad():
             for xb, yb in batches(x, y, ctx.cfg.batch_size, min_size=2):
-                m = F.gumbel_softmax(logits, tau=tau, hard=False, dim=-1)
+                m = F.gumbel_softmax(logits, tau=tau, hard=ctx.cfg.gumbel == "hard", dim=-1)
                 out = net(xb, m, threshold=ctx.cfg.mask_threshold)
                 ce = F.cross_entropy(out, yb)
                 loss = latency_loss(ce, ctx.latency.expected_us(m), ctx.cfg, ref_us, form)

@@ -185,7 +185,8 @@ class OneShot(_Fitness):
     def train(self) -> None:
         cfg, net = self.ctx.cfg, self.net
         total = cfg.warmup_epochs + cfg.epochs
-        opt, sched = make_w_optimizer(net, cfg, total * steps_per_epoch(len(self.yw), cfg.batch_size, self.ctx.dist))
+        per_epoch = steps_per_epoch(len(self.yw), cfg.batch_size, self.ctx.dist)
+        opt, sched = make_w_optimizer(net, cfg, total * per_epoch, per_epoch)
         average_gradients_before_step(opt, self.ctx.dist)  # the sampled path is the same on every rank
         for epoch in bar(range(total), self.ctx, "one-shot supernet", total):
             t0 = time.perf_counter()

@@ -33,7 +33,7 @@ class RandomSearch:
         val_acc, test_acc = proxy.final_accuracy(best)
         return SearchResult(
             blocks=tuple(lat.blocks[int(i)] for i in best),
-            val_accuracy=val_acc,
+            arch_split_accuracy=val_acc,
             test_accuracy=test_acc,
             info={"fitness_val_accuracy": best_acc, "evaluated": cfg.cycles, "fitness": cfg.fitness,
                   "accuracy_of": proxy.accuracy_of},
