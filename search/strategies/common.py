@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from search.data import DataError, batches
+from search.data import DataError, ImageSet, augment_seed, batches
 from search.distributed import Dist, average_gradients_before_step, broadcast_, num_batches, shard_batches
 from search.latency import LatencyModel
 from search.recipe import RecipeConfig, init_weights, make_optimizer, make_schedule
@@ -324,6 +324,7 @@ class CycleBatches:
                  dist: Dist = Dist()) -> None:  # fmt: skip
         self.x, self.y, self.batch_size, self.gen, self.dist = x, y, batch_size, generator, dist
         self.order: torch.Tensor | None = None  # the current pass's permutation
+        self.seed: int | None = None  # the current pass's augmentation seed (image sets)
         self.pos = 0  # batches of the current pass already served
         self._it: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None
 
@@ -332,16 +333,22 @@ class CycleBatches:
 
     def _pass(self, order: torch.Tensor, skip: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         # the batches of `order` as train_batches cuts them (unshuffled batches of the indices)
-        cuts = train_batches(order, order, self.batch_size, None, self.dist)  # type: ignore[arg-type]
-        for i, (idx, _) in enumerate(cuts):
-            if i >= skip:
-                idx = idx.to(self.y.device)
-                yield self.x[idx], self.y[idx]
+        cuts = [idx.to(self.y.device) for idx, _ in train_batches(order, order, self.batch_size, None, self.dist)]  # type: ignore[arg-type]
+        if isinstance(self.x, ImageSet):  # decoded a batch at a time, augmented as a shuffled pass is
+            images = self.x.stream([c.tolist() for c in cuts], self.seed)
+            for i, (xb, idx) in enumerate(zip(images, cuts)):
+                if i >= skip:
+                    yield xb, self.y[idx]
+            return
+        for idx in cuts[skip:]:
+            yield self.x[idx], self.y[idx]
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         for _ in range(2):
             if self._it is None:
                 self.order = torch.randperm(len(self.y), generator=self.gen)
+                # an image set's pass also draws its augmentation seed, as `search.data.batches` does
+                self.seed = augment_seed(self.gen) if isinstance(self.x, ImageSet) else None
                 self.pos, self._it = 0, self._pass(self.order, 0)
             try:
                 batch = next(self._it)
@@ -355,10 +362,10 @@ class CycleBatches:
         raise DataError(f"{len(self.y)} images make no batch of at least 2 per process; use more data")
 
     def state_dict(self) -> dict[str, Any]:
-        return {"order": self.order, "pos": self.pos}
+        return {"order": self.order, "pos": self.pos, "seed": self.seed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.order, self.pos = state["order"], int(state["pos"])
+        self.order, self.pos, self.seed = state["order"], int(state["pos"]), state.get("seed")
         self._it = None if self.order is None else self._pass(self.order, self.pos)
 
 
