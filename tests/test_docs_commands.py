@@ -34,6 +34,10 @@ FILL = {
     "LUT": f"{DOC_DEVICE}/fbnet/executorch-t1",
 }
 
+# a search or a training, as `python -m` or through the console script
+SEARCH = r"(-m search\.(run|crossdevice)|^hwnas (search|crossdevice))\b"
+TRAIN = r"(-m search\.train|^hwnas train)\b"
+
 # (pattern, reason): the first pattern found in a command (after FILL) skips it. `--help` always runs.
 SKIP: list[tuple[str, str]] = [
     (r"\bSERIAL\w*\b|--device [A-Z]\b|--serial\b", "needs a phone attached over adb"),
@@ -44,27 +48,28 @@ SKIP: list[tuple[str, str]] = [
     (r"^(git|cmake|bazel|cd|make)\b|\$ANDROID_NDK", "builds a phone runner (Android NDK, network)"),
     (r"^(source|pip|python3\.\d+)\b|-m venv\b|-m pip\b", "changes the Python environment"),
     (r"-m bench\b|-m bench\.|(?<![\w-])bench/", "a benchmark: minutes to hours"),
-    (r"-m (lut|profiler\.validate)\b.*\bvalidate\b|-m profiler\.validate\b", "times whole networks end to end (minutes)"),
-    (r"-m profiler\.run\b", "exports and times every op or arch asked for (minutes)"),
+    (r"android_harness (devices|doctor)\b|^hwnas (devices|doctor)\b", "talks to the adb server and the phones attached"),
+    (r"(-m lut|^hwnas lut) validate\b|-m profiler\.validate\b|^hwnas validate\b", "times whole networks end to end (minutes)"),
+    (r"-m profiler\.run\b|^hwnas profile\b", "exports and times every op or arch asked for (minutes)"),
     (r"-m profiler\.deploy\b.*\b(export|measure)\b", "exports and times a full-size network (minutes)"),
-    (r"-m search\.train\b.*--(export|measure)\b", "exports and times a full-size network (minutes)"),
-    (r"-m search\.train\b.*--scale lut\b", "trains at the LUT's full resolution (hours on a CPU)"),
+    (rf"{TRAIN}.*--(export|measure)\b", "exports and times a full-size network (minutes)"),
+    (rf"{TRAIN}.*--scale lut\b", "trains at the LUT's full resolution (hours on a CPU)"),
     (r"\b(imagenet|imagenet100)\b|:DIR\b|\bDIR\b|\bFILE\b|\bPATH\b|/path/to/", "needs a data set, folder or file of your own"),
 ]
 # any all-caps word left after FILL is a placeholder for the reader to fill in
-PLACEHOLDER = re.compile(r"(?<![\w$-])[A-Z][A-Z0-9_]*[A-Z0-9](?![\w=])")
+PLACEHOLDER = re.compile(r"(?<![\w$-])[A-Z](?:[A-Z0-9_]*[A-Z0-9])?(?![\w=])")
 ENV_ASSIGN = re.compile(r"^(\w+=\S*\s+)+")
 
 # appended to commands that run at full budget otherwise
 TINY: list[tuple[str, list[str]]] = [
-    (r"-m search\.(run|crossdevice|train)\b", ["--torch-threads", "1"]),
-    (r"-m search\.(run|crossdevice)\b", ["--epochs", "1", "--train-epochs", "0", "--subset", "64"]),
-    (r"-m search\.crossdevice\b", ["--no-measure"]),
-    (r"-m search\.(run|crossdevice)\b.*--strategy (evolution|random)\b",
+    (rf"{SEARCH}|{TRAIN}", ["--torch-threads", "1"]),
+    (SEARCH, ["--epochs", "1", "--train-epochs", "0", "--subset", "64"]),
+    (r"(-m search\.crossdevice|^hwnas crossdevice)\b", ["--no-measure"]),
+    (rf"{SEARCH}.*--strategy (evolution|random)\b",
      ["--cycles", "2", "--population", "2", "--tournament", "1", "--fitness-epochs", "1"]),
-    (r"-m search\.train\b", ["--epochs", "1", "--subset", "64"]),
+    (TRAIN, ["--epochs", "1", "--subset", "64"]),
 ]
-SLOW = re.compile(r"-m search\.|-m lut plot\b|^hwnas (search|train)\b")
+SLOW = re.compile(rf"{SEARCH}|{TRAIN}|-m lut plot\b|^hwnas lut plot\b")
 
 
 @dataclass(frozen=True)
