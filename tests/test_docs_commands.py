@@ -186,7 +186,7 @@ def _block_params():
     for block in all_blocks():
         run = [c for c in block if verdict(c) is None]
         marks = [pytest.mark.slow] if any(SLOW.search(c.filled) for c in run) else []
-        params.append(pytest.param(block, id=f"{block[0].doc}:{block[0].line}", marks=marks))
+        params.append(pytest.param(block, id=f"{Path(block[0].doc).name}:{block[0].line}", marks=marks))
     return params
 
 
