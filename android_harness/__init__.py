@@ -2,7 +2,7 @@
 
 Public API:
 
-    AdbServer, Device, list_devices, ensure_server        (adb.py)
+    AdbServer, Device, list_devices, ensure_server        (adb.py; device_address: SERIAL@HOST:PORT)
     fingerprint, wait_for_cooldown, read_thermal, ...      (device_state.py)
     WorkDir                                                 (files.py: checksummed pushes)
     RUNNERS, parse_output, RunnerTiming                     (runners.py: command lines, parsers)
@@ -22,6 +22,7 @@ from .adb import (
     Device,
     DeviceGoneError,
     DeviceInfo,
+    device_address,
     ensure_server,
     list_devices,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "Device",
     "DeviceGoneError",
     "DeviceInfo",
+    "device_address",
     "ensure_server",
     "list_devices",
     "fingerprint",

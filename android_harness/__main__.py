@@ -6,7 +6,7 @@
     python -m android_harness loopback start [--port P] [--sandbox DIR] [--unrooted]
         [--timing-quantum-us Q] [--event-tracer]
         [--runner-fault crash|unknown-format] [--userspace-32bit] [--disk-full]
-        [--runner-form tf1.12|tf1.15|tf2.0|et0.4|et0.6] [--thermal-unreadable]
+        [--runner-form tf1.12|tf1.15|tf2.0|et0.4|et0.6] [--thermal-unreadable] [--no-dumpsys]
         [--slow-first-runs N K]
 """
 
@@ -21,7 +21,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from .adb import AdbError, AdbServer, Device, list_devices
+from hwnas.flags import add_device, add_verbose, run_main
+
+from .adb import AdbError, AdbServer, Device, device_address, list_devices
 from .doctor import run_checks
 from .files import DEFAULT_WORK_DIR
 from .loopback.shims._common import RUNNER_FORMS
@@ -50,7 +52,8 @@ def _devices(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    device = Device.connect(_server(args), args.device)
+    server, serial = device_address(args.device, args.adb_host, args.adb_port)
+    device = Device.connect(server, serial)
     checks = run_checks(device, work_dir=args.work_dir, min_battery_pct=args.min_battery,
                         max_temp_c=args.max_temp_c)
     for check in checks:
@@ -64,7 +67,11 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _parse(args: argparse.Namespace) -> int:
-    text = Path(args.file).read_text(errors="replace")
+    try:
+        text = Path(args.file).read_text(errors="replace")
+    except OSError as exc:
+        print(f"error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
     try:
         timing = parse_output(args.runner, text, source=args.file)
     except RunnerOutputError as exc:
@@ -94,7 +101,7 @@ def _loopback_start(args: argparse.Namespace) -> int:
                   event_tracer=args.event_tracer)
     faults = Faults(runner_fault=args.runner_fault, userspace_32bit=args.userspace_32bit,
                     disk_full=args.disk_full, runner_form=args.runner_form,
-                    thermal_unreadable=args.thermal_unreadable,
+                    thermal_unreadable=args.thermal_unreadable, no_dumpsys=args.no_dumpsys,
                     slow_first_runs=int(args.slow_first_runs[0]) if args.slow_first_runs else 0,
                     slow_factor=args.slow_first_runs[1] if args.slow_first_runs else 1.0)
     with LoopbackDaemon(sandbox, port=args.port, knobs=knobs, faults=faults) as daemon:
@@ -109,33 +116,45 @@ def _loopback_start(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _adb_server_arguments(p: argparse.ArgumentParser, nested: bool = False) -> None:
+    """--adb-host/--adb-port, before the subcommand or after it (`nested`: not to reset the former)."""
+    default = argparse.SUPPRESS if nested else None
+    p.add_argument("--adb-host", default=default, help="adb server host (default: $ADB_SERVER_SOCKET or 127.0.0.1)")
+    p.add_argument("--adb-port", type=int, default=default, help="adb server port (default 5037)")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m android_harness", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--adb-host", help="adb server host (default: $ADB_SERVER_SOCKET or 127.0.0.1)")
-    parser.add_argument("--adb-port", type=int, help="adb server port (default 5037)")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(required=True)
+    _adb_server_arguments(parser)
+    add_verbose(parser)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     p = sub.add_parser("devices", help="list attached devices and what to do about each")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+    _adb_server_arguments(p, nested=True)
+    add_verbose(p, nested=True)
     p.set_defaults(func=_devices)
 
     p = sub.add_parser("doctor", help="check a device is ready to profile")
-    p.add_argument("--device", required=True)
-    p.add_argument("--work-dir", default=DEFAULT_WORK_DIR)
-    p.add_argument("--min-battery", type=int, default=30)
-    p.add_argument("--max-temp-c", type=float, default=45.0)
+    add_device(p, required=True, metavar="SERIAL",
+               help="the phone to check: its adb serial, or SERIAL@HOST:PORT (another machine's adb server)")
+    p.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help="device folder (default %(default)s)")
+    p.add_argument("--min-battery", type=int, default=30, help="lowest battery percent that passes (default 30)")
+    p.add_argument("--max-temp-c", type=float, default=45.0, help="highest CPU temperature that passes (default 45)")
+    _adb_server_arguments(p, nested=True)
+    add_verbose(p, nested=True)
     p.set_defaults(func=_doctor)
 
     p = sub.add_parser("parse", help="parse a saved runner output file")
-    p.add_argument("--runner", required=True, choices=sorted(RUNNERS))
-    p.add_argument("file")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--runner", required=True, choices=sorted(RUNNERS), help="the runner that printed it")
+    p.add_argument("file", help="the saved output")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_verbose(p, nested=True)
     p.set_defaults(func=_parse)
 
     p = sub.add_parser("loopback", help="a loopback device for dry runs without a phone")
-    lsub = p.add_subparsers(required=True)
+    lsub = p.add_subparsers(required=True, metavar="COMMAND")
     s = lsub.add_parser("start", help="start it and attach it to the adb server")
     s.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
     s.add_argument("--sandbox", help="folder standing for the device's / (default: a temp dir)")
@@ -153,14 +172,20 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--runner-form", choices=list(RUNNER_FORMS),
                    help="fault: the runners print an older release's output ("
                         + "; ".join(f"{k}: {v[1]}" for k, v in RUNNER_FORMS.items()) + ")")
+    s.add_argument("--no-dumpsys", action="store_true",
+                   help="fault: `dumpsys battery|power` find no service (battery and screen state from sysfs)")
     s.add_argument("--thermal-unreadable", action="store_true",
                    help="fault: thermal_zone*/temp is Permission denied, as on stock Android 10+")
     s.add_argument("--slow-first-runs", nargs=2, type=_slow_first, metavar=("N", "K"),
                    help="fault: the first N inferences of every runner launch take K times as long "
                         "(a governor still ramping up)")
+    add_verbose(s, nested=True)
     s.set_defaults(func=_loopback_start)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -171,4 +196,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

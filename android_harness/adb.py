@@ -4,6 +4,7 @@
     ensure_server(server)                                # starts `adb -P PORT start-server` if needed
     for info in list_devices(server): ...
     device = Device.connect(server, "127.0.0.1:5555")    # `adb connect` for host:port serials
+    server, serial = device_address("R58M12@lab-pc:5037")  # a phone on another machine's adb server
     device.shell("getprop")                               # ShellResult(exit_code, stdout, stderr)
 
 Every adb failure is checked against the device list: a device that is gone raises
@@ -39,6 +40,7 @@ __all__ = [
     "list_devices",
     "STATE_ADVICE",
     "quote",
+    "device_address",
 ]
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,22 @@ class AdbServer:
 
     def client(self) -> adbutils.AdbClient:
         return adbutils.AdbClient(host=self.host, port=self.port, socket_timeout=30)
+
+
+def device_address(text: str, host: str | None = None, port: int | None = None) -> tuple[AdbServer, str]:
+    """The adb server and serial a `--device` value names: `SERIAL@HOST:PORT` is SERIAL on the adb
+    server at HOST:PORT (another machine's, started there with `adb -a -P PORT nodaemon server`);
+    a plain SERIAL is on the server `host`/`port` or the environment give (`AdbServer.from_env`).
+    SERIAL may itself be `IP:PORT` (adb over Wi-Fi, as that server sees it)."""
+    serial, at, server = text.rpartition("@")
+    if not at:
+        return AdbServer.from_env(host, port), text
+    where, _, port_text = server.rpartition(":")
+    where = where.strip("[]")  # [::1]:5037
+    if not serial or not where or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise AdbError(f"device {text!r}: give SERIAL@HOST:PORT (e.g. R58M12ABCDE@lab-pc:5037), the "
+                       "serial as `adb devices` on that host lists it and its adb server's host and port")
+    return AdbServer(where, int(port_text)), serial
 
 
 def _server_up(server: AdbServer) -> bool:

@@ -33,6 +33,12 @@ __all__ = [
     "read_cpus",
     "read_thermal",
     "read_battery",
+    "read_screen",
+    "read_caches",
+    "parse_caches",
+    "private_cache_bytes",
+    "parse_battery_sysfs",
+    "parse_screen",
     "wait_for_cooldown",
     "CPUFREQ_FILES",
 ]
@@ -59,6 +65,8 @@ class CpuCluster:
 class Battery:
     level_pct: int | None
     temperature_c: float | None
+    charging: bool | None = None  # on a charger (AC, USB or wireless powered, or status charging)
+    source: str = "dumpsys"  # where it was read: "dumpsys", "sysfs", or "" (neither answered)
 
 
 def parse_cpufreq(text: str) -> dict[int, dict[str, str]]:
@@ -120,11 +128,44 @@ def cpu_temperature_c(zones: dict[str, float]) -> float | None:
 
 
 def parse_battery(text: str) -> Battery:
-    """`dumpsys battery` -> level and temperature (the latter is printed in tenths of °C)."""
+    """`dumpsys battery` -> level, temperature (printed in tenths of °C) and whether it charges."""
     level = re.search(r"^\s*level:\s*(\d+)", text, re.M)
     temp = re.search(r"^\s*temperature:\s*(-?\d+)", text, re.M)
+    powered = re.findall(r"^\s*(?:AC|USB|Wireless|Dock) powered:\s*(true|false)", text, re.M)
+    status = re.search(r"^\s*status:\s*(\d+)", text, re.M)  # BatteryManager: 2 charging, 5 full
+    charging = None
+    if powered or status:
+        charging = "true" in powered or (status is not None and status.group(1) == "2")
     return Battery(int(level.group(1)) if level else None,
-                   int(temp.group(1)) / 10.0 if temp else None)
+                   int(temp.group(1)) / 10.0 if temp else None, charging)
+
+
+_BATTERY_SYSFS = "/sys/class/power_supply"
+_BATTERY_CMD = (f"grep -H . {_BATTERY_SYSFS}/battery/capacity {_BATTERY_SYSFS}/battery/temp "
+                f"{_BATTERY_SYSFS}/battery/status {_BATTERY_SYSFS}/*/online")
+
+
+def parse_battery_sysfs(text: str) -> Battery:
+    """`grep -H .` over power_supply files -> level, temperature (tenths of °C), charging."""
+    values = dict(re.findall(r"^/sys/class/power_supply/([^:]+):(.*)$", text, re.M))
+    level = values.get("battery/capacity", "").strip()
+    temp = values.get("battery/temp", "").strip()
+    status = values.get("battery/status", "").strip()
+    online = [v.strip() for k, v in values.items() if k.endswith("/online") and not k.startswith("battery/")]
+    charging = None
+    if status or online:
+        charging = status in ("Charging", "Full") or "1" in online
+    return Battery(int(level) if level.isdigit() else None,
+                   int(temp) / 10.0 if re.fullmatch(r"-?\d+", temp) else None, charging, "sysfs")
+
+
+def parse_screen(text: str) -> bool | None:
+    """`dumpsys power` -> whether the screen is on (mWakefulness=Awake, or Display Power: state=ON)."""
+    wake = re.search(r"mWakefulness=(\w+)", text)
+    if wake:
+        return wake.group(1) == "Awake"
+    display = re.search(r"Display Power: state=(\w+)", text)
+    return display.group(1) == "ON" if display else None
 
 
 def _slug(text: str) -> str:
@@ -142,6 +183,44 @@ def device_id(props: dict[str, str], serial: str) -> str:
     return "-".join(p for p in (_slug(x) for x in parts) if p) + f"-{suffix}"
 
 
+_CACHE_FILES = ("level", "type", "size", "shared_cpu_list")
+_CACHE_CMD = "grep -H . " + " ".join(
+    f"/sys/devices/system/cpu/cpu[0-9]*/cache/index[0-9]*/{name}" for name in _CACHE_FILES)
+
+
+def parse_caches(text: str) -> dict[int, list[dict[str, Any]]]:
+    """`grep -H .` over cpu*/cache/index*/{level,type,size,shared_cpu_list} -> {cpu: [{"level",
+    "type", "size_bytes", "shared_cpu_list"}, ...]} (sizes like `512K`, `2M`), by level."""
+    raw: dict[tuple[int, int], dict[str, str]] = {}
+    for cpu, index, name, value in re.findall(
+            r"^/sys/devices/system/cpu/cpu(\d+)/cache/index(\d+)/(\w+):(.*)$", text, re.M):
+        raw.setdefault((int(cpu), int(index)), {})[name] = value.strip()
+    out: dict[int, list[dict[str, Any]]] = {}
+    for (cpu, _), files in sorted(raw.items()):
+        size = re.fullmatch(r"(\d+)\s*([KMG]?)B?", files.get("size", ""))
+        if not size or not files.get("level", "").isdigit():
+            continue
+        out.setdefault(cpu, []).append({
+            "level": int(files["level"]), "type": files.get("type", ""),
+            "size_bytes": int(size.group(1)) * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[size.group(2)],
+            "shared_cpu_list": files.get("shared_cpu_list", ""),
+        })
+    return {cpu: sorted(c, key=lambda x: (x["level"], x["type"])) for cpu, c in out.items()}
+
+
+def private_cache_bytes(caches: dict[int, list[dict[str, Any]]], cpu: int) -> int | None:
+    """The size of `cpu`'s level-2 (data or unified) cache: what one core keeps of an op's weights
+    between invocations (a cluster-shared L2 counts: a single-threaded op has it to itself).
+    None when sysfs lists no L2 for it."""
+    l2 = [c["size_bytes"] for c in caches.get(cpu, []) if c["level"] == 2 and c["type"] in ("Data", "Unified")]
+    return max(l2) if l2 else None
+
+
+def read_caches(device: Device) -> dict[int, list[dict[str, Any]]]:
+    """The CPU caches sysfs lists ({} where the kernel lists none, as some phone kernels do)."""
+    return parse_caches(device.shell(_CACHE_CMD).stdout)
+
+
 def read_cpus(device: Device) -> dict[int, dict[str, str]]:
     # grep exits 2 when some files are unreadable (offline cores); what it printed still counts.
     return parse_cpufreq(device.shell(_CPUFREQ_CMD).stdout)
@@ -152,7 +231,27 @@ def read_thermal(device: Device) -> dict[str, float]:
 
 
 def read_battery(device: Device) -> Battery:
-    return parse_battery(device.shell("dumpsys battery").stdout)
+    """From `dumpsys battery`; where it has no battery service, from sysfs (power_supply)."""
+    found = parse_battery(device.shell("dumpsys battery").stdout)
+    if found.level_pct is not None or found.temperature_c is not None:
+        return found
+    sysfs = parse_battery_sysfs(device.shell(_BATTERY_CMD).stdout)
+    if sysfs.level_pct is None and sysfs.temperature_c is None and sysfs.charging is None:
+        return Battery(None, None, None, "")
+    return sysfs
+
+
+def read_screen(device: Device) -> tuple[bool | None, str]:
+    """(screen on, source): `dumpsys power`, else the backlight's brightness in sysfs (0 = off),
+    else (None, "")."""
+    on = parse_screen(device.shell("dumpsys power").stdout)
+    if on is not None:
+        return on, "dumpsys"
+    text = device.shell("grep -H . /sys/class/backlight/*/brightness").stdout
+    levels = re.findall(r"/brightness:(\d+)\s*$", text, re.M)
+    if levels:
+        return any(int(v) > 0 for v in levels), "sysfs"
+    return None, ""
 
 
 def fingerprint(device: Device) -> dict[str, Any]:

@@ -4,6 +4,13 @@
     work.ensure()
     report = work.push([Path("a.pte"), Path("b.pte")], subdir="models")   # skips same sha256
     work.remote("models/a.pte")  ->  "/data/local/tmp/hwnas/models/a.pte"
+    names = work.push_by_content([Path("a.pte")], subdir="models")
+    names[Path("a.pte")]  ->  "/data/local/tmp/hwnas/models/a-<16 hex of its sha256>.pte"
+
+Content-addressed pushes (`push_by_content`) name each file on the device by its stem and its
+sha256: a file already there under that name is the same model (its device-side sha256 is checked
+too, so a push cut short is redone), so a resumed job pushes only what is missing, and a model
+that changed under the same host name never runs in place of the new one.
 """
 
 from __future__ import annotations
@@ -81,11 +88,21 @@ class WorkDir:
                 found[name.strip()] = digest
         return found
 
-    def push(self, files: list[Path], *, subdir: str = "", mode: int = 0o644) -> PushReport:
-        """Push `files` into the work dir (or `subdir` of it), skipping identical ones."""
+    def push_by_content(self, files: list[Path], *, subdir: str = "", mode: int = 0o644) -> dict[Path, str]:
+        """Push `files` into `subdir` named by content (`<stem>-<16 hex of sha256><suffix>`),
+        skipping those the device already holds; returns each local file's device path."""
+        named = {Path(f): f"{Path(f).stem}-{sha256_file(Path(f))[:16]}{Path(f).suffix}" for f in files}
+        unique = {name: local for local, name in named.items()}  # identical files: one push
+        self.push(list(unique.values()), subdir=subdir, mode=mode, names=list(unique))
+        return {local: self.remote(posixpath.join(subdir, name)) for local, name in named.items()}
+
+    def push(self, files: list[Path], *, subdir: str = "", mode: int = 0o644,
+             names: list[str] | None = None) -> PushReport:
+        """Push `files` into the work dir (or `subdir` of it) under their own names (or `names`),
+        skipping identical ones."""
         self.ensure(subdir)
-        targets = {self.remote(posixpath.join(subdir, f.name)): Path(f) for f in files}
-        names = [Path(f).name for f in files]
+        names = names if names is not None else [Path(f).name for f in files]
+        targets = {self.remote(posixpath.join(subdir, n)): Path(f) for f, n in zip(files, names)}
         if len(set(names)) != len(names):
             raise ValueError("two files to push share a name; the device folder is flat")
         remote = self.remote_sha256(list(targets))

@@ -82,7 +82,8 @@ def build_hint(runner: str, abi: str) -> str:
                 "//tflite/tools/benchmark:benchmark_model` (README: 'The runner binaries')")
     if runner == "executor_runner":
         return (f"build it with the README's cmake recipe and -DANDROID_ABI={abi} (README: 'The runner "
-                "binaries'; the ExecuTorch release must match the executorch package)")
+                "binaries'; the ExecuTorch release must match the executorch package), or profile with "
+                "`--runtime tflite` and TFLite's benchmark_model")  # fmt: skip
     return f"build {runner} for {abi}"
 
 
@@ -153,12 +154,14 @@ def posix_parent(path: str) -> str:
     return re.sub(r"/[^/]+/?$", "", path) or "/"
 
 
-def check_run(device: Device, runner: str, binary: str, model: str, options: RunOptions) -> Check:
-    """One invocation of `runner` on `model` with the job's options, its output parsed."""
+def check_run(device: Device, runner: str, binary: str, model: str, options: RunOptions,
+              hints: dict | None = None) -> Check:
+    """One invocation of `runner` on `model` with the job's options, its output parsed (what it
+    learns, e.g. the runner's printed version, goes into `hints`: see `measure_detailed`)."""
     once = replace(options, runs=INVOCATION_RUNS.get(runner, options.runs), profile=False)
     name = f"run {runner}"
     try:
-        m = measure_detailed(device, runner, binary, model, once, label=f"preflight {Path(model).name}")
+        m = measure_detailed(device, runner, binary, model, once, label=f"preflight {Path(model).name}", hints=hints)
     except RunnerFailed as exc:
         text = str(exc)
         if re.search(r"exited with status (126|127)\b", text):

@@ -59,6 +59,7 @@ __all__ = [
     "get_runner",
     "parse_output",
     "output_tail",
+    "runner_version",
 ]
 
 
@@ -82,6 +83,7 @@ class RunnerTiming:
     samples_us: tuple[float, ...] = ()  # individual timed runs, in order, where the output has them
     extra: dict[str, float] = field(default_factory=dict)  # unit-named: init_us, mem_delta_mb, ...
     ops: tuple[OperatorTiming, ...] = ()  # op-profiling rows in run order (benchmark_model)
+    version: str | None = None  # the runtime version the build printed, where it prints one
 
     def to_json(self) -> dict[str, Any]:
         data = {k: v for k, v in asdict(self).items()
@@ -91,6 +93,18 @@ class RunnerTiming:
         if self.ops:
             data["ops"] = [op.to_json() for op in self.ops]
         return data
+
+
+# Released benchmark_model and executor_runner builds print no version; builds that link a version
+# print (custom runners, `TfLiteVersion()` / ExecuTorch release banners) say "<runtime> version: X".
+_VERSION = re.compile(r"\b(?:TensorFlow Lite|TFLite|TfLite|LiteRT|ExecuTorch)\b[ \w]{0,20}?\bversion\b\s*[:=]?\s*"
+                      r"v?(\d+\.\d+[\w.+-]*)", re.I)
+
+
+def runner_version(text: str) -> str | None:
+    """The runtime version a runner's output states ("... TFLite version: 2.16.1"), else None."""
+    match = _VERSION.search(text)
+    return match.group(1) if match else None
 
 
 def output_tail(text: str, lines: int = 15) -> str:
@@ -106,10 +120,11 @@ class Runner(Protocol):
 
     def command(
         self, binary: str, model: str, *, threads: int, warmup: int, runs: int, xnnpack: bool,
-        profile: str | None = None,
+        profile: str | None = None, warmup_s: float = 0.0,
     ) -> list[str]:
-        """argv for one invocation that runs `warmup` untimed then `runs` timed inferences;
-        with `profile`, per-operator profiling too (a device path for file outputs)."""
+        """argv for one invocation that runs `warmup` untimed (and for at least `warmup_s`
+        seconds, where the runner has a time-based warm-up) then `runs` timed inferences; with
+        `profile`, per-operator profiling too (a device path for file outputs)."""
         ...
 
     def parse(self, text: str) -> RunnerTiming: ...
@@ -198,15 +213,16 @@ class BenchmarkModel:
 
     def command(
         self, binary: str, model: str, *, threads: int, warmup: int, runs: int, xnnpack: bool,
-        profile: str | None = None,
+        profile: str | None = None, warmup_s: float = 0.0,
     ) -> list[str]:
-        # --min_secs/--warmup_min_secs 0: the counts are exactly --num_runs/--warmup_runs.
+        # --min_secs 0: the timed count is exactly --num_runs. --warmup_min_secs: the tool's
+        # time-based warm-up (its default is 0.5 s), at least --warmup_runs runs either way.
         argv = [
             binary,
             f"--graph={model}",
             f"--num_threads={threads}",
             f"--warmup_runs={warmup}",
-            "--warmup_min_secs=0",
+            f"--warmup_min_secs={warmup_s:g}",
             f"--num_runs={runs}",
             "--min_secs=0",
             f"--max_secs={self.max_secs:g}",
@@ -267,6 +283,7 @@ class BenchmarkModel:
             samples_us=run.samples,
             extra=extra,
             ops=ops,
+            version=runner_version(text),
         )
 
 
@@ -289,9 +306,10 @@ class ExecutorRunner:
 
     def command(
         self, binary: str, model: str, *, threads: int, warmup: int, runs: int, xnnpack: bool,
-        profile: str | None = None,
+        profile: str | None = None, warmup_s: float = 0.0,
     ) -> list[str]:
-        # No warm-up flag: run warmup + runs executions; the caller drops the first `warmup`.
+        # No warm-up flag (warmup_s: the caller runs an untimed launch first): run warmup + runs
+        # executions; the caller drops the first `warmup`.
         # XNNPACK is a property of the build (EXECUTORCH_BUILD_XNNPACK) and of the .pte.
         # Only flags every build since 0.6 has (`--print_output` came in 1.3: not passed).
         argv = [
@@ -347,10 +365,11 @@ class ExecutorRunner:
                 max_us=max(samples),
                 samples_us=samples,
                 extra=extra,
+                version=runner_version(text),
             )
         if count < 1:
             raise RunnerOutputError("executor_runner reports 0 executions")
-        return RunnerTiming(avg_us=total_ms * 1000.0 / count, count=count, extra=extra)
+        return RunnerTiming(avg_us=total_ms * 1000.0 / count, count=count, extra=extra, version=runner_version(text))
 
 
 RUNNERS: dict[str, Runner] = {r.name: r for r in (BenchmarkModel(), ExecutorRunner())}

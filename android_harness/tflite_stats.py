@@ -112,7 +112,7 @@ class Stat:
         return None not in (self.first, self.curr, self.min, self.max, self.avg, self.std)
 
 
-_STAT = re.compile(rf"\bcount=(\d+)(.*)$")
+_STAT = re.compile(r"\bcount=(\d+)(.*)$")
 _FIELD = re.compile(rf"\b(first|curr|min|max|avg|std|p5|median|p95)=({NUM})")
 
 

@@ -1,6 +1,6 @@
 """Which cache state each layer's time inside a network follows, measured side by side in one run.
 
-    python -m bench.cache_states [--runtimes executorch tflite] [--space fbnet] [--archs 3]
+    python -m bench.cache_states [--runtime executorch,tflite] [--space fbnet] [--archs 3]
         [--rounds 3] [--runs 15] [--seed 0] [--layers]
 
 A LUT times each op alone in one cache state (`--cache`): warm (one loaded copy run again and
@@ -37,6 +37,7 @@ from dataclasses import replace
 
 import pandas as pd
 
+from hwnas.flags import add_runtime, add_verbose, run_main
 from lut.validate import random_archs
 from profiler.export import ExportCache, ExportItem
 from profiler.layers import operators_of, run_totals, split_layers
@@ -145,16 +146,17 @@ def summary(df: pd.DataFrame, by: str) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.cache_states", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--runtimes", nargs="+", default=["executorch", "tflite"],
-                   help="runtimes with an operator profile on this host (default: executorch tflite)")
-    p.add_argument("--space", default="fbnet")
+    add_runtime(p, dest="runtimes", multiple=True, spaced=True, default=["executorch", "tflite"], old=("--runtimes",),
+                help="runtimes with an operator profile on this host (default: executorch,tflite)")
+    p.add_argument("--space", default="fbnet", help="search space (default fbnet)")
     p.add_argument("--archs", type=int, default=3, help="random archs besides the named ones")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
     p.add_argument("--runs", type=int, default=15, help="timed invocations per model and round")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random archs (default 0)")
     p.add_argument("--layers", action="store_true", help="also print every layer")
+    add_verbose(p)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     fmt = {"float_format": lambda v: f"{v:.3f}" if abs(v) < 10 else f"{v:.0f}"}
     for runtime in args.runtimes:
         df = measure(runtime, args.space, num_random=args.archs, rounds=args.rounds, runs=args.runs,
@@ -175,4 +177,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -1,6 +1,6 @@
 """LUT accuracy per runtime and measurement protocol, side by side, measured in one run.
 
-    python -m bench.lut_accuracy [--runtimes executorch tflite] [--protocols nchw:warm,nhwc:warm,nhwc:mixed,nhwc:cold]
+    python -m bench.lut_accuracy [--runtime executorch,tflite] [--protocols nchw:warm,nhwc:warm,nhwc:mixed,nhwc:cold]
         [--space fbnet] [--archs 20] [--rounds 6] [--seed 0] [--drift-ops all|N] [--out bench_luts] [--json]
     python -m bench.lut_accuracy LUT [LUT ...]        # validate existing LUTs instead
 
@@ -36,7 +36,8 @@ import logging
 import sys
 from typing import Any
 
-from lut.store import LutError, load_lut
+from hwnas.flags import add_luts_root, add_out, add_runtime, add_verbose, run_main
+from lut.store import load_lut
 from lut.validate import GOAL_MAPE_PCT, GOAL_SPEARMAN, write_validation
 from profiler.api import profile_space
 from profiler.validate import ALL_OPS, ValidationConfig, validate_lut
@@ -86,17 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.lut_accuracy", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("luts", nargs="*", help="validate these LUTs (dirs or ids) instead of profiling")
-    p.add_argument("--runtimes", nargs="+", default=["executorch", "tflite"])
+    add_runtime(p, dest="runtimes", multiple=True, spaced=True, default=["executorch", "tflite"], old=("--runtimes",),
+                help="runtimes to build LUTs with (default: executorch,tflite)")
     p.add_argument("--protocols", default="nchw:warm,nhwc:warm,nhwc:mixed,nhwc:cold",
                    help="comma-separated LAYOUT:CACHE pairs (default: the old protocol, the layout fix, and the "
                         "cache states with it)")
-    p.add_argument("--space", default="fbnet")
-    p.add_argument("--out", default="bench_luts", help="LUT store of the benchmark (default bench_luts/)")
-    p.add_argument("--root", default="luts", help="store of the LUTs named as arguments")
+    p.add_argument("--space", default="fbnet", help="search space (default fbnet)")
+    add_out(p, default="bench_luts", help="folder of the LUTs the benchmark builds (default bench_luts/)")
+    add_luts_root(p, help="LUT store root of the LUTs named as arguments (default luts)")
     p.add_argument("--archs", type=int, default=20, help="random archs besides the named ones")
     p.add_argument("--rounds", type=int, default=6, help="end-to-end rounds (two halves)")
     p.add_argument("--profile-rounds", type=int, default=5, help="rounds of each LUT's op profile")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random archs (default 0)")
     p.add_argument("--drift-ops", default="all",
                    help="LUT ops re-timed in the validation rounds: a count, or all (default: every op, so that "
                         "the sum of the re-timed ops is scored beside the LUT's)")
@@ -105,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="last line: one JSON list of rows")
     p.add_argument("--repeats", type=int, default=1,
                    help="build and validate every LUT this many times in turn, then print the spread (default 1)")
+    add_verbose(p)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     drift_ops = ALL_OPS if args.drift_ops == "all" else int(args.drift_ops)
     cfg = ValidationConfig(num_archs=args.archs, seed=args.seed, rounds=args.rounds, correction="auto",
                            progress=not args.json, drift_ops=drift_ops)  # fmt: skip
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         for repeat in range(args.repeats):
             if args.luts:
                 for x in args.luts:
-                    validate(str(load_lut(x, root=args.root).path), "as stored", repeat)
+                    validate(str(load_lut(x, root=args.luts_root).path), "as stored", repeat)
                 continue
             for runtime in args.runtimes:  # each LUT validated as soon as it is built: minutes apart
                 for proto in args.protocols.split(","):
@@ -172,4 +175,4 @@ def _verdict(r: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

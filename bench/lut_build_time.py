@@ -1,6 +1,6 @@
 """Time to build a space's LUT per runtime: cold (empty export cache) vs warm (cached exports).
 
-    python bench/lut_build_time.py [--runtimes tflite executorch onnxruntime] [--space fbnet]
+    python bench/lut_build_time.py [--runtime tflite,executorch,onnxruntime] [--space fbnet]
         [--ops-limit N] [--rounds R] [--export-workers W] [--keep DIR]
 
 Prints, per runtime, cold and warm wall time, the warm/cold ratio and whether the cold build
@@ -22,6 +22,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from hwnas.flags import add_runtime, add_verbose, run_main  # noqa: E402
 from profiler.api import profile_space  # noqa: E402
 from profiler.runtimes import list_runtimes  # noqa: E402
 
@@ -30,15 +31,17 @@ TARGET_COLD_S = 300.0
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runtimes", nargs="+", default=list_runtimes(), choices=list_runtimes())
-    p.add_argument("--space", default="fbnet")
-    p.add_argument("--ops-limit", type=int)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--export-workers", type=int)
+    add_runtime(p, dest="runtimes", multiple=True, spaced=True, default=list_runtimes(), choices=list_runtimes(),
+                old=("--runtimes",), help="runtimes to build LUTs with (default: all)")
+    p.add_argument("--space", default="fbnet", help="search space (default fbnet)")
+    p.add_argument("--ops-limit", type=int, help="profile only the first N ops")
+    p.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
+    p.add_argument("--export-workers", type=int, help="export processes (default: the profiler's)")
     p.add_argument("--keep", type=Path, help="keep the LUTs (DIR/luts) and exports (DIR/cache, usable as HWNAS_CACHE) here; "
                    "its cache must start empty for a cold build")  # fmt: skip
+    add_verbose(p)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     rows = []
     for rt in args.runtimes:
         with tempfile.TemporaryDirectory(prefix="hwnas-bench-") as tmp:
@@ -67,4 +70,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

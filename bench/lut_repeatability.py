@@ -21,6 +21,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from hwnas.flags import add_runtime, add_verbose, run_main  # noqa: E402
 from lut import load_lut  # noqa: E402
 from profiler.api import profile_space  # noqa: E402
 from profiler.runtimes import list_runtimes  # noqa: E402
@@ -38,13 +39,14 @@ def compare(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runtime", default="tflite", choices=list_runtimes())
-    p.add_argument("--space", default="fbnet")
-    p.add_argument("--ops-limit", type=int)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--runs", type=int, default=20)
+    add_runtime(p, default="tflite", choices=list_runtimes(), help="runtime (default tflite)")
+    p.add_argument("--space", default="fbnet", help="search space (default fbnet)")
+    p.add_argument("--ops-limit", type=int, help="profile only the first N ops")
+    p.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
+    p.add_argument("--runs", type=int, default=20, help="timed runs per op per round (default 20)")
+    add_verbose(p)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="hwnas-repeat-") as tmp:
         kw = dict(ops_limit=args.ops_limit, rounds=args.rounds, runs=args.runs, progress=False)
         loads = [os.getloadavg()[0]]
@@ -67,4 +69,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

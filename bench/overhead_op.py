@@ -1,6 +1,6 @@
 """What a LUT's overhead op takes off the additive sum, measured side by side in one run.
 
-    python -m bench.overhead_op [--runtimes executorch tflite] [--space fbnet] [--rounds 5]
+    python -m bench.overhead_op [--runtime executorch,tflite] [--space fbnet] [--rounds 5]
         [--runs 50] [--archs 0] [--seed 0]
 
 The latency model subtracts the overhead op of an op's input shape from the op and adds the
@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hwnas.flags import add_runtime, add_verbose, run_main
 from lut.validate import random_archs
 from profiler.export import ExportCache, ExportItem
 from profiler.protocol import plan_ops
@@ -86,14 +87,16 @@ def measure(runtime: str, space_name: str, *, rounds: int, runs: int, seed: int,
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.overhead_op", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--runtimes", nargs="+", default=["executorch", "tflite"])
-    p.add_argument("--space", default="fbnet")
-    p.add_argument("--rounds", type=int, default=5)
+    add_runtime(p, dest="runtimes", multiple=True, spaced=True, default=["executorch", "tflite"], old=("--runtimes",),
+                help="runtimes (default: executorch,tflite)")
+    p.add_argument("--space", default="fbnet", help="search space (default fbnet)")
+    p.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
     p.add_argument("--runs", type=int, default=50, help="timed invocations per model and round")
     p.add_argument("--archs", type=int, default=0, help="random archs besides the named ones")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random archs (default 0)")
+    add_verbose(p)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     torch.set_num_threads(1)
     for runtime in args.runtimes:
         shapes, archs = measure(runtime, args.space, rounds=args.rounds, runs=args.runs, seed=args.seed,
@@ -110,4 +113,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from hwnas.flags import add_luts_root, add_out, add_verbose, comma_list, run_main
 from lut.store import load_lut
 from search.data import Dataset, load_data
 from search.latency import LatencyModel
@@ -115,19 +116,20 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.search_quality", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--lut", required=True, help="LUT path or id")
-    p.add_argument("--luts-root", default="luts")
-    p.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])
+    add_luts_root(p)
+    p.add_argument("--seeds", type=comma_list(int), default=[0, 1, 2], help="seeds, comma-separated (default 0,1,2)")
     p.add_argument("--k", type=int, default=5, help="random archs per seed")
     p.add_argument("--tolerance", type=float, default=0.05, help="latency band of the random archs (±)")
     p.add_argument("--train-epochs", type=int, default=10, help="from-scratch training budget of every arch")
     p.add_argument("--subset", type=int, help="train images (default: all)")
     p.add_argument("--epochs", type=int, help="search epochs (default: search.run's)")
     p.add_argument("--cifar10", help="also on CIFAR-10 from this folder (python-pickle layout)")
-    p.add_argument("--out", help="keep the search runs here (default: a temporary folder)")
-    p.add_argument("--torch-threads", type=int, default=1)
+    add_out(p, help="keep the search runs here (default: a temporary folder)")
+    p.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--json", action="store_true", help="last line: the results as one JSON object")
+    add_verbose(p)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     torch.set_num_threads(args.torch_threads)
     latency = latency_model(load_lut(args.lut, root=args.luts_root))
     out = Path(args.out or tempfile.mkdtemp(prefix="quality-"))
@@ -145,4 +147,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from hwnas.flags import add_luts_root, add_out, add_verbose, comma_list, run_main
 from lut.store import load_lut
 from search.run import latency_model, run_search
 from search.strategies import SearchConfig
@@ -110,29 +111,30 @@ def print_row(r: dict[str, Any]) -> None:
           f"{r['test_accuracy']:8.3f} {f(r['trained_test_accuracy'], '.3f'):>7s} {r['search_s']:8.0f}", flush=True)  # fmt: skip
 
 
-def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v]
+_floats = comma_list(float)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.search_steering", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--lut", required=True, help="LUT path or id")
-    p.add_argument("--luts-root", default="luts")
-    p.add_argument("--strategies", type=lambda s: s.split(","), default=["fbnet", "proxyless", "darts", "evolution", "random"])
-    p.add_argument("--betas", type=_floats, default=[0.0, 0.6, 5.0, 30.0])
-    p.add_argument("--lambdas", type=_floats, default=[0.0, 1.0, 10.0])
+    add_luts_root(p)
+    p.add_argument("--strategies", type=comma_list(), default=["fbnet", "proxyless", "darts", "evolution", "random"],
+                   help="strategies, comma-separated (default: all five)")
+    p.add_argument("--betas", type=_floats, default=[0.0, 0.6, 5.0, 30.0], help="FBNet β sweep, comma-separated")
+    p.add_argument("--lambdas", type=_floats, default=[0.0, 1.0, 10.0], help="latency weight λ sweep, comma-separated")
     p.add_argument("--target-fracs", type=_floats, default=[0.25, 0.5, 0.75],
                    help="targets: fractions of the way from the fastest arch to the uniform expected latency")
     p.add_argument("--epochs", type=int, help="search epochs (default: search.run's)")
     p.add_argument("--subset", type=int, help="train images (default: all)")
     p.add_argument("--train-epochs", type=int, default=0, help="also train each found arch from scratch")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="keep the runs here (default: a temporary folder)")
-    p.add_argument("--torch-threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0, help="seed of every search (default 0)")
+    add_out(p, help="keep the runs here (default: a temporary folder)")
+    p.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--json", action="store_true", help="last line: the results as one JSON object")
+    add_verbose(p)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     torch.set_num_threads(args.torch_threads)
     t0 = time.perf_counter()
     print(HEADER)
@@ -145,4 +147,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

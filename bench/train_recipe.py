@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from hwnas.flags import add_verbose, comma_list, run_main
 from lut.validate import random_archs
 from search.data import Dataset, load_data
 from search.space import Arch, get_arch, get_space
@@ -35,12 +36,8 @@ from search.train import TrainConfig, train_arch, train_space_for, trained_arch
 NAMED = ("fbnet_a", "fbnet_b", "fbnet_c")
 
 
-def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v]
-
-
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v]
+_floats = comma_list(float)
+_ints = comma_list(int)
 
 
 def resolve_archs(names: list[str] | None, n_random: int, random_seed: int) -> list[Arch]:
@@ -112,22 +109,23 @@ def report(pairs: list[dict[str, Any]], rows: list[dict[str, Any]], args: argpar
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.train_recipe", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--archs", type=lambda s: [v for v in s.split(",") if v],
+    p.add_argument("--archs", type=comma_list(),
                    help=f"comma list (default: {','.join(NAMED)} and the random archs)")
     p.add_argument("--random", type=int, default=5, help="random archs of the fbnet space (default 5)")
     p.add_argument("--random-seed", type=int, default=0, help="seed of the random archs")
-    p.add_argument("--widths", type=_floats, default=[0.25, 1.0])
-    p.add_argument("--seeds", type=_ints, default=[0, 1])
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--resolution", type=int, default=32)
-    p.add_argument("--data", default="digits")
+    p.add_argument("--widths", type=_floats, default=[0.25, 1.0], help="width multipliers, comma-separated")
+    p.add_argument("--seeds", type=_ints, default=[0, 1], help="seeds, comma-separated")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
+    p.add_argument("--resolution", type=int, default=32, help="input resolution (default 32)")
+    p.add_argument("--data", default="digits", help="digits (default) | cifar10:DIR | imagefolder:DIR")
     p.add_argument("--subset", type=int, help="train images (default: all)")
     p.add_argument("--min-acc", type=float, default=0.85, help="target: every run's test accuracy")
     p.add_argument("--max-spread", type=float, default=0.05, help="target: max − min over the seeds of a pair")
-    p.add_argument("--torch-threads", type=int, default=1)
+    p.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--json", action="store_true", help="last line: the runs and pairs as one JSON object")
+    add_verbose(p)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     try:
         if args.random < 0 or args.epochs < 1 or not args.widths or not args.seeds:
             raise ValueError("need --random ≥ 0, --epochs ≥ 1 and at least one width and one seed")
@@ -157,4 +155,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

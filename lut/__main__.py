@@ -1,7 +1,7 @@
 """`python -m lut SUBCOMMAND`: inspect the LUT store.
 
-    python -m lut list [--root luts] [--json]
-    python -m lut show PATH_OR_ID [--root luts] [--json]
+    python -m lut list [--luts-root luts] [--json]
+    python -m lut show PATH_OR_ID [--luts-root luts] [--json]
     python -m lut validate LUT [--archs N] [--seed S] [--device SERIAL] [--correction C] [--json]
                                               (runs `python -m profiler.validate`: measuring
                                                belongs to the profiler)
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -27,19 +28,21 @@ from typing import Any
 
 import pandas as pd
 
-from .store import LutError, list_luts, load_lut
+from hwnas.flags import ListAction, add_luts_root, add_out, add_verbose, run_main
+
+from .store import list_luts, load_lut
 
 _LIST_COLUMNS = ["device", "space", "runtime", "version", "status", "provenance", "created", "ops", "failed",
                  "validated"]
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    rows = list_luts(args.root)
+    rows = list_luts(args.luts_root)
     if args.json:
         print(json.dumps(rows))
         return 0
     if not rows:
-        print(f"no LUTs under {args.root}")
+        print(f"no LUTs under {args.luts_root}")
         return 0
     df = pd.DataFrame(rows)
     for col in ("version", "ops", "failed"):  # a measurement job has no version (nor, running, counts)
@@ -66,7 +69,7 @@ def _validation_summary(path: Path) -> dict[str, Any] | None:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    lut = load_lut(args.lut, root=args.root)
+    lut = load_lut(args.lut, root=args.luts_root)
     validation = _validation_summary(lut.path)
     if args.json:
         table = lut.table.reset_index()
@@ -129,7 +132,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from .correction import predict_arch
 
-    lut = load_lut(args.lut, root=args.root)
+    lut = load_lut(args.lut, root=args.luts_root)
     rows = [predict_arch(lut, load_arch(a), "validated" if args.correction == "validated" else None)
             for a in args.arch]  # fmt: skip
     if args.json:
@@ -145,7 +148,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare_luts
 
-    a, b = load_lut(args.a, root=args.root), load_lut(args.b, root=args.root)
+    a, b = load_lut(args.a, root=args.luts_root), load_lut(args.b, root=args.luts_root)
     cmp = compare_luts(a, b)
     if args.out:
         out = Path(args.out)
@@ -165,6 +168,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
           f"Kendall {s['kendall']:.3f}  block-order flips {s['num_flips']}")  # fmt: skip
     for f in cmp.flips[:10]:
         print(f"  flip  layer {f['layer']:2d}: A prefers {f['faster_on_a']}, B prefers {f['faster_on_b']}")
+    if len(cmp.flips) > 10:
+        print(f"  … and {len(cmp.flips) - 10} more flips (--json, or compare.json with --out, lists them all)")
     changed = [r for r in cmp.best_blocks if not r["same"]]
     print(f"  best block differs at {len(changed)} of {len(cmp.best_blocks)} layers")
     for r in changed:
@@ -181,8 +186,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_plot(args: argparse.Namespace) -> int:
     from .plots import plot_all
 
-    lut = load_lut(args.lut, root=args.root)
-    vs = load_lut(args.vs, root=args.root) if args.vs else None
+    lut = load_lut(args.lut, root=args.luts_root)
+    vs = load_lut(args.vs, root=args.luts_root) if args.vs else None
     for f in plot_all(lut, args.out, vs=vs):
         print(f)
     return 0
@@ -193,7 +198,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
     options = {k: v for k, v in (("space", args.space), ("device_id", args.device_id),
                                  ("runtime_dir", args.runtime_dir)) if v}  # fmt: skip
-    paths = import_file(args.file, args.format, args.root, **options)
+    paths = import_file(args.file, args.format, args.luts_root, **options)
     if args.json:
         print(json.dumps([str(p) for p in paths]))
     else:
@@ -205,7 +210,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from .formats import export_lut
 
-    print(export_lut(load_lut(args.lut, root=args.root), args.format, args.out))
+    print(export_lut(load_lut(args.lut, root=args.luts_root), args.format, args.out))
     return 0
 
 
@@ -217,29 +222,30 @@ def _add_analysis_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("predict", parents=[common], help="an arch's predicted latency on a LUT")
     p.add_argument("lut", help="LUT version dir, runtime dir or id")
-    p.add_argument("--arch", action="append", required=True, help="named arch or arch JSON file; repeatable")
+    p.add_argument("--arch", action=ListAction, required=True, metavar="NAME_OR_FILE[,...]",
+                   help="named archs or arch JSON files")
     p.add_argument("--correction", default="validated", choices=["validated", "none"],
                    help="validated (default): also apply the correction `lut validate` stored for the LUT")
     p.add_argument("--json", action="store_true", help="one JSON object per arch (predicted_us, additive_us, …)")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("compare", parents=[common], help="compare two LUTs of one space")
-    p.add_argument("a")
-    p.add_argument("b")
+    p.add_argument("a", help="LUT A: version dir, runtime dir or id")
+    p.add_argument("b", help="LUT B, of the same space")
     p.add_argument("--floors", help=argparse.SUPPRESS)  # the transfer analysis moved to search.transfer
-    p.add_argument("--out", help="write ops.csv (per-op ratios) and compare.json here")
+    add_out(p, help="write ops.csv (per-op ratios) and compare.json in this folder")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("plot", parents=[common], help="heatmap, validation and A-vs-B PNGs")
-    p.add_argument("lut")
+    p.add_argument("lut", help="LUT version dir, runtime dir or id")
     p.add_argument("--vs", help="a second LUT of the same space for the A-vs-B scatter")
-    p.add_argument("--out", required=True, help="output directory")
+    add_out(p, required=True, help="folder to write the PNGs in")
     p.set_defaults(func=_cmd_plot)
 
     p = sub.add_parser("import", parents=[common], help="import a LUT from another format")
-    p.add_argument("file")
-    p.add_argument("--format", required=True, choices=sorted(FORMATS))
+    p.add_argument("file", help="the file to import")
+    p.add_argument("--format", required=True, choices=sorted(FORMATS), help="its format")
     p.add_argument("--space", help="space of the table (default: inferred from the file)")
     p.add_argument("--device-id", help="device id of the imported LUT (default: from the source)")
     p.add_argument("--runtime-dir", help="runtime dir name of the imported LUT")
@@ -247,17 +253,19 @@ def _add_analysis_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_cmd_import)
 
     p = sub.add_parser("export", parents=[common], help="export a LUT to another format")
-    p.add_argument("lut")
-    p.add_argument("--format", required=True, choices=sorted(n for n, f in FORMATS.items() if f.can_export))
-    p.add_argument("--out", required=True, help="output file")
+    p.add_argument("lut", help="LUT version dir, runtime dir or id")
+    p.add_argument("--format", required=True, choices=sorted(n for n, f in FORMATS.items() if f.can_export),
+                   help="format to write")
+    add_out(p, required=True, help="file to write")
     p.set_defaults(func=_cmd_export)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lut", description="Inspect latency LUTs.")
     common = argparse.ArgumentParser(add_help=False)  # options every subcommand takes
-    common.add_argument("--root", default="luts", help="LUT store root (default: luts)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    add_luts_root(common)
+    add_verbose(common)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("list", parents=[common], help="devices, spaces, runtimes and versions")
     p.add_argument("--json", action="store_true", help="print one JSON list")
@@ -277,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["validate"]:
         return _validate(argv[1:])
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
     try:
         return args.func(args)
     except ValueError as e:  # LutError, ArchError: the message says what is wrong
@@ -289,4 +299,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -10,6 +10,10 @@ an id relative to the root: "device_id/space/runtime_dir[/vN]".
 
 `content_hash` covers table.csv and the uncompressed samples CSV; `load_lut` recomputes the table
 hash, so a truncated or edited table is rejected, and `Lut.samples` does the same for samples.
+meta.json carries `meta_hash`, the sha256 of its own canonical JSON without that key
+(`meta_hash_of`): every read recomputes it, so an edited meta.json (another device, protocol or
+settings record pasted in) is rejected like an edited table. Versions written before it was
+recorded have none and are read as they are.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import pandas as pd
 from search.space import op_key, overhead_op, parse_op_key
 
 from .files import fsync_dir
-from .schema import SAMPLE_COLUMNS, TABLE_COLUMNS, SchemaError, check_meta, check_samples, check_table
+from .schema import TABLE_COLUMNS, SchemaError, check_meta, check_samples, check_table
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -49,6 +53,7 @@ __all__ = [
     "load_lut",
     "list_versions",
     "list_luts",
+    "meta_hash_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -116,6 +121,13 @@ def parse_runtime_dir_name(name: str) -> tuple[str, str, int]:
 # --- hashing and serialization ------------------------------------------------------------------
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def meta_hash_of(meta: dict[str, Any]) -> str:
+    """sha256 of meta.json's canonical JSON (keys sorted, compact), `meta_hash` itself left out.
+    Taken after a JSON round trip, so that what is hashed is what a reader loads."""
+    canon = json.loads(json.dumps({k: v for k, v in meta.items() if k != "meta_hash"}))
+    return _sha256(json.dumps(canon, sort_keys=True, separators=(",", ":")).encode())
 
 
 def _table_bytes(table: pd.DataFrame) -> bytes:
@@ -201,6 +213,7 @@ def write_lut(
             version = (versions[-1] + 1) if versions else 1
             meta["version"] = version
             meta["parent"] = parent if parent is not None else (versions[-1] if versions else None)
+            meta["meta_hash"] = meta_hash_of(meta)
             _write_file(tmp / "meta.json", (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
             fsync_dir(tmp)
             target = base / f"v{version}"
@@ -276,6 +289,11 @@ def _read_meta(path: Path) -> dict[str, Any]:
         raise LutError(
             f"{f}: schema_version {sv!r} is not supported (this code reads schema_version "
             f"{SCHEMA_VERSION}); re-profile, or use the hwnas version that wrote it"
+        )
+    if "meta_hash" in meta and meta["meta_hash"] != meta_hash_of(meta):
+        raise LutError(
+            f"{f}: content does not match its meta_hash (the file was edited after it was written); "
+            "restore it from git or re-profile"
         )
     try:
         return check_meta(meta)

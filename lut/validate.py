@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from lut.correction import CORRECTIONS, VALIDATION_FILE, Correction, features, fit_correction, read_validation
+from lut.correction import CORRECTIONS, VALIDATION_FILE, features, fit_correction, read_validation
 from lut.files import atomic_write
 from lut.store import Lut, LutError
 from search.space import Arch, arch_ops

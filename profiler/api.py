@@ -17,13 +17,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from lut.stats import summarize
 from profiler.export import ExportCache, ExportItem
+from profiler.layers import LayerAlignmentError, operators_of, split_layers
 from profiler.preflight import PreflightReport
 from profiler.protocol import ProfileResult, ProtocolConfig, preflight_job, profile_ops, run_rounds
 from profiler.runtimes import get_runtime
 from profiler.targets import RunSpec, get_target
-from lut.stats import summarize
-from profiler.layers import LayerAlignmentError, operators_of, split_layers
 from profiler.targets.base import RunnerError, TargetError
 from profiler.targets.lock import target_lock
 from search.space import Arch, Op, arch_ops

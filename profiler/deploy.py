@@ -9,7 +9,7 @@
                                       [--device host|SERIAL] [--threads 1] [--rounds 5] [--warmup 5]
                                       [--runs 20] [--wait-lock SECONDS] [phone options]
 
-The CLI contract (what `python -m search.train --export/--measure` relies on; it reaches the
+The CLI contract (what `python -m search.train --export/--device` relies on; it reaches the
 profiler only through this command line): the last line printed on stdout is one JSON object.
 On success the exit status is 0; on bad input it is 2, on a failed export or measurement 1, and
 the object is `{"error": MESSAGE}`. Logs and progress bars go to stderr.
@@ -62,6 +62,7 @@ from typing import Any, Sequence
 
 import torch
 
+from hwnas.flags import add_device, add_out, add_progress, add_runtime, add_verbose, run_main
 from lut.files import atomic_write
 from lut.stats import summarize
 from profiler.export import quiet_exporter_noise
@@ -69,7 +70,7 @@ from profiler.protocol import ProtocolConfig, run_rounds
 from profiler.runtimes import RUNTIMES, ExportError, get_runtime, runtime_info
 from profiler.runtimes.base import LAYOUTS
 from profiler.targets import RunSpec, TargetError, get_target
-from profiler.targets.adb import add_adb_arguments, adb_options
+from profiler.targets.adb import adb_options, add_adb_arguments
 from profiler.targets.host import HostTarget
 from profiler.targets.lock import lock_key_of, target_lock
 from search.space import Arch, ArchError, build_model, get_space, load_arch
@@ -295,7 +296,7 @@ def _protocol_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=_D.warmup, help=f"untimed runs per round (default {_D.warmup})")
     p.add_argument("--runs", type=int, default=_D.runs, help=f"timed runs per round (default {_D.runs})")
     p.add_argument("--seed", type=int, default=_D.seed, help="round order seed")
-    p.add_argument("--progress", action="store_true", help="show a progress bar (stderr)")
+    add_progress(p)
     p.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
                    help="when another job is measuring on the device, wait this long for it (default: stop)")
 
@@ -306,8 +307,21 @@ def _protocol(args: argparse.Namespace) -> ProtocolConfig:
     return ProtocolConfig(rounds=args.rounds, warmup=args.warmup, runs=args.runs, seed=args.seed)
 
 
+def _runtime_or_format(text: str) -> str:
+    """A runtime name or its file format -> the runtime name; anything else as given (the
+    parser's choices then name what is known)."""
+    try:
+        return resolve_runtime(text)
+    except DeployError:
+        return text
+
+
+def _runtime_arg(p: argparse.ArgumentParser, **kw: Any) -> None:
+    add_runtime(p, choices=list(RUNTIMES), convert=_runtime_or_format, **kw)
+
+
 def _target_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default=None, help="host or an adb serial")
+    add_device(p, help="where to measure: host (default), an adb serial, or SERIAL@HOST:PORT")
     add_adb_arguments(p)
 
 
@@ -316,8 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("check", help="validate runtimes, dtype, measure options and (optionally) a target")
-    c.add_argument("--runtime", action="append", required=True, help="runtime or format; repeatable")
-    c.add_argument("--dtype", default="fp32")
+    _runtime_arg(c, multiple=True, required=True, help="runtimes (or their file formats) to check")
+    c.add_argument("--dtype", default="fp32", help="fp32 (default) or int8 where the runtime has it")
     _layout_arg(c)
     _protocol_args(c)
     _target_args(c)
@@ -325,21 +339,22 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="export a trained network")
     e.add_argument("--arch", required=True, help="arch JSON of the trained network (model.json)")
     e.add_argument("--weights", required=True, help="its state_dict (model.pt) or a training checkpoint")
-    e.add_argument("--runtime", required=True, help="executorch | tflite | onnxruntime (or onnx)")
+    _runtime_arg(e, required=True, help="runtime to export for (or its file format: pte, tflite, onnx)")
     e.add_argument("--dtype", default="fp32", help="fp32 (default) or int8 where the runtime has it")
     _layout_arg(e)
     e.add_argument("--calibration", help="int8: torch.save'd N×3×R×R inputs to calibrate on (default: random)")
-    e.add_argument("--out", required=True, help="model file to write (its suffix: the runtime's)")
+    add_out(e, required=True, help="model file to write (its suffix: the runtime's)")
     e.set_defaults(func=_cmd_export)
     m = sub.add_parser("measure", help="time an exported model file on a target")
     m.add_argument("--model", required=True, help="model file (.pte, .tflite, .onnx)")
-    m.add_argument("--runtime", help="default: from the file's suffix")
+    _runtime_arg(m, help="runtime of the model file (default: from the file's suffix)")
     _layout_arg(m)
     _protocol_args(m)
     _target_args(m)
     m.set_defaults(func=_cmd_measure)
     for sp in (c, e, m):
         sp.add_argument("--json", action="store_true", help="accepted for symmetry: the last line is always JSON")
+        add_verbose(sp)
     return p
 
 
@@ -364,7 +379,8 @@ def _cmd_measure(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)  # fmt: skip
     quiet_exporter_noise()
     try:
         result = args.func(args)
@@ -381,4 +397,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

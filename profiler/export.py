@@ -24,10 +24,10 @@ import functools
 import hashlib
 import inspect
 import json
-import textwrap
 import logging
 import multiprocessing
 import os
+import textwrap
 import time
 import uuid
 import warnings
@@ -43,7 +43,7 @@ from tqdm import tqdm
 from lut.files import atomic_write
 from profiler.runtimes import ExportError, Runtime, get_runtime
 from search.space import Arch, Network, Op, arch_ops, parse_op_key
-from search.space.modules import Overhead, Replicas
+from search.space.modules import Overhead, Replicas, build_op
 
 __all__ = ["ExportItem", "ExportCache", "ExportReport", "graph_fingerprint", "default_cache_root", "quiet_exporter_noise"]
 
@@ -112,7 +112,7 @@ class ExportItem:
         def make(op: Op) -> nn.Module:
             if op.block == "overhead":
                 return Overhead(op.c_in, op.c_out, form=overhead).eval()
-            return op.build()
+            return build_op(op)
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)

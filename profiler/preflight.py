@@ -16,6 +16,7 @@ the host skips it (its runtimes run in this process: nothing to push, no binary 
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,7 +28,12 @@ from profiler.runtimes import Runtime
 from profiler.targets.base import RunSpec, Target, TargetError
 from search.space import Op
 
-__all__ = ["PREFLIGHT_OP", "PreflightReport", "PreflightError", "models_bytes", "run_preflight"]
+__all__ = ["PREFLIGHT_OP", "PreflightReport", "PreflightError", "models_bytes", "run_preflight", "EXPORT_LOCK"]
+
+# Exports of one process, one at a time: the exporters keep global state (torch.export's module
+# hierarchy), so the jobs of several devices measured in parallel threads take turns; the second
+# finds in the export cache what the first exported.
+EXPORT_LOCK = threading.Lock()
 
 PREFLIGHT_OP = Op("k3_e1", 8, 8, 8, 8, 1)  # 8x8x8 in and out: exports and runs in well under a second
 MODEL_FILE_BYTES = 64 << 10  # a model file's size besides its weights (graph, delegate data), at most
@@ -76,7 +82,8 @@ def run_preflight(
 ) -> PreflightReport:
     """Export `PREFLIGHT_OP` and let the target check itself with it (module docstring)."""
     t0 = time.perf_counter()
-    report = ExportCache(runtime, cache_root).ensure([ExportItem.for_op(PREFLIGHT_OP)], progress=False)
+    with EXPORT_LOCK:
+        report = ExportCache(runtime, cache_root).ensure([ExportItem.for_op(PREFLIGHT_OP)], progress=False)
     key = PREFLIGHT_OP.key
     if key in report.failed:
         checks = [Check("export", False, f"the one-op model {key} did not export for {runtime.name}: "

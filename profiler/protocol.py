@@ -21,8 +21,9 @@ Work dir: `<out>/<device_id>/<space>/<runtime_dir>/.partial/` with job.json (the
 and the op list; a re-run must match them field for field, else it stops naming the fields),
 samples.csv (op_key, round, sample, latency_us), rounds.jsonl (state per round) and failed.jsonl
 (one record per faulty op-round). A crash or Ctrl-C loses at most the op-round in flight;
-re-running the same command skips every op-round already on disk. A runner fault costs one op-round: it is measured again after the last round, and the op is marked failed
-only after `retries + 1` faults (`--retry-failed` gives ops that failed to run a fresh chance).
+re-running the same command skips every op-round already on disk. A runner fault costs one
+op-round: it is measured again after the last round, and the op is marked failed only after
+`retries + 1` faults (`--retry-failed` gives ops that failed to run a fresh chance).
 """
 
 from __future__ import annotations
@@ -55,9 +56,17 @@ from lut.store import (
     write_lut,
 )
 from profiler.export import ExportCache, ExportItem
-from profiler.preflight import PreflightError, PreflightReport, models_bytes, run_preflight
+from profiler.preflight import EXPORT_LOCK, PreflightError, PreflightReport, models_bytes, run_preflight
 from profiler.runtimes import Runtime
-from profiler.targets.base import CACHE_STATES, MEMORY_SEMANTICS, RunnerError, RunSpec, Target, load_extras
+from profiler.targets.base import (
+    CACHE_STATES,
+    MEMORY_SEMANTICS,
+    RunnerError,
+    RunSpec,
+    Target,
+    check_stop,
+    load_extras,
+)
 from profiler.targets.lock import target_lock
 from search.space import Op, get_space, overhead_op
 
@@ -208,10 +217,12 @@ STREAMED_REUSE = 8
 PRIVATE_CACHE_BYTES = 512 << 10  # a core's L2 on this project's host and on big phone cores
 
 
-def streamed_ops(timed: Sequence[Op], net_overhead: Op, *, whole_shapes: bool = False, dtype: str = "fp32") -> set[str]:
+def streamed_ops(timed: Sequence[Op], net_overhead: Op, *, whole_shapes: bool = False, dtype: str = "fp32",
+                 private_cache_bytes: int = PRIVATE_CACHE_BYTES) -> set[str]:
     """Keys of the ops (overhead ops included) that "mixed" times cold: weights used < STREAMED_REUSE
     times per invocation (MACs per parameter), or more weight bytes than PRIVATE_CACHE_BYTES and
-    than activation bytes; and the overhead ops whose every op is such. `whole_shapes` keeps only
+    than activation bytes (`private_cache_bytes`: a phone's own L2, read from its sysfs); and the
+    overhead ops whose every op is such. `whole_shapes` keeps only
     the input shapes whose every op streams (replicas share the overhead op of their shape)."""
     bytes_per_el = 1 if dtype == "int8" else 4
     real = [op for op in timed if op.block != "overhead"]
@@ -219,7 +230,7 @@ def streamed_ops(timed: Sequence[Op], net_overhead: Op, *, whole_shapes: bool = 
         op.key for op in real
         if op.params > 0 and (
             op.macs < STREAMED_REUSE * op.params
-            or op.params * bytes_per_el > max(PRIVATE_CACHE_BYTES, op.activations * bytes_per_el)
+            or op.params * bytes_per_el > max(private_cache_bytes, op.activations * bytes_per_el)
         )
     }  # fmt: skip
     shape = {op.key: (op.c_in, op.h, op.w) for op in timed}
@@ -236,7 +247,8 @@ def streamed_ops(timed: Sequence[Op], net_overhead: Op, *, whole_shapes: bool = 
     return cold
 
 
-def op_cache_states(timed: Sequence[Op], net_overhead: Op, cache: str, cold_state: str, dtype: str = "fp32") -> dict[str, str]:
+def op_cache_states(timed: Sequence[Op], net_overhead: Op, cache: str, cold_state: str, dtype: str = "fp32",
+                    private_cache_bytes: int = PRIVATE_CACHE_BYTES) -> dict[str, str]:
     """Under "mixed", op key → the state each timed op is timed in: `cold_state` ("cold", or
     "replicas" where the target cannot cycle copies) for the streamed ops, "warm" for the others;
     {} under any other cache state (every op in that one). Replicas divide an invocation, its
@@ -244,7 +256,8 @@ def op_cache_states(timed: Sequence[Op], net_overhead: Op, cache: str, cold_stat
     streams (with the shape's overhead op replicated alike)."""
     if cache != "mixed":
         return {}
-    cold = streamed_ops(timed, net_overhead, whole_shapes=cold_state == "replicas", dtype=dtype)
+    cold = streamed_ops(timed, net_overhead, whole_shapes=cold_state == "replicas", dtype=dtype,
+                        private_cache_bytes=private_cache_bytes)
     return {op.key: (cold_state if op.key in cold else "warm") for op in timed}
 
 
@@ -262,6 +275,8 @@ def run_rounds(
     on_samples: Callable[[str, int, list[float], dict[str, float]], None] | None = None,
     on_failure: Callable[[str, int, str], None] | None = None,
     failures: dict[str, int] | None = None,
+    on_remeasure: Callable[[str, int, str], None] | None = None,
+    remeasures: dict[str, int] | None = None,
     specs: dict[str, RunSpec] | None = None,
     progress: bool = True,
     desc: str = "measure",
@@ -275,14 +290,20 @@ def run_rounds(
     keys (e.g. ops timed cold among networks timed warm). Returns the keys given up."""
     keys = sorted(files)
     failures = failures if failures is not None else {}
+    remeasures = remeasures if remeasures is not None else {}
+    # a phone checks the conditions of each op-round (`op_conditions`: too hot, below its locked
+    # clock) and allows `max_remeasure` re-measurements of an op before it fails
+    conditions = getattr(target, "op_conditions", None)
+    limit = int(getattr(target, "max_remeasure", 0))
     round_states = round_states if round_states is not None else {}
     done = set(done)
     bar = tqdm(total=len(keys) * config.rounds, initial=len(done), desc=desc, unit="op", disable=not progress)
 
     def given_up(key: str) -> bool:
-        return failures.get(key, 0) > config.retries
+        return failures.get(key, 0) > config.retries or (conditions is not None and remeasures.get(key, 0) > limit)
 
     def attempt(key: str, r: int) -> None:
+        check_stop()  # Ctrl-C: stop between op-rounds (what is on disk stays)
         key_spec = (specs or {}).get(key, spec)
         try:
             m = target.measure_detailed(runtime, files[key], key_spec)
@@ -297,6 +318,17 @@ def run_rounds(
             log.warning("op %s failed in round %d (fault %d): %s; %s", key, r + 1, failures[key], e, later)
             if on_failure is not None:
                 on_failure(key, r, str(e))
+            if given_up(key):
+                bar.update(sum((key, q) not in done for q in range(config.rounds)))
+            return
+        reason = conditions() if conditions is not None else None
+        if reason:  # taken too hot or throttled: its samples are dropped and it is measured again later
+            remeasures[key] = remeasures.get(key, 0) + 1
+            later = "giving up on it" if given_up(key) else "measuring that op-round again after a cool-down"
+            log.warning("op %s, round %d: %s (%d of %d re-measurements); %s", key, r + 1, reason,
+                        remeasures[key], limit, later)  # fmt: skip
+            if on_remeasure is not None:
+                on_remeasure(key, r, reason)
             if given_up(key):
                 bar.update(sum((key, q) not in done for q in range(config.rounds)))
             return
@@ -324,6 +356,8 @@ def run_rounds(
         # retry passes: each missing op-round of an op not given up, in round order
         while missing := [(k, r) for r in range(config.rounds) for k in keys if (k, r) not in done and not given_up(k)]:
             bar.set_postfix(round="retry")
+            if hasattr(target, "cool_down"):  # re-measured op-rounds wait for the phone to cool first
+                target.cool_down()
             for key, r in missing:
                 if not given_up(key):
                     attempt(key, r)
@@ -342,6 +376,7 @@ class _WorkDir:
         self.rounds_file = path / "rounds.jsonl"
         self.failed_file = path / "failed.jsonl"
         self.extras_file = path / "extras.jsonl"
+        self.remeasured_file = path / "remeasured.jsonl"
         job_file = path / "job.json"
         if fresh and path.exists():
             shutil.rmtree(path)
@@ -361,6 +396,7 @@ class _WorkDir:
         self.states = {int(d.pop("round")): d for d in _read_jsonl(self.rounds_file)}
         self.faults = _read_jsonl(self.failed_file)  # one record per fault: op_key, round, error
         self.extras = {(d.pop("op_key"), int(d.pop("round"))): d for d in _read_jsonl(self.extras_file)}
+        self.remeasured = _read_jsonl(self.remeasured_file)  # op_key, round, reason: one per dropped op-round
 
     def _load_samples(self) -> dict[tuple[str, int], list[float]]:
         """Complete op-rounds on disk; a torn last line or a partial op-round is dropped and the
@@ -406,6 +442,17 @@ class _WorkDir:
         append_durable(self.failed_file, json.dumps(record) + "\n")
         self.faults.append(record)
 
+    def add_remeasure(self, key: str, r: int, reason: str) -> None:
+        record = {"op_key": key, "round": r, "reason": reason}
+        append_durable(self.remeasured_file, json.dumps(record) + "\n")
+        self.remeasured.append(record)
+
+    def remeasure_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for d in self.remeasured:
+            counts[d["op_key"]] = counts.get(d["op_key"], 0) + 1
+        return counts
+
     def fault_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for d in self.faults:
@@ -448,6 +495,8 @@ class JobPlan:
     copies: dict[str, int]  # op key → copies of the op per invocation (replicas)
     specs: dict[str, RunSpec]  # op key → its run spec
     cold_state: str | None
+    private_cache_bytes: int = PRIVATE_CACHE_BYTES  # what the `mixed` rule took as a core's L2
+    private_cache_source: str = "default"  # "default", or where the target read it (a phone's sysfs)
 
     def models_bytes(self, dtype: str) -> int:
         return models_bytes(self.timed, self.copies, dtype)
@@ -468,7 +517,11 @@ def plan_job(
     config = replace(config, cache=config.cache or ("mixed" if cold_state else states[0]))
     space = get_space(space_name)
     timed, identity, net_overhead = plan_ops(space.name, ops_limit)
-    per_op = op_cache_states(timed, net_overhead, config.cache, cold_state or "warm", runtime.dtype)
+    read = getattr(target, "private_cache_bytes", None)  # a phone's L2 from its sysfs, where listed
+    private = int(read) if read else PRIVATE_CACHE_BYTES
+    source = getattr(target, "private_cache_source", "sysfs") if read else "default"
+    per_op = op_cache_states(timed, net_overhead, config.cache, cold_state or "warm", runtime.dtype,
+                             private_cache_bytes=private)
     spec = RunSpec(threads=threads, warmup=config.warmup, runs=config.runs, core_mask=core_mask,
                    cache="warm" if per_op else config.cache)  # fmt: skip
     copies = replica_counts(timed, net_overhead, runtime.dtype) if config.cache == "replicas" else {}
@@ -476,7 +529,8 @@ def plan_job(
         copies = {k: n for k, n in replica_counts(timed, net_overhead, runtime.dtype).items()
                   if per_op[k] == "replicas"}  # fmt: skip
     specs = {op.key: replace(spec, cache=per_op.get(op.key, spec.cache), copies=copies.get(op.key, 1)) for op in timed}
-    return JobPlan(config, space, timed, identity, net_overhead, per_op, spec, copies, specs, cold_state)
+    return JobPlan(config, space, timed, identity, net_overhead, per_op, spec, copies, specs, cold_state,
+                   private, source)
 
 
 def preflight_job(
@@ -559,7 +613,10 @@ def _profile_ops(
         "exporters": runtime.versions(),
         # the per-op states too: a LUT of another `mixed` rule is neither resumed nor reused
         "protocol": {**asdict(config), "overhead_op": OVERHEAD_OPS[runtime.info.overhead],
-                     **({"op_cache": _non_warm(per_op)} if per_op else {})},
+                     **({"op_cache": _non_warm(per_op)} if per_op else {}),
+                     # a phone's own L2 (the host keeps the fixed value, and its records their form)
+                     **({"private_cache_bytes": plan.private_cache_bytes}
+                        if per_op and plan.private_cache_source != "default" else {})},
         "ops": sorted(op.key for op in timed),
     }
     # before anything of the space is exported: a runner that cannot run here stops the job now
@@ -590,11 +647,14 @@ def _profile_ops(
             work.path, skipped, len(timed) * config.rounds, complete, len(timed),
         )  # fmt: skip
 
+    if hasattr(target, "keep_models"):  # until the LUT is written, a stop leaves the models on the phone
+        target.keep_models = True
     cache = ExportCache(runtime, cache_root)
-    report = cache.ensure(
-        [ExportItem.for_op(op, copies.get(op.key, 1)) for op in timed], workers=export_workers,
-        retry_failed=retry_failed, progress=progress,
-    )  # fmt: skip
+    with EXPORT_LOCK:  # the devices of one run export in turn (profiler.preflight.EXPORT_LOCK)
+        report = cache.ensure(
+            [ExportItem.for_op(op, copies.get(op.key, 1)) for op in timed], workers=export_workers,
+            retry_failed=retry_failed, progress=progress,
+        )  # fmt: skip
     log.info("exports: %d exported, %d cached, %d failed (%.1f s)",
              report.exported, report.cached, len(report.failed), report.elapsed_s)
     failures = {k: f"export: {m}" for k, m in report.failed.items()}
@@ -602,13 +662,21 @@ def _profile_ops(
     target.prepare(runtime, list(files.values()))
     # faults of an interrupted run count, unless --retry-failed asks for a fresh chance
     counts = {} if retry_failed else work.fault_counts()
+    remeasures = {} if retry_failed else work.remeasure_counts()
     given_up = run_rounds(
         target, runtime, files, config, spec,
         done=set(work.samples), round_states=work.states, on_state=work.add_state,
         on_samples=work.add_samples, on_failure=work.add_fault, failures=counts,
+        on_remeasure=work.add_remeasure, remeasures=remeasures,
         specs=specs, progress=progress, desc=f"{device_id[:24]} {rdir}",
     )  # fmt: skip
-    failures.update({k: f"run: {work.last_error(k)}" for k in sorted(given_up)})
+    for k in sorted(given_up):
+        if counts.get(k, 0) > config.retries:
+            failures[k] = f"run: {work.last_error(k)}"
+        else:
+            reasons = [d["reason"] for d in work.remeasured if d["op_key"] == k]
+            failures[k] = (f"run: measured in bad conditions {remeasures.get(k, 0)} times, more than the "
+                           f"{getattr(target, 'max_remeasure', 0)} re-measurements allowed (last: {reasons[-1]})")
 
     if failures and not allow_failed:
         raise _incomplete(work, failures, len(timed), target.name)
@@ -620,7 +688,10 @@ def _profile_ops(
         "device": {**fp, "memory_semantics": MEMORY_SEMANTICS["host" if target.name == "host" else runtime.runner]},
         "runtime": {
             "name": runtime.name,
-            "version": runtime.runtime_version,
+            # on a phone the runner's: the version it printed (None where it prints none; its sha256 is
+            # in `settings.target`); the host's Python runtime package otherwise
+            "version": runtime.runtime_version if target.name == "host" else job["target"].get("runner_version"),
+            **({} if target.name == "host" else {"host_package_version": runtime.runtime_version}),
             "delegate": runtime.delegate,
             "threads": threads,
             "core_mask": core_mask or fp.get("core_mask"),  # phones report the mask they pin to
@@ -647,19 +718,29 @@ def _profile_ops(
                             "sample is an invocation divided by its copies",
                 "mixed": f"ops that use each weight fewer than {STREAMED_REUSE} times per invocation (MACs per "
                          f"parameter: a batch-1 fully connected layer), or whose weights exceed both "
-                         f"{PRIVATE_CACHE_BYTES >> 10} KiB and their activations, timed {cold_state} (`op_cache`), "
+                         f"{plan.private_cache_bytes >> 10} KiB (a core's L2: {plan.private_cache_source}) and "
+                         f"their activations, timed {cold_state} (`op_cache`), "
                          "as their weights stream inside a network; the other ops warm",
             }[config.cache],
             "copies": {k: n for k, n in sorted(copies.items()) if n > 1},
+            "private_cache_bytes": plan.private_cache_bytes,
+            "private_cache_source": plan.private_cache_source,
             **({"op_cache": _non_warm(per_op)} if per_op else {}),
         },
         "overhead_us": float(ovh["median_us"].iloc[0]) if (ovh["status"] == "ok").any() else None,
         "failed_ops": dict(sorted(failures.items())),
+        # op-rounds whose samples were dropped and measured again: taken above the temperature
+        # limit or below the locked clock (the phone's `op_conditions`)
+        "remeasured": {"op_rounds": len(work.remeasured), "limit_per_op": getattr(target, "max_remeasure", None),
+                       "by_op": {k: n for k, n in sorted(work.remeasure_counts().items())},
+                       "reasons": sorted({d["reason"].split(" (")[0] for d in work.remeasured})[:10]},
         "provenance": provenance_of({"device": fp}),  # measured, or loopback for the dry-run device
     }
     lut_dir = write_lut(out, device_id=device_id, space=space.name, runtime_dir=rdir,
                         table=table, samples=samples, meta=meta)  # fmt: skip
     shutil.rmtree(work.path, ignore_errors=True)
+    if hasattr(target, "keep_models"):  # the job is complete: nothing to resume
+        target.keep_models = False
     n_space_ops = int((table["block"] != "overhead").sum())
     return ProfileResult(
         lut_dir=lut_dir, num_ops=n_space_ops, num_failed=len(failures),

@@ -1,16 +1,19 @@
 """`python -m profiler.run`: build a device's latency LUT, or time whole architectures.
 
-    python -m profiler.run --device host --space fbnet --runtime executorch|tflite|onnxruntime
-        [--threads 1] [--rounds R] [--out luts/] [--arch NAME_OR_FILE ...] [--ops-limit N] [--json]
-        [--preflight]
+    python -m profiler.run --device host|SERIAL[,...] --space fbnet
+        [--runtime executorch|tflite|onnxruntime] [--threads 1] [--rounds R] [--luts-root luts/]
+        [--arch NAME_OR_FILE[,...]] [--ops-limit N] [--json] [--preflight]
 
 Before it exports anything, a job runs a preflight (on a phone: the runner's ABI against the
 phone's, free space, one run of the runner on a tiny model with the job's flags) and stops with
 the failed check, what it found and the fix; `--preflight` runs only that.
 
 Re-running an interrupted command resumes it (and logs how many op-rounds it skips).
-`--device` may be given several times: the devices are profiled in parallel, one thread and one
-LUT each. With `--json`, one JSON object per device is printed, one per line, in the order the
+`--device` may list several devices (comma-separated or repeated): the devices are profiled in parallel,
+one thread, one device lock and one LUT each. `--device SERIAL@HOST:PORT` is a phone on another machine's
+adb server (started there with `adb -a -P PORT nodaemon server`). Ctrl-C stops every device's job at its
+next op-round (seconds), keeping what each measured; the same command resumes them all. With `--json`, one
+JSON object per device is printed, one per line, in the order the
 devices were given; the last line is the last device's object. An op-job object has at least
 `lut_dir`, `num_ops`, `num_failed`, `elapsed_s`; an `--arch` object has `archs` (name → stats and
 raw `samples_us`) and `elapsed_s`. A device that fails prints `{"device": ..., "error": ...}` and
@@ -29,10 +32,21 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from hwnas.flags import (
+    DEFAULT_RUNTIME,
+    ListAction,
+    add_device,
+    add_luts_root,
+    add_progress,
+    add_runtime,
+    add_verbose,
+    run_main,
+)
 from profiler.api import measure_archs_detailed, preflight_space, profile_space
 from profiler.export import quiet_exporter_noise
 from profiler.protocol import PROTOCOL_CACHE_STATES, IncompleteJobError, ProtocolConfig
 from profiler.runtimes import LAYOUTS, RUNTIMES, list_runtimes
+from profiler.targets.base import STOP
 from search.space import get_space, load_arch
 
 log = logging.getLogger("profiler.run")
@@ -53,9 +67,12 @@ def adb_module():
 def build_parser(adb=None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m profiler.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--device", action="append", help="'host' (default) or an adb serial; repeatable")
+    add_device(p, multiple=True,
+               help="where to measure: host (default), adb serials or SERIAL@HOST:PORT (a phone on another "
+                    "machine's adb server); several are profiled in parallel, one lock and one LUT each")
     p.add_argument("--space", default="fbnet", help="search space, e.g. fbnet, fbnet-r96-w0.35")
-    p.add_argument("--runtime", required=True, choices=list_runtimes())
+    add_runtime(p, choices=list_runtimes(), default=DEFAULT_RUNTIME,
+                help=f"runtime to export to and time with (default {DEFAULT_RUNTIME})")
     p.add_argument("--dtype", default="fp32", choices=sorted({d for i in RUNTIMES.values() for d in i.dtypes}),
                    help="int8: executorch (XNNPACKQuantizer PTQ) or onnxruntime (quantize_static)")
     p.add_argument("--layout", choices=LAYOUTS,
@@ -73,8 +90,9 @@ def build_parser(adb=None) -> argparse.ArgumentParser:
                         "each invocation weights out of cache and its input in cache, as inside a network, by "
                         "cycling loaded copies (host); replicas times a model of several copies of the op reading "
                         "one input (what a phone's runner can do)")
-    p.add_argument("--out", default="luts", help="LUT store root (default luts/)")
-    p.add_argument("--arch", action="append", help="time this arch (name or JSON file) end to end instead of ops; repeatable")
+    add_luts_root(p, old=("--root", "--out"))
+    p.add_argument("--arch", action=ListAction, metavar="NAME_OR_FILE[,...]",
+                   help="time these archs (names or JSON files) end to end instead of ops")
     p.add_argument("--per-layer", action="store_true",
                    help="with --arch: also time every layer inside the network (the runtime's operator profile: "
                         "ExecuTorch ETDump, LiteRT op profiling) beside the op timed alone")
@@ -96,9 +114,9 @@ def build_parser(adb=None) -> argparse.ArgumentParser:
     p.add_argument("--preflight", action="store_true",
                    help="only the checks a job runs before it exports anything (on a phone: runner ABI, free "
                         "space, one run of the runner on a tiny model with the job's flags); exit 1 when one fails")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress(p)
     p.add_argument("--json", action="store_true", help="print one JSON object per device (last line)")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_verbose(p)
     if adb is not None:
         adb.add_adb_arguments(p)
     return p
@@ -112,7 +130,7 @@ def _run_device(device: str, args: argparse.Namespace, adb) -> dict[str, Any]:
                   cache_root=args.cache_dir, lock_wait_s=args.wait_lock)  # fmt: skip
     if args.arch:
         archs = [load_arch(a) for a in args.arch]
-        measured = measure_archs_detailed(archs, args.runtime, device, progress=not args.no_progress,
+        measured = measure_archs_detailed(archs, args.runtime, device, progress=args.progress,
                                           per_layer=args.per_layer, **common)  # fmt: skip
         return {
             "device": device, "runtime": args.runtime, "dtype": args.dtype, "threads": args.threads,
@@ -130,8 +148,8 @@ def _run_device(device: str, args: argparse.Namespace, adb) -> dict[str, Any]:
             out["error"] = f"preflight failed at check '{bad['name']}': {bad['detail']}{fix}"
         return out
     result = profile_space(
-        args.space, args.runtime, device, out=args.out, ops_limit=args.ops_limit,
-        progress=not args.no_progress, export_workers=args.export_workers, cache=args.cache,
+        args.space, args.runtime, device, out=args.luts_root, ops_limit=args.ops_limit,
+        progress=args.progress, export_workers=args.export_workers, cache=args.cache,
         retry_failed=args.retry_failed, fresh=args.fresh, skip_existing=args.skip_existing,
         allow_failed=args.allow_failed, **common,
     )  # fmt: skip
@@ -168,6 +186,22 @@ def _print_human(res: dict[str, Any]) -> None:
               f"{res['exported']} exported, {res['skipped']} op-rounds resumed, {res['elapsed_s']:.1f} s")  # fmt: skip
 
 
+def _run_parallel(devices: list[str], run_one) -> list[dict[str, Any]]:
+    """One thread per device. Ctrl-C sets `STOP`: every job stops at its next op-round (or cool-down
+    poll), closes its target (clocks restored, lock released, models left for the resume) and
+    keeps what it measured; then KeyboardInterrupt goes on."""
+    pool = ThreadPoolExecutor(len(devices), thread_name_prefix="device")
+    futures = [pool.submit(run_one, d) for d in devices]
+    try:
+        return [f.result() for f in futures]
+    except KeyboardInterrupt:
+        STOP.set()
+        print(f"stopping {len(devices)} jobs at their next op-round ...", file=sys.stderr)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     adb = adb_module()
     parser = build_parser(adb)
@@ -184,6 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         quiet_exporter_noise()
     devices = list(dict.fromkeys(args.device or ["host"]))
+    for device in devices:  # a malformed SERIAL@HOST:PORT stops here, before anything is locked
+        if "@" in device:
+            from android_harness import AdbError, device_address
+
+            try:
+                device_address(device)
+            except AdbError as e:
+                parser.error(str(e))
     if args.dtype not in RUNTIMES[args.runtime].dtypes:
         print(f"error: runtime {args.runtime} supports dtype {', '.join(RUNTIMES[args.runtime].dtypes)}", file=sys.stderr)
         return 2
@@ -201,12 +243,12 @@ def main(argv: list[str] | None = None) -> int:
                 log.error("%s: %s", device, e)
             return {"device": device, "error": f"{type(e).__name__}: {e}"}
 
+    STOP.clear()
     try:
         if len(devices) == 1:
             results = [run_one(devices[0])]
         else:
-            with ThreadPoolExecutor(len(devices)) as pool:
-                results = list(pool.map(run_one, devices))
+            results = _run_parallel(devices, run_one)
     except KeyboardInterrupt:
         print("interrupted: finished op-rounds are saved; re-run the same command to continue",
               file=sys.stderr)  # fmt: skip
@@ -220,4 +262,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

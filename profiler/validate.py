@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hwnas.flags import add_device, add_luts_root, add_progress, add_verbose, run_main
 from lut.correction import CORRECTIONS, Correction
 from lut.store import Lut, LutError, load_lut
 from lut.validate import arch_features, error_metrics, evaluate, random_archs, verdict, verdict_line, write_validation
@@ -259,11 +260,11 @@ def build_parser(adb=None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lut validate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("lut", help="LUT version dir, runtime dir or id")
-    p.add_argument("--root", default="luts", help="LUT store root (default: luts)")
+    add_luts_root(p)
     p.add_argument("--archs", type=int, default=20, help="random archs besides the named ones (default 20)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random archs (default 0)")
     p.add_argument("--rounds", type=int, default=6, help="end-to-end rounds, two halves (default 6)")
-    p.add_argument("--device", help="adb serial for phone LUTs (host LUTs: omit)")
+    add_device(p, help="where to measure: the adb serial (or SERIAL@HOST:PORT) of a phone LUT's phone (host LUTs: omit)")
     p.add_argument("--correction", default="none", choices=["none", "auto", *CORRECTIONS],
                    help="fitted correction of the additive sum, scored on held-out archs")  # fmt: skip
     p.add_argument("--drift-ops", type=_op_count, default=10, metavar="N|all",
@@ -272,6 +273,8 @@ def build_parser(adb=None) -> argparse.ArgumentParser:
     p.add_argument("--per-layer", action="store_true",
                    help="also time the named archs' layers inside the network, beside each op's LUT value")
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
+    add_progress(p)
+    add_verbose(p)
     p.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
                    help="when another job is measuring on the device, wait this long for it (default: stop)")
     if adb is not None:
@@ -282,12 +285,13 @@ def build_parser(adb=None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     adb = adb_module()
     args = build_parser(adb).parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
     try:
-        lut = load_lut(args.lut, root=args.root)
+        lut = load_lut(args.lut, root=args.luts_root)
         options = adb.adb_options(args) if (adb is not None and args.device and args.device != "host") else None
         cfg = ValidationConfig(num_archs=args.archs, seed=args.seed, rounds=args.rounds, device=args.device,
-                               correction=args.correction, target_options=options, progress=not args.json,
+                               correction=args.correction, target_options=options, progress=args.progress and not args.json,
                                lock_wait_s=args.wait_lock, drift_ops=args.drift_ops, per_layer=args.per_layer)  # fmt: skip
         report = validate_lut(lut, cfg)
     except (ValueError, RuntimeError, OSError) as e:  # LutError and TargetError included
@@ -331,4 +335,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -4,8 +4,11 @@
     search.latency      a LUT as a [layers × blocks] latency tensor (µs), differentiable
     search.supernet     mixed ops that run only the paths a strategy needs
     search.strategies   fbnet, proxyless, darts, evolution, random behind one protocol
-    search.data         embedded digits, CIFAR-10 (python pickle), image folders
+    search.data         embedded digits, CIFAR-10/100 (python pickle), image folders streamed
+                        through a DataLoader, per-family augmentation
+    search.precision    mixed precision, channels-last and deterministic kernels on cuda
     search.run          `python -m search.run`: LUT + data → arch.json, log.csv, θ plots
+    search.sweep        `python -m search.sweep`: one search per target / β / λ → pareto.csv
     search.train        `python -m search.train`: train a found arch from scratch (checkpoints,
                         resume, torchrun), export it and time it through the profiler's CLI
     search.checkpoint   training checkpoints and the per-epoch metrics file

@@ -11,7 +11,7 @@ the N×N table holds the latency of the arch searched on LUT i (row) on LUT j (c
                 the number `python -m lut predict` prints)
     measured    end to end with `python -m profiler.run --arch`, for the columns whose target is
                 reachable from here: LUTs measured on this host (their runtime, threads, dtype), and
-                phone LUTs given an adb serial with `--serial DEVICE_ID=SERIAL` (a phone, or the
+                phone LUTs given an adb serial with `--device DEVICE_ID=SERIAL` (a phone, or the
                 loopback device). Other columns stay empty.
 
 With `--target-frac F` each LUT gets its own soft target, the same fraction F of the way from its
@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from hwnas.flags import ListAction, add_device, add_out, run_main
 from lut.store import load_lut
 from search.latency import LatencyModel
 from search.plots import plot_crossdevice
@@ -215,10 +216,11 @@ def markdown(report: dict[str, Any]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m search.crossdevice", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--lut", action="append", required=True, help="a LUT (path or id); give two or more")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--serial", action="append", default=[], metavar="DEVICE_ID=SERIAL",
-                   help="time archs for this LUT device on an adb serial (a phone, or the loopback device)")
+    p.add_argument("--lut", action=ListAction, required=True, metavar="LUT[,...]",
+                   help="LUTs (paths or ids), two or more")
+    add_out(p, required=True, help="output folder")
+    add_device(p, dest="serial", multiple=True, default=[], old=("--serial",), metavar="DEVICE_ID=SERIAL",
+               help="where to time the archs of the LUTs of DEVICE_ID: an adb serial (a phone, or the loopback device)")
     p.add_argument("--no-measure", action="store_true", help="predicted tables only")
     p.add_argument("--target-frac", type=float,
                    help="a soft target per LUT, this fraction of the way from its fastest arch to its uniform expectation")
@@ -230,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     if len(args.lut) < 2:
@@ -242,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         serials = dict(s.split("=", 1) for s in args.serial)
     except ValueError:
-        print("error: --serial takes DEVICE_ID=SERIAL", file=sys.stderr)
+        print("error: --device takes DEVICE_ID=SERIAL here", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     try:
@@ -251,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             latencies, config_from_args(args), args.out, serials=serials, measure=not args.no_measure,
             rounds=args.rounds, target_frac=args.target_frac,
             search_kw={"proxy": lambda lat: proxy_from_args(args, lat), "data": args.data, "subset": args.subset,
-                       "device": select_device(args.device_train), "train_epochs": args.train_epochs},
+                       "device": select_device(args.torch_device), "train_epochs": args.train_epochs},
         )  # fmt: skip
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -264,4 +266,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -58,6 +58,8 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
+from search.data import ImageSet, augment_seed
+
 __all__ = [
     "Dist",
     "DistributedError",
@@ -128,7 +130,7 @@ def setup(device: str = "cpu", *, timeout_s: float = 1800.0) -> Dist:
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device-train cuda: no CUDA device is visible to torch; use cpu")
+        raise ValueError("--torch-device cuda: no CUDA device is visible to torch; use cpu")
     dev = torch.device("cuda", local_rank) if device == "cuda" else torch.device("cpu")
     if device == "cuda":
         if local_rank >= torch.cuda.device_count():
@@ -208,10 +210,14 @@ def shard_batches(
         )
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     order = order.to(y.device)
-    for start in _global_stops(n, batch_size, dist):
-        idx = order[start : start + batch_size]
-        mine = idx[dist.rank :: dist.world_size]
-        yield x[mine], y[mine], len(idx)
+    cuts = [order[start : start + batch_size] for start in _global_stops(n, batch_size, dist)]
+    mine = [idx[dist.rank :: dist.world_size] for idx in cuts]
+    if isinstance(x, ImageSet):  # decoded a batch at a time, augmented when shuffled
+        images = x.stream([m.tolist() for m in mine], augment_seed(generator))
+        yield from ((xb, y[m], len(idx)) for xb, m, idx in zip(images, mine, cuts))
+        return
+    for idx, m in zip(cuts, mine):
+        yield x[m], y[m], len(idx)
 
 
 def loss_weight(shard_size: int, global_size: int, dist: Dist = Dist()) -> float:

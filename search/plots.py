@@ -1,4 +1,5 @@
-"""Plots of a search run: softmax(θ) per layer, and the cross-device latency table, as heat maps."""
+"""Plots of a search run: softmax(θ) per layer, the cross-device latency table as heat maps, and
+a sweep's accuracy against latency."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-__all__ = ["plot_theta", "plot_crossdevice"]
+__all__ = ["plot_theta", "plot_crossdevice", "plot_pareto"]
 
 
 def plot_theta(
@@ -81,6 +82,44 @@ def plot_crossdevice(
         ax.set_title(f"{what}: latency / own arch's", fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.suptitle(title or "cross-device latency", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_pareto(
+    rows: Sequence[dict],
+    reference: Sequence[dict],
+    path: str | Path,
+    *,
+    title: str = "",
+) -> Path:
+    """Accuracy against predicted latency: the sweep's points (`predicted_latency_ms`,
+    `front_accuracy`, `dominated`, the swept value in the row's first column), the front joined,
+    dominated points hollow; the random reference (`predicted_latency_ms`,
+    `trained_test_accuracy`) as grey crosses."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    if reference:
+        ax.scatter([r["predicted_latency_ms"] for r in reference], [r["trained_test_accuracy"] for r in reference],
+                   marker="x", color="0.55", label="random archs of matching latency")  # fmt: skip
+    front = sorted((r for r in rows if not r["dominated"]), key=lambda r: r["predicted_latency_ms"])
+    ax.plot([r["predicted_latency_ms"] for r in front], [r["front_accuracy"] for r in front], "-o",
+            color="tab:blue", label="searched (front)")  # fmt: skip
+    dom = [r for r in rows if r["dominated"]]
+    if dom:
+        ax.scatter([r["predicted_latency_ms"] for r in dom], [r["front_accuracy"] for r in dom],
+                   facecolors="none", edgecolors="tab:blue", label="searched (dominated)")  # fmt: skip
+    for r in rows:
+        key = next(iter(r))
+        ax.annotate(f"{key} {r[key]:g}", (r["predicted_latency_ms"], r["front_accuracy"]), fontsize=7,
+                    xytext=(4, 4), textcoords="offset points")  # fmt: skip
+    ax.set_xlabel("predicted latency on the LUT's device (ms)")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "accuracy against latency", fontsize=10)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

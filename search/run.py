@@ -3,6 +3,7 @@
     python -m search.run --lut luts/pixel7/fbnet/executorch-t1 --strategy fbnet \\
         --data digits --epochs 8 --beta 0.6 --out runs/fbnet_pixel7 [--json]
     python -m search.run --lut ... --target-latency-ms 12 --out runs/at_12ms   # soft target
+    python -m search.run --lut ... --data imagefolder:IMAGENET --classes 100 --device-train cuda --out runs/in100
 
 The LUT fixes the latency (its space, e.g. `fbnet` at 224×224); the supernet trains on a proxy of
 the same family (`--resolution`, `--width`, default 32 and 0.25) so that it fits on a CPU.
@@ -50,11 +51,13 @@ from typing import Any
 
 import torch
 
+from hwnas.flags import add_luts_root, add_out, add_progress, add_runtime, add_torch_device, add_verbose, run_main
 from lut.files import atomic_write
-from search.data import load_data
+from search.data import add_data_arguments, load_data
 from search.distributed import Dist, DistributedError, ranks_agree, setup, teardown
 from search.latency import LatencyModel, check_proxy_space, resolve_lut
 from search.plots import plot_theta
+from search.precision import add_precision_arguments, precision_for, repeatable
 from search.space import Arch, Space, get_space
 from search.strategies import STRATEGIES, STRATEGY_DEFAULTS, SearchConfig, SearchContext, get_strategy
 from search.strategies.common import ALTERNATE, TAU_SCHEDULES, check_budget
@@ -79,6 +82,8 @@ def run_search(
     progress: bool = False,
     train_epochs: int = 0,
     dist: Dist | None = None,
+    data_options: dict[str, Any] | None = None,
+    amp: bool = True,
 ) -> dict[str, Any]:
     """Run one search and write its outputs to `out`; returns the summary (the --json object).
     With `train_epochs`, the found arch is then trained from scratch (`search.train.train_arch`).
@@ -91,7 +96,7 @@ def run_search(
     check_budget(latency, cfg.max_latency_us)
     get_strategy(cfg.strategy)  # an unknown name fails before any data is loaded
     cfg = cfg.resolved()  # the strategy's defaults for what was left None (arch.json records them)
-    data = load_data(data_spec, resolution=proxy.resolution, subset=subset)
+    data = load_data(data_spec, resolution=proxy.resolution, subset=subset, **(data_options or {}))
     rows: list[dict[str, Any]] = []
     dist = dist or Dist(device=device)
     device = dist.device if dist.is_distributed else device
@@ -103,7 +108,9 @@ def run_search(
 
     ctx = SearchContext(cfg, data.to(device), latency, proxy, device, on_epoch, progress and dist.is_main, dist)
     t0 = time.perf_counter()
-    result = get_strategy(cfg.strategy).run(ctx)
+    precision = precision_for(device, training=False, amp=amp)
+    with precision.autocast():  # lowers convolutions only: the latency term stays float32
+        result = get_strategy(cfg.strategy).run(ctx)
     elapsed_s = time.perf_counter() - t0
     found = torch.tensor([latency.blocks.index(b) for b in result.blocks])
     agree = ranks_agree([found] if result.theta is None else [found, result.theta], dist)
@@ -121,7 +128,7 @@ def run_search(
     if train_epochs > 0:
         t1 = time.perf_counter()
         trained = train_arch(result.blocks, proxy, data, TrainConfig(epochs=train_epochs, seed=cfg.seed), device=device,
-                             dist=dist)  # fmt: skip
+                             dist=dist, amp=amp)  # fmt: skip
         accuracy.update(trained_test_accuracy=trained["test_accuracy"], trained_epochs=train_epochs,
                         train_s=time.perf_counter() - t1)  # fmt: skip
     summary: dict[str, Any] = {
@@ -136,6 +143,7 @@ def run_search(
         "space": latency.space.name,
         "proxy_space": proxy.name,
         "data": data.name,
+        "precision": precision.name,
         "search_s": elapsed_s,
         "world_size": dist.world_size,
         **{k: result.info[k] for k in ("theta_entropy", "argmax_stable_epochs", "accuracy_of") if k in result.info},
@@ -144,7 +152,8 @@ def run_search(
         latency.space.name,
         result.blocks,
         name=Path(out).name,
-        info={**summary, "config": dataclasses.asdict(cfg), "samples": samples, **result.info},
+        info={**summary, "config": dataclasses.asdict(cfg), "classes": list(data.classes), "samples": samples,
+              **result.info},  # fmt: skip
     ).validate(latency.space)
     if not dist.is_main:
         return {"arch_path": None, **summary, "blocks": list(result.blocks)}
@@ -250,9 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lut", help="LUT version dir, runtime dir (latest) or id device/space/runtime-tN[/vK]")
     g.add_argument("--device-id", help="with --space and --runtime: latest version of that LUT")
     g.add_argument("--space", help="LUT space name (with --device-id)")
-    g.add_argument("--runtime", help="runtime name (with --device-id)")
+    add_runtime(g, help="runtime of the LUT (with --device-id)")
     g.add_argument("--threads", type=int, default=1, help="runtime threads of the LUT (default 1)")
-    p.add_argument("--out", required=True, help="output directory, e.g. runs/NAME")
+    add_out(p, required=True, help="output folder, e.g. runs/NAME")
     p.add_argument("--json", action="store_true", help="last line: one JSON summary object")
     add_search_arguments(p)
     return p
@@ -260,19 +269,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
     """Every flag of a search but the LUT and the output (shared with `search.crossdevice`)."""
-    p.add_argument("--luts-root", default="luts", help="LUT store root (default luts)")
+    add_luts_root(p)
     p.add_argument("--latency-correction", choices=["auto", "none"], default="auto",
                    help="auto (default): predict with the correction `lut validate` chose for this LUT, if any; "
                         "none: the plain additive sum")  # fmt: skip
-    p.add_argument("--strategy", default="fbnet", choices=sorted(STRATEGIES))
-    p.add_argument("--data", default="digits", help="digits (embedded) | cifar10:DIR | imagefolder:DIR")
-    p.add_argument("--subset", type=int, help="use this many train images (seeded sample)")
+    p.add_argument("--strategy", default="fbnet", choices=sorted(STRATEGIES), help="search strategy (default fbnet)")
+    add_data_arguments(p)
     p.add_argument("--proxy-space", help="proxy space name (overrides --resolution/--width)")
     p.add_argument("--resolution", type=int, default=32, help="proxy resolution (default 32)")
     p.add_argument("--width", type=float, default=0.25, help="proxy width multiplier (default 0.25)")
-    p.add_argument("--device-train", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--progress", action="store_true", help="show progress bars")
+    add_torch_device(p)
+    add_progress(p)
+    add_verbose(p)
     p.add_argument("--torch-threads", type=int, help="torch intra-op threads (default: torch's)")
+    add_precision_arguments(p)
     p.add_argument("--train-epochs", type=int, default=TRAIN_EPOCHS,
                    help=f"then train the found arch from scratch for this many epochs and report its test "
                         f"accuracy (0: skip; default {TRAIN_EPOCHS})")  # fmt: skip
@@ -312,12 +322,13 @@ def proxy_from_args(args: argparse.Namespace, latency: LatencyModel) -> Space:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     cfg = config_from_args(args)
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
+    repeatable(args.deterministic)
     try:
-        dist = setup(args.device_train)  # under torchrun: this rank's place; a world of one otherwise
+        dist = setup(args.torch_device)  # under torchrun: this rank's place; a world of one otherwise
     except (ValueError, DistributedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -329,8 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         latency = latency_model(lut, args.latency_correction)
         proxy = proxy_from_args(args, latency)
         summary = run_search(cfg, latency, proxy, args.data, out=args.out, subset=args.subset,
-                             device=select_device(args.device_train), progress=args.progress,
-                             train_epochs=args.train_epochs, dist=dist)  # fmt: skip
+                             device=select_device(args.torch_device), progress=args.progress,
+                             train_epochs=args.train_epochs, dist=dist, amp=args.amp,
+                             data_options={"classes": args.classes, "workers": args.workers})  # fmt: skip
     except ValueError as e:  # LutError, LatencyModelError, DataError, ArchError are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -363,4 +375,4 @@ def accuracy_line(summary: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

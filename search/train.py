@@ -1,9 +1,10 @@
 """Train a found architecture from scratch, export it and time it on its device.
 
-    python -m search.train --arch runs/NAME/arch.json [--data digits|cifar10:DIR|imagefolder:DIR]
+    python -m search.train --arch runs/NAME/arch.json [--data digits|cifar10:DIR|cifar100:DIR|imagefolder:DIR]
+        [--classes K] [--workers W]
         [--scale proxy|lut | --resolution R --width W] [--epochs 10] [--out DIR] [--resume]
-        [--export executorch|tflite|onnx ... [--dtype int8]] [--measure host|SERIAL] [--lut LUT]
-        [--json] [-- PROFILER OPTIONS]
+        [--export executorch,tflite,onnxruntime [--dtype int8]] [--device host|SERIAL] [--lut LUT]
+        [--torch-device cuda [--no-amp] [--deterministic]] [--json] [-- PROFILER OPTIONS]
     torchrun --nproc_per_node N -m search.train ...        # data-parallel (gloo on CPU, nccl on GPUs)
 
 How: `TrainConfig` is the recipe of `search.recipe` (docs/training.md): Nesterov SGD at a peak lr
@@ -32,19 +33,19 @@ written by rank 0 only:
     model[-int8].pte|.tflite|.onnx   with --export: the network in that runtime's format, written
                     by the profiler's exporters (`python -m profiler.deploy export`); int8 is
                     calibrated on 32 training images (calibration.pt)
-    measure-<runtime>[-int8]-<device>.json   with --measure: raw samples and their statistics
-    lut-scale/      with --measure after proxy training: the LUT's network (model.json, model.pt,
+    measure-<runtime>[-int8]-<device>.json   with --device: raw samples and their statistics
+    lut-scale/      with --device after proxy training: the LUT's network (model.json, model.pt,
                     its exports and measure-*.json), timed in the proxy's place
     report.json     everything below, also the last line printed with --json
 
-`--measure host|SERIAL` times the network the LUT predicts with the profiler's round loop and
+`--device host|SERIAL` times the network the LUT predicts with the profiler's round loop and
 puts the median (`measured_latency_us`, with p10/p90 and n) beside the LUT's prediction of the
 arch (additive sum and corrected), naming whatever else differs (classifier width, runtime,
 device). Trained at the LUT's scale, that is the trained network's export. Trained on a proxy
 (other shapes, microseconds where the LUT predicts milliseconds), the proxy is exported but not
 timed: the LUT's own network (the arch at the LUT's resolution and width, this data's
 classifier, untrained weights — dense kernels take as long whatever their values) is exported to
-`lut-scale/` and timed in its place (`lut_scale_exports`). Without `--export`, `--measure`
+`lut-scale/` and timed in its place (`lut_scale_exports`). Without `--export`, `--device`
 exports in the LUT's runtime. Options after
 `--` go to the measurement unchanged: the protocol (`--rounds`, `--warmup`, `--runs`,
 `--threads`) and the phone options of `profiler.run` (`--runner NAME=PATH`, `--adb-port`,
@@ -53,7 +54,7 @@ exports in the LUT's runtime. Options after
 The JSON line: arch_path, space, train_space (and proxy_space, the same), data, num_classes,
 epochs, world_size, test_accuracy, test_loss, checkpoint, metrics_csv, model_path,
 model_arch_path, weights_sha256, ranks_agree, exports (one object per runtime: export_path,
-sha256, size_bytes, and with --measure at the LUT's scale measured_latency_us, stats, device_id,
+sha256, size_bytes, and with --device at the LUT's scale measured_latency_us, stats, device_id,
 measure_path), lut_scale_exports (the same for the LUT's network timed after proxy training, else
 empty); export_path, sha256, size_bytes of the first export and measured_latency_us of the first
 timed one at top level;
@@ -82,14 +83,29 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from hwnas.flags import add_device, add_luts_root, add_out, add_progress, add_runtime, add_torch_device, add_verbose, run_main
 from lut.files import atomic_write
 from lut.store import Lut
 from search import deploy
 from search.checkpoint import CheckpointError, check_same_run, load_checkpoint, save_checkpoint, write_metrics
-from search.data import DataError, Dataset, batches, load_data
-from search.distributed import (Dist, all_reduce_sum, broadcast_object, digest, loss_weight, num_batches,
-                                ranks_agree, setup, shard, shard_batches, sync_buffers, teardown, wrap)  # fmt: skip
+from search.data import DataError, Dataset, add_data_arguments, batches, load_data, materialize
+from search.distributed import (
+    Dist,
+    all_reduce_sum,
+    broadcast_object,
+    digest,
+    loss_weight,
+    num_batches,
+    ranks_agree,
+    setup,
+    shard,
+    shard_batches,
+    sync_buffers,
+    teardown,
+    wrap,
+)
 from search.latency import check_proxy_space
+from search.precision import add_precision_arguments, precision_for, repeatable
 from search.recipe import RecipeConfig, init_weights, make_optimizer, make_schedule
 from search.space import Arch, ArchError, Network, Space, arch_ops, get_space, load_arch
 
@@ -110,7 +126,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.csv"
 CALIBRATION_IMAGES = 32  # training images an int8 export is calibrated on (calibration.pt)
-LUT_SCALE_DIR = "lut-scale"  # with --measure after proxy training: the LUT's network, timed in its place
+LUT_SCALE_DIR = "lut-scale"  # with --device after proxy training: the LUT's network, timed in its place
 
 
 @dataclass(frozen=True)
@@ -187,9 +203,9 @@ def build_proxy_model(
 def select_device(name: str) -> torch.device:
     """`cpu` or `cuda`; cuda only when asked for, and an error if it is not there."""
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device-train cuda: no CUDA device is visible to torch; use cpu")
+        raise ValueError("--torch-device cuda: no CUDA device is visible to torch; use cpu")
     if name not in ("cpu", "cuda"):
-        raise ValueError(f"--device-train must be cpu or cuda, got {name!r}")
+        raise ValueError(f"--torch-device must be cpu or cuda, got {name!r}")
     return torch.device(name)
 
 
@@ -234,8 +250,10 @@ def train_arch(
     out: str | Path | None = None,
     resume: bool = False,
     progress: bool = False,
+    amp: bool = True,
 ) -> dict[str, Any]:
     """Train from scratch on the whole train split; returns test accuracy and the history.
+    On cuda with `amp`, in mixed precision and channels-last (`search.precision`).
 
     With `out`, rank 0 writes `checkpoint.pt` and `metrics.csv` there after every epoch;
     `resume=True` continues from that checkpoint (CheckpointError when it is missing or from
@@ -249,7 +267,10 @@ def train_arch(
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     model = build_proxy_model(arch.blocks, proxy, data.num_classes, head_channels)
+    prec = precision_for(device, training=True, amp=amp)
     model = init_weights(model, init=cfg.init, zero_init_last=cfg.zero_init_last).to(device)
+    model = model.to(memory_format=prec.memory_format())
+    scaler = prec.scaler()
     data = data.to(device)
     per_epoch = num_batches(len(data.y_train), cfg.batch_size, dist)
     opt = make_optimizer(model, cfg)
@@ -265,6 +286,8 @@ def train_arch(
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
+        if "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
         gen.set_state(state["rng"]["data_order"])
         if device.type == "cuda" and "cuda" in state["rng"]:
@@ -283,13 +306,16 @@ def train_arch(
         bar = tqdm(total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
                    disable=not (progress and dist.is_main))  # fmt: skip
         for xb, yb, n in shard_batches(data.x_train, data.y_train, cfg.batch_size, dist, generator=gen):
-            logits = net(xb)
-            loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
+            with prec.autocast():
+                logits = net(xb.contiguous(memory_format=prec.memory_format()))
+                loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
-            (loss * loss_weight(len(yb), n, dist)).backward()
+            scaler.scale(loss * loss_weight(len(yb), n, dist)).backward()
             if cfg.clip_grad_norm is not None:
+                scaler.unscale_(opt)
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             loss_sum += loss.item() * len(yb)
             correct += (logits.argmax(1) == yb).sum().item()
@@ -298,7 +324,8 @@ def train_arch(
         bar.close()
         loss_sum, correct, total = all_reduce_sum([loss_sum, correct, total], dist)
         sync_buffers(model, dist)
-        test_loss, test_acc = evaluate(model, data.x_test, data.y_test, dist=dist)
+        with prec.autocast():
+            test_loss, test_acc = evaluate(model, data.x_test, data.y_test, dist=dist)
         row = {
             "epoch": epoch,
             "train_loss": loss_sum / max(1, total),
@@ -317,6 +344,7 @@ def train_arch(
                 "identity": identity, "epoch": epoch + 1, "model": model.state_dict(),
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng,
                 "history": history, "world_size": dist.world_size,
+                **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {}),
             })  # fmt: skip
             write_metrics(ckpt_path.with_name(METRICS_FILE), history)
         on_epoch(row)
@@ -330,6 +358,7 @@ def train_arch(
         "ranks_agree": ranks_agree(model, dist),
         "world_size": dist.world_size,
         "resumed_from_epoch": start if resume else None,
+        "precision": prec.name,
     }
 
 
@@ -355,8 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m search.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--arch", required=True, help="arch JSON file (or a named arch)")
-    p.add_argument("--data", default="digits", help="digits | cifar10:DIR | imagefolder:DIR")
-    p.add_argument("--subset", type=int, help="train on this many images (seeded sample)")
+    add_data_arguments(p)
     g = p.add_argument_group("shapes")
     g.add_argument("--scale", choices=["proxy", "lut"], default="proxy",
                    help="proxy (default): the search's proxy; lut: the LUT's own resolution and width")
@@ -364,25 +392,27 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resolution", type=int, help="override the resolution")
     g.add_argument("--width", type=float, help="override the width multiplier")
     d = TrainConfig()
-    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"training epochs (default {d.epochs})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch (split over ranks)")
     p.add_argument("--lr", type=float, default=d.lr,
                    help=f"peak learning rate (default: {d.lr_base:g} × batch size / {d.lr_base_batch})")
     p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="linear warm-up before the cosine")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--out", help="output folder (default: train/ beside arch.json, runs/<name>/train)")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"seed of weights, data order and subset (default {d.seed})")
+    add_out(p, help="output folder (default: train/ beside arch.json, runs/<name>/train)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--fresh", action="store_true", help="discard a checkpoint in --out and start over")
     g = p.add_argument_group("deploy")
-    g.add_argument("--export", action="append", metavar="RUNTIME",
-                   help="executorch | tflite | onnx (onnxruntime); repeatable")
+    add_runtime(g, flag="--export", dest="export", multiple=True,
+                help="export the trained network for these runtimes (comma-separated)")
     g.add_argument("--dtype", help="fp32 (default) or int8 (executorch, onnxruntime)")
-    g.add_argument("--measure", metavar="TARGET", help="host or an adb serial: time each export there")
+    add_device(g, dest="measure", old=("--measure",), help="where to time each export: host or an adb serial")
     g.add_argument("--lut", help="LUT to predict with (default: the one arch.json names)")
-    g.add_argument("--luts-root", default="luts", help="LUT store root for LUT ids (default luts)")
-    p.add_argument("--device-train", default="cpu", help="cpu (default) or cuda")
+    add_luts_root(g)
+    add_torch_device(p)
     p.add_argument("--torch-threads", type=int, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_precision_arguments(p)
+    add_progress(p)
+    add_verbose(p)
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
     return p
 
@@ -400,12 +430,13 @@ def _plan(args: argparse.Namespace) -> _Plan:
     train = train_space_for(arch, scale=args.scale, proxy_space=args.proxy_space,
                             resolution=args.resolution, width=args.width)  # fmt: skip
     trained = trained_arch(arch, train)
-    select_device(args.device_train)
+    select_device(args.torch_device)
     if args.resume and args.fresh:
         raise ValueError("--resume continues a run, --fresh discards it; give one")
     if args.dtype and not args.export and not args.measure:
         raise ValueError("--dtype applies to --export; add --export RUNTIME")
-    data = load_data(args.data, resolution=train.resolution, subset=args.subset)
+    data = load_data(args.data, resolution=train.resolution, subset=args.subset, classes=args.classes,
+                     workers=args.workers)  # fmt: skip
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       warmup_epochs=args.warmup_epochs)  # fmt: skip
     out = Path(args.out) if args.out else _default_out(args.arch, arch)
@@ -421,14 +452,14 @@ def _preflight(plan: _Plan, args: argparse.Namespace, extra: list[str]) -> None:
         raise CheckpointError(f"{plan.out} holds a run already ({ckpt}); --resume continues it, "
                               "--fresh starts over, or choose another --out")  # fmt: skip
     if extra and not args.measure:
-        raise ValueError(f"options after -- ({' '.join(extra)}) are for the measurement; add --measure TARGET")
+        raise ValueError(f"options after -- ({' '.join(extra)}) are for the measurement; add --device host|SERIAL")
     plan.lut = deploy.find_lut(plan.arch, args.lut, root=args.luts_root, required=bool(args.measure))
     lut_rt = deploy.lut_runtime_of(plan.lut) if plan.lut is not None else None
     runtimes = list(dict.fromkeys(args.export or []))
     plan.dtype = args.dtype or "fp32"
     if args.measure and not runtimes:
         if lut_rt is None:
-            raise ValueError("--measure needs --export RUNTIME (no LUT is known whose runtime to use)")
+            raise ValueError("--device needs --export RUNTIME (no LUT is known whose runtime to use)")
         runtimes, plan.dtype = [lut_rt["runtime"]], args.dtype or lut_rt["dtype"]
     plan.threads = lut_rt["threads"] if lut_rt else 1
     if runtimes:
@@ -508,16 +539,18 @@ def main(argv: list[str] | None = None) -> int:
     own, extra = _split_passthrough(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(own)
     rank = int(os.environ.get("RANK", "0") or 0)
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(message)s")
+    level = logging.WARNING if rank != 0 else logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s")
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
+    repeatable(args.deterministic)
     try:
         plan = _plan(args)
     except (ValueError, ArchError, DataError) as e:  # every rank fails alike
         print(f"error: {e}", file=sys.stderr)
         return 2
-    dist = setup(args.device_train)
-    show_progress = not args.no_progress and sys.stderr.isatty()
+    dist = setup(args.torch_device)
+    show_progress = args.progress
     try:
         error = None
         if dist.is_main:
@@ -540,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             result = train_arch(plan.trained.blocks, plan.train, plan.data, plan.cfg, device=dist.device,
                                 on_epoch=show, head_channels=plan.trained.head_channels, dist=dist,
-                                out=plan.out, resume=args.resume, progress=show_progress)  # fmt: skip
+                                out=plan.out, resume=args.resume, progress=show_progress, amp=args.amp)  # fmt: skip
         except CheckpointError as e:
             if dist.is_main:
                 print(f"error: {e}", file=sys.stderr)
@@ -585,7 +618,7 @@ def _finish(plan: _Plan, args: argparse.Namespace, extra: list[str], result: dic
         gen = torch.Generator().manual_seed(plan.cfg.seed)
         pick = torch.randperm(len(plan.data.y_train), generator=gen)[:CALIBRATION_IMAGES]
         buf = io.BytesIO()
-        torch.save(plan.data.x_train[pick].contiguous(), buf)
+        torch.save(materialize(plan.data.x_train[pick]).cpu().contiguous(), buf)
         calibration = atomic_write(plan.out / "calibration.pt", buf.getvalue())
     status = 0
     proxy_measured = bool(args.measure) and plan.train.name != plan.arch.space
@@ -611,7 +644,7 @@ def _finish(plan: _Plan, args: argparse.Namespace, extra: list[str], result: dic
 def _time_lut_scale(plan: _Plan, args: argparse.Namespace, extra: list[str], progress: bool) -> list[dict[str, Any]]:
     """Trained on a proxy of other shapes: time the network the LUT predicts in its place."""
     pick = torch.randperm(len(plan.data.y_train), generator=torch.Generator().manual_seed(plan.cfg.seed))
-    images = plan.data.x_train[pick[:CALIBRATION_IMAGES]].cpu() if plan.dtype != "fp32" else None
+    images = materialize(plan.data.x_train[pick[:CALIBRATION_IMAGES]]).cpu() if plan.dtype != "fp32" else None
     return deploy.time_lut_network(plan.arch, plan.data.num_classes, plan.out / LUT_SCALE_DIR, plan.suffixes,
                                    plan.dtype, layouts=plan.layouts, calibration_images=images, seed=plan.cfg.seed,
                                    device=args.measure, threads=plan.threads, extra=extra, progress=progress,
@@ -619,4 +652,4 @@ def _time_lut_scale(plan: _Plan, args: argparse.Namespace, extra: list[str], pro
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -7,7 +7,6 @@ import random
 
 import pytest
 
-
 # --- stochastic tests ------------------------------------------------------------------------------
 # A test whose verdict depends on a random draw (a search, a training) is marked
 # `@pytest.mark.stochastic` and takes a `seed` argument: it runs once per seed, with the global
@@ -42,6 +41,12 @@ def pytest_configure(config: pytest.Config) -> None:
         "stochastic(seeds=(0,)): the verdict depends on a random draw; runs once per seed "
         f"(${SEEDS_ENV} repeats it over more, ${THREADS_ENV} sets torch's threads)",
     )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:  # the loopback device runs behind the adb server: `-m "not adb"` leaves them out
+        if "loopback" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.adb)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -260,6 +265,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict:
     Each of its operators takes µs (the smallest, the depthwise conv, 295 k MACs): operator
     profiles come in whole µs, and at 8x8x8 every operator read 0."""
     from profiler.runtimes import RUNTIMES, get_runtime
+    from search.space.modules import build_op
     from search.space.ops import Op
 
     out = tmp_path_factory.mktemp("models")
@@ -270,7 +276,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict:
             continue
         rt = get_runtime(name)
         path = out / f"{op.key}{rt.suffix}"
-        rt.export(op.build(), op.example_input(), path)
+        rt.export(build_op(op), op.example_input(), path)
         files[name] = path
     return files
 

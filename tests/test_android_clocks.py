@@ -122,6 +122,7 @@ def test_restored_after_an_exception_and_after_ctrl_c(loopback, before, tmp_path
     assert _policy(daemon) == before and not list((tmp_path / "state").iterdir())
 
 
+@pytest.mark.adb
 def test_disconnect_restores_at_the_next_connection(tmp_path, caplog):
     with loopback_session(tmp_path / "dev") as (server, daemon):
         pair = (server, daemon)

@@ -88,6 +88,7 @@ def test_cooldown_waits_until_below_threshold(loopback, device):
     assert temp == 39.0 and time.monotonic() - t0 >= 0.5
 
 
+@pytest.mark.adb
 def test_disconnect_raises_device_gone_then_reconnects(tmp_path):
     with loopback_session(tmp_path / "dev") as (server, daemon):
         device = Device.connect(server, daemon.serial)

@@ -11,7 +11,7 @@ from android_harness.loopback.session import loopback_session
 from android_harness.runners import parse_output
 from profiler.runtimes import get_runtime
 from profiler.targets import get_target
-from profiler.targets.adb import add_adb_arguments, adb_options
+from profiler.targets.adb import adb_options, add_adb_arguments
 from profiler.targets.base import DeviceLostError, RunnerError, RunSpec, TargetError
 
 pytestmark = pytest.mark.slow  # exports models and starts runtimes
@@ -91,8 +91,8 @@ def test_all_same_runs_are_two_equal_samples(loopback, tiny_models):
     try:
         samples = target.measure(rt, tiny_models["tflite"], RunSpec(warmup=1, runs=4))
         text = Device.connect(server, daemon.serial).shell(
-            "/data/local/tmp/hwnas/benchmark_model --graph=/data/local/tmp/hwnas/models/"
-            f"{tiny_models['tflite'].name} --num_runs=2 --min_secs=0 --warmup_runs=1 --warmup_min_secs=0").stdout
+            "/data/local/tmp/hwnas/benchmark_model --graph="
+            f"{target._remote[tiny_models['tflite']]} --num_runs=2 --min_secs=0 --warmup_runs=1 --warmup_min_secs=0").stdout
     finally:
         daemon.set_knobs(timing_quantum_us=0)
     assert samples == [50_000.0] * 4
@@ -137,6 +137,7 @@ def test_low_battery_refused_unless_forced(loopback, tiny_models):
         battery.write_text("87\n")
 
 
+@pytest.mark.adb
 def test_disconnect_is_device_lost(tmp_path, tiny_models):
     with loopback_session(tmp_path / "dev") as (server, daemon):
         rt = get_runtime("tflite")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -24,13 +26,26 @@ def _rows(out: str) -> dict[str, list[float]]:
 
 
 def test_search_step_bench_compares_supernet_steps_with_the_sampled_network(capsys) -> None:
-    assert search_step.main(["--steps", "1", "--batch", "4"]) in (0, None)
-    rows = _rows(capsys.readouterr().out)
+    assert search_step.main(["--steps", "1", "--batch", "4", "--torch-device", "cpu"]) in (0, None)
+    out = capsys.readouterr().out
+    rows = _rows(out)
     all_paths = next(k for k in rows if "all paths" in k)
     one_hot = next(k for k in rows if "one-hot" in k)
     assert "[9.0 paths]" in all_paths and "[1.0 paths]" in one_hot  # what each supernet row ran
     # activations relative to the sampled network: 9 paths keep several times those of one path
     assert rows[all_paths][3] > 3 * rows[one_hot][3]
+    rates = dict(re.findall(r"^(\S.*?)\s{2,}[\d.]+\s+(\d+)$", out, re.M))
+    assert set(rates) == set(search_step.STRATEGY_STEPS) and all(int(r) > 0 for r in rates.values())
+
+
+def test_search_step_bench_imports_torch_and_search_only() -> None:
+    """What a bare GPU machine (torch and this repository) can run: no LUT store, runtime or pandas."""
+    code = ("import sys, bench.search_step; "
+            "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")  # fmt: skip
+    mods = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    assert "search" in mods and "torch" in mods
+    assert not mods & {"executorch", "ai_edge_litert", "litert_torch", "onnx", "onnxruntime", "pandas", "lut",
+                       "profiler", "android_harness", "adbutils", "sklearn", "matplotlib", "PIL"}  # fmt: skip
 
 
 def test_search_memory_bench_has_every_strategy_and_proxyless_matches_the_sampled_network(capsys) -> None:
@@ -159,3 +174,17 @@ def test_cache_states_bench_puts_each_layer_beside_its_warm_and_cold_times(tiny_
     table = cache_states.summary(df, "resolution")
     assert table.loc["all", "layers"] == len(df)
     assert table.loc["all", "Σ ctx µs"] == pytest.approx(df.ctx_us.sum())
+
+
+def test_data_loader_bench_counts_the_whole_process_tree_and_streams_a_folder(tmp_path) -> None:
+    from bench.data_loader import loader_rate, make_image_folder, peak_memory
+
+    # a parent that holds almost nothing and a child that holds 200 MB: the tree's peak has both
+    child = "b = bytearray(200 * 2**20); import time; time.sleep(1.5)"
+    parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}], check=True)"
+    mem = peak_memory([sys.executable, "-c", parent])
+    assert mem["peak_rss_mb"] > 200 and mem["peak_pss_mb"] > 180
+    folder = make_image_folder(tmp_path / "f", 24, 3, size=40)
+    assert len(list(folder.rglob("*.jpg"))) == 24
+    assert make_image_folder(tmp_path / "f", 24, 3, size=40) == folder  # complete: kept as is
+    assert loader_rate(folder, 16, workers=1, batch_size=8) > 0

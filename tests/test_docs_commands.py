@@ -48,6 +48,8 @@ SKIP: list[tuple[str, str]] = [
     (r"^(git|cmake|bazel|cd|make)\b|\$ANDROID_NDK", "builds a phone runner (Android NDK, network)"),
     (r"^(source|pip|python3\.\d+)\b|-m venv\b|-m pip\b", "changes the Python environment"),
     (r"-m bench\b|-m bench\.|(?<![\w-])bench/", "a benchmark: minutes to hours"),
+    (r"-m search\.sweep\b|^hwnas sweep\b", "several searches and trainings (hours)"),
+    (r"\$\{?[A-Za-z_]\w*", "uses a shell variable that an earlier line sets"),
     (r"android_harness (devices|doctor)\b|^hwnas (devices|doctor)\b", "talks to the adb server and the phones attached"),
     (r"(-m lut|^hwnas lut) validate\b|-m profiler\.validate\b|^hwnas validate\b", "times whole networks end to end (minutes)"),
     (r"-m profiler\.run\b|^hwnas profile\b", "exports and times every op or arch asked for (minutes)"),

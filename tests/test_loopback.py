@@ -126,6 +126,7 @@ def test_shell_device_state_commands(shell):
         "11-23 09:00:00.000   1   1 I ExecuTorch: x"]
 
 
+@pytest.mark.adb
 def test_daemon_through_real_adb_server(tmp_path):
     with loopback_session(tmp_path / "dev") as (server, daemon):
         device = Device.connect(server, daemon.serial)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +12,8 @@ import pytest
 from scipy import stats
 
 from lut.__main__ import main as lut_main
-from lut.compare import compare_luts, layer_matrix
-from lut.stats import summarize
-from lut.store import Lut, LutError, load_lut, write_lut
-from search.space import block_spec, get_space, overhead_op
+from lut.compare import compare_luts
+from lut.store import LutError
 
 SPACE = "fbnet-r32-w0.25"  # 22 layers, tiny shapes (the synthetic_lut default)
 

@@ -16,7 +16,8 @@ from lut.__main__ import main as lut_main
 from lut.formats import FORMATS, export_lut, get_format, import_file
 from lut.formats.proxyless_yaml import parse_yaml_key, yaml_key
 from lut.store import LutError, load_lut
-from search.space import Arch, FBNET_BLOCKS, Op, arch_ops, get_space
+from search.space import FBNET_BLOCKS, Arch, Op, arch_ops, get_space
+
 SPACE = "fbnet-r32-w0.25"  # the synthetic_lut default
 
 DATA = Path(__file__).resolve().parent / "data" / "reference"  # published tables, see its README

@@ -12,6 +12,7 @@ from lut.__main__ import main as lut_main
 from lut.compare import compare_luts
 from lut.plots import heatmap, ops_scatter, plot_all, validation_scatter
 from lut.validate import evaluate, write_validation
+
 SPACE = "fbnet-r32-w0.25"  # the synthetic_lut default
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

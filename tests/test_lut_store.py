@@ -169,7 +169,7 @@ def test_truncated_table_is_rejected(tmp_path: Path) -> None:
         load_lut(v1)
     # without the hash (e.g. a hand-made LUT) the row count in meta still catches it
     meta = json.loads((v1 / "meta.json").read_text())
-    del meta["file_hashes"]
+    del meta["file_hashes"], meta["meta_hash"]
     (v1 / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(LutError, match="truncated: 5 rows"):
         load_lut(v1)
@@ -178,7 +178,7 @@ def test_truncated_table_is_rejected(tmp_path: Path) -> None:
 def test_corrupt_columns_without_hash_are_rejected(tmp_path: Path) -> None:
     v1 = _write(tmp_path)
     meta = json.loads((v1 / "meta.json").read_text())
-    del meta["file_hashes"], meta["counts"]
+    del meta["file_hashes"], meta["counts"], meta["meta_hash"]
     (v1 / "meta.json").write_text(json.dumps(meta))
     table = pd.read_csv(v1 / "table.csv").drop(columns=["p90_us"])
     table.to_csv(v1 / "table.csv", index=False)
@@ -195,6 +195,19 @@ def test_wrong_schema_version_is_rejected(tmp_path: Path, value) -> None:
     with pytest.raises(LutError, match="schema_version .* not supported") as e:
         load_lut(v1)
     assert "meta.json" in str(e.value)
+
+
+def test_edited_meta_is_rejected(tmp_path: Path) -> None:
+    v1 = _write(tmp_path)
+    meta = json.loads((v1 / "meta.json").read_text())
+    assert load_lut(v1).meta["meta_hash"] == meta["meta_hash"]
+    meta["protocol"]["rounds"] = 99  # e.g. another job's settings pasted in
+    (v1 / "meta.json").write_text(json.dumps(meta, indent=2))
+    with pytest.raises(LutError, match=r"meta\.json: content does not match its meta_hash"):
+        load_lut(v1)
+    del meta["meta_hash"]  # a version written before meta.json was hashed is read as it is
+    (v1 / "meta.json").write_text(json.dumps(meta))
+    assert load_lut(v1).meta["protocol"]["rounds"] == 99
 
 
 def test_corrupt_meta_and_samples(tmp_path: Path) -> None:

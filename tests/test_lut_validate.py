@@ -4,12 +4,10 @@ and one real end-to-end validation."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from scipy import stats
 
 from lut.correction import CORRECTIONS, fit_correction, read_validation
@@ -17,7 +15,7 @@ from lut.store import Lut, LutError, load_lut
 from lut.validate import error_metrics, evaluate, noise_floor_pct, random_archs, write_validation
 from profiler.validate import ValidationConfig, validate_lut
 from search.space import Arch, arch_ops, get_space, parse_op_key
-from search.space.spaces import Space
+
 SPACE = "fbnet-r32-w0.25"  # the synthetic_lut default
 
 

@@ -11,7 +11,6 @@ import threading
 import time
 from pathlib import Path
 
-
 from profiler.targets.adb import AdbTarget
 from profiler.targets.lock import DeviceBusyError, lock_key_of
 

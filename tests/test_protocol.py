@@ -7,10 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lut import load_lut
+from lut import LutError, list_luts, list_versions, load_lut
 from profiler.api import measure_archs
 from profiler.export import ExportCache
-from lut import LutError, list_luts, list_versions
 from profiler.protocol import (
     IncompleteJobError,
     JobError,
@@ -192,12 +191,12 @@ def test_graph_fingerprint_follows_what_a_module_computes() -> None:
     from torch import nn
 
     from profiler.export import _forward_code, graph_fingerprint
-    from search.space import Op
+    from search.space import Op, build_op
 
     op = Op("k3_e6", 8, 8, 8, 16, 2)
-    fp = graph_fingerprint(op.build(), op.example_input())
-    assert fp == graph_fingerprint(op.build(), op.example_input())
-    assert fp != graph_fingerprint(Op("k5_e6", 8, 8, 8, 16, 2).build(), op.example_input())
+    fp = graph_fingerprint(build_op(op), op.example_input())
+    assert fp == graph_fingerprint(build_op(op), op.example_input())
+    assert fp != graph_fingerprint(build_op(Op("k5_e6", 8, 8, 8, 16, 2)), op.example_input())
 
     class A(nn.Module):
         def forward(self, x):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from profiler.runtimes import get_runtime
-from search.space import Op
+from search.space import Op, build_op
 
 pytestmark = pytest.mark.slow  # exports models
 
@@ -20,7 +20,7 @@ OP = Op("k3_e3", 16, 16, 16, 16, 1)
 @pytest.fixture(scope="module")
 def tflite_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("op") / "op.tflite"
-    get_runtime("tflite").export(OP.build(), OP.example_input(), path)
+    get_runtime("tflite").export(build_op(OP), OP.example_input(), path)
     return path
 
 
@@ -56,7 +56,7 @@ def test_profile_ops_without_xnnpack_names_tflite_nodes(tflite_model: Path) -> N
 def test_executorch_planned_buffer_sizes(tmp_path: Path) -> None:
     rt = get_runtime("executorch")
     path = tmp_path / "op.pte"
-    rt.export(OP.build(), OP.example_input(), path)
+    rt.export(build_op(OP), OP.example_input(), path)
     sizes = rt.planned_buffer_sizes(path)
     # one CPU buffer that holds at least the memory-planned input and output (16x16x16 fp32 each)
     assert len(sizes) == 1 and sizes[0] >= 2 * 16 * 16 * 16 * 4

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from profiler.runtimes import RUNTIMES, ExportError, Runtime, Session, get_runtime, list_runtimes, run_host
-from search.space import Op
+from search.space import Op, build_op
 
 CONFIGS = [(name, dtype) for name, info in RUNTIMES.items() for dtype in info.dtypes]
 OP = Op("k3_e1_g2", 8, 8, 8, 16, 2)  # group conv + channel shuffle + stride: a non-trivial block
@@ -32,7 +32,7 @@ def test_export_and_run_on_host(name: str, dtype: str, tmp_path: Path) -> None:
     assert rt.runner == {"executorch": "executor_runner", "tflite": "benchmark_model", "onnxruntime": None}[name]
     assert set(rt.versions()) >= {"torch"}
     torch.manual_seed(0)
-    module, x = OP.build(), OP.example_input()
+    module, x = build_op(OP), OP.example_input()
     path = tmp_path / f"op{rt.suffix}"
     rt.export(module, x, path)
     assert path.stat().st_size > 0
@@ -54,7 +54,7 @@ def test_export_and_run_on_host(name: str, dtype: str, tmp_path: Path) -> None:
 def test_tflite_uses_the_xnnpack_delegate(tmp_path: Path) -> None:
     rt = get_runtime("tflite")
     path = tmp_path / "op.tflite"
-    rt.export(OP.build(), OP.example_input(), path)
+    rt.export(build_op(OP), OP.example_input(), path)
     assert rt.delegated_nodes(path) > 0
 
 

@@ -205,7 +205,8 @@ def test_cli_outputs_are_complete_and_reproducible_with_a_seed(tmp_path, write_s
     torch.testing.assert_close(_read_theta(out / "theta.csv"), _read_theta(tmp_path / "runs" / "b" / "theta.csv"))
 
     train = subprocess.run([sys.executable, "-m", "search.train", "--arch", summary["arch_path"],
-                            "--subset", "64", "--epochs", "1", "--torch-threads", "1", "--json"], capture_output=True, text=True, timeout=300)  # fmt: skip
+                            "--subset", "64", "--epochs", "1", "--torch-threads", "1", "--json"],
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert train.returncode == 0, train.stderr
     result = json.loads(train.stdout.strip().splitlines()[-1])
     n_test = 16  # --subset 64 keeps 64·359/1438 ≈ 16 test images: the accuracy counts them

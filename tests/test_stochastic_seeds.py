@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import parse_seeds
 
 REPO = Path(__file__).resolve().parents[1]

@@ -62,6 +62,8 @@ class Faults:
     disk_full: bool = False  # /data is full: `df` reports 0 available and pushes fail (ENOSPC)
     runner_form: str | None = None  # the runners print the output of an older build (RUNNER_FORMS)
     thermal_unreadable: bool = False  # thermal_zone*/temp: Permission denied (stock Android 10+)
+    no_dumpsys: bool = False  # `dumpsys battery|power` find no service: the battery and screen state
+    # must come from sysfs (power_supply, backlight), as on builds that hide those services
     slow_first_runs: int = 0  # the first N inferences of every runner launch take ...
     slow_factor: float = 1.0  # ... this many times as long, as under a governor still ramping up
 
@@ -289,6 +291,7 @@ class LoopbackDaemon:
         self.knobs = knobs or Knobs()
         self.commands: list[str] = []  # every shell command line served, in order
         self.unsupported: list[str] = []  # commands the shell refused as forms it does not serve
+        self.pushes: list[str] = []  # device paths written by sync SEND, in order
         self._port = port
         self._listener: socket.socket | None = None
         self._conns: set[_Connection] = set()
@@ -446,7 +449,8 @@ class LoopbackDaemon:
         shell = Shell(self.sandbox, props=self.faults.props(self.props()), env=env, cpu_count=ncpu,
                       rooted=self.knobs.rooted, disk_full=self.faults.disk_full,
                       userspace_bits=32 if self.faults.userspace_32bit else 64,
-                      thermal_readable=not self.faults.thermal_unreadable)
+                      thermal_readable=not self.faults.thermal_unreadable,
+                      dumpsys=not self.faults.no_dumpsys)
         result = shell.run(command)
         self.unsupported += shell.unsupported
         if v2:
@@ -533,6 +537,7 @@ class LoopbackDaemon:
         tmp.chmod(stat.S_IMODE(mode) or 0o644)
         os.replace(tmp, host)
         os.utime(host, (time.time(), value or time.time()))
+        self.pushes.append(path)
         stream.write(b"OKAY" + struct.pack("<I", 0))
 
     def _send_file(self, stream: _Stream, path: str) -> None:

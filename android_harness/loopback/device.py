@@ -2,7 +2,7 @@
 
 The device's whole filesystem is a sandbox folder on the host: the device path `/a/b` is
 `<sandbox>/a/b`. `build_sandbox` writes the property set, the cpufreq and thermal sysfs files,
-the battery, `/proc/cpuinfo` and `/proc/version`, and installs the runner shims into the
+the battery (and whether it charges), the screen's backlight, `/proc/cpuinfo` and `/proc/version`, and installs the runner shims into the
 runner folder, as a phone looks after its user pushed the runners once. Tests change the state
 of the device by writing those files (e.g. a thermal zone's `temp`).
 
@@ -34,6 +34,7 @@ __all__ = [
     "RUNNER_SHIMS",
     "CPUFREQ_WRITABLE",
     "write_cpufreq",
+    "BACKLIGHT",
 ]
 
 # Runner name (`android_harness.runners.RUNNERS`) -> module with the same command line and output.
@@ -41,6 +42,7 @@ RUNNER_SHIMS = {name: f"android_harness.loopback.shims.{name}" for name in RUNNE
 GOVERNORS = ("schedutil", "performance", "powersave", "userspace")
 CPUFREQ_WRITABLE = ("scaling_governor", "scaling_min_freq", "scaling_max_freq", "scaling_setspeed")
 _CPUFREQ = "/sys/devices/system/cpu/cpu{cpu}/cpufreq"
+BACKLIGHT = "/sys/class/backlight/panel0-backlight"
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -100,6 +102,12 @@ class LoopbackConfig:
         ("cpu-1-0-usr", 39000),
         ("battery", 30000),
     )
+    # (level, type, KiB, shared by: "core" | "cluster" | "all"), for every CPU, as
+    # /sys/devices/system/cpu/cpuN/cache/indexM/ lists them (the `mixed` cache rule reads the L2)
+    caches: tuple[tuple[int, str, int, str], ...] = (
+        (1, "Data", 64, "core"), (1, "Instruction", 64, "core"),
+        (2, "Unified", 512, "core"), (3, "Unified", 2048, "all"),
+    )
     battery_level: int = 87  # percent
     battery_temp_decic: int = 300  # tenths of a degree C, as `dumpsys battery` prints it
     runner_dir: str = "/data/local/tmp/hwnas"  # where the runner shims are preinstalled
@@ -125,6 +133,17 @@ def _write(sandbox: Path, path: str, text: str) -> None:
     target = device_path(sandbox, path)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text)
+
+
+def _cpu_list(cpus: list[int]) -> str:
+    """CPUs as the kernel lists them: "4-7", "0-3,6"."""
+    runs: list[list[int]] = []
+    for c in sorted(cpus):
+        if runs and c == runs[-1][-1] + 1:
+            runs[-1].append(c)
+        else:
+            runs.append([c])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
 
 
 def _cpuinfo(config: LoopbackConfig) -> str:
@@ -186,6 +205,16 @@ def build_sandbox(config: LoopbackConfig, sandbox: Path) -> Path:
             _write(sandbox, f"{base}/scaling_available_governors", " ".join(GOVERNORS) + "\n")
             _write(sandbox, f"{base}/scaling_available_frequencies",
                    " ".join(str(f) for f in cluster.frequencies_khz) + " \n")
+    every = [c for cl in config.clusters for c in cl.cpus]
+    for cluster in config.clusters:
+        for cpu in cluster.cpus:
+            for index, (level, kind, kib, scope) in enumerate(config.caches):
+                shared = {"core": [cpu], "cluster": list(cluster.cpus), "all": every}[scope]
+                base = f"/sys/devices/system/cpu/cpu{cpu}/cache/index{index}"
+                _write(sandbox, f"{base}/level", f"{level}\n")
+                _write(sandbox, f"{base}/type", f"{kind}\n")
+                _write(sandbox, f"{base}/size", f"{kib}K\n")
+                _write(sandbox, f"{base}/shared_cpu_list", f"{_cpu_list(shared)}\n")
     for index, (kind, milli_c) in enumerate(config.thermal_zones):
         _write(sandbox, f"/sys/class/thermal/thermal_zone{index}/type", f"{kind}\n")
         _write(sandbox, f"/sys/class/thermal/thermal_zone{index}/temp", f"{milli_c}\n")
@@ -193,6 +222,10 @@ def build_sandbox(config: LoopbackConfig, sandbox: Path) -> Path:
     _write(sandbox, f"{battery}/capacity", f"{config.battery_level}\n")
     _write(sandbox, f"{battery}/temp", f"{config.battery_temp_decic}\n")
     _write(sandbox, f"{battery}/status", "Discharging\n")
+    _write(sandbox, "/sys/class/power_supply/usb/online", "0\n")
+    # the screen: off (0) as a phone being measured should be; `dumpsys power` follows it
+    _write(sandbox, f"{BACKLIGHT}/brightness", "0\n")
+    _write(sandbox, f"{BACKLIGHT}/max_brightness", "255\n")
     _write(sandbox, "/proc/cpuinfo", _cpuinfo(config))
     _write(sandbox, "/proc/version", config.kernel + "\n")
     props = dict(config.props)

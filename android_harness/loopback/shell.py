@@ -8,7 +8,7 @@ These forms exist, as `android_harness` sends them (the names in brackets are op
     test -d PATH                            mkdir -p PATH
     df -k PATH                              sha256sum FILE... [2>/dev/null]
     chmod MODE PATH                         rm -rf PATH
-    dumpsys battery                         logcat -c  |  logcat -d -s TAG
+    dumpsys battery  |  dumpsys power       logcat -c  |  logcat -d -s TAG
     id                                      cd DIR && ...
     su -c LINE  |  su 0 sh -c LINE          (rooted devices: Magisk's and AOSP's su)
     [timeout -s 9 SECONDS] [taskset HEXMASK] /PATH/TO/EXECUTABLE ARGS...
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .device import device_path, write_cpufreq
+from .device import BACKLIGHT, device_path, write_cpufreq
 
 __all__ = ["Shell", "ShellResult", "load_props"]
 
@@ -87,7 +87,9 @@ class Shell:
         disk_full: bool = False,  # `df` reports no space left and writes fail (ENOSPC)
         userspace_bits: int = 64,  # 32: a 32-bit Android, which cannot exec a 64-bit ELF
         thermal_readable: bool = True,  # False: thermal_zone*/temp is Permission denied
+        dumpsys: bool = True,  # False: `dumpsys` finds no battery or power service
     ) -> None:
+        self.dumpsys = dumpsys
         self.sandbox = sandbox
         self.thermal_readable = thermal_readable
         self.disk_full = disk_full
@@ -198,7 +200,7 @@ class Shell:
             io.complain(f"/system/bin/sh: can't create {path}: No such file or directory\n")
             return 1
         if self.disk_full and data:
-            io.complain(f"/system/bin/sh: write error: No space left on device\n")
+            io.complain("/system/bin/sh: write error: No space left on device\n")
             return 1
         target.write_bytes(data)
         return 0
@@ -344,18 +346,36 @@ class Shell:
         return 0
 
     def _dumpsys(self, args: list[str], io: _Io) -> int:
-        if args != ["battery"]:
+        if args not in (["battery"], ["power"]):
             raise _Unsupported
+        if not self.dumpsys:
+            io.complain(f"Can't find service: {args[0]}\n")
+            return 0
+        if args == ["power"]:
+            return self._dumpsys_power(io)
         base = "/sys/class/power_supply/battery"
         level = self._path(f"{base}/capacity").read_text().strip()
         temp = self._path(f"{base}/temp").read_text().strip()
-        charging = self._path(f"{base}/status").read_text().strip() == "Charging"
+        status = self._path(f"{base}/status").read_text().strip()
+        usb = self._path("/sys/class/power_supply/usb/online").read_text().strip() == "1"
+        code = {"Charging": 2, "Discharging": 3, "Not charging": 4, "Full": 5}.get(status, 1)
         io.say("Current Battery Service state:\n"
-               f"  AC powered: false\n  USB powered: {str(charging).lower()}\n"
+               f"  AC powered: false\n  USB powered: {str(usb).lower()}\n"
                "  Wireless powered: false\n  Max charging current: 0\n"
-               f"  status: {2 if charging else 3}\n  health: 2\n  present: true\n"
+               f"  status: {code}\n  health: 2\n  present: true\n"
                f"  level: {level}\n  scale: 100\n  voltage: 4123\n  temperature: {temp}\n"
                "  technology: Li-ion\n")
+        return 0
+
+    def _dumpsys_power(self, io: _Io) -> int:
+        """The lines of `dumpsys power` (PowerManagerService) that say whether the screen is on."""
+        on = self._path(f"{BACKLIGHT}/brightness").read_text().strip() not in ("", "0")
+        wakefulness = "Awake" if on else "Asleep"
+        io.say("POWER MANAGER (dumpsys power)\n\nPower Manager State:\n"
+               f"  mDirty=0x0\n  mWakefulness={wakefulness}\n  mWakefulnessChanging=false\n"
+               f"  mIsPowered={str(self._path('/sys/class/power_supply/usb/online').read_text().strip() == '1').lower()}\n"
+               "  mStayOn=false\n"
+               f"\nDisplay Power: state={'ON' if on else 'OFF'}\n")
         return 0
 
     def _logcat(self, args: list[str], io: _Io) -> int:
@@ -393,7 +413,7 @@ class Shell:
         inner = Shell(self.sandbox, props=self.props, env=self.env, cpu_count=self.cpu_count,
                       rooted=True, root=True, max_runtime_s=self.max_runtime_s,
                       disk_full=self.disk_full, userspace_bits=self.userspace_bits,
-                      thermal_readable=self.thermal_readable)
+                      thermal_readable=self.thermal_readable, dumpsys=self.dumpsys)
         inner.cwd = self.cwd
         result = inner.run(line)
         self.unsupported += inner.unsupported

@@ -17,8 +17,8 @@ from typing import Any
 
 import pandas as pd
 
+from lut.formats.base import ROW_COLUMNS, ImportedLut, file_source, imported_runtime, register_format
 from lut.schema import EXTRA_COLUMNS
-from lut.formats import ROW_COLUMNS, ImportedLut, file_source, imported_runtime, register_format
 from lut.store import Lut, LutError
 from search.space import get_space
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from lut.formats import ImportedLut, file_source, imported_runtime, op_row, register_format, rows_to_table
+from lut.formats.base import ImportedLut, file_source, imported_runtime, op_row, register_format, rows_to_table
 from lut.store import Lut, LutError
 from search.space import FBNET_BLOCKS, Op, get_space
 from search.space.spaces import Space

@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from lut.formats import ImportedLut, file_source, imported_runtime, op_row, register_format, rows_to_table
+from lut.formats.base import ImportedLut, file_source, imported_runtime, op_row, register_format, rows_to_table
 from lut.store import Lut, LutError
 from search.space import Op, block_spec, get_space, parse_op_key
 from search.space.spaces import Space

@@ -8,11 +8,17 @@
     m.samples_us, m.extra["init_us"], m.ops, m.etdump     # see android_harness.execute.Measurement
     target.close()                          # restores the clocks, removes the pushed models
 
+Models are pushed content-addressed (`<work dir>/models/<stem>-<sha256 prefix>.<ext>`, only those
+missing).
+A measurement job sets `keep_models` while it runs and clears it once its LUT is written: a job
+that stops (Ctrl-C, a lost phone, failed ops) leaves its models on the phone, and its resume
+pushes nothing again.
+
 The phone's lock (`profiler.targets.lock`, keyed by `lock_key`: the fingerprint's device id, so
 one phone over USB and over `ip:port` is one phone) is taken as the target connects, before
 anything is written to the phone, and released by `close()`; a second command on a busy phone
 waits `lock_wait_s`, then stops naming the holder. Everything that runs on a phone (profile,
-validate, arch timing, `profiler.deploy`, `search.train --measure`) goes through this target.
+validate, arch timing, `profiler.deploy`, `search.train --device`) goes through this target.
 
 Clocks (`lock_clocks`): "auto" locks the measured cores' cpufreq policies at a fixed frequency
 when the phone is rooted and goes on unlocked when it is not, "require" refuses to measure
@@ -39,27 +45,36 @@ from android_harness import (
     DEFAULT_WORK_DIR,
     SAMPLE_SEMANTICS,
     AdbError,
-    AdbServer,
     Device,
     DeviceGoneError,
     Measurement,
     RunnerFailed,
     RunOptions,
     WorkDir,
+    device_address,
     fingerprint,
     measure_detailed,
     read_battery,
     read_cpus,
+    read_thermal,
     wait_for_cooldown,
 )
 from android_harness.clocks import ClockLock, ClockLockError, ClockStatus, restore_pending
-from android_harness.device_state import clusters_of, device_id
+from android_harness.device_state import (
+    clusters_of,
+    cpu_temperature_c,
+    device_id,
+    private_cache_bytes,
+    read_caches,
+    read_screen,
+)
 from android_harness.device_state import core_mask as mask_of_cpus
+from android_harness.execute import WARMUP_S
 from android_harness.preflight import SPACE_MARGIN, Check, check_abi, check_run, check_space
 from android_harness.runners import RUNNERS
 from profiler.runtimes.base import Runtime
 
-from .base import DeviceLostError, RunnerError, RunSpec, TargetError
+from .base import DeviceLostError, RunnerError, RunSpec, TargetError, interruptible_sleep
 from .lock import device_lock
 
 __all__ = ["AdbTarget", "add_adb_arguments", "adb_options", "LOCK_CLOCKS"]
@@ -103,11 +118,18 @@ class AdbTarget:
         clock_state_dir: str | None = None,  # where locks to restore live ($HWNAS_STATE_DIR/...)
         lock_wait_s: float = 0.0,  # the phone is busy with another job: wait this long, then stop
         lock_what: str = "",  # what this job is, for the message a second job gets
+        warmup_s: float = WARMUP_S,  # time-based warm-up at the start of each device command
+        max_remeasure: int = 3,  # op-rounds of an op taken too hot or throttled that are re-measured
     ) -> None:
+        if warmup_s < 0 or max_remeasure < 0:
+            raise TargetError(f"warmup_s and max_remeasure must be ≥ 0, got {warmup_s} and {max_remeasure}")
         if lock_clocks not in LOCK_CLOCKS:
             raise TargetError(f"lock_clocks must be one of {', '.join(LOCK_CLOCKS)}, got {lock_clocks!r}")
-        self.name = serial
-        self._server = AdbServer.from_env(adb_host, adb_port)
+        self.name = serial  # as given: SERIAL, or SERIAL@HOST:PORT (a phone on another machine's adb server)
+        try:
+            self._server, serial = device_address(serial, adb_host, adb_port)
+        except AdbError as exc:
+            raise TargetError(str(exc)) from exc
         self._runners = {k: Path(v).expanduser() for k, v in (runners or {}).items()}
         unknown = sorted(set(self._runners) - set(RUNNERS))
         if unknown:
@@ -119,6 +141,9 @@ class AdbTarget:
         self._force = force
         self._keep_files = keep_files
         self._xnnpack = xnnpack
+        self._warmup_s = warmup_s
+        self.max_remeasure = max_remeasure
+        self._hints: dict[str, float] = {}  # model → µs per execution (sizes executor_runner's warm-up)
         self._lock_mode = lock_clocks
         self._clock_state_dir = Path(clock_state_dir) if clock_state_dir else None
         self._device = self._call(lambda: Device.connect(self._server, serial))
@@ -139,6 +164,11 @@ class AdbTarget:
         self._work = WorkDir(self._device, work_dir)
         self._clusters = clusters_of(self._call(lambda: read_cpus(self._device)))
         self._pinned = self._pinned_cpus(core_mask)
+        # the phone's own caches (sysfs): the `mixed` rule's private cache is the measured core's L2
+        self._caches = self._call(lambda: read_caches(self._device))
+        self.private_cache_bytes = private_cache_bytes(self._caches, self._pinned[0]) if self._pinned else None
+        self.private_cache_source = (f"cpu{self._pinned[0]}/cache L2 in the phone's sysfs"
+                                     if self.private_cache_bytes else "default")
         self._core_mask = core_mask or (mask_of_cpus(self._pinned) if self._pinned else None)
         self._remote: dict[Path, str] = {}
         self._fingerprint: dict[str, Any] | None = None
@@ -146,6 +176,7 @@ class AdbTarget:
             c for cl in self._clusters for c in cl.cpus)), state_dir=self._clock_state_dir,
             freq_khz=lock_freq_khz, key=self.lock_key)
         self._clocks: ClockStatus | None = None
+        self.keep_models = False  # a job that may be resumed: close() leaves the models on the phone
 
     # ---- protocol ----------------------------------------------------------------------------
     def fingerprint(self) -> dict[str, Any]:
@@ -156,14 +187,21 @@ class AdbTarget:
             sums = self._call(lambda: self._work.remote_sha256(binaries))
             fp.update({
                 "target": "adb",
+                "adb_server": f"{self._server.host}:{self._server.port}",
                 "core_mask": self._core_mask,
                 "work_dir": self._work.path,
                 "runner_sha256": {posixpath.basename(p): d for p, d in sums.items()},
                 "sample_semantics": dict(SAMPLE_SEMANTICS),
                 "warmup_handling": {
-                    "executor_runner": "first `warmup` iterations of the same invocation dropped",
-                    "benchmark_model": "--warmup_runs in every invocation",
+                    "executor_runner": f"an untimed launch of about {self._warmup_s:g} s (its executions from "
+                                       "the model's previous time per execution) in the same device command, "
+                                       "then the first `warmup` iterations of the timed launch dropped",
+                    "benchmark_model": f"--warmup_min_secs={self._warmup_s:g} in the first launch of each device "
+                                       "command, --warmup_runs in every launch",
                 },
+                "warmup_s": self._warmup_s,
+                "cpu_caches": {str(c): self._caches.get(c, []) for c in self._pinned},
+                "private_cache_bytes": self.private_cache_bytes,
                 "max_temp_c": self._max_temp_c,
                 "clock_lock": {"mode": self._lock_mode, **clocks.to_json()},
             })
@@ -191,14 +229,13 @@ class AdbTarget:
                 f"pass --runner {runner}=PATH to push your arm64 build "
                 "(android_harness/README.md says how to get one)"
             )
-        self._call(lambda: self._work.push(list(model_files), subdir=_MODELS))
-        self._remote.update({Path(f): self._work.remote(f"{_MODELS}/{Path(f).name}")
-                             for f in model_files})
+        self._remote.update(self._call(lambda: self._work.push_by_content(
+            [Path(f) for f in model_files], subdir=_MODELS)))
 
     def round_state(self) -> dict[str, Any]:
         temp = self._call(lambda: wait_for_cooldown(
             self._device, self._max_temp_c, timeout_s=self._cooldown_timeout_s,
-            poll_s=self._cooldown_poll_s))
+            poll_s=self._cooldown_poll_s, sleep=interruptible_sleep))
         cpus = self._call(lambda: read_cpus(self._device))
         probe = self._pinned[0] if self._pinned else (min(cpus) if cpus else None)
         files = cpus.get(probe, {}) if probe is not None else {}
@@ -214,8 +251,43 @@ class AdbTarget:
             "locked_freq_khz": clocks.freq_khz.get(policy),
             "cpu_freq_khz_all": {str(c): int(f["scaling_cur_freq"]) for c, f in cpus.items()
                                  if f.get("scaling_cur_freq", "").isdigit()},
-            "battery_pct": self._call(lambda: read_battery(self._device)).level_pct,
+            **self._power_state(),
         }
+
+    def op_conditions(self) -> str | None:
+        """Why the op-round just measured does not count, or None: the CPU above `max_temp_c`, or
+        a measured core below the frequency its clocks are locked at (thermal throttling)."""
+        temp = cpu_temperature_c(self._call(lambda: read_thermal(self._device)))
+        if temp is not None and temp > self._max_temp_c:
+            return f"CPU at {temp:.1f} °C, above the {self._max_temp_c:g} °C limit (--max-temp-c)"
+        clocks = self._clocks
+        if clocks is None or not clocks.locked:
+            return None
+        cpus = self._call(lambda: read_cpus(self._device))
+        for cpu in self._pinned:
+            files = cpus.get(cpu, {})
+            policy = str(min((int(c) for c in files.get("related_cpus", str(cpu)).split()), default=cpu))
+            locked = clocks.freq_khz.get(policy)
+            cur = files.get("scaling_cur_freq", "")
+            if locked and cur.isdigit() and int(cur) < locked:
+                return f"cpu{cpu} at {int(cur)} kHz, below its locked {locked} kHz (throttled)"
+        return None
+
+    def cool_down(self) -> None:
+        """Wait (up to the cool-down timeout) for the CPU to cool below `max_temp_c`."""
+        self._call(lambda: wait_for_cooldown(
+            self._device, self._max_temp_c, timeout_s=self._cooldown_timeout_s,
+            poll_s=self._cooldown_poll_s, sleep=interruptible_sleep))
+
+    def _power_state(self) -> dict[str, Any]:
+        """Battery level and temperature, charging, screen on: what changes a phone's clocks and
+        heat besides the job (a charger heats it, a lit screen loads the GPU and the CPU)."""
+        battery = self._call(lambda: read_battery(self._device))
+        screen_on, screen_source = self._call(lambda: read_screen(self._device))
+        return {"battery_pct": battery.level_pct, "battery_temp_c": battery.temperature_c,
+                "charging": battery.charging, "screen_on": screen_on,
+                "power_source": ",".join(x for x in (battery.source and f"battery:{battery.source}",
+                                                     screen_source and f"screen:{screen_source}") if x)}
 
     def measure(self, runtime: Runtime, model_file: Path, spec: RunSpec) -> list[float]:
         return self.measure_detailed(runtime, model_file, spec).samples_us
@@ -235,7 +307,8 @@ class AdbTarget:
         options = self._options(spec, profile)
         try:
             return self._call(lambda: measure_detailed(self._device, runner, self._work.remote(runner),
-                                                       remote, options, label=Path(model_file).stem))
+                                                       remote, options, label=Path(model_file).stem,
+                                                       hints=self._hints))
         except RunnerFailed as exc:
             raise RunnerError(str(exc)) from exc
 
@@ -252,12 +325,16 @@ class AdbTarget:
             "name": "adb",
             "runner": runner,
             "runner_sha256": digest,
+            # the runtime version the runner printed in the preflight (None: it prints none)
+            "runner_version": self._hints.get(f"version:{runner}"),
             "core_mask": self._core_mask,
             "xnnpack": self._xnnpack,
             "clock_lock": self._lock_mode,
             "lock_freq_khz": self._clock_lock.freq_khz,
             "max_temp_c": self._max_temp_c,
             "cooldown_timeout_s": self._cooldown_timeout_s,
+            "warmup_s": self._warmup_s,
+            "max_remeasure": self.max_remeasure,
         }
 
     def preflight(self, runtime: Runtime, model_file: Path, spec: RunSpec, need_bytes: int) -> list[Check]:
@@ -283,11 +360,12 @@ class AdbTarget:
             return checks
         remote = self._remote[Path(model_file)]
         checks.append(self._call(lambda: check_run(self._device, runner, self._work.remote(runner), remote,
-                                                   self._options(spec, False))))
+                                                   self._options(spec, False), hints=self._hints)))
         return checks
 
     def close(self) -> None:
-        """Restore the clocks, remove the pushed models, release the phone's lock."""
+        """Restore the clocks, remove the pushed models (unless `keep_models` or `keep_files`),
+        release the phone's lock."""
         try:
             self._close()
         finally:
@@ -301,7 +379,9 @@ class AdbTarget:
                         "next connects (%s)", self.name, exc)
         except AdbError as exc:
             log.warning("%s: could not restore its CPU clocks: %s", self.name, exc)
-        if self._keep_files or not self._remote:
+        if self._keep_files or self.keep_models or not self._remote:
+            if self.keep_models and self._remote:
+                log.info("%s: models left in %s for the job's resume", self.name, self._work.remote(_MODELS))
             return
         try:
             self._work.remove(_MODELS)
@@ -325,7 +405,7 @@ class AdbTarget:
         """The runner options of `spec`: one place, so the preflight runs with the job's flags."""
         return RunOptions(threads=spec.threads, warmup=spec.warmup, runs=spec.runs,
                           core_mask=spec.core_mask or self._core_mask, timeout_s=spec.timeout_s,
-                          xnnpack=self._xnnpack, profile=profile)
+                          xnnpack=self._xnnpack, profile=profile, warmup_s=self._warmup_s)
 
     def _runner_of(self, runtime: Runtime) -> str:
         if runtime.runner is None:
@@ -360,6 +440,16 @@ def _runner_arg(text: str) -> tuple[str, str]:
     return name, path
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0.0 <= value <= 60.0:
+        raise argparse.ArgumentTypeError(f"give 0 to 60 seconds, got {text}")
+    return value
+
+
 def add_adb_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of phone targets (`--device SERIAL`)."""
     g = parser.add_argument_group("phone (adb) options")
@@ -379,6 +469,9 @@ def add_adb_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--lock-clocks", choices=LOCK_CLOCKS, default="auto",
                    help="lock the measured cores at a fixed CPU frequency: auto (when the phone is "
                         "rooted), require, off (default %(default)s)")
+    g.add_argument("--warmup-secs", type=_seconds, default=WARMUP_S,
+                   help="time-based warm-up at the start of each op's runner command, for the governor to ramp "
+                        "up (default %(default)s s, as benchmark_model's own)")
     g.add_argument("--lock-freq-khz", type=int,
                    help="the locked frequency, rounded down to an available one (default: the highest)")
 
@@ -397,4 +490,5 @@ def adb_options(args: argparse.Namespace) -> dict[str, Any]:
         "keep_files": args.keep_files,
         "lock_clocks": getattr(args, "lock_clocks", "auto"),
         "lock_freq_khz": getattr(args, "lock_freq_khz", None),
+        "warmup_s": getattr(args, "warmup_secs", WARMUP_S),
     }

@@ -21,18 +21,23 @@ target's number is).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from profiler.runtimes.base import Runtime
-
 from android_harness.execute import Measurement
+from profiler.runtimes.base import Runtime
 
 __all__ = [
     "RunSpec", "Target", "TargetError", "DeviceLostError", "RunnerError", "Measurement",
-    "MEMORY_SEMANTICS", "load_extras", "CACHE_STATES",
+    "MEMORY_SEMANTICS", "load_extras", "CACHE_STATES", "STOP", "JobStopped", "check_stop",
+    "interruptible_sleep",
 ]  # fmt: skip
+
+# Set when the user stops a run (Ctrl-C): every job of the process, each in its own thread, stops
+# at its next op-round (or while it waits for a phone to cool), keeping what it measured.
+STOP = threading.Event()
 
 MEMORY_SEMANTICS = {
     "host": "growth of this process's resident memory over loading the model and its warm-up runs",
@@ -97,6 +102,22 @@ class RunnerError(TargetError):
 
     The job marks that op failed and goes on with the others.
     """
+
+
+class JobStopped(TargetError):
+    """The run was stopped (Ctrl-C); finished op-rounds are kept and the same command resumes."""
+
+
+def check_stop() -> None:
+    """Raise JobStopped once `STOP` is set."""
+    if STOP.is_set():
+        raise JobStopped("stopped (Ctrl-C): finished op-rounds are saved; run the same command again to resume")
+
+
+def interruptible_sleep(seconds: float) -> None:
+    """time.sleep that ends early, raising JobStopped, when `STOP` is set."""
+    STOP.wait(seconds)
+    check_stop()
 
 
 @runtime_checkable

@@ -108,13 +108,13 @@ def lock_key_of(device: str, options: dict | None = None) -> str:
     """The lock key of `device` ("host", or a phone's device id: its properties, read over adb)."""
     if device == "host":
         return "host"
-    from android_harness import AdbError, AdbServer, Device
+    from android_harness import AdbError, Device, device_address
     from android_harness.device_state import device_id
 
     opts = options or {}
     try:
-        server = AdbServer.from_env(opts.get("adb_host"), opts.get("adb_port"))
-        return device_id(Device.connect(server, device).getprops(), device)
+        server, serial = device_address(device, opts.get("adb_host"), opts.get("adb_port"))
+        return device_id(Device.connect(server, serial).getprops(), serial)
     except AdbError as exc:  # the message names the device and what to do
         raise TargetError(f"{device}: {exc}") from exc
 

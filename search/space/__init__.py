@@ -2,7 +2,7 @@
 
 Pure: nothing here writes files or touches a device; `load_arch` reads an explicit path. Block
 names, spaces, ops, archs and their costs are plain data and import no torch (the LUT package
-relies on that); the `nn.Module`s (`build_block`, `build_model`, `Network`, the block classes in
+relies on that); the `nn.Module`s (`build_block`, `build_op`, `build_model`, `Network`, the block classes in
 `search.space.modules`) are imported from here on first use.
 """
 
@@ -24,12 +24,12 @@ from .cost import arch_macs, arch_params
 from .ops import Op, op_key, overhead_op, parse_op_key
 from .spaces import SPACES, LayerShape, Space, get_space, list_spaces, register_space
 
-_TORCH_NAMES = {"Network", "build_block", "build_model", "count_params"}  # from .modules
+_TORCH_NAMES = {"Network", "build_block", "build_model", "build_op", "count_params"}  # from .modules
 
 __all__ = [
     "Arch", "ArchError", "BLOCKS", "BlockSpec", "FBNET_BLOCKS", "LayerShape", "NAMED_ARCHS",
     "Network", "Op", "PROXYLESS_BLOCKS", "SPACES", "Space", "arch_macs", "arch_ops", "arch_params",
-    "block_spec", "build_block", "build_model", "count_params", "get_arch", "get_space",
+    "block_spec", "build_block", "build_model", "build_op", "count_params", "get_arch", "get_space",
     "list_spaces", "load_arch", "named_archs_for", "op_key", "overhead_op", "parse_op_key",
     "register_arch", "register_block", "register_space",
 ]  # fmt: skip

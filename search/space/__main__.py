@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from typing import Any
 
 import pandas as pd
+
+from hwnas.flags import add_verbose, run_main
 
 from .arch import Arch, ArchError, get_arch, load_arch
 from .cost import arch_macs, arch_params
@@ -88,17 +91,24 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m search.space", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("info", help="layer table, unique ops, params/macs of an arch")
     p.add_argument("--space", help=f"space name ({', '.join(list_spaces())}; e.g. fbnet-r96-w0.35)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--arch", help="a named arch, e.g. fbnet_c")
     g.add_argument("--arch-file", help="an arch JSON file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_verbose(p)
     p.set_defaults(func=_cmd_info)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
     try:
         return args.func(args)
     except ValueError as e:
@@ -107,4 +117,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .ops import Op
-from .spaces import Space, get_space
+from .spaces import Space, get_space, register_head_width
 
 __all__ = [
     "Arch",
@@ -134,6 +134,8 @@ def register_arch(arch: Arch) -> Arch:
     if arch.name is None or arch.name in NAMED_ARCHS:
         raise ValueError(f"named arch needs a unique name, got {arch.name!r}")
     NAMED_ARCHS[arch.name] = arch
+    if arch.head_channels:
+        register_head_width(arch.space, arch.head_channels)
     return arch
 
 

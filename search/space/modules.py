@@ -232,6 +232,11 @@ def build_block(name: str, c_in: int, c_out: int, stride: int) -> nn.Module:
     return BUILDERS[spec.kind](spec, c_in, c_out, stride)
 
 
+def build_op(op: Op) -> nn.Module:
+    """A fresh module for an op, in eval mode."""
+    return build_block(op.block, op.c_in, op.c_out, op.stride).eval()
+
+
 class Replicas(nn.Module):
     """`copies` independent instances of one op (their own weights), all reading the same input,
     each writing its own output: one invocation runs the op `copies` times with weights that the

@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING
 
 from .blocks import block_spec
 
-if TYPE_CHECKING:  # modules (torch) are imported only by the methods that build them
+if TYPE_CHECKING:  # torch is imported only by the method that makes a tensor
     import torch
-    from torch import nn
 
 __all__ = ["Op", "op_key", "parse_op_key", "overhead_op"]
 
@@ -82,12 +81,6 @@ class Op:
     def params(self) -> int:
         """Trainable parameters (the block registry's count)."""
         return block_spec(self.block).params(self.c_in, self.c_out, self.stride)
-
-    def build(self) -> "nn.Module":
-        """A fresh module for this op, in eval mode."""
-        from .modules import build_block
-
-        return build_block(self.block, self.c_in, self.c_out, self.stride).eval()
 
     def example_input(self, seed: int = 0) -> "torch.Tensor":
         import torch

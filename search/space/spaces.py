@@ -213,6 +213,17 @@ def _proxyless_mobile() -> Space:
 _NAME = re.compile(r"^(?P<family>[a-z0-9_]+)(?:-r(?P<res>\d+))?(?:-w(?P<width>[0-9.]+))?$")
 
 
+# Head widths of the named archs of each space (space name -> widths, in registration order):
+# `arch.register_arch` adds them, so that a space built by name has the fixed ops of every named
+# arch's head. Kept here, filled from there, so that this module does not import `arch`.
+NAMED_HEAD_WIDTHS: dict[str, list[int]] = {}
+
+
+def register_head_width(space_name: str, channels: int) -> None:
+    """A named arch of `space_name` ends in a head of `channels` (its LUT must time that head)."""
+    NAMED_HEAD_WIDTHS.setdefault(space_name, []).append(channels)
+
+
 def list_spaces() -> list[str]:
     return list(SPACES)
 
@@ -230,10 +241,8 @@ def get_space(name: str) -> Space:
     width = float(m["width"]) if m["width"] else space.width_mult
     if res < 32 or width <= 0:
         raise ValueError(f"space {name!r}: resolution must be ≥ 32 and width multiplier > 0")
-    from .arch import named_archs_for  # local import: arch.py imports this module
-
     space = Space(**{**_fields(space), "resolution": res, "width_mult": width})
-    heads = tuple(a.head_channels for a in named_archs_for(space.name) if a.head_channels)
+    heads = tuple(NAMED_HEAD_WIDTHS.get(space.name, ()))
     return Space(**{**_fields(space), "extra_heads": heads})
 
 

@@ -2,8 +2,9 @@
 
 Each layer is the softmax mixture Σ_i softmax(α)_i · block_i(x): every candidate runs (the
 method's memory cost) until α sharpens; as in FBNet, a candidate whose weight is ≤ `mask_threshold`
-(default 1 %) is left out of the sum, so late epochs run one or two paths per layer. Each step takes one batch of each split: first α on the architecture split
-(cycling it: it is the smaller one), then the weights on the weights split (SGD), as in the paper.
+(default 1 %) is left out of the sum, so late epochs run one or two paths per layer. Each step
+takes one batch of each split: first α on the architecture split (cycling it: it is the smaller
+one), then the weights on the weights split (SGD), as in the paper.
 The α gradient is
 
   first order   ∇_α L_val(w, α)
@@ -30,9 +31,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-
 from .base import SearchContext, SearchResult, register_strategy
-from .common import ArchLog, accuracy, bar, commitment, entropy_weight, finish, relaxed_setup, train_batches, cycle_train_batches
+from .common import ArchLog, accuracy, bar, commitment, cycle_train_batches, entropy_weight, finish, relaxed_setup, train_batches
 from .objective import check_finite_step, latency_loss, objective_value
 
 

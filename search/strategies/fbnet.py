@@ -48,12 +48,12 @@ from .common import (
     accuracy,
     bar,
     commitment,
+    cycle_train_batches,
     entropy_weight,
     finish,
     relaxed_setup,
     temperature,
     train_batches,
-    cycle_train_batches,
 )
 from .objective import check_finite_step, latency_loss, objective_value
 

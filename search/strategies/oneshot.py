@@ -33,13 +33,14 @@ import torch
 import torch.nn.functional as F
 
 from search.latency import LatencyModel
-from search.supernet import Supernet
 from search.recipe import init_weights, make_optimizer, make_schedule
+from search.supernet import Supernet
 from search.train import TrainConfig, build_proxy_model, evaluate
 
 from .base import SearchContext
 from .common import (
     accuracy,
+    average_gradients_before_step,
     bar,
     evaluate_path,
     loss_form,
@@ -48,7 +49,6 @@ from .common import (
     reference_latency_us,
     steps_per_epoch,
     train_batches,
-    average_gradients_before_step,
 )
 from .objective import target_factor
 

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from search.supernet import Supernet
 
 from .base import SearchContext, SearchResult, register_strategy
-from .common import ArchLog, accuracy, bar, commitment, entropy_weight, finish, relaxed_setup, train_batches, cycle_train_batches
+from .common import ArchLog, accuracy, bar, commitment, cycle_train_batches, entropy_weight, finish, relaxed_setup, train_batches
 from .objective import check_finite_step, latency_loss, objective_value
 
 

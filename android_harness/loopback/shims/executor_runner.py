@@ -92,8 +92,8 @@ def main(argv: list[str]) -> int:
         _et_log("I", "threads", f"Resetting threadpool with num threads = {max(threads, 1)}")
     path = host_path(flags["model_path"])
     if not os.path.isfile(path):
-        _abort("loaded", f"In function main(), assert failed (file_loader.ok()): "
-                         f"FileDataLoader::from() failed: 0x22")
+        _abort("loaded", "In function main(), assert failed (file_loader.ok()): "
+                         "FileDataLoader::from() failed: 0x22")
     _et_log("I", "loaded", f"Model file {flags['model_path']} is loaded.")
     method = flags.get("method_name") or "forward"
     _et_log("I", "method", f"Using method {method}")
