@@ -142,8 +142,12 @@ def extract(path: Path) -> list[list[Command]]:
 
 
 def _hwnas_script() -> str | None:
+    """The `hwnas` console script, or `python -m hwnas` where the package has it but this
+    environment has not installed the script."""
     found = Path(sys.executable).with_name("hwnas")
-    return str(found) if found.exists() else shutil.which("hwnas")
+    if found.exists() or shutil.which("hwnas"):
+        return str(found) if found.exists() else shutil.which("hwnas")
+    return "python -m hwnas" if (REPO / "hwnas" / "__main__.py").exists() else None
 
 
 def verdict(cmd: Command) -> str | None:
@@ -236,6 +240,9 @@ def test_doc_commands_run(block: list[Command], docs_store: Path, tmp_path: Path
     wrapper = bin_dir / "python"  # this interpreter (a symlink would leave its virtual environment)
     wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
     wrapper.chmod(0o755)
+    if _hwnas_script() == "python -m hwnas":
+        (bin_dir / "hwnas").write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m hwnas "$@"\n')
+        (bin_dir / "hwnas").chmod(0o755)
     env = _env(bin_dir)
     ran, skipped = [], []
     for cmd in block:
