@@ -4,10 +4,14 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-PY=${PYTHON:-python3.11}
-command -v "$PY" >/dev/null 2>&1 || PY=python3
-if ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
-    echo "hwnas needs Python 3.11 (found $("$PY" --version 2>&1)); set PYTHON=/path/to/python3.11" >&2
+# Python 3.11, 3.12 or 3.13 (pyproject.toml's requires-python): $PYTHON, else the first of these found.
+if [ -z "${PYTHON:-}" ]; then
+    for PY in python3.11 python3.12 python3.13 python3; do command -v "$PY" >/dev/null 2>&1 && break; done
+else
+    PY=$PYTHON
+fi
+if ! "$PY" -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null; then
+    echo "hwnas needs Python 3.11, 3.12 or 3.13 (found $("$PY" --version 2>&1)); set PYTHON=/path/to/python3.12" >&2
     exit 1
 fi
 
@@ -72,6 +76,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         constraints=.venv/constraints-cuda.txt
         grep -v '^torch==' requirements.lock > "$constraints"
     fi
-    .venv/bin/python -m pip install -q -c "$constraints" -e .
+    .venv/bin/python -m pip install -q -c "$constraints" -e '.[test]'
     echo "$want" > "$stamp"
 fi
