@@ -21,6 +21,7 @@ from profiler.export import ExportCache, ExportItem
 from profiler.preflight import PreflightReport
 from profiler.protocol import ProfileResult, ProtocolConfig, preflight_job, profile_ops, run_rounds
 from profiler.runtimes import get_runtime
+from profiler.shapes import ShapeSpace
 from profiler.targets import RunSpec, get_target
 from lut.stats import summarize
 from profiler.layers import LayerAlignmentError, operators_of, split_layers
@@ -38,7 +39,7 @@ _DEFAULTS = ProtocolConfig()
 
 
 def profile_space(
-    space: str,
+    space: "str | ShapeSpace",
     runtime: str,
     device: str = "host",
     *,
