@@ -7,16 +7,21 @@ answers for op shapes no LUT measured (another input resolution, another width m
     lut2 = predicted_lut(lut, "fbnet-r160-w0.75") # a `Lut` of that space: measured rows where the
                                                   # LUT has them, the predictor's elsewhere
 
-Model (per block kind: ir, mb, skip, conv, pool_fc, overhead). The target is log(median µs) of the
-row as the LUT stores it (the per-invocation overhead included; the overhead ops have their own
-model, so a predicted op is overhead-subtracted like a measured one). Features are what a kernel's
-cost depends on (`FEATURES`: MACs, parameters, input/output/activation elements, H, W, channels,
-kernel, expansion, stride, groups, and MACs per parameter). A ridge regression on the logarithms
-gives the smooth trend latency follows over orders of magnitude of MACs (trees alone cannot
-interpolate between a few sampled shapes); gradient-boosted trees (scikit-learn) fit what is left
-(cache cliffs, stride-2 depthwise kernels, shapes the runtime tiles badly).
+Model (per block kind: ir, mb, skip, conv, pool_fc, overhead), fitted on the rows as the LUT
+stores them (median µs, the per-invocation overhead included; overhead ops are a kind of their own,
+so a predicted op is overhead-subtracted like a measured one):
 
-Portable form: JSON. The ridge coefficients and every tree's arrays (children, feature, threshold,
+    µs ≈ (Σ_t coef_t · term_t(op)) · exp(Σ trees(features(op)))
+
+The terms (`TERMS`) are what a kernel's time is made of: a fixed cost, dense MACs and depthwise
+MACs (two very different rates), activation and weight elements; their coefficients are
+non-negative and fitted on relative error, so the base is a roofline-like sum that interpolates
+and extrapolates smoothly between a few sampled shapes (trees alone cannot). Gradient-boosted trees
+(scikit-learn) then fit the log ratio of measured to base on `FEATURES` (MACs, parameters,
+input/output/activation elements, H, channels, kernel, expansion, stride, groups, MACs per
+parameter): the cache cliffs, stride-2 kernels and shapes a runtime tiles badly.
+
+Portable form: JSON. The term coefficients and every tree's arrays (children, feature, threshold,
 value) are stored as numbers; `Predictor.predict_us` evaluates them with numpy, so reading a
 predictor needs neither pickle nor scikit-learn, and `FORMAT_VERSION` says which readers can.
 The artifact records the device, runtime, the LUT versions and content hashes it was fitted on,

@@ -251,3 +251,55 @@ def test_search_run_over_predicted_spaces(trained, tmp_path: Path, capsys: pytes
     best = json.loads((out / "arch.json").read_text())
     assert best["space"] == report["best_space"] and report["met_target"]
     assert (out / "spaces.json").is_file() and (out / TARGET / "arch.json").is_file()
+
+
+# --- the benchmark --------------------------------------------------------------------------------
+def test_bench_compares_predicted_rows_with_a_measured_lut(tmp_path: Path, trained, synthetic_lut,
+                                                            macs_latency_us) -> None:  # fmt: skip
+    from bench.predictor_accuracy import compare_ops, lut_noise_pct
+
+    luts, _ = trained
+    truth = synthetic_lut(tmp_path / "truth", "synthA", space=TARGET, latency_us=macs_latency_us, noise=0.02)
+    pred = predicted_lut(luts[0], TARGET)
+    ops = [op for op in get_space(TARGET).unique_ops() if not op.is_identity]
+    res = compare_ops(pred, truth, ops)
+    ratio = np.array([pred.table.at[op.key, "median_us"] / truth.table.at[op.key, "median_us"] for op in ops])
+    assert res["all"]["n"] == len(ops) and res["predicted_rows"] == len(ops)
+    assert res["all"]["within_10pct"] == pytest.approx(np.mean(np.abs(ratio - 1) <= 0.10))
+    assert res["all"]["mape_pct"] == pytest.approx(100 * np.mean(np.abs(ratio - 1)))
+    # each synthetic sample is a round of its own: the spread of round medians is the 2 % noise
+    assert 1.0 < lut_noise_pct(truth, [op.key for op in ops]) < 3.0
+
+
+@pytest.mark.slow
+def test_bench_predictor_accuracy_end_to_end(tmp_path: Path, tiny_space: str, capsys: pytest.CaptureFixture) -> None:
+    """A real run on a tiny space: measure its LUT, fit, then predict another resolution of it,
+    measured beside (--profile) and timed end to end."""
+    from bench.predictor_accuracy import main as bench_main
+    from lut.__main__ import main as lut_main
+    from profiler.api import profile_space
+
+    res = profile_space(tiny_space, "onnxruntime", out=tmp_path, rounds=2, runs=3, warmup=1, progress=False)
+    lut_id = f"{res.device_id}/{tiny_space}/onnxruntime-t1"
+    assert lut_main(["fit", lut_id, "--luts-root", str(tmp_path)]) == 0
+    capsys.readouterr()
+    other = f"{tiny_space}-r48"
+    assert bench_main([lut_id, "--luts-root", str(tmp_path), "--spaces", other, "--archs", "3", "--rounds", "2",
+                       "--profile", "--json"]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    s = report["spaces"][other]
+    assert s["ops"]["all"]["n"] > 0 and s["ops"]["predicted_rows"] == s["ops"]["all"]["n"]
+    rows = s["archs"]["rows"]
+    assert len(rows) == 3 and all(r["measured_us"] > 0 and r["predicted_ops"] == r["num_ops"] for r in rows)
+    assert s["archs"]["predictor"]["n"] == 3
+    # lut validate of the predicted space: the same archs, the report beside the predictor
+    from profiler.validate import main as validate_main
+
+    assert validate_main([lut_id, "--root", str(tmp_path), "--space", other, "--archs", "3", "--rounds", "2",
+                          "--drift-ops", "2", "--json"]) == 0  # fmt: skip
+    val = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert val["lut"]["space"] == other and val["predicted_ops"] == sum(r["num_ops"] for r in rows)
+    assert all(a["predicted_ops"] > 0 for a in val["archs"])
+    (stored,) = (tmp_path / res.device_id / tiny_space / "onnxruntime-t1" / "predictors").glob(f"v1-validation-{other}.json")
+    assert json.loads(stored.read_text())["mape"] == val["mape"]
+    assert not (res.lut_dir / "validation.json").exists()  # the measured LUT's own report is untouched
