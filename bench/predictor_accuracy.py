@@ -33,7 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from lut.predictor import PredictedLut, find_predictor, fit_predictor, predicted_lut, retarget_arch
+from lut.predictor import (
+    PredictedLut,
+    find_predictor,
+    fit_predictor,
+    predicted_lut,
+    retarget_arch,
+)
 from lut.store import Lut, LutCoverageError, LutError, load_lut
 from lut.validate import error_metrics, noise_floor_pct, random_archs
 from profiler.api import measure_archs, profile_space
@@ -46,7 +52,7 @@ DEFAULT_SPACES = "fbnet-r160-w0.75,fbnet-r128-w0.5"
 
 def _op_errors(pred: np.ndarray, meas: np.ndarray) -> dict[str, float]:
     pct = pred / meas - 1.0
-    return {"n": int(len(pct)), "within_10pct": float(np.mean(np.abs(pct) <= 0.10)),
+    return {"n": len(pct), "within_10pct": float(np.mean(np.abs(pct) <= 0.10)),
             "mape_pct": float(np.mean(np.abs(pct)) * 100), "rmspe_pct": float(np.sqrt(np.mean(pct**2)) * 100),
             "mean_error_pct": float(np.mean(pct) * 100)}  # fmt: skip
 

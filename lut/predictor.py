@@ -257,7 +257,7 @@ def _check_same_target(luts: Sequence[Lut]) -> dict[str, Any]:
 
 def _errors(pred: np.ndarray, meas: np.ndarray) -> dict[str, float]:
     pct = pred / meas - 1.0
-    return {"n": int(len(pct)), "rmspe_pct": round(float(np.sqrt(np.mean(pct**2)) * 100), 2),
+    return {"n": len(pct), "rmspe_pct": round(float(np.sqrt(np.mean(pct**2)) * 100), 2),
             "within_10pct": round(float(np.mean(np.abs(pct) <= 0.10)), 4),
             "mape_pct": round(float(np.mean(np.abs(pct)) * 100), 2)}  # fmt: skip
 
