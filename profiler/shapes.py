@@ -6,7 +6,7 @@ measured ops; this module says which ops to measure for that. A `ShapeSpace` is 
 space (it has a name, a hash and `unique_ops`, like `search.space.Space`), so a sampled LUT is
 measured, resumed, versioned and stored exactly like any space's:
 
-    python -m profiler.run --device host --runtime executorch --sample-shapes 10
+    python -m profiler.run --device host --runtime executorch --sample-shapes 16
         → luts/<device>/shapes-fbnet/executorch-t1/v1/    (no search picks this space)
 
 Sampling. Draw i (i = 0 … n−1) picks a resolution r and a width multiplier w uniformly from
@@ -57,7 +57,7 @@ class ShapeSpace:
     """n sampled configurations of a family's blocks (see the module docstring)."""
 
     family: str = "fbnet"  # a registered space family whose blocks are sampled
-    n: int = 10  # draws; each times every candidate block at one layer, and the fixed ops (≈ 15 models)
+    n: int = 16  # draws; each times every candidate block at one layer, and the fixed ops (≈ 15 models)
     seed: int = 0
     ranges: ShapeRanges = field(default_factory=ShapeRanges)
 
