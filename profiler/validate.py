@@ -317,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuntimeError, OSError) as e:  # LutError and TargetError included
         print(f"error: {e}", file=sys.stderr)
         return 2
-    path = write_validation(_validated(lut, args.space), report)
+    lut = _validated(lut, args.space)  # the LUT the report belongs to (a predicted space's, with --space)
+    path = write_validation(lut, report)
     if args.json:
         print(json.dumps(report, default=str))
         return 0
