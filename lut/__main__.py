@@ -5,7 +5,10 @@
     python -m lut validate LUT [--archs N] [--seed S] [--device SERIAL] [--correction C] [--json]
                                               (runs `python -m profiler.validate`: measuring
                                                belongs to the profiler)
-    python -m lut predict LUT --arch NAME_OR_FILE [--arch …] [--correction validated|none] [--json]
+    python -m lut predict LUT --arch NAME_OR_FILE [--arch …] [--space S] [--correction validated|none] [--json]
+    python -m lut fit LUT [MORE_LUTS …] [--luts-root luts] [--json]
+                                              (a latency predictor per block kind, stored beside
+                                               the first LUT: docs/predictor.md)
     python -m lut compare A B [--json] [--out DIR]
     python -m lut plot LUT [--vs LUT2] --out DIR
     python -m lut import FILE --format F [--space S] [--device-id D] [--runtime-dir R]
@@ -131,17 +134,56 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from search.space import load_arch
 
     from .correction import predict_arch
+    from .predictor import PredictedLut, predicted_lut, retarget_arch
 
     lut = load_lut(args.lut, root=args.luts_root)
-    rows = [predict_arch(lut, load_arch(a), "validated" if args.correction == "validated" else None)
-            for a in args.arch]  # fmt: skip
+    archs = [load_arch(a) for a in args.arch]
+    if args.space:
+        archs = [retarget_arch(a, args.space) for a in archs]
+        lut = predicted_lut(lut, args.space, extra_ops=[op for a in archs for op in arch_ops_of(a)])
+    rows = []
+    for arch in archs:
+        row = predict_arch(lut, arch, "validated" if args.correction == "validated" else None)
+        keys = [op.key for op in arch_ops_of(arch)]
+        row["predicted_ops"] = lut.predicted_ops(keys) if isinstance(lut, PredictedLut) else 0
+        row["num_ops"] = sum(1 for op in arch_ops_of(arch) if not op.is_identity)
+        rows.append(row)
     if args.json:
         for row in rows:
             print(json.dumps(row))
         return 0
     for r in rows:
         corr = f"  corrected ({r['correction']['name']}) {r['corrected_us'] / 1e3:.3f} ms" if r["correction"] else ""
-        print(f"{r['arch']} on {r['lut']}: {r['predicted_us'] / 1e3:.3f} ms  (additive {r['additive_us'] / 1e3:.3f} ms{corr})")
+        made = f"; {r['predicted_ops']} of {r['num_ops']} ops predicted" if r["predicted_ops"] else ""
+        print(f"{r['arch']} on {r['lut']}: {r['predicted_us'] / 1e3:.3f} ms  (additive {r['additive_us'] / 1e3:.3f} ms{corr}{made})")
+    return 0
+
+
+def arch_ops_of(arch: Any) -> list[Any]:
+    from search.space import arch_ops
+
+    return arch_ops(arch)
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from .predictor import fit_predictor, save_predictor
+
+    luts = [load_lut(p, root=args.luts_root) for p in args.luts]
+    pred = fit_predictor(luts, seed=args.seed)
+    path = save_predictor(pred, luts[0])
+    held = pred.meta["held_out"]
+    if args.json:
+        print(json.dumps({"path": str(path), "num_ops": pred.meta["num_ops"], "held_out": held,
+                          "fitted_on": pred.meta["fitted_on"]}))  # fmt: skip
+        return 0
+    print(f"predictor {path}: {pred.meta['num_ops']} measured ops of {len(luts)} LUT(s), kinds "
+          f"{', '.join(f'{k} {n}' for k, n in pred.meta['per_kind_ops'].items())}")  # fmt: skip
+    o = held["overall"]
+    if o:
+        print(f"  held out ({o['n']} ops, {held['share']:.0%}): RMSPE {o['rmspe_pct']:.1f} %, "
+              f"{o['within_10pct']:.0%} within ±10 %")  # fmt: skip
+    for kind, e in held["per_kind"].items():
+        print(f"    {kind:<9} {e['n']:4d} ops  RMSPE {e['rmspe_pct']:6.1f} %  within ±10 % {e['within_10pct']:.0%}")
     return 0
 
 
@@ -226,8 +268,18 @@ def _add_analysis_commands(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="named archs or arch JSON files")
     p.add_argument("--correction", default="validated", choices=["validated", "none"],
                    help="validated (default): also apply the correction `lut validate` stored for the LUT")
-    p.add_argument("--json", action="store_true", help="one JSON object per arch (predicted_us, additive_us, …)")
+    p.add_argument("--space", help="predict for this space (e.g. fbnet-r160-w0.75): named archs keep their blocks; "
+                   "ops the LUT lacks come from the predictor `lut fit` stored beside it (raw additive sum)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per arch (predicted_us, additive_us, predicted_ops, …)")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("fit", parents=[common], help="fit a latency predictor per block kind on LUTs of one device")
+    p.add_argument("luts", nargs="+", metavar="LUT", help="LUTs of one device and runtime (e.g. the space's and "
+                   "shapes-<family>'s); the predictor is stored beside the first")
+    p.add_argument("--seed", type=int, default=0, help="held-out split and tree seed")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_fit)
 
     p = sub.add_parser("compare", parents=[common], help="compare two LUTs of one space")
     p.add_argument("a", help="LUT A: version dir, runtime dir or id")

@@ -216,10 +216,10 @@ def verdict_line(v: dict[str, Any]) -> str:
 
 
 def write_validation(lut: Lut, report: dict[str, Any]) -> Path:
-    """Store the report as validation.json beside the LUT (atomic)."""
-    return atomic_write(
-        Path(lut.path) / VALIDATION_FILE, json.dumps(report, indent=2, sort_keys=True, default=_json_default) + "\n"
-    )
+    """Store the report as validation.json beside the LUT (atomic); a LUT of a predicted space
+    (`lut.predictor.PredictedLut`) stores it beside its predictor, per space."""
+    path = getattr(lut, "validation_path", None) or Path(lut.path) / VALIDATION_FILE
+    return atomic_write(path, json.dumps(report, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
 def _json_default(v: Any) -> Any:

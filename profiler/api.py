@@ -23,6 +23,7 @@ from profiler.layers import LayerAlignmentError, operators_of, split_layers
 from profiler.preflight import PreflightReport
 from profiler.protocol import ProfileResult, ProtocolConfig, preflight_job, profile_ops, run_rounds
 from profiler.runtimes import get_runtime
+from profiler.shapes import ShapeSpace
 from profiler.targets import RunSpec, get_target
 from profiler.targets.base import RunnerError, TargetError
 from profiler.targets.lock import target_lock
@@ -38,7 +39,7 @@ _DEFAULTS = ProtocolConfig()
 
 
 def profile_space(
-    space: str,
+    space: "str | ShapeSpace",
     runtime: str,
     device: str = "host",
     *,

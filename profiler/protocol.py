@@ -153,9 +153,11 @@ OVERHEAD_OPS = {
 }  # fmt: skip
 
 
-def plan_ops(space_name: str, ops_limit: int | None = None) -> tuple[list[Op], list[Op], Op]:
-    """(ops to time incl. overhead ops, identity ops, the network-input overhead op)."""
-    space = get_space(space_name)
+def plan_ops(space_name: Any, ops_limit: int | None = None) -> tuple[list[Op], list[Op], Op]:
+    """(ops to time incl. overhead ops, identity ops, the network-input overhead op). The space is
+    a name, or an object with `name`, `hash()`, `unique_ops()` and `fixed_ops()` (a sampled
+    `profiler.shapes.ShapeSpace`)."""
+    space = get_space(space_name) if isinstance(space_name, str) else space_name
     ops = space.unique_ops()
     if ops_limit is not None:
         if ops_limit < 1:
@@ -515,8 +517,8 @@ def plan_job(
             f"use --cache {states[0]}"
         )
     config = replace(config, cache=config.cache or ("mixed" if cold_state else states[0]))
-    space = get_space(space_name)
-    timed, identity, net_overhead = plan_ops(space.name, ops_limit)
+    space = get_space(space_name) if isinstance(space_name, str) else space_name
+    timed, identity, net_overhead = plan_ops(space, ops_limit)
     read = getattr(target, "private_cache_bytes", None)  # a phone's L2 from its sysfs, where listed
     private = int(read) if read else PRIVATE_CACHE_BYTES
     source = getattr(target, "private_cache_source", "sysfs") if read else "default"
@@ -702,7 +704,8 @@ def _profile_ops(
             "op_profile_resolution_us": runtime.info.op_profile_resolution_us,
         },
         "exporters": runtime.versions(),
-        "space": {"name": space.name, "hash": space.hash(), "ops_limit": ops_limit},
+        "space": {"name": space.name, "hash": space.hash(), "ops_limit": ops_limit,
+                  **(space.describe() if hasattr(space, "describe") else {})},
         "protocol": {
             **asdict(config),
             "order": "sorted op keys shuffled per round with random.Random(seed + round)",

@@ -46,6 +46,7 @@ from profiler.api import measure_archs_detailed, preflight_space, profile_space
 from profiler.export import quiet_exporter_noise
 from profiler.protocol import PROTOCOL_CACHE_STATES, IncompleteJobError, ProtocolConfig
 from profiler.runtimes import LAYOUTS, RUNTIMES, list_runtimes
+from profiler.shapes import shape_space
 from profiler.targets.base import STOP
 from search.space import get_space, load_arch
 
@@ -97,6 +98,10 @@ def build_parser(adb=None) -> argparse.ArgumentParser:
                    help="with --arch: also time every layer inside the network (the runtime's operator profile: "
                         "ExecuTorch ETDump, LiteRT op profiling) beside the op timed alone")
     p.add_argument("--ops-limit", type=int, help="profile only the first N ops of the space")
+    p.add_argument("--sample-shapes", type=int, metavar="N",
+                   help="instead of the space's ops, time the --space family's blocks at N sampled layers "
+                        "(resolutions 96-320, widths 0.35-1.5; profiler/shapes.py) into a LUT of space "
+                        "shapes-<family>, for `python -m lut fit` (docs/predictor.md)")
     p.add_argument("--cache-dir", help="export cache root (default $HWNAS_CACHE or .cache/exports)")
     p.add_argument("--export-workers", type=int, help="export processes (default: min(cores, 4) for large jobs)")
     p.add_argument("--retry-failed", action="store_true",
@@ -147,8 +152,9 @@ def _run_device(device: str, args: argparse.Namespace, adb) -> dict[str, Any]:
             fix = f"; fix: {bad['fix']}" if bad["fix"] else ""
             out["error"] = f"preflight failed at check '{bad['name']}': {bad['detail']}{fix}"
         return out
+    space = shape_space(args.space, args.sample_shapes) if args.sample_shapes is not None else args.space
     result = profile_space(
-        args.space, args.runtime, device, out=args.luts_root, ops_limit=args.ops_limit,
+        space, args.runtime, device, out=args.luts_root, ops_limit=args.ops_limit,
         progress=args.progress, export_workers=args.export_workers, cache=args.cache,
         retry_failed=args.retry_failed, fresh=args.fresh, skip_existing=args.skip_existing,
         allow_failed=args.allow_failed, **common,
@@ -206,9 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     adb = adb_module()
     parser = build_parser(adb)
     args = parser.parse_args(argv)
+    if args.sample_shapes is not None and args.arch:
+        parser.error("--sample-shapes times sampled ops, --arch whole networks: give one")
     if not args.arch:
         try:  # a wrong name stops here, before any device is locked or touched
             get_space(args.space)
+            if args.sample_shapes is not None:
+                shape_space(args.space, args.sample_shapes)
         except ValueError as e:
             parser.error(str(e))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,

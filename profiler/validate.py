@@ -28,6 +28,7 @@ import pandas as pd
 
 from hwnas.flags import add_device, add_luts_root, add_progress, add_verbose, run_main
 from lut.correction import CORRECTIONS, Correction
+from lut.predictor import PredictedLut, predicted_lut, retarget_arch
 from lut.store import Lut, LutError, load_lut
 from lut.validate import arch_features, error_metrics, evaluate, random_archs, verdict, verdict_line, write_validation
 from profiler.api import measure_archs, measure_archs_detailed
@@ -58,6 +59,9 @@ class ValidationConfig:
     # the report adds the sum of the re-timed ops scored against the archs (`same_rounds`)
     drift_ops: int = 10
     per_layer: bool = False  # also time the named archs' layers in context (profiler.layers)
+    # another space of the LUT's family (e.g. fbnet-r160-w0.75): ops the LUT lacks come from the
+    # predictor beside it (`lut fit`); the family's named archs are retargeted to it
+    space: str | None = None
 
 
 def _target(lut: Lut, device: str | None) -> str:
@@ -76,9 +80,14 @@ def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dic
     """Measure random + named archs end to end and report the LUT's error (see module doc)."""
     if config.rounds < 2:
         raise ValueError("rounds must be ≥ 2: the noise floor needs two independent halves")
+    base = lut
+    named = named_archs_for(lut.space)
+    if config.space is not None and config.space != lut.space:
+        named = [retarget_arch(a, config.space) for a in named_archs_for(get_space(config.space).family)]
+        lut = predicted_lut(lut, config.space, extra_ops=[op for a in named for op in arch_ops(a)])
     space = get_space(lut.space)
     rand = random_archs(space, config.num_archs, config.seed)
-    archs = rand + named_archs_for(space.name)
+    archs = rand + named
     for arch in archs:
         lut.check_coverage([op.key for op in arch_ops(arch, space)])
     rt, proto = lut.meta.get("runtime", {}), lut.meta.get("protocol", {})
@@ -94,7 +103,7 @@ def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dic
         progress=config.progress,
     )
     half = config.rounds // 2
-    drift_ops = _drift_sample(lut, config.drift_ops, config.seed)
+    drift_ops = _drift_sample(base, config.drift_ops, config.seed)  # measured ops only
     op_cache = proto.get("cache", "warm")  # LUTs before the cache option timed ops warm
     if op_cache == "mixed":  # a state per op: the ones not timed warm are listed
         op_cache = proto.get("op_cache") or {}
@@ -120,6 +129,7 @@ def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dic
                 "measured_us": float(np.median(s1 + s2)),
                 "half_us": [float(np.median(s1)), float(np.median(s2))],
                 "num_samples": len(s1) + len(s2),
+                "predicted_ops": _predicted_ops(lut, arch),
             }
         )
     report = evaluate(records, config.correction)
@@ -129,7 +139,7 @@ def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dic
         if chosen:
             r["corrected_us"] = Correction(report["prediction_model"], chosen["coef"]).apply(r)
     options = {k: v for k, v in kwargs.items() if k not in ("progress", "target_options")}
-    report["drift"] = _drift(lut, drift_ops, halves)
+    report["drift"] = _drift(base, drift_ops, halves)
     add = report["additive"]
     report["verdict"] = verdict(add["mape"], add["spearman"], report["noise_floor"],
                                 report["drift"]["median_change_pct"])  # fmt: skip
@@ -143,6 +153,8 @@ def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dic
         report["layers"] = layers
     report.update(
         num_archs=len(archs),
+        predicted_ops=sum(r["predicted_ops"] for r in records),  # ops of the archs a predictor made
+        predicted_from=lut.meta.get("predicted_from"),
         lut={"device_id": lut.device_id, "space": lut.space, "version": lut.version,
              "content_hash": lut.meta.get("content_hash")},  # fmt: skip
         config={**asdict(config), **options, "runtime": rt.get("name"), "target_options": None},
@@ -154,6 +166,10 @@ def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dic
         archs=records,
     )
     return report
+
+
+def _predicted_ops(lut: Lut, arch: Arch) -> int:
+    return lut.predicted_ops([op.key for op in arch_ops(arch)]) if isinstance(lut, PredictedLut) else 0
 
 
 def _drift_sample(lut: Lut, n: int, seed: int) -> list[Op]:
@@ -244,6 +260,11 @@ def _layers(lut: Lut, archs: list[Arch], runtime: str, kwargs: dict[str, Any]) -
 
 
 # --- CLI ------------------------------------------------------------------------------------------
+def _validated(lut: Lut, space: str | None) -> Lut:
+    """The LUT a report belongs to: the predicted one for another space (stored beside its predictor)."""
+    return lut if space is None or space == lut.space else predicted_lut(lut, space)
+
+
 def _op_count(text: str) -> int:
     if text == "all":
         return ALL_OPS
@@ -270,6 +291,8 @@ def build_parser(adb=None) -> argparse.ArgumentParser:
     p.add_argument("--drift-ops", type=_op_count, default=10, metavar="N|all",
                    help="LUT ops re-timed in the same rounds, to report the drift since the LUT (default 10); "
                         "all: every op, and the sum of the re-timed ops is scored too (additivity without drift)")
+    p.add_argument("--space", help="validate the LUT's prediction of another space of its family (e.g. "
+                   "fbnet-r160-w0.75) made with the predictor beside it (`lut fit`); stored beside the predictor")
     p.add_argument("--per-layer", action="store_true",
                    help="also time the named archs' layers inside the network, beside each op's LUT value")
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
@@ -292,17 +315,19 @@ def main(argv: list[str] | None = None) -> int:
         options = adb.adb_options(args) if (adb is not None and args.device and args.device != "host") else None
         cfg = ValidationConfig(num_archs=args.archs, seed=args.seed, rounds=args.rounds, device=args.device,
                                correction=args.correction, target_options=options, progress=args.progress and not args.json,
-                               lock_wait_s=args.wait_lock, drift_ops=args.drift_ops, per_layer=args.per_layer)  # fmt: skip
+                               lock_wait_s=args.wait_lock, drift_ops=args.drift_ops, per_layer=args.per_layer,
+                               space=args.space)  # fmt: skip
         report = validate_lut(lut, cfg)
     except (ValueError, RuntimeError, OSError) as e:  # LutError and TargetError included
         print(f"error: {e}", file=sys.stderr)
         return 2
+    lut = _validated(lut, args.space)  # the LUT the report belongs to (a predicted space's, with --space)
     path = write_validation(lut, report)
     if args.json:
         print(json.dumps(report, default=str))
         return 0
     cols = ["name", "split", "predicted_us", *(["same_rounds_us"] if "same_rounds" in report else []),
-            "measured_us", "ape"]  # fmt: skip
+            "measured_us", "ape", *(["predicted_ops"] if report.get("predicted_ops") else [])]  # fmt: skip
     with pd.option_context("display.width", 200, "display.float_format", "{:.1f}".format):
         print(pd.DataFrame(report["archs"])[cols].to_string(index=False))
     for name, entry in (report.get("layers") or {}).items():

@@ -197,6 +197,8 @@ def crossdevice(
         "lut_ids": [lat.lut_info.get("id") for lat in latencies],
         "strategy": cfg.strategy,
         "predicted_us": predicted,
+        # per cell: how many of the arch's ops LUT j's predictor made rather than measured
+        "predicted_ops": [[lat.predicted_ops(a) for lat in latencies] for a in archs],
         "measured_us": measured,
         "notes": notes,
         "target_frac": target_frac,
@@ -343,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-seeds", default=",".join(map(str, TRAIN_SEEDS)),
                    help="train each found arch --train-epochs once per seed (default 0,1; empty: none)")
     p.add_argument("--rounds", type=int, help="measurement rounds (default: the profiler's)")
+    p.add_argument("--space", help="search this space of the LUTs' family (e.g. fbnet-r160-w0.75): ops a LUT lacks "
+                   "come from the predictor beside it (`python -m lut fit`); `predicted_ops` counts them")
     p.add_argument("--json", action="store_true", help="last line: the report as one JSON object")
     add_search_arguments(p)
     return p
@@ -373,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     t0 = time.perf_counter()
     try:
-        latencies = [latency_model(load_lut(lut, root=args.luts_root), args.latency_correction) for lut in args.lut]
+        latencies = [latency_model(load_lut(lut, root=args.luts_root), args.latency_correction, args.space)
+                     for lut in args.lut]  # fmt: skip
         report = crossdevice(
             latencies, config_from_args(args), args.out, serials=serials, measure=not args.no_measure,
             rounds=args.rounds, target_frac=args.target_frac, reference=reference, seeds=seeds,

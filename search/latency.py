@@ -5,6 +5,8 @@
     model.predict_batch_us(idx)                  # idx: LongTensor [N, layers] of block columns
     model.expected_us(masks)                     # Σ_l Σ_i m[l,i]·LUT[l,i] + fixed, differentiable
     model.with_validated_correction()            # the same with the LUT's validated correction
+    LatencyModel.for_space(lut, "fbnet-r160-w0.75")  # another resolution/width: ops the LUT lacks
+                                                 # from its predictor (`lut fit`); predicted_ops(arch)
     model.sample_near(n, target_us)              # random archs whose latencies centre on a target
 
 Without a correction, `predict_us(arch)` equals `Lut.predict_us` of the arch's op keys (the
@@ -34,6 +36,7 @@ from typing import Any
 import torch
 
 from lut.correction import Correction, validated_correction
+from lut.predictor import PredictedLut, predicted_lut
 from lut.store import Lut, load_lut, runtime_dir_name
 from search.space import Arch, Space, arch_ops, get_space
 
@@ -155,6 +158,24 @@ class LatencyModel:
     def correction_info(self) -> dict[str, Any] | None:
         """The folded-in correction as JSON (arch.json records it), or None."""
         return None if self.correction is None else self.correction.to_dict()
+
+    @classmethod
+    def for_space(cls, lut: Lut, space: str | None = None) -> LatencyModel:
+        """`from_lut` for `space` (default: the LUT's own): a space the LUT does not cover is
+        filled in by the predictor `lut fit` stored beside it (`lut.predictor.predicted_lut`;
+        the raw additive sum, no correction); without one the coverage error stands."""
+        if space is None or space == _lut_space_name(lut):
+            return cls.from_lut(lut)
+        return cls.from_lut(predicted_lut(lut, space))
+
+    def predicted_ops(self, arch: Arch | tuple[str, ...] | list[str]) -> int:
+        """How many of an arch's ops come from a predictor rather than a measurement (0 for a
+        measured LUT)."""
+        if not isinstance(self.lut, PredictedLut):
+            return 0
+        if not isinstance(arch, Arch):
+            arch = Arch(self.space.name, tuple(arch))
+        return self.lut.predicted_ops([op.key for op in arch_ops(arch, self.space)])
 
     @classmethod
     def load(cls, lut: str | Path, *, root: str | Path = "luts") -> "LatencyModel":
@@ -306,4 +327,5 @@ def _lut_info(lut: Lut) -> dict[str, Any]:
         "content_hash": meta.get("content_hash"),
         "id": getattr(lut, "id", None),
         "path": str(getattr(lut, "path", "") or ""),
+        **({"predicted_from": meta["predicted_from"]} if "predicted_from" in meta else {}),
     }

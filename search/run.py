@@ -226,6 +226,7 @@ def run_search(
         "max_latency_us": budget,
         "lut": latency.lut_info,
         "latency_correction": latency.correction_info,
+        "predicted_ops": latency.predicted_ops(result.blocks),  # ops the LUT's predictor made, not measured
         "space": latency.space.name,
         "proxy_space": proxy.name,
         "proxy_input_sizes": [layer.h for layer in proxy.layers()],
@@ -360,7 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("LUT")
     g.add_argument("--lut", help="LUT version dir, runtime dir (latest) or id device/space/runtime-tN[/vK]")
     g.add_argument("--device-id", help="with --space and --runtime: latest version of that LUT")
-    g.add_argument("--space", help="LUT space name (with --device-id)")
+    g.add_argument("--space", help="LUT space name (with --device-id); with --lut: search this space of the LUT's "
+                   "family, ops the LUT lacks from the predictor beside it (`python -m lut fit`)")
+    g.add_argument("--spaces", help="comma list of spaces of the LUT's family (resolutions, widths): one search "
+                   "each, the best arch at the latency target over all in OUT/arch.json (search/multispace.py)")
     add_runtime(g, help="runtime of the LUT (with --device-id)")
     g.add_argument("--threads", type=int, default=1, help="runtime threads of the LUT (default 1)")
     add_out(p, required=True, help="output folder, e.g. runs/NAME")
@@ -415,7 +419,7 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
     return SearchConfig(strategy=args.strategy, **{k: getattr(args, k) for k in _FLAGS})
 
 
-def latency_model(lut: Any, correction: str = "auto") -> LatencyModel:
+def latency_model(lut: Any, correction: str = "auto", space: str | None = None) -> LatencyModel:
     """A loaded LUT as the search's latency model, with its validated correction under "auto".
     Warns when the LUT's numbers were not measured on a device."""
     if lut.provenance != "measured":
@@ -425,7 +429,7 @@ def latency_model(lut: Any, correction: str = "auto") -> LatencyModel:
              "imported": "published values, one per op, measured by someone else",
              "synthetic": "made up (tests, dry runs)"}.get(lut.provenance, "of unknown origin"),
         )  # fmt: skip
-    latency = LatencyModel.from_lut(lut)
+    latency = LatencyModel.for_space(lut, space)
     return latency.with_validated_correction() if correction == "auto" else latency
 
 
@@ -466,7 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         lut = resolve_lut(args.lut, device_id=args.device_id, space=args.space,
                           runtime=args.runtime, threads=args.threads, root=args.luts_root)
-        latency = latency_model(lut, args.latency_correction)
+        if args.spaces:
+            return _search_spaces(args, cfg, lut, dist)
+        latency = latency_model(lut, args.latency_correction, args.space if args.lut else None)
         proxy = proxy_from_args(args, latency)
         conf["lut"] = str(lut.path)  # this version, whichever way it was named
         summary = run_search(cfg, latency, proxy, args.data, out=args.out, subset=args.subset,
@@ -501,6 +507,30 @@ def main(argv: list[str] | None = None) -> int:
 CONFIG_HEADER = """python -m search.run: the whole configuration of this run (search.config).
 Run it again: python -m search.run --config config.yaml --out DIR [flags that override it]
 Continue it after a kill: python -m search.run --resume --out DIR"""
+
+
+def _search_spaces(args: argparse.Namespace, cfg: SearchConfig, lut: Any, dist: Dist) -> int:
+    from search.multispace import parse_spaces, search_spaces
+
+    def run_one(latency: LatencyModel, out: Path) -> dict[str, Any]:
+        return run_search(cfg, latency, proxy_from_args(args, latency), args.data, out=out, subset=args.subset,
+                          device=select_device(args.torch_device), progress=args.progress,
+                          train_epochs=args.train_epochs, dist=dist, amp=args.amp,
+                          data_options={"classes": args.classes, "workers": args.workers})  # fmt: skip
+
+    correct = (lambda m: m.with_validated_correction()) if args.latency_correction == "auto" else (lambda m: m)
+    report = search_spaces(lut, parse_spaces(args.spaces), run_one, out=args.out, correction=correct,
+                           max_us=cfg.max_latency_us, target_us=cfg.target_latency_us)  # fmt: skip
+    if not dist.is_main:
+        return 0
+    for r in report["spaces"]:
+        print(f"{r['space']}: {r['predicted_latency_us'] / 1000:.3f} ms predicted ({r['predicted_ops']} of "
+              f"{r['num_ops']} ops by the predictor); {accuracy_line(r)}")  # fmt: skip
+    print(f"best at the target: {report['best_space']}{'' if report['met_target'] else ' (no space met it: fastest)'}"
+          f"; wrote {report['arch_path']}")  # fmt: skip
+    if args.json:
+        print(json.dumps(report))
+    return 0
 
 
 def accuracy_line(summary: dict[str, Any]) -> str:

@@ -36,6 +36,7 @@ CLI_MODULES = [
     "bench.lut_build_time",
     "bench.lut_repeatability",
     "bench.overhead_op",
+    "bench.predictor_accuracy",
     "bench.search_memory",
     "bench.search_quality",
     "bench.search_steering",
