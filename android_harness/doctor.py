@@ -21,7 +21,7 @@ def _runner_check(device: Device, work: WorkDir, name: str) -> Check:
     found = device.stat(path)
     if found is None:
         return Check(f"runner {name}", False, f"{path} is missing",
-                     f"build or download {name} for arm64 (android_harness/README.md) and pass "
+                     f"build or download {name} for arm64 (docs/phone.md) and pass "
                      f"--runner {name}=PATH once; it is pushed to {path}")
     mode, size = found
     if not mode & 0o111:

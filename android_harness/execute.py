@@ -151,7 +151,7 @@ def invoke(
     if "unknown command line flag 'etdump_path'" in text:
         raise RunnerFailed(f"{label}: this executor_runner has no event tracer, so it cannot write "
                            "an ETDump: rebuild it with -DEXECUTORCH_BUILD_DEVTOOLS=ON "
-                           "-DEXECUTORCH_ENABLE_EVENT_TRACER=ON (android_harness/README.md)")
+                           "-DEXECUTORCH_ENABLE_EVENT_TRACER=ON (docs/phone.md)")
     if result.exit_code != 0:
         try:
             runner.parse(text)

@@ -72,16 +72,16 @@ def device_abis(props: dict[str, str]) -> list[str]:
 
 
 def build_hint(runner: str, abi: str) -> str:
-    """Where to get, or how to build, `runner` for `abi` (the README's recipes)."""
+    """Where to get, or how to build, `runner` for `abi` (the recipes of docs/phone.md)."""
     if runner == "benchmark_model":
         config = {"arm64-v8a": "android_arm64", "armeabi-v7a": "android_arm", "x86_64": "android_x86_64",
                   "x86": "android_x86"}.get(abi, f"the {abi} Android config")  # fmt: skip
         nightly = {"arm64-v8a": "android_aarch64_benchmark_model", "armeabi-v7a": "android_arm_benchmark_model"}
         get = f"download the nightly {nightly[abi]} (LiteRT 'Performance measurement' page) or " if abi in nightly else ""
         return (f"{get}build it: `bazel build -c opt --config={config} "
-                "//tflite/tools/benchmark:benchmark_model` (README: 'The runner binaries')")
+                "//tflite/tools/benchmark:benchmark_model` (docs/phone.md: 'The runner binaries')")
     if runner == "executor_runner":
-        return (f"build it with the README's cmake recipe and -DANDROID_ABI={abi} (README: 'The runner "
+        return (f"build it with the cmake recipe of docs/phone.md and -DANDROID_ABI={abi} ('The runner "
                 "binaries'; the ExecuTorch release must match the executorch package), or profile with "
                 "`--runtime tflite` and TFLite's benchmark_model")  # fmt: skip
     return f"build {runner} for {abi}"
@@ -169,7 +169,7 @@ def check_run(device: Device, runner: str, binary: str, model: str, options: Run
                    + build_hint(runner, "arm64-v8a"))
         elif re.search(r"exited with status (13[0-9]|1[4-5][0-9])\b", text):
             fix = (f"{runner} crashed on a one-op model with the job's flags: use a build that matches the "
-                   f"exporter (README: 'The runner binaries'), and check its flags with "
+                   f"exporter (docs/phone.md: 'The runner binaries'), and check its flags with "
                    f"`adb shell {binary} --help`")
         elif "timed out" in text or "did not answer" in text:
             fix = f"{runner} hung on a one-op model: check the phone (screen, thermal) and the build"

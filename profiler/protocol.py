@@ -99,7 +99,7 @@ class ProtocolConfig:
     # "mixed": cold for the ops whose weights are streamed (`streamed_ops`), warm for the others;
     # None: "mixed" where the target can time cold ops (the host cycles copies, a phone's runners
     # time replicas), else the target's first `cache_states` (see `bench.lut_accuracy` and the
-    # README for the protocols side by side)
+    # docs/results.md for the protocols side by side)
     cache: str | None = None
 
     def __post_init__(self) -> None:

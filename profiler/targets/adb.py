@@ -227,7 +227,7 @@ class AdbTarget:
             raise TargetError(
                 f"{self.name}: {binary} is {'missing' if found is None else 'not executable'}; "
                 f"pass --runner {runner}=PATH to push your arm64 build "
-                "(android_harness/README.md says how to get one)"
+                "(docs/phone.md says how to get one)"
             )
         self._remote.update(self._call(lambda: self._work.push_by_content(
             [Path(f) for f in model_files], subdir=_MODELS)))

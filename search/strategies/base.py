@@ -104,7 +104,7 @@ class SearchConfig:
     # mixture softmax(α/τ), τ from 1 in the first search epoch geometrically to this in the last:
     # the mixture anneals towards the arch it will be discretized to (1 = DARTS as published,
     # whose argmax arch scored 0.11–0.35 with the supernet's weights against 0.9 for the mixture,
-    # and missed a tight soft target by 16 %; see README)
+    # and missed a tight soft target by 16 %; see docs/results.md)
     darts_tau_end: float = 0.2
     # evolution / random (see strategies/oneshot.py)
     fitness: str = "train"  # "train": each arch trained fitness_epochs from scratch | "oneshot": SPOS supernet
