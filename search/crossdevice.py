@@ -55,6 +55,7 @@ from lut.store import load_lut
 from search.data import load_data
 from search.latency import LatencyModel
 from search.plots import plot_crossdevice
+from search.precision import repeatable
 from search.run import accuracy_line, add_search_arguments, config_from_args, latency_model, proxy_from_args, run_search
 from search.space import Arch, get_arch, get_space, load_arch
 from search.strategies import SearchConfig
@@ -165,10 +166,13 @@ def crossdevice(
         elif ref_us is not None:
             cfg = replace(cfg, target_latency_ms=ref_us[j] / 1000)
         proxy = search_kw["proxy"](lat)
-        summary = run_search(cfg, lat, proxy, search_kw["data"], out=out / label,
-                             subset=search_kw.get("subset"), device=device, train_epochs=0)  # fmt: skip
+        data_options = search_kw.get("data_options") or {}
+        summary = run_search(cfg, lat, proxy, search_kw["data"], out=out / label, subset=search_kw.get("subset"),
+                             device=device, train_epochs=0, data_options=data_options,
+                             amp=search_kw.get("amp", True))  # fmt: skip
         if epochs > 0 and seeds:
-            data = load_data(search_kw["data"], resolution=proxy.resolution, subset=search_kw.get("subset"))
+            data = load_data(search_kw["data"], resolution=proxy.resolution, subset=search_kw.get("subset"),
+                             **data_options)  # fmt: skip
             accs = train_seeds(tuple(summary["blocks"]), proxy, data, epochs, seeds, device)
             summary.update(trained_test_accuracy=sum(accs) / len(accs), trained_test_accuracies=accs,
                            trained_epochs=epochs, trained_seeds=list(seeds))  # fmt: skip
@@ -357,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
+    repeatable(args.deterministic)
     if len(args.lut) < 2:
         print("error: give at least two --lut", file=sys.stderr)
         return 2
@@ -383,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
             latencies, config_from_args(args), args.out, serials=serials, measure=not args.no_measure,
             rounds=args.rounds, target_frac=args.target_frac, reference=reference, seeds=seeds,
             search_kw={"proxy": lambda lat: proxy_from_args(args, lat), "data": args.data, "subset": args.subset,
-                       "device": select_device(args.torch_device), "train_epochs": args.train_epochs},
+                       "device": select_device(args.torch_device), "train_epochs": args.train_epochs,
+                       "data_options": {"classes": args.classes, "workers": args.workers}, "amp": args.amp},
         )  # fmt: skip
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

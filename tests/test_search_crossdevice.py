@@ -107,10 +107,14 @@ def test_cli_measures_host_luts_end_to_end_with_a_target_per_lut(two_devices, tm
 @pytest.mark.slow
 def test_each_lut_targets_the_reference_arch_and_found_archs_train_over_two_seeds(two_devices, tmp_path) -> None:
     """The same relative budget on every LUT: the soft target is FBNet-B's latency on that LUT, and
-    the cells are read against it; each found arch is trained once per seed."""
+    the cells are read against it; each found arch is trained once per seed, on the same class
+    subset its search used."""
     cfg = replace(CFG, latency_loss=None, lambda_lat=0.1)
-    kw = {"proxy": lambda lat: get_space(SPACE), "data": "digits", "subset": 48, "train_epochs": 1}
+    kw = {"proxy": lambda lat: get_space(SPACE), "data": "digits", "subset": 48, "train_epochs": 1,
+          "data_options": {"classes": 6}}  # fmt: skip
     report = crossdevice(two_devices, cfg, tmp_path, search_kw=kw, measure=False, seeds=(0, 1))
+    for label in report["luts"]:
+        assert len(json.loads((tmp_path / label / "arch.json").read_text())["info"]["classes"]) == 6
     ref_blocks = get_arch("fbnet_b").blocks
     for lat, search, ref_us in zip(two_devices, report["searches"], report["reference_us"]):
         assert ref_us == pytest.approx(lat.predict_us(ref_blocks))
