@@ -30,9 +30,11 @@ logger = logging.getLogger(__name__)
 _DPI = 120
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save_figure(fig: plt.Figure, path: str | Path, dpi: int = _DPI) -> Path:
+    """Write `fig` to `path` (its folder made if missing) and close it."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=_DPI)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -65,7 +67,7 @@ def heatmap(lut: Lut, path: str | Path) -> Path:
     ax.set_ylabel("searchable layer (c_in→c_out, input size, stride)")
     ax.set_title(f"Per-op latency (µs, overhead subtracted)\n{lut_id(lut)}")
     fig.colorbar(im, ax=ax, label="latency (µs)")
-    return _save(fig, Path(path))
+    return save_figure(fig, path)
 
 
 def validation_scatter(report: dict[str, Any], path: str | Path, title: str = "") -> Path:
@@ -104,7 +106,7 @@ def validation_scatter(report: dict[str, Any], path: str | Path, title: str = ""
     )
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(alpha=0.3)
-    return _save(fig, Path(path))
+    return save_figure(fig, path)
 
 
 def ops_scatter(comparison: Comparison, path: str | Path) -> Path:
@@ -133,7 +135,7 @@ def ops_scatter(comparison: Comparison, path: str | Path) -> Path:
     )
     ax.legend(fontsize=7, ncol=2, loc="upper left")
     ax.grid(alpha=0.3, which="both")
-    return _save(fig, Path(path))
+    return save_figure(fig, path)
 
 
 def plot_all(lut: Lut, out_dir: str | Path, vs: Lut | None = None) -> list[Path]:

@@ -12,6 +12,8 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from lut.plots import save_figure  # noqa: E402
+
 __all__ = ["plot_theta", "plot_crossdevice", "plot_pareto"]
 
 
@@ -43,10 +45,7 @@ def plot_theta(
     fig.colorbar(im, ax=ax, label="softmax(θ)")
     ax.set_title(title or "architecture distribution per layer")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_crossdevice(
@@ -83,10 +82,7 @@ def plot_crossdevice(
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.suptitle(title or "cross-device latency", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_pareto(
@@ -121,7 +117,4 @@ def plot_pareto(
     ax.legend(fontsize=8)
     ax.set_title(title or "accuracy against latency", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
