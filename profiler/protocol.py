@@ -711,6 +711,7 @@ def _profile_ops(
             "order": "sorted op keys shuffled per round with random.Random(seed + round)",
             "warmup_scope": "per op, every round",
             "timer": "time.perf_counter_ns around each invocation" if target.name == "host" else "runner",
+            **({"round_process": target.round_process} if hasattr(target, "round_process") else {}),
             "overhead_op": OVERHEAD_OPS[runtime.info.overhead],
             "cache_state": {
                 "cold": "each invocation runs one of several loaded copies of the op (their weights together "

@@ -161,7 +161,8 @@ def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dic
         noise_floor_definition=(
             "median over archs of 100*|m1-m2|/((m1+m2)/2), m1 and m2 the medians of two "
             f"independent halves of {config.rounds} end-to-end rounds; every round loads each model "
-            "afresh, so the floor includes the variation between loads"
+            "afresh (on the host, in a process of its own), so the floor includes the variation "
+            "between loads and processes"
         ),
         archs=records,
     )

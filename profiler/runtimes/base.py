@@ -28,6 +28,7 @@ blocked layout inside a session, for an op as for a network. Adding a runtime is
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
 import tempfile
@@ -145,6 +146,14 @@ class RuntimeBase:
     @property
     def name(self) -> str:
         return self.info.name
+
+    # the modules `open` needs; `load_libraries` imports them ahead of a timed load
+    runner_modules: tuple[str, ...] = ()
+
+    def load_libraries(self) -> None:
+        """Import what `open` needs, so that a process's first timed load does not pay for it."""
+        for module in self.runner_modules:
+            importlib.import_module(module)
 
     @property
     def suffix(self) -> str:

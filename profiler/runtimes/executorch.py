@@ -31,6 +31,7 @@ CALIBRATION_BATCHES = 8  # random inputs fed through the prepared model before i
 
 class ExecuTorchRuntime(RuntimeBase):
     info = RUNTIMES["executorch"]
+    runner_modules = ("executorch.runtime", "executorch.extension.pybindings.portable_lib")
 
     def versions(self) -> dict[str, str]:
         return {"torch": version("torch"), "executorch": version("executorch")}

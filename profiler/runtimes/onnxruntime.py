@@ -35,6 +35,7 @@ CALIBRATION_BATCHES = 8  # random inputs the int8 calibration reader yields
 
 class OnnxRuntime(RuntimeBase):
     info = RUNTIMES["onnxruntime"]
+    runner_modules = ("onnxruntime",)
 
     def versions(self) -> dict[str, str]:
         return {

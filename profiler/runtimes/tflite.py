@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 class TFLiteRuntime(RuntimeBase):
     info = RUNTIMES["tflite"]
+    runner_modules = ("ai_edge_litert.interpreter",)
 
     def versions(self) -> dict[str, str]:
         return {

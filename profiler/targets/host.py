@@ -1,4 +1,13 @@
-"""The host target: this machine's CPU, timed in-process with each runtime's own interpreter.
+"""The host target: this machine's CPU, timed with each runtime's own Python interpreter.
+
+Each round runs in a fresh process (`profiler.targets.host_worker`), started when the round's
+first op is measured and ended at the next `round_state()`: where a loaded model's heap, packed
+weights and planned buffers land in memory is drawn once per process, and an ExecuTorch network's
+time moves with that draw by up to ~14 % between processes on one quiet machine (its ops' sum by
+~5 %). Rounds in one process would all share one draw and the LUT (or a validation half) would
+carry it whole; rounds in fresh processes sample it, as a user's processes do. A worker that
+crashes or runs past `RunSpec.timeout_s` fails that op-round only (`RunnerError`); the next
+measurement starts another worker. `HostTarget(process_per_round=False)` measures in this process.
 
 Fingerprint: CPU model, logical/physical cores, max frequency (cpufreq sysfs, where readable),
 OS, Python and library versions. `device_id` = "host-<cpu model slug>-<8 hex of sha256(cpu model,
@@ -19,9 +28,14 @@ import hashlib
 import logging
 import math
 import os
+import pickle
 import platform
 import re
+import select
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -32,6 +46,7 @@ from android_harness.tflite_stats import OperatorTiming
 from profiler.runtimes import Runtime, time_invocations
 
 from .base import Measurement, RunnerError, RunSpec
+from .host_worker import encode_message
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +99,14 @@ class HostTarget:
     lock_key = "host"  # `profiler.targets.lock`: one lock for this machine's CPU
     cache_states = ("warm", "cold", "replicas")  # what `RunSpec.cache` may ask for (a job's default: "mixed")
 
-    def __init__(self) -> None:
+    def __init__(self, *, process_per_round: bool = True) -> None:
         self._fingerprint: dict[str, Any] | None = None
         self._last_cpu: tuple[float, float, float, float] | None = None  # (wall, busy, steal, own) s
+        self.process_per_round = process_per_round
+        # what a job records in its protocol (`round_process`)
+        self.round_process = "fresh" if process_per_round else "one"
+        self._worker: _Worker | None = None
+        self._workers_cpu_s = 0.0  # CPU time of the workers already ended
 
     def fingerprint(self) -> dict[str, Any]:
         if self._fingerprint is None:
@@ -114,12 +134,18 @@ class HostTarget:
             }
         return dict(self._fingerprint)
 
+    def settings(self, runtime: Runtime) -> dict[str, Any]:
+        """The job's settings record of the target: how its rounds run ("fresh": each in a
+        process of its own; "one": all in the job's process)."""
+        return {"name": self.name, "round_process": self.round_process}
+
     def prepare(self, runtime: Runtime, model_files: list[Path]) -> None:
         missing = [str(p) for p in model_files if not Path(p).is_file()]
         if missing:
             raise RunnerError(f"model files not found on the host: {missing[:5]}")
 
     def round_state(self) -> dict[str, Any]:
+        self._end_worker()  # the round about to start measures in a process of its own
         state: dict[str, Any] = {"load_avg_1m": round(os.getloadavg()[0], 2)}
         state.update(self._competition())
         freq = _read_int(_SYS_CPU / "cpu0/cpufreq/scaling_cur_freq")
@@ -133,6 +159,8 @@ class HostTarget:
     def _competition(self) -> dict[str, Any]:
         """CPU taken by other processes since the previous call (the previous round)."""
         now = _cpu_times()
+        if now is not None:  # this process's CPU time includes its workers'
+            now = (*now[:3], now[3] + self._workers_cpu_s + (self._worker.cpu_s() if self._worker else 0.0))
         last, self._last_cpu = self._last_cpu, now
         if now is None or last is None or now[0] - last[0] < 0.5:
             return {}
@@ -159,17 +187,106 @@ class HostTarget:
         the runtime's per-operator view of separate profiled runs (ExecuTorch: an ETDump; LiteRT:
         XNNPACK's operator timings).
 
-        In-process: spec.timeout_s cannot interrupt a native call, and core_mask does not apply."""
+        Runs in the round's worker process (see the module doc), which `spec.timeout_s` bounds;
+        core_mask does not apply. With `process_per_round=False`, in this process, where
+        `spec.timeout_s` cannot interrupt a native call."""
         if spec.cache not in self.cache_states:
             raise RunnerError(f"the host cannot time with {spec.cache!r} caches")
         path = Path(model_file)
+        if self.process_per_round:
+            if self._worker is None:
+                self._worker = _Worker()
+            try:
+                status, value = self._worker.call((runtime.name, runtime.dtype, runtime.layout, path, spec, profile),
+                                                  spec.timeout_s)  # fmt: skip
+            except RunnerError as e:  # it died or hung: the next measurement starts another one
+                self._end_worker()
+                raise RunnerError(f"{runtime.name} failed to run {path.name}: {e}") from None
+            if status == "ok":
+                return value
+            raise RunnerError(f"{runtime.name} failed to run {path.name}: {value}")
         try:
-            return _measure(runtime, path, spec, profile)
+            return measure_here(runtime, path, spec, profile)
         except Exception as e:  # any runtime failure fails this op only (the job goes on)
             raise RunnerError(f"{runtime.name} failed to run {path.name}: {type(e).__name__}: {e}") from e
 
+    def _end_worker(self) -> None:
+        if self._worker is not None:
+            worker, self._worker = self._worker, None
+            self._workers_cpu_s += worker.stop()
+
     def close(self) -> None:
-        return None
+        self._end_worker()
+
+
+class _Worker:
+    """A `profiler.targets.host_worker` process: measurements sent in, Measurements back."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[2])  # where `profiler` is importable from
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "profiler.targets.host_worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+        )  # fmt: skip
+        self._cpu_s = 0.0
+
+    def call(self, request: tuple, timeout_s: float) -> tuple[str, Any]:
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(encode_message(request))
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise RunnerError(self._gone()) from None
+        deadline = time.monotonic() + timeout_s
+        head = self._read(8, deadline, timeout_s)
+        return pickle.loads(self._read(int.from_bytes(head, "big"), deadline, timeout_s))
+
+    def _read(self, n: int, deadline: float, timeout_s: float) -> bytes:
+        assert self.proc.stdout is not None
+        fd, buf = self.proc.stdout.fileno(), bytearray()
+        while len(buf) < n:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                self.proc.kill()
+                raise RunnerError(f"no result within {timeout_s:g} s (RunSpec.timeout_s); the measuring process was killed")
+            chunk = os.read(fd, n - len(buf))
+            if not chunk:
+                raise RunnerError(self._gone())
+            buf += chunk
+        return bytes(buf)
+
+    def _gone(self) -> str:
+        code = self.proc.wait(timeout=5)
+        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+        return f"the measuring process ended ({how})"
+
+    def cpu_s(self) -> float:
+        """CPU time this worker has used so far (its /proc stat; the last value once it ended)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            self._cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+        return self._cpu_s
+
+    def stop(self) -> float:
+        """End the worker (end of its input, then a kill if it lingers); its CPU time."""
+        cpu = self.cpu_s()
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return cpu
 
 
 def last_level_cache_bytes() -> int:
@@ -208,7 +325,8 @@ def _rss_kb(trim: bool = False) -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 1024.0
 
 
-def _measure(runtime: Runtime, path: Path, spec: RunSpec, profile: bool) -> Measurement:
+def measure_here(runtime: Runtime, path: Path, spec: RunSpec, profile: bool) -> Measurement:
+    """Time `path` in this process (what a round's worker process runs)."""
     rss0 = _rss_kb(trim=True)
     t0 = time.perf_counter_ns()
     first = runtime.open(path, threads=spec.threads)
@@ -216,7 +334,7 @@ def _measure(runtime: Runtime, path: Path, spec: RunSpec, profile: bool) -> Meas
     for _ in range(max(1, spec.warmup)):
         first.run()
     memory_kb = _rss_kb() - rss0
-    extra = {"load_us": load_us, "memory_kb": memory_kb}
+    extra = {"load_us": load_us, "memory_kb": memory_kb, "pid": float(os.getpid())}  # pid: the measuring process
     if spec.cache == "cold":
         k = cold_copies(path.stat().st_size)
         sessions = [first] + [runtime.open(path, threads=spec.threads) for _ in range(k - 1)]
