@@ -8,7 +8,7 @@ Per seed: `search.run`'s default FBNet search (that seed) finds arch A with pred
 L_A on the LUT; K random archs of the same LUT within ±tolerance of L_A are drawn (layer-wise
 from the distribution tilted to L_A, `LatencyModel.sample_near`, then filtered to the band). A
 and the K archs are trained from scratch for the same epochs on the weights split of the train
-data (`search.train.train_arch`, same seed), and evaluated on the validation split (the rest of
+data (`search.training.train_arch`, same seed), and evaluated on the validation split (the rest of
 the train data) and the test split. "best of K" is the random arch with the highest validation
 accuracy (what a random search would keep); the table shows its test accuracy beside A's and
 beside the mean of the K. The last lines: mean ± std over seeds, and A's test accuracy minus
@@ -36,7 +36,7 @@ from search.data import Dataset, load_data
 from search.latency import LatencyModel
 from search.run import latency_model, run_search
 from search.strategies import SearchConfig
-from search.train import TrainConfig, evaluate, proxy_space_for, train_arch
+from search.training import TrainConfig, evaluate, proxy_space_for, train_arch
 
 
 def near_latency_archs(

@@ -33,7 +33,7 @@ from hwnas.flags import add_luts_root, add_out, add_verbose, comma_list, run_mai
 from lut.store import load_lut
 from search.run import latency_model, run_search
 from search.strategies import SearchConfig
-from search.train import proxy_space_for
+from search.training import proxy_space_for
 
 DIFFERENTIABLE = ("fbnet", "proxyless", "darts")
 

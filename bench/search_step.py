@@ -116,7 +116,7 @@ def print_table(rows: list[tuple[str, dict[str, float]]], baseline: str) -> None
 
 
 def standalone_network(blocks: tuple[str, ...], space: Space, num_classes: int) -> Network:
-    """The stand-alone network of `blocks` (as `search.train.build_proxy_model` builds it, without
+    """The stand-alone network of `blocks` (as `search.training.build_proxy_model` builds it, without
     importing the training module and the LUT store behind it)."""
     return Network(arch_ops(Arch(space.name, blocks), replace(space, num_classes=num_classes)))
 

@@ -42,7 +42,7 @@ from search.run import latency_model
 from search.space import proxy_space
 from search.strategies import SearchConfig, SearchContext, get_strategy
 from search.strategies.common import evaluate_path
-from search.train import TrainConfig, train_arch
+from search.training import TrainConfig, train_arch
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ scratch at two widths over seeds, side by side.
 
 Every arch (FBNet-A/B/C and `--random` archs of the fbnet space with one uniformly drawn block per
 layer, `lut.validate.random_archs` seeded by `--random-seed`, named random_000 …) is trained by
-`search.train.train_arch` with the default `TrainConfig` (the recipe of `search.recipe`) for
+`search.training.train_arch` with the default `TrainConfig` (the recipe of `search.recipe`) for
 `--epochs` on the whole train split at each width (the space `fbnet-r<R>-w<W>`, as
 `search.train --resolution R --width W` trains it), once per seed. Each row: the test accuracy
 of each seed, the spread between the seeds (max − min), whether every seed reaches `--min-acc`
@@ -31,7 +31,7 @@ from hwnas.flags import add_verbose, comma_list, run_main
 from lut.validate import random_archs
 from search.data import Dataset, load_data
 from search.space import Arch, get_arch, get_space
-from search.train import TrainConfig, train_arch, train_space_for, trained_arch
+from search.training import TrainConfig, train_arch, train_space_for, trained_arch
 
 NAMED = ("fbnet_a", "fbnet_b", "fbnet_c")
 

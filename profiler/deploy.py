@@ -10,7 +10,8 @@
                                       [--runs 20] [--wait-lock SECONDS] [phone options]
 
 The CLI contract (what `python -m search.train --export/--device` relies on; it reaches the
-profiler only through this command line): the last line printed on stdout is one JSON object.
+profiler only through this command line, from `search.profiler_client`): the last line printed
+on stdout is one JSON object.
 On success the exit status is 0; on bad input it is 2, on a failed export or measurement 1, and
 the object is `{"error": MESSAGE}`. Logs and progress bars go to stderr.
 

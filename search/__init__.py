@@ -9,9 +9,11 @@
     search.precision    mixed precision, channels-last and deterministic kernels on cuda
     search.run          `python -m search.run`: LUT + data → arch.json, log.csv, θ plots
     search.sweep        `python -m search.sweep`: one search per target / β / λ → pareto.csv
-    search.train        `python -m search.train`: train a found arch from scratch (checkpoints,
-                        resume, torchrun), export it and time it through the profiler's CLI
+    search.training     training a found arch from scratch: the recipe's config, the shapes to
+                        train at, the loop (checkpoints, resume, torchrun)
+    search.train        `python -m search.train`: the command that trains a found arch
+                        (`search.training`), exports it and times it through the profiler's CLI
     search.checkpoint   training checkpoints and the per-epoch metrics file
     search.distributed  data-parallel pieces for torchrun runs (training and, later, search)
-    search.deploy       `python -m profiler.deploy` as a subprocess; LUT prediction vs measurement
+    search.profiler_client  `python -m profiler.deploy` as a subprocess; LUT prediction vs measurement
 """

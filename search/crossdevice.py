@@ -59,7 +59,7 @@ from search.precision import repeatable
 from search.run import accuracy_line, add_search_arguments, config_from_args, latency_model, proxy_from_args, run_search
 from search.space import Arch, get_arch, get_space, load_arch
 from search.strategies import SearchConfig
-from search.train import TrainConfig, select_device, train_arch
+from search.training import TrainConfig, select_device, train_arch
 
 __all__ = ["crossdevice", "measure_on", "target_of", "train_seeds", "verdicts", "main"]
 

@@ -19,7 +19,7 @@ from search.latency import LatencyModel
 from search.space import Space
 from search.strategies import SearchConfig
 from search.strategies.common import sample_archs
-from search.train import TrainConfig, evaluate, train_arch
+from search.training import TrainConfig, evaluate, train_arch
 
 __all__ = ["final_selection"]
 

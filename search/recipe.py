@@ -6,7 +6,7 @@
     sched = make_schedule(opt, cfg, total_steps)  # linear warm-up, then cosine to cfg.min_lr
     lr = lr_at(step, peak, total, warmup, min_lr) # the schedule's value, a pure function
 
-`RecipeConfig` holds the values; `search.train.TrainConfig` extends it, and the short trainings
+`RecipeConfig` holds the values; `search.training.TrainConfig` extends it, and the short trainings
 of the search strategies use the same functions. Where each value comes from (timm file names,
 paper sections) is listed beside it and in docs/training.md.
 

@@ -92,7 +92,7 @@ from search.strategies.common import ALTERNATE, TAU_SCHEDULES, check_budget
 from search.strategies.fbnet import GUMBEL
 from search.strategies.objective import LATENCY_LOSSES, SearchDivergedError
 from search.strategies.oneshot import FITNESS
-from search.train import TrainConfig, select_device, train_arch
+from search.training import TrainConfig, select_device, train_arch
 
 __all__ = ["run_search", "SEARCH_STATE", "write_outputs", "add_search_arguments", "config_from_args", "latency_model",
            "main"]  # fmt: skip
@@ -125,7 +125,7 @@ def run_search(
     config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run one search and write its outputs to `out`; returns the summary (the --json object).
-    With `train_epochs`, the found arch is then trained from scratch (`search.train.train_arch`).
+    With `train_epochs`, the found arch is then trained from scratch (`search.training.train_arch`).
 
     Under torchrun (`dist`, from `search.distributed.setup`), every rank runs the same search on
     its shard of each training batch, with gradients averaged over ranks at every step; the ranks'

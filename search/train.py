@@ -7,10 +7,11 @@
         [--torch-device cuda [--no-amp] [--deterministic]] [--json] [-- PROFILER OPTIONS]
     torchrun --nproc_per_node N -m search.train ...        # data-parallel (gloo on CPU, nccl on GPUs)
 
-How: `TrainConfig` is the recipe of `search.recipe` (docs/training.md): Nesterov SGD at a peak lr
-scaled with the batch size (0.1 × batch / 256), a linear warm-up then a cosine to 0 per step,
-weight decay on conv and linear weights only, label smoothing 0.1, fan-out Kaiming-normal convs
-and each residual block's last BN γ at 0. It trains every width and depth of the space alike.
+How: `TrainConfig` (`search.training`, the loop this command drives) is the recipe of
+`search.recipe` (docs/training.md): Nesterov SGD at a peak lr scaled with the batch size
+(0.1 × batch / 256), a linear warm-up then a cosine to 0 per step, weight decay on conv and linear
+weights only, label smoothing 0.1, fan-out Kaiming-normal convs and each residual block's last BN
+γ at 0. It trains every width and depth of the space alike.
 
 What is trained: the arch names the LUT's space (e.g. `fbnet` at 224×224, width 1.0). By default
 it is trained on the proxy the search used (`info.proxy_space` in arch.json, else r32-w0.25);
@@ -58,7 +59,7 @@ sha256, size_bytes, and with --device at the LUT's scale measured_latency_us, st
 measure_path), lut_scale_exports (the same for the LUT's network timed after proxy training, else
 empty); export_path, sha256, size_bytes of the first export and measured_latency_us of the first
 timed one at top level;
-prediction (see `search.deploy.prediction`) or null when no LUT is known.
+prediction (see `search.profiler_client.prediction`) or null when no LUT is known.
 
 Under torchrun every rank trains on its shard of each batch (`search.distributed`); the weights
 stay bit-identical on all ranks (`ranks_agree` checks it) and only rank 0 writes or exports.
@@ -73,296 +74,39 @@ import logging
 import os
 import re
 import sys
-import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
-from tqdm import tqdm
 
 from hwnas.flags import add_device, add_luts_root, add_out, add_progress, add_runtime, add_torch_device, add_verbose, run_main
 from lut.files import atomic_write
 from lut.store import Lut
-from search import deploy
-from search.checkpoint import CheckpointError, check_same_run, load_checkpoint, save_checkpoint, write_metrics
-from search.data import DataError, Dataset, add_data_arguments, batches, load_data, materialize
-from search.distributed import (
-    Dist,
-    all_reduce_sum,
-    broadcast_object,
-    digest,
-    loss_weight,
-    num_batches,
-    ranks_agree,
-    setup,
-    shard,
-    shard_batches,
-    sync_buffers,
-    teardown,
-    wrap,
+from search import profiler_client
+from search.checkpoint import CheckpointError, load_checkpoint
+from search.data import DataError, Dataset, add_data_arguments, load_data, materialize
+from search.distributed import broadcast_object, setup, teardown
+from search.precision import add_precision_arguments, repeatable
+from search.space import Arch, ArchError, Space, load_arch
+from search.training import (
+    CHECKPOINT_FILE,
+    METRICS_FILE,
+    TrainConfig,
+    select_device,
+    train_arch,
+    train_space_for,
+    trained_arch,
 )
-from search.latency import check_proxy_space
-from search.precision import add_precision_arguments, precision_for, repeatable
-from search.recipe import RecipeConfig, init_weights, make_optimizer, make_schedule
-from search.space import Arch, ArchError, Network, Space, arch_ops, get_space, load_arch
 
-__all__ = [
-    "TrainConfig",
-    "train_arch",
-    "evaluate",
-    "build_proxy_model",
-    "proxy_space_for",
-    "train_space_for",
-    "trained_arch",
-    "select_device",
-    "main",
-]
+__all__ = ["build_parser", "main"]
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FILE = "checkpoint.pt"
-METRICS_FILE = "metrics.csv"
 CALIBRATION_IMAGES = 32  # training images an int8 export is calibrated on (calibration.pt)
 LUT_SCALE_DIR = "lut-scale"  # with --device after proxy training: the LUT's network, timed in its place
 
 
-@dataclass(frozen=True)
-class TrainConfig(RecipeConfig):
-    """The recipe (`search.recipe.RecipeConfig`: batch size, peak lr scaled with it, warm-up +
-    cosine, weight decay on conv/linear weights only, label smoothing, init) plus the run's length
-    and seed."""
-
-    epochs: int = 10  # full passes over the train split
-    seed: int = 0  # weights, data order (the same on every rank)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be ≥ 1, got {self.epochs}")
-
-
-def proxy_space_for(target: Space, resolution: int | None = None, width: float | None = None) -> Space:
-    """The target space's family at the proxy resolution and width (names like fbnet-r32-w0.25)."""
-    proxy = replace(
-        target,
-        resolution=resolution or target.resolution,
-        width_mult=width or target.width_mult,
-    )
-    return get_space(proxy.name)
-
-
-def train_space_for(
-    arch: Arch,
-    *,
-    scale: str = "proxy",
-    proxy_space: str | None = None,
-    resolution: int | None = None,
-    width: float | None = None,
-) -> Space:
-    """The space to train `arch` in: `proxy_space`, else the LUT's own (`scale="lut"`), else the
-    search's proxy (`info.proxy_space`, else r32-w0.25); then `resolution`/`width` override."""
-    target = get_space(arch.space)
-    if scale not in ("proxy", "lut"):
-        raise ValueError(f"--scale must be proxy or lut, got {scale!r}")
-    if proxy_space and scale == "lut":
-        raise ValueError("--proxy-space and --scale lut contradict each other; give one")
-    if proxy_space:
-        base = get_space(proxy_space)
-    elif scale == "lut":
-        base = target
-    elif arch.info.get("proxy_space"):
-        base = get_space(str(arch.info["proxy_space"]))
-    else:
-        base = proxy_space_for(target, 32, 0.25)
-    if resolution or width:
-        base = proxy_space_for(base, resolution, width)
-    check_proxy_space(target, base)
-    return base
-
-
-def trained_arch(arch: Arch, train: Space) -> Arch:
-    """`arch` in the space it is trained in; an explicit head width scales with the width."""
-    target = get_space(arch.space)
-    head = arch.head_channels
-    if head is not None and train.name != target.name:
-        head = train.ch(head / target.width_mult)
-    return Arch(train.name, arch.blocks, head_channels=head, name=arch.name).validate(train)
-
-
-def build_proxy_model(
-    blocks: tuple[str, ...], proxy: Space, num_classes: int, head_channels: int | None = None
-) -> Network:
-    """The stand-alone network of `blocks` on the proxy's shapes with `num_classes` outputs."""
-    space = replace(proxy, num_classes=num_classes)
-    return Network(arch_ops(Arch(proxy.name, blocks, head_channels=head_channels), space))
-
-
-def select_device(name: str) -> torch.device:
-    """`cpu` or `cuda`; cuda only when asked for, and an error if it is not there."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--torch-device cuda: no CUDA device is visible to torch; use cpu")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"--torch-device must be cpu or cuda, got {name!r}")
-    return torch.device(name)
-
-
-def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256, dist: Dist = Dist()
-) -> tuple[float, float]:
-    """(mean CE, accuracy) in eval mode; under torchrun each rank evaluates its shard and the sums
-    are all-reduced, so every rank returns the same numbers."""
-    model.eval()
-    total, correct, loss_sum = 0, 0, 0.0
-    with torch.no_grad():
-        for xb, yb in batches(shard(x, dist), shard(y, dist), batch_size):
-            out = model(xb)
-            loss_sum += F.cross_entropy(out, yb, reduction="sum").item()
-            correct += (out.argmax(1) == yb).sum().item()
-            total += len(yb)
-    loss_sum, correct, total = all_reduce_sum([loss_sum, correct, total], dist)
-    return loss_sum / max(1, total), correct / max(1, total)
-
-
-def _identity(arch: Arch, data: Dataset, cfg: TrainConfig) -> dict[str, Any]:
-    """What makes a checkpoint belong to this run (see `search.checkpoint`)."""
-    return {
-        "arch": {"space": arch.space, "blocks": list(arch.blocks), "head_channels": arch.head_channels},
-        "num_classes": data.num_classes,
-        "data": {"name": data.name, "classes": list(data.classes), "train": len(data.y_train),
-                 "test": len(data.y_test)},  # fmt: skip
-        "config": asdict(cfg),
-    }
-
-
-def train_arch(
-    blocks: tuple[str, ...],
-    proxy: Space,
-    data: Dataset,
-    cfg: TrainConfig = TrainConfig(),
-    *,
-    device: torch.device = torch.device("cpu"),
-    on_epoch: Callable[[dict[str, Any]], None] = lambda row: None,
-    head_channels: int | None = None,
-    dist: Dist | None = None,
-    out: str | Path | None = None,
-    resume: bool = False,
-    progress: bool = False,
-    amp: bool = True,
-) -> dict[str, Any]:
-    """Train from scratch on the whole train split; returns test accuracy and the history.
-    On cuda with `amp`, in mixed precision and channels-last (`search.precision`).
-
-    With `out`, rank 0 writes `checkpoint.pt` and `metrics.csv` there after every epoch;
-    `resume=True` continues from that checkpoint (CheckpointError when it is missing or from
-    another run). `dist` (`search.distributed.setup`) trains data-parallel; `on_epoch(row)` is
-    called on every rank with the same row. Also returned: the trained `model` (unwrapped),
-    `weights_sha256`, `ranks_agree`, `world_size`, `resumed_from_epoch`."""
-    dist = dist or Dist(device=device)
-    device = dist.device if dist.is_distributed else device
-    arch = Arch(proxy.name, tuple(blocks), head_channels=head_channels)
-    identity = _identity(arch, data, cfg)
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    model = build_proxy_model(arch.blocks, proxy, data.num_classes, head_channels)
-    prec = precision_for(device, training=True, amp=amp)
-    model = init_weights(model, init=cfg.init, zero_init_last=cfg.zero_init_last).to(device)
-    model = model.to(memory_format=prec.memory_format())
-    scaler = prec.scaler()
-    data = data.to(device)
-    per_epoch = num_batches(len(data.y_train), cfg.batch_size, dist)
-    opt = make_optimizer(model, cfg)
-    sched = make_schedule(opt, cfg, cfg.epochs * per_epoch, per_epoch)
-    ckpt_path = Path(out) / CHECKPOINT_FILE if out is not None else None
-    history: list[dict[str, Any]] = []
-    start = 0
-    if resume:
-        if ckpt_path is None:
-            raise CheckpointError("resume=True needs `out`, the folder holding checkpoint.pt")
-        state = load_checkpoint(ckpt_path, dist)
-        check_same_run(state, identity, where=str(ckpt_path))
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        if "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        gen.set_state(state["rng"]["data_order"])
-        if device.type == "cuda" and "cuda" in state["rng"]:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-        history, start = list(state["history"]), int(state["epoch"])
-        if state.get("world_size", 1) != dist.world_size:
-            log.warning("resuming a run trained with %s process(es) with %d: the data order is the same, "
-                        "the result not bit-identical", state.get("world_size"), dist.world_size)  # fmt: skip
-        log.info("resuming %s after epoch %d of %d", ckpt_path, start, cfg.epochs)
-    net = wrap(model, dist)
-    for epoch in range(start, cfg.epochs):
-        t0 = time.perf_counter()
-        lr = opt.param_groups[0]["lr"]
-        net.train()
-        loss_sum, correct, total = 0.0, 0, 0
-        bar = tqdm(total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
-                   disable=not (progress and dist.is_main))  # fmt: skip
-        for xb, yb, n in shard_batches(data.x_train, data.y_train, cfg.batch_size, dist, generator=gen):
-            with prec.autocast():
-                logits = net(xb.contiguous(memory_format=prec.memory_format()))
-                loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss * loss_weight(len(yb), n, dist)).backward()
-            if cfg.clip_grad_norm is not None:
-                scaler.unscale_(opt)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            loss_sum += loss.item() * len(yb)
-            correct += (logits.argmax(1) == yb).sum().item()
-            total += len(yb)
-            bar.update()
-        bar.close()
-        loss_sum, correct, total = all_reduce_sum([loss_sum, correct, total], dist)
-        sync_buffers(model, dist)
-        with prec.autocast():
-            test_loss, test_acc = evaluate(model, data.x_test, data.y_test, dist=dist)
-        row = {
-            "epoch": epoch,
-            "train_loss": loss_sum / max(1, total),
-            "train_acc": correct / max(1, total),
-            "test_loss": test_loss,
-            "test_acc": test_acc,
-            "lr": lr,
-            "epoch_s": time.perf_counter() - t0,
-        }
-        history.append(row)
-        if ckpt_path is not None and dist.is_main:
-            rng = {"torch": torch.get_rng_state(), "data_order": gen.get_state()}
-            if device.type == "cuda":
-                rng["cuda"] = torch.cuda.get_rng_state(device)
-            save_checkpoint(ckpt_path, {
-                "identity": identity, "epoch": epoch + 1, "model": model.state_dict(),
-                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng,
-                "history": history, "world_size": dist.world_size,
-                **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {}),
-            })  # fmt: skip
-            write_metrics(ckpt_path.with_name(METRICS_FILE), history)
-        on_epoch(row)
-    last = history[-1] if history else {"test_acc": 0.0, "test_loss": float("nan")}
-    return {
-        "test_accuracy": last["test_acc"],
-        "test_loss": last["test_loss"],
-        "history": history,
-        "model": model,
-        "weights_sha256": digest(model),
-        "ranks_agree": ranks_agree(model, dist),
-        "world_size": dist.world_size,
-        "resumed_from_epoch": start if resume else None,
-        "precision": prec.name,
-    }
-
-
-# --- the CLI -------------------------------------------------------------------------------------
 @dataclass
 class _Plan:
     """Everything a run needs, checked before training starts."""
@@ -453,8 +197,8 @@ def _preflight(plan: _Plan, args: argparse.Namespace, extra: list[str]) -> None:
                               "--fresh starts over, or choose another --out")  # fmt: skip
     if extra and not args.measure:
         raise ValueError(f"options after -- ({' '.join(extra)}) are for the measurement; add --device host|SERIAL")
-    plan.lut = deploy.find_lut(plan.arch, args.lut, root=args.luts_root, required=bool(args.measure))
-    lut_rt = deploy.lut_runtime_of(plan.lut) if plan.lut is not None else None
+    plan.lut = profiler_client.find_lut(plan.arch, args.lut, root=args.luts_root, required=bool(args.measure))
+    lut_rt = profiler_client.lut_runtime_of(plan.lut) if plan.lut is not None else None
     runtimes = list(dict.fromkeys(args.export or []))
     plan.dtype = args.dtype or "fp32"
     if args.measure and not runtimes:
@@ -463,7 +207,7 @@ def _preflight(plan: _Plan, args: argparse.Namespace, extra: list[str]) -> None:
         runtimes, plan.dtype = [lut_rt["runtime"]], args.dtype or lut_rt["dtype"]
     plan.threads = lut_rt["threads"] if lut_rt else 1
     if runtimes:
-        checked = deploy.check(runtimes, plan.dtype, device=args.measure, threads=plan.threads, extra=extra)
+        checked = profiler_client.check(runtimes, plan.dtype, device=args.measure, threads=plan.threads, extra=extra)
         plan.suffixes = {r["runtime"]: r["suffix"] for r in checked["runtimes"]}
         if lut_rt is not None and lut_rt["runtime"] in plan.suffixes:  # the LUT's runtime: its layout too
             plan.layouts = {lut_rt["runtime"]: lut_rt["layout"]}
@@ -512,13 +256,13 @@ def _report(plan: _Plan, args: argparse.Namespace, result: dict[str, Any], paths
     if measured:
         report["measured_latency_us"] = measured[0]["measured_latency_us"]
     if plan.lut is not None:  # of the network that was timed: the LUT-scale one when the proxy was trained
-        pred = deploy.prediction(plan.lut, plan.arch, plan.arch if timed else plan.trained, plan.data.num_classes)
+        pred = profiler_client.prediction(plan.lut, plan.arch, plan.arch if timed else plan.trained, plan.data.num_classes)
         if timed:
             pred["notes"].insert(0, f"timed: the LUT's own network ({plan.arch.space}, untrained weights, in "
                                     f"{LUT_SCALE_DIR}/); the trained network is the proxy {plan.train.name}, "
                                     "exported but not timed")  # fmt: skip
         for rec in measured:
-            rec["vs_lut_notes"] = deploy.comparison_notes(pred, rec, rec["dtype"])
+            rec["vs_lut_notes"] = profiler_client.comparison_notes(pred, rec, rec["dtype"])
         report["prediction"] = pred
     return report
 
@@ -527,10 +271,10 @@ def _print_human(report: dict[str, Any]) -> None:
     print(f"{report['arch']}: test accuracy {report['test_accuracy']:.4f} on {report['data']} "
           f"({report['train_space']}, {report['epochs']} epochs, {report['world_size']} process(es)); "
           f"wrote {report['out']}")  # fmt: skip
-    lines = deploy.describe(report["exports"], None if report["lut_scale_exports"] else report["prediction"])
+    lines = profiler_client.describe(report["exports"], None if report["lut_scale_exports"] else report["prediction"])
     if report["lut_scale_exports"]:
         lines.append(f"  timed in place of the proxy: the LUT's network ({report['space']}, untrained weights)")
-        lines += deploy.describe(report["lut_scale_exports"], report["prediction"])
+        lines += profiler_client.describe(report["lut_scale_exports"], report["prediction"])
     for line in lines:
         print(line)
 
@@ -556,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         if dist.is_main:
             try:
                 _preflight(plan, args, extra)
-            except (ValueError, deploy.ProfilerCallError) as e:
+            except (ValueError, profiler_client.ProfilerCallError) as e:
                 error = str(e)
         error = broadcast_object(error, dist)
         if error is not None:
@@ -623,13 +367,13 @@ def _finish(plan: _Plan, args: argparse.Namespace, extra: list[str], result: dic
     status = 0
     proxy_measured = bool(args.measure) and plan.train.name != plan.arch.space
     try:
-        exports = deploy.export_and_measure(
+        exports = profiler_client.export_and_measure(
             paths["model_json"], paths["weights"], plan.out, plan.suffixes, plan.dtype, layouts=plan.layouts,
             calibration=calibration,
             device=None if proxy_measured else args.measure, threads=plan.threads, extra=extra, progress=progress,
         )  # fmt: skip
         timed = _time_lut_scale(plan, args, extra, progress) if proxy_measured else []
-    except deploy.ProfilerCallError as e:
+    except profiler_client.ProfilerCallError as e:
         print(f"error: {e}\n(the trained model is saved in {plan.out}; re-run with --resume to export "
               "again without training)", file=sys.stderr)  # fmt: skip
         exports, timed, status = [], [], 1
@@ -645,7 +389,7 @@ def _time_lut_scale(plan: _Plan, args: argparse.Namespace, extra: list[str], pro
     """Trained on a proxy of other shapes: time the network the LUT predicts in its place."""
     pick = torch.randperm(len(plan.data.y_train), generator=torch.Generator().manual_seed(plan.cfg.seed))
     images = materialize(plan.data.x_train[pick[:CALIBRATION_IMAGES]]).cpu() if plan.dtype != "fp32" else None
-    return deploy.time_lut_network(plan.arch, plan.data.num_classes, plan.out / LUT_SCALE_DIR, plan.suffixes,
+    return profiler_client.time_lut_network(plan.arch, plan.data.num_classes, plan.out / LUT_SCALE_DIR, plan.suffixes,
                                    plan.dtype, layouts=plan.layouts, calibration_images=images, seed=plan.cfg.seed,
                                    device=args.measure, threads=plan.threads, extra=extra, progress=progress,
                                    info={"trained_network": str(plan.out / "model.json")})  # fmt: skip

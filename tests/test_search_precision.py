@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from search import run, train
+from search import run, training
 from search.data import load_data
 from search.precision import Precision, precision_for
 from search.space import get_space
@@ -35,11 +35,11 @@ def test_cpu_keeps_float32_and_cuda_gets_mixed_precision(monkeypatch) -> None:
 def test_mixed_precision_channels_last_training_learns_as_float32_does(small_arch, monkeypatch,
                                                                       one_torch_thread) -> None:
     data = load_data("digits", resolution=PROXY.resolution, subset=400)
-    cfg = train.TrainConfig(epochs=4, batch_size=32, warmup_epochs=0)
-    fp32 = train.train_arch(small_arch.blocks, PROXY, data, cfg)
+    cfg = training.TrainConfig(epochs=4, batch_size=32, warmup_epochs=0)
+    fp32 = training.train_arch(small_arch.blocks, PROXY, data, cfg)
     mixed = Precision("cpu", torch.bfloat16, channels_last=True)
-    monkeypatch.setattr(train, "precision_for", lambda device, training, amp=True: mixed)
-    result = train.train_arch(small_arch.blocks, PROXY, data, cfg)
+    monkeypatch.setattr(training, "precision_for", lambda device, training, amp=True: mixed)
+    result = training.train_arch(small_arch.blocks, PROXY, data, cfg)
     assert fp32["precision"] == "fp32" and result["precision"] == "amp-bfloat16"
     conv = next(m for m in result["model"].modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)

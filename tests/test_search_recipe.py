@@ -14,7 +14,7 @@ from search.data import load_data
 from search.recipe import RecipeConfig, init_weights, lr_at, make_optimizer, make_schedule, param_groups
 from search.space import get_arch, get_space
 from search.space.modules import FBNetBlock, MBConv
-from search.train import TrainConfig, build_proxy_model, train_arch, train_space_for, trained_arch
+from search.training import TrainConfig, build_proxy_model, train_arch, train_space_for, trained_arch
 
 PROXY = "fbnet-r32-w0.25"
 

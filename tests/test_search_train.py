@@ -21,7 +21,8 @@ from search.checkpoint import METRIC_COLUMNS, CheckpointError, load_checkpoint
 from search.data import load_data
 from search.distributed import digest
 from search.space import arch_ops, build_model, get_arch, get_space, load_arch
-from search.train import TrainConfig, main, train_arch, train_space_for, trained_arch
+from search.train import main
+from search.training import TrainConfig, train_arch, train_space_for, trained_arch
 
 PROXY = "fbnet-r32-w0.25"
 TRAIN_ARGS = ["--subset", "64", "--epochs", "2", "--batch-size", "16", "--seed", "1"]
@@ -296,7 +297,7 @@ import torch
 from search.data import load_data
 from search.distributed import setup, teardown
 from search.space import get_space
-from search.train import TrainConfig, train_arch
+from search.training import TrainConfig, train_arch
 
 torch.set_num_threads(1)
 dist = setup("cpu")
@@ -344,17 +345,17 @@ def test_two_process_training_agrees_bit_for_bit_and_rank0_writes(run, small_arc
 
 
 def test_lut_network_timed_in_place_of_a_proxy_is_the_luts_own(tmp_path, monkeypatch) -> None:
-    """`deploy.time_lut_network`: the LUT arch in its own space with this data's classifier,
-    weights as training starts them, an int8 export calibrated at the LUT's resolution."""
-    from search import deploy
+    """`profiler_client.time_lut_network`: the LUT arch in its own space with this data's
+    classifier, weights as training starts them, an int8 export calibrated at the LUT's resolution."""
+    from search import profiler_client
 
     calls = []
-    monkeypatch.setattr(deploy, "export_and_measure",
+    monkeypatch.setattr(profiler_client, "export_and_measure",
                         lambda *a, **kw: calls.append((a, kw)) or [{"runtime": "executorch", "dtype": "int8"}])  # fmt: skip
     arch = get_arch("fbnet_96_035_1")
     images = torch.randn(4, 3, 32, 32)
-    records = deploy.time_lut_network(arch, 10, tmp_path / "lut-scale", {"executorch": ".pte"}, "int8",
-                                      device="host", calibration_images=images, info={"trained_network": "x"})  # fmt: skip
+    records = profiler_client.time_lut_network(arch, 10, tmp_path / "lut-scale", {"executorch": ".pte"}, "int8",
+                                               device="host", calibration_images=images, info={"trained_network": "x"})  # fmt: skip
     assert records == [{"runtime": "executorch", "dtype": "int8", "network": "lut-scale"}]
     (model_json, weights, folder, suffixes, dtype), kw = calls[0]
     timed = load_arch(model_json)
@@ -365,4 +366,4 @@ def test_lut_network_timed_in_place_of_a_proxy_is_the_luts_own(tmp_path, monkeyp
     assert kw["device"] == "host" and dtype == "int8"
     assert torch.load(kw["calibration"], weights_only=True).shape == (4, 3, 96, 96)
     with pytest.raises(ValueError, match="calibration_images"):
-        deploy.time_lut_network(arch, 10, tmp_path / "b", {"executorch": ".pte"}, "int8", device="host")
+        profiler_client.time_lut_network(arch, 10, tmp_path / "b", {"executorch": ".pte"}, "int8", device="host")

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from search.latency import LatencyModel
 from search.recipe import init_weights, make_optimizer, make_schedule
 from search.supernet import Supernet
-from search.train import TrainConfig, build_proxy_model, evaluate
+from search.training import TrainConfig, build_proxy_model, evaluate
 
 from .base import SearchContext
 from .common import (
