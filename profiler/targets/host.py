@@ -22,31 +22,25 @@ of a core while it measures, a warning says so and the LUT's per-round state rec
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import hashlib
 import logging
-import math
 import os
 import pickle
 import platform
 import re
 import select
 import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from android_harness.tflite_stats import OperatorTiming
-from profiler.runtimes import Runtime, time_invocations
+from profiler.runtimes import Runtime
 
 from .base import Measurement, RunnerError, RunSpec
-from .host_worker import encode_message
+from .host_worker import encode_message, measure_here
 
 log = logging.getLogger(__name__)
 
@@ -287,99 +281,6 @@ class _Worker:
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         return cpu
-
-
-def last_level_cache_bytes() -> int:
-    """Size of the largest CPU cache sysfs lists (the last-level cache), else 32 MiB."""
-    sizes = []
-    for f in _SYS_CPU.glob("cpu0/cache/index*/size"):
-        text = _read_text(f) or ""
-        m = re.fullmatch(r"(\d+)([KMG]?)", text)
-        if m:
-            sizes.append(int(m[1]) * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[m[2]])
-    return max(sizes, default=32 << 20)
-
-
-def cold_copies(model_bytes: int, cache_bytes: int | None = None, *, most: int = 64) -> int:
-    """Loaded copies to cycle so that their weights (about the file's size each) together exceed
-    twice the last-level cache: each invocation then finds its copy's weights evicted."""
-    cache_bytes = cache_bytes or last_level_cache_bytes()
-    return max(2, min(most, -(-2 * cache_bytes // max(1, model_bytes))))
-
-
-def _rss_kb(trim: bool = False) -> float:
-    """This process's resident memory (KiB); `trim` first returns freed heap to the system so that
-    the next growth is the next allocation's. Only the young generations are collected: what the
-    previous measurement left in cycles is young, and a full pass over a process that imported
-    torch costs ~0.2 s per measurement."""
-    if trim:
-        gc.collect(1)
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc: growth may be hidden by reused free memory
-            pass
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, ValueError, IndexError):
-        return math.nan
-    return pages * os.sysconf("SC_PAGE_SIZE") / 1024.0
-
-
-def measure_here(runtime: Runtime, path: Path, spec: RunSpec, profile: bool) -> Measurement:
-    """Time `path` in this process (what a round's worker process runs)."""
-    rss0 = _rss_kb(trim=True)
-    t0 = time.perf_counter_ns()
-    first = runtime.open(path, threads=spec.threads)
-    load_us = (time.perf_counter_ns() - t0) / 1e3
-    for _ in range(max(1, spec.warmup)):
-        first.run()
-    memory_kb = _rss_kb() - rss0
-    extra = {"load_us": load_us, "memory_kb": memory_kb, "pid": float(os.getpid())}  # pid: the measuring process
-    if spec.cache == "cold":
-        k = cold_copies(path.stat().st_size)
-        sessions = [first] + [runtime.open(path, threads=spec.threads) for _ in range(k - 1)]
-        for s in sessions[1:]:
-            s.run()  # a copy's first run pays its lazy set-up; the op itself is warmed up above
-        extra["cold_copies"] = float(k)
-        samples = []
-        clock = time.perf_counter_ns
-        for i in range(spec.runs):
-            s = sessions[i % k]
-            s.refresh_input()
-            t = clock()
-            s.run()
-            samples.append((clock() - t) / 1e3)
-        del sessions
-    else:
-        samples = time_invocations(first.run, warmup=0, runs=spec.runs)
-    ops: tuple = ()
-    etdump = None
-    if profile:
-        ops, etdump = _profile(runtime, path, spec)
-    return Measurement(samples, extra, ops, etdump, invocations=1)
-
-
-def _profile(runtime: Runtime, path: Path, spec: RunSpec) -> tuple[tuple, bytes | None]:
-    """The runtime's per-operator view of `spec.runs` profiled invocations of `path`."""
-    runs = max(5, spec.runs)
-    if runtime.name == "executorch":
-        session = runtime.open(path, threads=spec.threads, etdump=True)
-        for _ in range(spec.warmup + runs):
-            session.run()
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "run.etdump"
-            session.write_etdump(out)
-            return (), out.read_bytes()
-    if runtime.name == "tflite":
-        rows = runtime.open(path, threads=spec.threads).profile_ops(runs=runs, warmup=spec.warmup)
-        total = sum(statistics.fmean(r.elapsed_us) for r in rows) or 1.0
-        cdf, ops = 0.0, []
-        for r in rows:
-            avg = statistics.fmean(r.elapsed_us)
-            cdf += 100.0 * avg / total
-            ops.append(OperatorTiming(r.node_type, r.name, float(r.elapsed_us[0]), avg, 100.0 * avg / total, cdf, 1))
-        return tuple(ops), None
-    raise RunnerError(f"{runtime.name} has no per-operator profiler on the host")
 
 
 def _cpu_times() -> tuple[float, float, float, float] | None:
