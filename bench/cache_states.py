@@ -5,7 +5,7 @@
 
 A LUT times each op alone in one cache state (`--cache`): warm (one loaded copy run again and
 again), cold (a cycle of loaded copies, so its weights and buffers are out of cache), or mixed (the
-state `profiler.protocol.streamed_ops` gives each op). Inside a network a layer finds its weights
+state `profiler.protocol.plan.streamed_ops` gives each op). Inside a network a layer finds its weights
 and buffers in whatever state the layers before it left them. Per runtime, for the space's named
 archs and `--archs` random ones, this measures in shuffled rounds:
 
@@ -41,7 +41,9 @@ from hwnas.flags import add_runtime, add_verbose, run_main
 from lut.validate import random_archs
 from profiler.export import ExportCache, ExportItem
 from profiler.layers import operators_of, run_totals, split_layers
-from profiler.protocol import ProtocolConfig, op_cache_states, plan_ops, run_rounds
+from profiler.protocol.config import ProtocolConfig
+from profiler.protocol.plan import op_cache_states, plan_ops
+from profiler.protocol.rounds import run_rounds
 from profiler.runtimes import get_runtime, runtime_info
 from profiler.targets import get_target
 from profiler.targets.base import RunSpec

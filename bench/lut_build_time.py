@@ -23,7 +23,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hwnas.flags import add_runtime, add_verbose, run_main  # noqa: E402
-from profiler.api import profile_space  # noqa: E402
+from profiler.api import JobSettings, ProtocolConfig, profile_space  # noqa: E402
 from profiler.runtimes import list_runtimes  # noqa: E402
 
 TARGET_COLD_S = 300.0
@@ -48,14 +48,15 @@ def main(argv: list[str] | None = None) -> int:
             base = args.keep or Path(tmp)
             if (base / "cache" / rt).exists() and any((base / "cache" / rt).iterdir()):
                 p.error(f"{base / 'cache' / rt} is not empty: a cold build needs an empty export cache")
-            kw = dict(out=base / "luts", cache_root=base / "cache", ops_limit=args.ops_limit,
-                      rounds=args.rounds, export_workers=args.export_workers, progress=False)  # fmt: skip
+            settings = JobSettings(rt, out=base / "luts", cache_root=base / "cache", ops_limit=args.ops_limit,
+                                   protocol=ProtocolConfig(rounds=args.rounds), export_workers=args.export_workers,
+                                   progress=False)  # fmt: skip
             load0 = os.getloadavg()[0]
             t0 = time.perf_counter()
-            cold = profile_space(args.space, rt, **kw)
+            cold = profile_space(args.space, settings=settings)
             cold_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            warm = profile_space(args.space, rt, **kw)
+            warm = profile_space(args.space, settings=settings)
             warm_s = time.perf_counter() - t0
         rows.append({
             "runtime": rt, "ops": cold.num_ops, "failed": cold.num_failed, "exported": cold.exported,

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hwnas.flags import add_runtime, add_verbose, run_main  # noqa: E402
 from lut import load_lut  # noqa: E402
-from profiler.api import profile_space  # noqa: E402
+from profiler.api import JobSettings, ProtocolConfig, profile_space  # noqa: E402
 from profiler.runtimes import list_runtimes  # noqa: E402
 
 TARGET_MEDIAN_REL = 0.03
@@ -48,11 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="hwnas-repeat-") as tmp:
-        kw = dict(ops_limit=args.ops_limit, rounds=args.rounds, runs=args.runs, progress=False)
+        settings = JobSettings(args.runtime, ops_limit=args.ops_limit, progress=False,
+                               protocol=ProtocolConfig(rounds=args.rounds, runs=args.runs))  # fmt: skip
         loads = [os.getloadavg()[0]]
         runs = []
         for i in range(2):
-            res = profile_space(args.space, args.runtime, out=Path(tmp) / f"build{i}", seed=i, **kw)
+            res = profile_space(args.space, settings=settings.updated(out=Path(tmp) / f"build{i}", seed=i))
             runs.append(load_lut(res.lut_dir).table)
             loads.append(os.getloadavg()[0])
     d = compare(*runs)

@@ -33,7 +33,7 @@ from torch import nn
 from hwnas.flags import add_runtime, add_verbose, run_main
 from lut.validate import random_archs
 from profiler.export import ExportCache, ExportItem
-from profiler.protocol import plan_ops
+from profiler.protocol.plan import plan_ops
 from profiler.runtimes import get_runtime, time_invocations
 from search.space import arch_ops, get_space, named_archs_for
 

@@ -1,6 +1,7 @@
 """The profiler's library entry points (used by the CLI, search and validation).
 
     profile_space("fbnet", "tflite")                      → ProfileResult (a new LUT version)
+    profile_space("fbnet", settings=JobSettings("tflite", threads=2))        (the same job object)
     preflight_space("fbnet", "tflite", "SERIAL")          → PreflightReport (the job's checks alone)
     measure_archs([get_arch("fbnet_c")], "executorch")    → {"fbnet_c": [µs, ...]}
     measure_archs_detailed([...], "executorch", per_layer=True)
@@ -21,7 +22,9 @@ from lut.stats import summarize
 from profiler.export import ExportCache, ExportItem
 from profiler.layers import LayerAlignmentError, operators_of, split_layers
 from profiler.preflight import PreflightReport
-from profiler.protocol import ProfileResult, ProtocolConfig, preflight_job, profile_ops, run_rounds
+from profiler.protocol.config import JobSettings, ProfileResult, ProtocolConfig
+from profiler.protocol.job import preflight_job, profile_ops
+from profiler.protocol.rounds import run_rounds
 from profiler.runtimes import get_runtime
 from profiler.shapes import ShapeSpace
 from profiler.targets import RunSpec, get_target
@@ -30,8 +33,7 @@ from profiler.targets.lock import target_lock
 from search.space import Arch, Op, arch_ops
 
 __all__ = ["profile_space", "preflight_space", "measure_archs", "measure_archs_detailed", "ArchMeasurement",
-           "ProfileResult",
-           "ProtocolConfig"]
+           "JobSettings", "ProfileResult", "ProtocolConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -40,76 +42,59 @@ _DEFAULTS = ProtocolConfig()
 
 def profile_space(
     space: "str | ShapeSpace",
-    runtime: str,
+    runtime: str | None = None,
     device: str = "host",
     *,
-    threads: int = 1,
-    rounds: int = _DEFAULTS.rounds,
-    warmup: int = _DEFAULTS.warmup,
-    runs: int = _DEFAULTS.runs,
-    out: str | Path = "luts",
-    ops_limit: int | None = None,
-    dtype: str = "fp32",
-    layout: str | None = None,
+    settings: JobSettings | None = None,
     target_options: dict[str, Any] | None = None,
-    seed: int = 0,
-    progress: bool = True,
-    core_mask: str | None = None,
-    cache_root: str | Path | None = None,
-    export_workers: int | None = None,
-    retry_failed: bool = False,
-    fresh: bool = False,
-    skip_existing: bool = False,
-    lock_wait_s: float = 0.0,
-    cache: str = _DEFAULTS.cache,
-    allow_failed: bool = False,
+    **kwargs: Any,
 ) -> ProfileResult:
     """Measure every op of `space` on `device` with `runtime` and write a new LUT version.
 
-    Resumes an interrupted job with the same settings (see `profiler.protocol`). Ops that fail
-    leave the job incomplete (IncompleteJobError, no version) unless `allow_failed`."""
-    rt = get_runtime(runtime, dtype, layout)
-    config = ProtocolConfig(rounds=rounds, warmup=warmup, runs=runs, seed=seed, cache=cache)
-    target = get_target(device, target_options, lock_wait_s=lock_wait_s, what=f"profile {space} with {runtime}")
+    The job is `settings` (a `JobSettings`), or one built from `runtime` and `kwargs`: its fields
+    (threads, dtype, layout, out, ops_limit, cache_root, fresh, ...) and the protocol's (rounds,
+    warmup, runs, seed, cache); kwargs given with `settings` change those fields. Resumes an
+    interrupted job with the same settings (see `profiler.protocol`). Ops that fail leave the job
+    incomplete (IncompleteJobError, no version) unless `allow_failed`."""
+    settings = _job_settings(runtime, settings, kwargs)
+    settings.make_runtime()  # an unknown runtime, dtype or layout fails before the device is touched
+    target = get_target(device, target_options, lock_wait_s=settings.lock_wait_s,
+                        what=f"profile {space} with {settings.runtime}")  # fmt: skip
     try:
-        return profile_ops(
-            target, rt, space, out=out, threads=threads, core_mask=core_mask, config=config,
-            ops_limit=ops_limit, cache_root=cache_root, export_workers=export_workers,
-            retry_failed=retry_failed, fresh=fresh, progress=progress, skip_existing=skip_existing,
-            lock_wait_s=lock_wait_s, allow_failed=allow_failed,
-        )  # fmt: skip
+        return profile_ops(target, space, settings)
     finally:
         target.close()
 
 
 def preflight_space(
-    space: str,
-    runtime: str,
+    space: "str | ShapeSpace",
+    runtime: str | None = None,
     device: str = "host",
     *,
-    threads: int = 1,
-    rounds: int = _DEFAULTS.rounds,
-    warmup: int = _DEFAULTS.warmup,
-    runs: int = _DEFAULTS.runs,
-    ops_limit: int | None = None,
-    dtype: str = "fp32",
-    layout: str | None = None,
+    settings: JobSettings | None = None,
     target_options: dict[str, Any] | None = None,
-    seed: int = 0,
-    core_mask: str | None = None,
-    cache_root: str | Path | None = None,
-    lock_wait_s: float = 0.0,
-    cache: str = _DEFAULTS.cache,
+    **kwargs: Any,
 ) -> PreflightReport:
     """The checks `profile_space` with the same arguments runs before it exports anything."""
-    rt = get_runtime(runtime, dtype, layout)
-    config = ProtocolConfig(rounds=rounds, warmup=warmup, runs=runs, seed=seed, cache=cache)
-    target = get_target(device, target_options, lock_wait_s=lock_wait_s, what=f"preflight {runtime}")
+    settings = _job_settings(runtime, settings, kwargs)
+    settings.make_runtime()  # an unknown runtime, dtype or layout fails before the device is touched
+    target = get_target(device, target_options, lock_wait_s=settings.lock_wait_s,
+                        what=f"preflight {settings.runtime}")  # fmt: skip
     try:
-        return preflight_job(target, rt, space, threads=threads, core_mask=core_mask, config=config,
-                             ops_limit=ops_limit, cache_root=cache_root, lock_wait_s=lock_wait_s)  # fmt: skip
+        return preflight_job(target, space, settings)
     finally:
         target.close()
+
+
+def _job_settings(runtime: str | None, settings: JobSettings | None, kwargs: dict[str, Any]) -> JobSettings:
+    """`settings` (changed by `kwargs`), or the settings `runtime` and `kwargs` name."""
+    if settings is None:
+        if runtime is None:
+            raise TypeError("name a runtime, or pass settings=JobSettings(...)")
+        return JobSettings.from_kwargs(runtime, **kwargs)
+    if runtime is not None and runtime != settings.runtime:
+        raise ValueError(f"runtime {runtime!r} differs from settings.runtime {settings.runtime!r}; name one")
+    return settings.updated(**kwargs) if kwargs else settings
 
 
 @dataclass

@@ -38,7 +38,7 @@ on random inputs as LUT ops are, which suits timing but not a network meant to b
 `--layout` is the I/O layout of the file (`profiler.runtimes.base`; default: the runtime's own,
 as for LUT ops); `measure` must be told the layout the file was exported with.
 
-`measure` times the file with the profiler's own round loop (`profiler.protocol.run_rounds`):
+`measure` times the file with the profiler's own round loop (`profiler.protocol.rounds.run_rounds`):
 R rounds, each `--warmup` untimed and `--runs` timed invocations, on `host` or on an adb serial
 (the same phone options as `profiler.run`: `--runner`, `--adb-port`, `--core-mask`, ...), holding
 the device's lock (`profiler.targets.lock`) like every other measurement.
@@ -67,7 +67,8 @@ from hwnas.flags import add_device, add_out, add_progress, add_runtime, add_verb
 from lut.files import atomic_write
 from lut.stats import summarize
 from profiler.export import quiet_exporter_noise
-from profiler.protocol import ProtocolConfig, run_rounds
+from profiler.protocol.config import ProtocolConfig
+from profiler.protocol.rounds import run_rounds
 from profiler.runtimes import RUNTIMES, ExportError, get_runtime, runtime_info
 from profiler.runtimes.base import LAYOUTS
 from profiler.targets import RunSpec, TargetError, get_target

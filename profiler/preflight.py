@@ -11,7 +11,7 @@ job's models (`models_bytes`, margin added there), then pushes the runner and ru
 tiny op with the job's own flags and parses its output (`android_harness.preflight`). A job on
 the host skips it (its runtimes run in this process: nothing to push, no binary to start);
 `--preflight` there runs the tiny op once through the runtime. The job holds the device's lock throughout
-(`profiler.protocol.profile_ops`); `python -m profiler.run --preflight` runs this alone.
+(`profiler.protocol.job.profile_ops`); `python -m profiler.run --preflight` runs this alone.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ from hwnas.flags import (
 )
 from profiler.api import measure_archs_detailed, preflight_space, profile_space
 from profiler.export import quiet_exporter_noise
-from profiler.protocol import PROTOCOL_CACHE_STATES, IncompleteJobError, ProtocolConfig
+from profiler.protocol.config import PROTOCOL_CACHE_STATES, IncompleteJobError, JobSettings, ProtocolConfig
 from profiler.runtimes import LAYOUTS, RUNTIMES, list_runtimes
 from profiler.shapes import shape_space
 from profiler.targets.base import STOP
@@ -130,22 +130,27 @@ def build_parser(adb=None) -> argparse.ArgumentParser:
 def _run_device(device: str, args: argparse.Namespace, adb) -> dict[str, Any]:
     t0 = time.perf_counter()
     options = adb.adb_options(args) if (adb is not None and device != "host") else None
-    common = dict(threads=args.threads, rounds=args.rounds, warmup=args.warmup, runs=args.runs,
-                  dtype=args.dtype, layout=args.layout, target_options=options, seed=args.seed,
-                  cache_root=args.cache_dir, lock_wait_s=args.wait_lock)  # fmt: skip
     if args.arch:
         archs = [load_arch(a) for a in args.arch]
-        measured = measure_archs_detailed(archs, args.runtime, device, progress=args.progress,
-                                          per_layer=args.per_layer, **common)  # fmt: skip
+        measured = measure_archs_detailed(
+            archs, args.runtime, device, threads=args.threads, rounds=args.rounds, warmup=args.warmup,
+            runs=args.runs, dtype=args.dtype, layout=args.layout, target_options=options, seed=args.seed,
+            cache_root=args.cache_dir, lock_wait_s=args.wait_lock, progress=args.progress, per_layer=args.per_layer,
+        )  # fmt: skip
         return {
             "device": device, "runtime": args.runtime, "dtype": args.dtype, "threads": args.threads,
             "archs": {n: m.to_dict() for n, m in measured.items()},
             "elapsed_s": round(time.perf_counter() - t0, 2),
         }  # fmt: skip
+    settings = JobSettings(
+        args.runtime, dtype=args.dtype, layout=args.layout, threads=args.threads,
+        protocol=ProtocolConfig(rounds=args.rounds, warmup=args.warmup, runs=args.runs, seed=args.seed, cache=args.cache),
+        ops_limit=args.ops_limit, out=args.luts_root, cache_root=args.cache_dir, export_workers=args.export_workers,
+        lock_wait_s=args.wait_lock, retry_failed=args.retry_failed, fresh=args.fresh,
+        skip_existing=args.skip_existing, allow_failed=args.allow_failed, progress=args.progress,
+    )  # fmt: skip
     if args.preflight:
-        report = preflight_space(
-            args.space, args.runtime, device, ops_limit=args.ops_limit, cache=args.cache, **common,
-        ).to_dict()  # fmt: skip
+        report = preflight_space(args.space, device=device, settings=settings, target_options=options).to_dict()
         out = {"device": device, "runtime": args.runtime, "preflight": report}
         if not report["ok"]:
             bad = next(c for c in report["checks"] if not c["ok"])
@@ -153,12 +158,7 @@ def _run_device(device: str, args: argparse.Namespace, adb) -> dict[str, Any]:
             out["error"] = f"preflight failed at check '{bad['name']}': {bad['detail']}{fix}"
         return out
     space = shape_space(args.space, args.sample_shapes) if args.sample_shapes is not None else args.space
-    result = profile_space(
-        space, args.runtime, device, out=args.luts_root, ops_limit=args.ops_limit,
-        progress=args.progress, export_workers=args.export_workers, cache=args.cache,
-        retry_failed=args.retry_failed, fresh=args.fresh, skip_existing=args.skip_existing,
-        allow_failed=args.allow_failed, **common,
-    )  # fmt: skip
+    result = profile_space(space, device=device, settings=settings, target_options=options)
     return {"device": device, "runtime": args.runtime, **result.to_dict()}
 
 

@@ -32,7 +32,7 @@ from lut.predictor import PredictedLut, predicted_lut, retarget_arch
 from lut.store import Lut, LutError, load_lut
 from lut.validate import arch_features, error_metrics, evaluate, random_archs, verdict, verdict_line, write_validation
 from profiler.api import measure_archs, measure_archs_detailed
-from profiler.protocol import OVERHEAD_OPS
+from profiler.protocol.settings import OVERHEAD_OPS
 from profiler.run import adb_module
 from profiler.runtimes import RUNTIMES, runtime_info
 from profiler.targets.lock import device_lock, lock_key_of

@@ -9,7 +9,7 @@ import pytest
 
 from lut import load_lut
 from profiler.api import profile_space
-from profiler.protocol import IncompleteJobError
+from profiler.protocol.config import IncompleteJobError
 from profiler.targets.base import DeviceLostError
 from search.space import Arch, arch_ops
 

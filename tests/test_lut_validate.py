@@ -163,7 +163,7 @@ def test_lut_validate_runs_the_profiler_driver() -> None:
 def test_drift_leaves_out_overhead_ops_timed_as_another_model(tmp_path, synthetic_lut, caplog) -> None:
     """A LUT timed with another overhead op (a ReLU, before) is validated with today's: its
     overhead rows are another model's, so they are no measure of drift."""
-    from profiler.protocol import OVERHEAD_OPS
+    from profiler.protocol.settings import OVERHEAD_OPS
     from profiler.validate import _drift
 
     lut = synthetic_lut(tmp_path)  # an ExecuTorch LUT whose protocol names no overhead op: another model

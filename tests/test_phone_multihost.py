@@ -115,7 +115,7 @@ def test_ctrl_c_stops_every_device_and_keeps_what_was_measured(two_hosts, tmp_pa
 @pytest.mark.slow
 def test_models_stay_on_the_phone_across_a_resume(loopback, tmp_path, tiny_space):
     from profiler.api import profile_space
-    from profiler.protocol import IncompleteJobError
+    from profiler.protocol.config import IncompleteJobError
 
     server, daemon = loopback
     kw = {"device": daemon.serial, "out": tmp_path, "rounds": 1, "warmup": 1, "runs": 2, "progress": False,

@@ -21,7 +21,7 @@ from android_harness.execute import _split_launches
 from android_harness.runners import parse_output
 from lut import load_lut
 from profiler.api import profile_space
-from profiler.protocol import IncompleteJobError
+from profiler.protocol.config import IncompleteJobError
 from profiler.runtimes import get_runtime
 from profiler.targets import get_target
 from profiler.targets.base import RunSpec
@@ -165,7 +165,7 @@ def test_op_rounds_taken_too_hot_are_measured_again_and_counted(loopback, tmp_pa
 
 def test_cache_sizes_from_sysfs_and_the_mixed_rule():
     from android_harness.device_state import parse_caches, private_cache_bytes
-    from profiler.protocol import PRIVATE_CACHE_BYTES, plan_ops, streamed_ops
+    from profiler.protocol.plan import PRIVATE_CACHE_BYTES, plan_ops, streamed_ops
 
     text = "".join(f"/sys/devices/system/cpu/cpu4/cache/index{i}/{name}:{value}\n" for i, files in enumerate([
         {"level": 1, "type": "Data", "size": "64K", "shared_cpu_list": "4"},
@@ -184,17 +184,17 @@ def test_cache_sizes_from_sysfs_and_the_mixed_rule():
 
 @pytest.mark.slow
 def test_the_phones_own_l2_sets_the_mixed_rule(loopback):
-    from profiler.protocol import PRIVATE_CACHE_BYTES, ProtocolConfig, plan_job
+    from profiler.protocol.config import JobSettings
+    from profiler.protocol.plan import PRIVATE_CACHE_BYTES, plan_job
 
     server, daemon = loopback
-    rt = get_runtime("tflite")
     sizes = [daemon.sandbox / f"sys/devices/system/cpu/cpu{c}/cache/index2/size" for c in range(8)]
 
     def plan():
         target = get_target(daemon.serial, {"adb_port": server.port, "lock_clocks": "off"})
         try:
             fp = target.fingerprint()
-            return fp, plan_job(target, rt, "fbnet", ProtocolConfig(), threads=1, core_mask=None, ops_limit=None)
+            return fp, plan_job(target, "fbnet", JobSettings("tflite"))
         finally:
             target.close()
 

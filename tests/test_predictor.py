@@ -30,7 +30,7 @@ TARGET = "fbnet-r40-w0.35"  # never in the training LUTs
 
 # --- sampled shapes -------------------------------------------------------------------------------
 def test_shape_space_draws_the_family_deterministically_and_grows_as_a_superset() -> None:
-    from profiler.protocol import plan_ops
+    from profiler.protocol.plan import plan_ops
     from profiler.shapes import ShapeSpace, shape_space
 
     small, large = shape_space("fbnet", 3), shape_space("fbnet", 6)

@@ -14,7 +14,7 @@ import pytest
 from android_harness.preflight import device_abis, elf_abi
 from profiler.api import preflight_space, profile_space
 from profiler.preflight import PREFLIGHT_OP, PreflightError
-from profiler.protocol import plan_ops
+from profiler.protocol.plan import plan_ops
 from profiler.run import main as run_main
 
 _FAST = dict(rounds=1, warmup=1, runs=2, progress=False)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from profiler.deploy import DeployError, export_trained, load_trained, measure_model, resolve_runtime
-from profiler.protocol import ProtocolConfig
+from profiler.protocol.config import ProtocolConfig
 from profiler.runtimes import RUNTIMES, get_runtime
 from search.data import load_data
 from search.space import Arch, build_model

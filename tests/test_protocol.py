@@ -13,6 +13,7 @@ from profiler.export import ExportCache
 from profiler.protocol import (
     IncompleteJobError,
     JobError,
+    JobSettings,
     ProtocolConfig,
     op_cache_states,
     plan_ops,
@@ -75,13 +76,32 @@ def test_plan_ops_skips_identities_and_adds_one_overhead_per_shape() -> None:
     assert net.key == "overhead-i3x224x224-o3-s1" and net in timed
 
 
+def test_job_settings_from_flat_keywords_fill_the_protocol() -> None:
+    settings = JobSettings.from_kwargs("tflite", threads=2, rounds=3, seed=7, cache="warm", ops_limit=4)
+    assert settings == JobSettings("tflite", threads=2, ops_limit=4,
+                                   protocol=ProtocolConfig(rounds=3, seed=7, cache="warm"))  # fmt: skip
+    assert settings.updated(runs=5).protocol == ProtocolConfig(rounds=3, runs=5, seed=7, cache="warm")
+    with pytest.raises(TypeError, match="unknown job settings: thread"):
+        JobSettings.from_kwargs("tflite", thread=2)
+    with pytest.raises(ValueError, match="does not support dtype 'int8'"):
+        JobSettings("tflite", dtype="int8").make_runtime()
+
+
+def test_profile_space_takes_a_runtime_or_settings_not_two_different_ones(tmp_path: Path) -> None:
+    from profiler.api import preflight_space
+
+    with pytest.raises(ValueError, match="differs from settings.runtime"):
+        preflight_space(SPACE, "tflite", settings=JobSettings("onnxruntime"))
+    with pytest.raises(TypeError, match="name a runtime"):
+        preflight_space(SPACE)
+
+
 @pytest.mark.slow
 def test_resume_after_interruption_remeasures_nothing_done(tmp_path: Path, cache: Path) -> None:
-    rt = get_runtime("onnxruntime")
-    kw = dict(out=tmp_path, config=CONFIG, ops_limit=OPS_LIMIT, cache_root=cache, progress=False)
+    kw = dict(out=tmp_path, protocol=CONFIG, ops_limit=OPS_LIMIT, cache_root=cache, progress=False)
     first = InterruptingHost(stop_after=4)
     with pytest.raises(KeyboardInterrupt):
-        profile_ops(first, rt, SPACE, **kw)
+        profile_ops(first, SPACE, JobSettings("onnxruntime", **kw))
     device = first.fingerprint()["device_id"]
     partial = tmp_path / device / SPACE / "onnxruntime-t1" / ".partial"
     saved = pd.read_csv(partial / "samples.csv")
@@ -91,7 +111,7 @@ def test_resume_after_interruption_remeasures_nothing_done(tmp_path: Path, cache
         f.write(f"{first.calls[0]},1,0,12")
 
     second = InterruptingHost()
-    result = profile_ops(second, rt, SPACE, **kw)
+    result = profile_ops(second, SPACE, JobSettings("onnxruntime", **kw))
     n_timed = len(plan_ops(SPACE, OPS_LIMIT)[0])
     assert result.skipped == 4 and result.exported == 0
     assert len(second.calls) == n_timed * CONFIG.rounds - 4
@@ -108,35 +128,34 @@ def test_resume_after_interruption_remeasures_nothing_done(tmp_path: Path, cache
 
 @pytest.mark.slow
 def test_changed_settings_do_not_silently_resume(tmp_path: Path, cache: Path) -> None:
-    rt = get_runtime("onnxruntime")
     kw = dict(out=tmp_path, ops_limit=OPS_LIMIT, cache_root=cache, progress=False)
     with pytest.raises(KeyboardInterrupt):
-        profile_ops(InterruptingHost(stop_after=1), rt, SPACE, config=CONFIG, **kw)
+        profile_ops(InterruptingHost(stop_after=1), SPACE, JobSettings("onnxruntime", protocol=CONFIG, **kw))
     other = ProtocolConfig(rounds=3, warmup=1, runs=3)
     with pytest.raises(JobError, match="--fresh"):
-        profile_ops(HostTarget(), rt, SPACE, config=other, **kw)
-    result = profile_ops(HostTarget(), rt, SPACE, config=other, fresh=True, **kw)
+        profile_ops(HostTarget(), SPACE, JobSettings("onnxruntime", protocol=other, **kw))
+    result = profile_ops(HostTarget(), SPACE, JobSettings("onnxruntime", protocol=other, fresh=True, **kw))
     assert result.skipped == 0 and result.num_failed == 0
 
 
 @pytest.mark.slow
 def test_failed_export_is_recorded_and_the_job_goes_on(tmp_path: Path, cache: Path) -> None:
     rt = get_runtime("onnxruntime")
-    kw = dict(out=tmp_path, config=CONFIG, ops_limit=OPS_LIMIT, cache_root=cache, progress=False)
-    ok = profile_ops(HostTarget(), rt, SPACE, **kw)  # fills the cache
+    kw = dict(out=tmp_path, protocol=CONFIG, ops_limit=OPS_LIMIT, cache_root=cache, progress=False)
+    ok = profile_ops(HostTarget(), SPACE, JobSettings("onnxruntime", **kw))  # fills the cache
     victim = sorted(load_lut(ok.lut_dir).table.index)[0]
     ec = ExportCache(rt, cache)
     ec.path(victim).unlink()  # as if its export had failed: the marker is what a failure leaves
     (ec.dir / f"{victim}.failed.txt").write_text("ExportError: unsupported operator foo")
     # a job with a failed op publishes nothing: it stays incomplete, and says how many failed
     with pytest.raises(IncompleteJobError, match="1 of .* ops failed .*--retry-failed.*--allow-failed") as info:
-        profile_ops(HostTarget(), rt, SPACE, **kw)
+        profile_ops(HostTarget(), SPACE, JobSettings("onnxruntime", **kw))
     assert info.value.num_failed == 1 and list_versions(ok.lut_dir.parent) == [1]
     assert load_lut(ok.lut_dir.parent).path == ok.lut_dir  # what others read by default is unchanged
     job = [r for r in list_luts(tmp_path) if r["version"] is None]
     assert [(r["status"], r["failed"]) for r in job] == [("incomplete", 1)]
     # --allow-failed publishes it with the gap marked, without measuring anything again
-    res = profile_ops(HostTarget(), rt, SPACE, allow_failed=True, **kw)
+    res = profile_ops(HostTarget(), SPACE, JobSettings("onnxruntime", allow_failed=True, **kw))
     lut = load_lut(res.lut_dir)
     assert res.num_failed == 1 and res.exported == 0 and res.skipped > 0  # not retried without retry_failed
     assert lut.table.loc[victim, "status"] == "failed"
@@ -145,24 +164,23 @@ def test_failed_export_is_recorded_and_the_job_goes_on(tmp_path: Path, cache: Pa
     assert lut.meta["parent"] == int(ok.lut_dir.name[1:])
     assert (lut.table.drop(index=victim)["status"] == "ok").all()
     assert [r["status"] for r in list_luts(tmp_path)] == ["complete", "gaps allowed"]
-    res = profile_ops(HostTarget(), rt, SPACE, retry_failed=True, **kw)
+    res = profile_ops(HostTarget(), SPACE, JobSettings("onnxruntime", retry_failed=True, **kw))
     assert res.num_failed == 0 and res.exported == 1
 
 
 @pytest.mark.slow
 def test_retry_failed_completes_an_incomplete_job(tmp_path: Path, cache: Path) -> None:
-    rt = get_runtime("onnxruntime")
-    kw = dict(out=tmp_path, config=CONFIG, ops_limit=OPS_LIMIT, cache_root=cache, progress=False)
+    kw = dict(out=tmp_path, protocol=CONFIG, ops_limit=OPS_LIMIT, cache_root=cache, progress=False)
     victim = sorted(op.key for op in plan_ops(SPACE, OPS_LIMIT)[0])[1]
     broken = FlakyHost(victim, faults=99)
     with pytest.raises(IncompleteJobError) as info:
-        profile_ops(broken, rt, SPACE, **kw)
+        profile_ops(broken, SPACE, JobSettings("onnxruntime", **kw))
     assert info.value.num_failed == 1 and info.value.work_dir.is_dir()
     runtime_dir = info.value.work_dir.parent
     with pytest.raises(LutError, match="incomplete measurement job .*1 of .* ops failed"):
         load_lut(runtime_dir)  # nothing to pick by default
     fixed = FlakyHost(victim, faults=0)
-    res = profile_ops(fixed, rt, SPACE, retry_failed=True, **kw)
+    res = profile_ops(fixed, SPACE, JobSettings("onnxruntime", retry_failed=True, **kw))
     assert res.num_failed == 0 and set(fixed.calls) == {victim}  # only the failed op was measured again
     assert res.lut_dir.name == "v1" and not info.value.work_dir.exists()
     assert (load_lut(runtime_dir).table["status"] == "ok").all()
@@ -231,18 +249,17 @@ def test_export_cache_reexports_only_a_changed_graph(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_runner_fault_costs_one_op_round(tmp_path: Path, cache: Path) -> None:
-    rt = get_runtime("onnxruntime")
-    kw = dict(out=tmp_path, config=CONFIG, ops_limit=OPS_LIMIT, cache_root=cache, progress=False)
+    kw = dict(out=tmp_path, protocol=CONFIG, ops_limit=OPS_LIMIT, cache_root=cache, progress=False)
     victim = sorted(op.key for op in plan_ops(SPACE, OPS_LIMIT)[0])[1]
     flaky = FlakyHost(victim, faults=1)
-    res = profile_ops(flaky, rt, SPACE, **kw)
+    res = profile_ops(flaky, SPACE, JobSettings("onnxruntime", **kw))
     lut = load_lut(res.lut_dir)
     assert res.num_failed == 0 and lut.table.loc[victim, "status"] == "ok"
     assert lut.table.loc[victim, "n"] == CONFIG.rounds * CONFIG.runs  # the faulty op-round was measured again
     assert flaky.calls.count(victim) == CONFIG.rounds + 1
     # an op that faults every time is given up after retries + 1 faults, and named
     broken = FlakyHost(victim, faults=99)
-    res = profile_ops(broken, rt, SPACE, allow_failed=True, **kw)
+    res = profile_ops(broken, SPACE, JobSettings("onnxruntime", allow_failed=True, **kw))
     lut = load_lut(res.lut_dir)
     assert res.num_failed == 1 and lut.table.loc[victim, "status"] == "failed"
     assert broken.calls.count(victim) == CONFIG.retries + 1
@@ -251,7 +268,7 @@ def test_a_runner_fault_costs_one_op_round(tmp_path: Path, cache: Path) -> None:
 
 
 def test_replica_counts_share_a_shape_and_spare_the_network_input() -> None:
-    from profiler.protocol import REPLICA_MAX, replica_counts
+    from profiler.protocol.plan import REPLICA_MAX, replica_counts
 
     timed, _, net = plan_ops("fbnet")
     counts = replica_counts(timed, net)
@@ -278,9 +295,9 @@ def test_replicas_time_each_copy_of_an_op(tmp_path: Path, cache: Path) -> None:
     x = op.example_input()
     outs = rep(x)
     assert len(outs) == 3 and all(o.shape == (1, 8, 8, 8) for o in outs) and not torch.equal(outs[0], outs[1])
-    rt = get_runtime("onnxruntime")
     config = ProtocolConfig(rounds=1, warmup=1, runs=3, cache="replicas")
-    res = profile_ops(HostTarget(), rt, SPACE, out=tmp_path, config=config, ops_limit=2, cache_root=cache, progress=False)
+    settings = JobSettings("onnxruntime", out=tmp_path, protocol=config, ops_limit=2, cache_root=cache, progress=False)
+    res = profile_ops(HostTarget(), SPACE, settings)
     lut = load_lut(res.lut_dir)
     assert res.num_failed == 0 and lut.meta["protocol"]["cache"] == "replicas"
     copies = lut.meta["protocol"]["copies"]
@@ -333,8 +350,8 @@ def test_mixed_cache_times_the_classifier_cold_and_the_rest_warm(
     host = RecordingHost()
     config = ProtocolConfig(rounds=1, warmup=1, runs=2, cache="mixed")
     # the session's export cache: the LUT-accuracy benchmark test exports the same ops
-    kw = dict(out=tmp_path, config=config, progress=False, skip_existing=True)
-    res = profile_ops(host, get_runtime("onnxruntime"), tiny_space, **kw)
+    kw = dict(out=tmp_path, protocol=config, progress=False, skip_existing=True)
+    res = profile_ops(host, tiny_space, JobSettings("onnxruntime", **kw))
     lut = load_lut(res.lut_dir)
     assert res.num_failed == 0 and lut.meta["protocol"]["cache"] == "mixed"
     cold = {"pool_fc-i256x16x16-o100-s1", "overhead-i256x16x16-o256-s1"}
@@ -343,9 +360,9 @@ def test_mixed_cache_times_the_classifier_cold_and_the_rest_warm(
     assert all(v == {"warm"} for k, v in host.states.items() if k not in cold)
     assert len(host.states) == len(lut.table[lut.table["status"] == "ok"])
     # the per-op states are part of the job: the same rule reuses the LUT, another one measures again
-    assert profile_ops(FailingHost(), get_runtime("onnxruntime"), tiny_space, **kw).reused
-    monkeypatch.setattr("profiler.protocol.STREAMED_REUSE", 0)
-    again = profile_ops(FailingHost(), get_runtime("onnxruntime"), tiny_space, allow_failed=True, **kw)
+    assert profile_ops(FailingHost(), tiny_space, JobSettings("onnxruntime", **kw)).reused
+    monkeypatch.setattr("profiler.protocol.plan.STREAMED_REUSE", 0)
+    again = profile_ops(FailingHost(), tiny_space, JobSettings("onnxruntime", allow_failed=True, **kw))
     assert not again.reused and again.lut_dir.name == "v2" and again.num_failed >= again.num_ops
     assert load_lut(again.lut_dir).meta["protocol"]["op_cache"] == {}
 

@@ -10,7 +10,8 @@ import pytest
 from android_harness.files import sha256_file
 from lut import load_lut
 from profiler.api import profile_space
-from profiler.protocol import IncompleteJobError, JobError, settings_diff
+from profiler.protocol.config import IncompleteJobError, JobError
+from profiler.protocol.settings import settings_diff
 
 _FAST = dict(rounds=1, warmup=1, runs=2, progress=False, ops_limit=2)
 
@@ -54,7 +55,7 @@ def test_skip_existing_compares_the_whole_record(loopback, tmp_path, caplog):
     first = profile_space("fbnet", "tflite", target_options=options, **kw)
     assert not first.reused
     assert profile_space("fbnet", "tflite", target_options=options, **kw).reused
-    with caplog.at_level(logging.INFO, logger="profiler.protocol"):
+    with caplog.at_level(logging.INFO, logger="profiler.protocol.settings"):
         hotter = profile_space("fbnet", "tflite", target_options={**options, "max_temp_c": 50.0}, **kw)
     assert not hotter.reused and hotter.lut_dir.name == "v2"
     assert "target.max_temp_c: 45.0 → 50.0" in caplog.text
