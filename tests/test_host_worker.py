@@ -10,7 +10,7 @@ import pytest
 
 from lut.store import load_lut
 from profiler.export import ExportCache, ExportItem
-from profiler.protocol import ProtocolConfig, profile_ops
+from profiler.protocol import JobSettings, ProtocolConfig, profile_ops
 from profiler.runtimes import get_runtime
 from profiler.targets.base import RunnerError, RunSpec
 from profiler.targets.host import HostTarget
@@ -78,10 +78,9 @@ def test_a_crashed_or_hung_worker_fails_that_op_round_only(model: tuple) -> None
 
 
 def test_the_lut_records_how_rounds_were_run(tmp_path: Path) -> None:
-    rt = get_runtime("onnxruntime")
-    config = ProtocolConfig(rounds=2, warmup=1, runs=3)
-    result = profile_ops(HostTarget(), rt, SPACE, out=tmp_path, config=config, ops_limit=2,
-                         cache_root=tmp_path / "exports", progress=False)  # fmt: skip
+    settings = JobSettings("onnxruntime", protocol=ProtocolConfig(rounds=2, warmup=1, runs=3), ops_limit=2,
+                           out=tmp_path, cache_root=tmp_path / "exports", progress=False)  # fmt: skip
+    result = profile_ops(HostTarget(), SPACE, settings)
     lut = load_lut(result.lut_dir)
     assert lut.meta["protocol"]["round_process"] == "fresh"
     assert lut.meta["settings"]["target"] == {"name": "host", "round_process": "fresh"}  # what a resume matches
