@@ -17,7 +17,9 @@ machine between building the LUT and timing the archs. `nchw:warm` is the
 protocol LUTs had before (a layout conversion at each op's boundaries, weights in cache);
 `nhwc:warm` keeps every op's weights in cache; `nhwc:mixed`, the default, times cold the ops whose
 weights stream inside a network (the batch-1 classifier) and the others warm; `nhwc:cold` times
-every op cold (cycling loaded copies).
+every op cold (cycling loaded copies). A third field `:one` times all rounds of a LUT, and of each
+validation half, in one process, as the host did before each round got a fresh process
+(`nhwc:mixed,nhwc:mixed:one` compares the two side by side).
 
 Machines drift and VMs share their cores: read the columns of one run side by side, not against
 another run's. Each row ends with the validation's verdict (`lut.validate.verdict`): whether the
@@ -34,6 +36,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from typing import Any
 
 from hwnas.flags import add_luts_root, add_out, add_runtime, add_verbose, run_main
@@ -91,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                 help="runtimes to build LUTs with (default: executorch,tflite)")
     p.add_argument("--protocols", default="nchw:warm,nhwc:warm,nhwc:mixed,nhwc:cold",
                    help="comma-separated LAYOUT:CACHE pairs (default: the old protocol, the layout fix, and the "
-                        "cache states with it)")
+                        "cache states with it); LAYOUT:CACHE:one times every round of the LUT and of each "
+                        "validation half in one process (the default: each round in a fresh one)")
     p.add_argument("--space", default="fbnet", help="search space (default fbnet)")
     add_out(p, default="bench_luts", help="folder of the LUTs the benchmark builds (default bench_luts/)")
     add_luts_root(p, help="LUT store root of the LUTs named as arguments (default luts)")
@@ -117,9 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--repeats must be ≥ 1")
     rows = []
 
-    def validate(path: str, proto: str, repeat: int) -> None:
+    def validate(path: str, proto: str, repeat: int, config: ValidationConfig = cfg) -> None:
         lut = load_lut(path)
-        rep = validate_lut(lut, cfg)
+        rep = validate_lut(lut, config)
         if args.write:
             write_validation(lut, rep)
         rows.append({**_row(lut, rep, proto), "repeat": repeat})
@@ -132,11 +136,12 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for runtime in args.runtimes:  # each LUT validated as soon as it is built: minutes apart
                 for proto in args.protocols.split(","):
-                    layout, _, cache = proto.partition(":")
+                    layout, cache, rounds_in = (proto.split(":") + ["", ""])[:3]
+                    host = {"process_per_round": rounds_in != "one"}  # LAYOUT:CACHE:one: rounds in one process
                     res = profile_space(args.space, runtime, out=args.out, layout=layout, cache=cache or None,
                                         rounds=args.profile_rounds, seed=args.seed, ops_limit=args.ops_limit,
-                                        progress=not args.json)  # fmt: skip
-                    validate(str(res.lut_dir), proto, repeat)
+                                        progress=not args.json, target_options=host)  # fmt: skip
+                    validate(str(res.lut_dir), proto, repeat, replace(cfg, target_options=host))
     except (ValueError, RuntimeError) as e:  # LutError, TargetError, JobError
         print(f"error: {e}", file=sys.stderr)
         return 2

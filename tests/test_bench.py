@@ -68,11 +68,12 @@ def test_repeatability_compares_only_ops_ok_in_both_builds() -> None:
 def test_lut_accuracy_bench_profiles_and_validates_each_protocol(tmp_path, tiny_space, capsys) -> None:
     from bench import lut_accuracy
 
-    rc = lut_accuracy.main(["--runtimes", "onnxruntime", "--protocols", "nchw:warm,nchw:mixed", "--space", tiny_space,
-                            "--archs", "4", "--rounds", "2", "--profile-rounds", "2", "--out", str(tmp_path), "--json"])
+    rc = lut_accuracy.main(["--runtimes", "onnxruntime", "--protocols", "nchw:warm,nchw:mixed:one", "--space",
+                            tiny_space, "--archs", "4", "--rounds", "2", "--profile-rounds", "2", "--out", str(tmp_path),
+                            "--json"])  # fmt: skip
     assert rc == 0
     rows = __import__("json").loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert [r["protocol"] for r in rows] == ["nchw:warm", "nchw:mixed"]
+    assert [r["protocol"] for r in rows] == ["nchw:warm", "nchw:mixed:one"]
     for r in rows:
         assert r["num_archs"] == 4 and r["raw_mape"] >= 0 and -1 <= r["raw_spearman"] <= 1
         assert r["raw_mape"] >= abs(r["raw_mean_error_pct"])  # |mean error| ≤ mean |error|
@@ -81,6 +82,8 @@ def test_lut_accuracy_bench_profiles_and_validates_each_protocol(tmp_path, tiny_
     luts = sorted(p.parent for p in tmp_path.rglob("meta.json"))
     protocols = [__import__("json").loads((d / "meta.json").read_text())["protocol"] for d in luts]
     assert [p["cache"] for p in protocols] == ["warm", "mixed"]
+    # `:one` times all rounds in one process; the default, each round in a fresh one
+    assert [p["round_process"] for p in protocols] == ["fresh", "one"]
     # mixed: the classifier (one use per weight) and its overhead op cold, the rest warm
     assert sorted(protocols[1]["op_cache"]) == ["overhead-i256x16x16-o256-s1", "pool_fc-i256x16x16-o100-s1"]
     assert set(protocols[1]["op_cache"].values()) == {"cold"} and "op_cache" not in protocols[0]
