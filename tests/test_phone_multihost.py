@@ -82,8 +82,11 @@ def test_ctrl_c_stops_every_device_and_keeps_what_was_measured(two_hosts, tmp_pa
            "--rounds", "6", "--warmup", "1", "--runs", "10", "--out", str(tmp_path), "--no-progress"]  # fmt: skip
     for d in devices:
         cmd += ["--device", d]
+    # a suite started in the background by a shell without job control runs with SIGINT ignored, and a
+    # child inherits that: give the job the default disposition, as a terminal's Ctrl-C finds it
     proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:
