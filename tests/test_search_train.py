@@ -329,8 +329,9 @@ def test_two_process_training_agrees_bit_for_bit_and_rank0_writes(run, small_arc
     assert r0["history"] == r1["history"]  # all-reduced metrics
 
     out = tmp_path / "ddp"
+    # one thread per rank, as the worker above: float sums over 2 threads round differently
     proc = _torchrun("-m", "search.train", "--arch", str(run["arch_json"]), "--subset", "64", "--epochs", "2",
-                     "--batch-size", "15", "--seed", "1", "--out", str(out), "--json")  # fmt: skip
+                     "--batch-size", "15", "--seed", "1", "--torch-threads", "1", "--out", str(out), "--json")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     json_lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     assert len(json_lines) == 1  # rank 1 prints nothing
