@@ -25,22 +25,21 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import pickle
 import platform
 import re
-import select
 import signal
 import subprocess
 import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from profiler.runtimes import Runtime
 
 from .base import Measurement, RunnerError, RunSpec
-from .host_worker import encode_message, measure_here
+from .host_worker import measure_here
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +96,6 @@ class HostTarget:
         self._fingerprint: dict[str, Any] | None = None
         self._last_cpu: tuple[float, float, float, float] | None = None  # (wall, busy, steal, own) s
         self.process_per_round = process_per_round
-        # what a job records in its protocol (`round_process`)
-        self.round_process = "fresh" if process_per_round else "one"
         self._worker: _Worker | None = None
         self._workers_cpu_s = 0.0  # CPU time of the workers already ended
 
@@ -127,6 +124,11 @@ class HostTarget:
                 "libraries": libs,
             }
         return dict(self._fingerprint)
+
+    @property
+    def round_process(self) -> str:
+        """What a job records of how its rounds ran: "fresh" or "one" (process)."""
+        return "fresh" if self.process_per_round else "one"
 
     def settings(self, runtime: Runtime) -> dict[str, Any]:
         """The job's settings record of the target: how its rounds run ("fresh": each in a
@@ -224,32 +226,25 @@ class _Worker:
             [sys.executable, "-m", "profiler.targets.host_worker"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
         )  # fmt: skip
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._requests = Connection(os.dup(self.proc.stdin.fileno()), readable=False)
+        self._replies = Connection(os.dup(self.proc.stdout.fileno()), writable=False)
+        self.proc.stdin.close()
+        self.proc.stdout.close()
         self._cpu_s = 0.0
 
     def call(self, request: tuple, timeout_s: float) -> tuple[str, Any]:
         try:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write(encode_message(request))
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
+            self._requests.send(request)
+        except OSError:
             raise RunnerError(self._gone()) from None
-        deadline = time.monotonic() + timeout_s
-        head = self._read(8, deadline, timeout_s)
-        return pickle.loads(self._read(int.from_bytes(head, "big"), deadline, timeout_s))
-
-    def _read(self, n: int, deadline: float, timeout_s: float) -> bytes:
-        assert self.proc.stdout is not None
-        fd, buf = self.proc.stdout.fileno(), bytearray()
-        while len(buf) < n:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                self.proc.kill()
-                raise RunnerError(f"no result within {timeout_s:g} s (RunSpec.timeout_s); the measuring process was killed")
-            chunk = os.read(fd, n - len(buf))
-            if not chunk:
-                raise RunnerError(self._gone())
-            buf += chunk
-        return bytes(buf)
+        if not self._replies.poll(timeout_s):
+            self.proc.kill()
+            raise RunnerError(f"no result within {timeout_s:g} s (RunSpec.timeout_s); the measuring process was killed")
+        try:
+            return self._replies.recv()
+        except EOFError:
+            raise RunnerError(self._gone()) from None
 
     def _gone(self) -> str:
         code = self.proc.wait(timeout=5)
@@ -268,18 +263,13 @@ class _Worker:
     def stop(self) -> float:
         """End the worker (end of its input, then a kill if it lingers); its CPU time."""
         cpu = self.cpu_s()
-        try:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-        except OSError:
-            pass
+        self._requests.close()  # the worker reads the end of its input
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        self._replies.close()
         return cpu
 
 

@@ -5,10 +5,10 @@
 round's timings come from a process of their own: where its heap, its packed weights and its
 planned buffers land in memory (and so which cache sets they share) is drawn afresh each round,
 the same way it is drawn for a user's process. Timings within one process share that draw;
-timings of different processes do not (see docs/protocol.md, "A fresh process per round").
+timings of different processes do not (see docs/protocol.md, "Additivity", the process).
 
-Wire format, over stdin and the original stdout (the worker's own stdout goes to stderr, so a
-runtime that prints cannot corrupt it): each message is an 8-byte big-endian length and a pickle.
+Messages go over stdin and the original stdout as `multiprocessing.connection.Connection`
+messages (the worker's own stdout goes to stderr, so a runtime that prints cannot corrupt them).
 Request: `(runtime_name, dtype, layout, model_path, RunSpec, profile)`. Reply: `("ok",
 Measurement)` or `("error", "TypeName: message")`. End of stdin ends the worker.
 """
@@ -20,41 +20,21 @@ import gc
 import logging
 import math
 import os
-import pickle
 import re
 import signal
 import statistics
-import struct
 import sys
 import tempfile
 import time
 import warnings
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from android_harness.tflite_stats import OperatorTiming
 from profiler.runtimes import Runtime, get_runtime, time_invocations
 
 from .base import Measurement, RunnerError, RunSpec
-
-_LEN = struct.Struct(">Q")
-
-
-def read_message(stream: BinaryIO) -> Any:
-    """One length-prefixed pickle from `stream`; None at end of stream."""
-    head = stream.read(_LEN.size)
-    if len(head) < _LEN.size:
-        return None
-    (n,) = _LEN.unpack(head)
-    body = stream.read(n)
-    if len(body) < n:
-        return None
-    return pickle.loads(body)
-
-
-def encode_message(obj: Any) -> bytes:
-    body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return _LEN.pack(len(body)) + body
 
 
 def last_level_cache_bytes() -> int:
@@ -153,10 +133,13 @@ def _profile(runtime: Runtime, path: Path, spec: RunSpec) -> tuple[tuple, bytes 
     raise RunnerError(f"{runtime.name} has no per-operator profiler on the host")
 
 
-def serve(requests: BinaryIO, replies: BinaryIO) -> None:
+def serve(requests: Connection, replies: Connection) -> None:
     runtimes: dict[tuple[str, str, str], Any] = {}
-    while (request := read_message(requests)) is not None:
-        name, dtype, layout, path, spec, profile = request
+    while True:
+        try:
+            name, dtype, layout, path, spec, profile = requests.recv()
+        except EOFError:  # the target ended the round
+            return
         try:
             rt = runtimes.get((name, dtype, layout))
             if rt is None:
@@ -165,13 +148,13 @@ def serve(requests: BinaryIO, replies: BinaryIO) -> None:
             reply: tuple[str, Any] = ("ok", measure_here(rt, path, spec, profile))
         except Exception as e:  # the parent turns it into a RunnerError for this op
             reply = ("error", f"{type(e).__name__}: {e}")
-        replies.write(encode_message(reply))
-        replies.flush()
+        replies.send(reply)
 
 
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops between op-rounds
-    replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    requests = Connection(os.dup(sys.stdin.fileno()), writable=False)
+    replies = Connection(os.dup(sys.stdout.fileno()), readable=False)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # prints of a runtime go to stderr
     sys.stdout = sys.stderr
     # the libraries' import-time chatter was shown once by the parent; the worker's own warnings stay
@@ -181,7 +164,7 @@ def main() -> int:
     import torch  # noqa: F401  (torch sets its loggers' levels when imported; quiet them after)
 
     logging.getLogger("torch").setLevel(logging.ERROR)
-    serve(sys.stdin.buffer, replies)
+    serve(requests, replies)
     return 0
 
 
