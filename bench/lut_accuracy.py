@@ -17,9 +17,12 @@ machine between building the LUT and timing the archs. `nchw:warm` is the
 protocol LUTs had before (a layout conversion at each op's boundaries, weights in cache);
 `nhwc:warm` keeps every op's weights in cache; `nhwc:mixed`, the default, times cold the ops whose
 weights stream inside a network (the batch-1 classifier) and the others warm; `nhwc:cold` times
-every op cold (cycling loaded copies). A third field `:one` times all rounds of a LUT, and of each
+every op cold (cycling loaded copies that hold about a network's weights together). A third field
+of options joined by `+` changes how the host times: `one` times all rounds of a LUT, and of each
 validation half, in one process, as the host did before each round got a fresh process
-(`nhwc:mixed,nhwc:mixed:one` compares the two side by side).
+(`nhwc:mixed,nhwc:mixed:one` compares the two side by side); `llc` cycles as many cold copies as
+exceed twice the last-level cache (weights always from memory), the cold state before it was sized
+to a network's weights (`nhwc:mixed,nhwc:mixed:llc`); `cold=MIB` cycles cold copies holding MIB.
 
 Machines drift and VMs share their cores: read the columns of one run side by side, not against
 another run's. Each row ends with the validation's verdict (`lut.validate.verdict`): whether the
@@ -86,6 +89,22 @@ def spread(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     } for (rt, proto), rs in out.items()]  # fmt: skip
 
 
+def _host_options(proto: str, options: str, p: argparse.ArgumentParser) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(target options, protocol fields) of a protocol's third field: `one`, `llc`, `cold=MIB`, joined by +."""
+    host: dict[str, Any] = {"process_per_round": True}
+    cold: dict[str, Any] = {}
+    for opt in filter(None, options.split("+")):
+        if opt == "one":
+            host["process_per_round"] = False  # every round of the LUT and of each half in one process
+        elif opt == "llc":
+            cold["cold_bytes"] = 0  # cold copies beyond twice the last-level cache
+        elif opt.startswith("cold=") and opt[5:].replace(".", "", 1).isdigit():
+            cold["cold_bytes"] = round(float(opt[5:]) * (1 << 20))  # cold copies holding MIB together
+        else:
+            p.error(f"unknown protocol option {opt!r} in {proto!r}; known: one, llc, cold=MIB")
+    return host, cold
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.lut_accuracy", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -95,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--protocols", default="nchw:warm,nhwc:warm,nhwc:mixed,nhwc:cold",
                    help="comma-separated LAYOUT:CACHE pairs (default: the old protocol, the layout fix, and the "
                         "cache states with it); LAYOUT:CACHE:one times every round of the LUT and of each "
-                        "validation half in one process (the default: each round in a fresh one)")
+                        "validation half in one process (the default: each round in a fresh one); LAYOUT:CACHE:llc cycles "
+                        "cold copies beyond twice the last-level cache, :cold=MIB copies holding MIB (options join with +: "
+                        "one+llc)")
     p.add_argument("--space", default="fbnet", help="search space (default fbnet)")
     add_out(p, default="bench_luts", help="folder of the LUTs the benchmark builds (default bench_luts/)")
     add_luts_root(p, help="LUT store root of the LUTs named as arguments (default luts)")
@@ -136,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for runtime in args.runtimes:  # each LUT validated as soon as it is built: minutes apart
                 for proto in args.protocols.split(","):
-                    layout, cache, rounds_in = (proto.split(":") + ["", ""])[:3]
-                    host = {"process_per_round": rounds_in != "one"}  # LAYOUT:CACHE:one: rounds in one process
-                    res = profile_space(args.space, runtime, out=args.out, layout=layout, cache=cache or None,
+                    layout, cache, options = (proto.split(":") + ["", ""])[:3]
+                    host, cold = _host_options(proto, options, p)
+                    res = profile_space(args.space, runtime, out=args.out, layout=layout, cache=cache or None, **cold,
                                         rounds=args.profile_rounds, seed=args.seed, ops_limit=args.ops_limit,
                                         progress=not args.json, target_options=host)  # fmt: skip
                     validate(str(res.lut_dir), proto, repeat, replace(cfg, target_options=host))

@@ -79,14 +79,19 @@ FEATURES: dict[str, Any] = {
 }
 
 
-def _conv_macs(op: Op) -> tuple[float, float]:
+LANES = 16  # output channels a CPU kernel computes at once (XNNPACK's f32 tiles: 8 or 16 wide)
+
+
+def _conv_macs(op: Op, lanes: int = 1) -> tuple[float, float]:
     """(dense MACs: full and grouped convs and the classifier, depthwise MACs) of an op; they run at
-    very different rates (a depthwise conv reuses each weight over its pixels only)."""
+    very different rates (a depthwise conv reuses each weight over its pixels only). `lanes`: with
+    each conv's output channels rounded up to a multiple of it, the MACs a kernel that computes
+    `lanes` channels at once spends (an 8-channel conv costs a 16-channel one's)."""
     spec = block_spec(op.block)
     h, w, dense, depthwise = op.h, op.w, 0.0, 0.0
     for ci, co, k, g, st in spec._convs(op.c_in, op.c_out, op.stride):
         h, w = -(-h // st), -(-w // st)
-        macs = h * w * co * (ci // g) * k * k
+        macs = h * w * (-(-co // lanes) * lanes) * (ci // g) * k * k
         if g > 1 and g == ci == co:
             depthwise += macs
         else:
@@ -102,6 +107,8 @@ TERMS: dict[str, Any] = {
     "once": lambda op: 1.0,
     "dense_macs": lambda op: _conv_macs(op)[0],
     "depthwise_macs": lambda op: _conv_macs(op)[1],
+    "dense_macs_tiled": lambda op: _conv_macs(op, LANES)[0],
+    "depthwise_macs_tiled": lambda op: _conv_macs(op, LANES)[1],
     "activations": lambda op: float(op.activations),
     "params": lambda op: float(op.params),
 }

@@ -147,6 +147,7 @@ def measure_archs_detailed(
     ops: Sequence[Op] = (),
     op_cache: str | Mapping[str, str] = "warm",
     op_copies: dict[str, int] | None = None,
+    op_cold_bytes: int | Mapping[str, int] = 0,
 ) -> dict[str, ArchMeasurement]:
     """Export each arch whole (cached like ops) and time it end to end in shuffled rounds.
 
@@ -154,7 +155,8 @@ def measure_archs_detailed(
     `per_layer`, each arch and each of its ops is also profiled once (`profiler.layers`) to time
     every layer inside the network. `ops` are timed in the same rounds, as a LUT times them
     (cache state `op_cache`, or op key → state for a "mixed" LUT's ops; `op_copies` per op for
-    "replicas"), and keyed by their op key (validation re-times LUT ops this way)."""
+    "replicas", `op_cold_bytes` for "cold": `RunSpec.cold_bytes`, or per op), and keyed by their op key
+    (validation re-times LUT ops this way)."""
     op_copies = op_copies or {}
     names: dict[str, str] = {}
     items: dict[str, ExportItem] = {}
@@ -184,6 +186,7 @@ def measure_archs_detailed(
     out: dict[str, ArchMeasurement] = {k: ArchMeasurement() for k in timed}
     extras: dict[str, list[dict[str, float]]] = {k: [] for k in timed}
     op_spec = RunSpec(threads=threads, warmup=warmup, runs=runs, core_mask=core_mask)
+    cold_of = (lambda k: op_cold_bytes.get(k, 0)) if isinstance(op_cold_bytes, Mapping) else (lambda k: op_cold_bytes)
     op_state = (lambda k: op_cache.get(k, "warm")) if isinstance(op_cache, Mapping) else (lambda k: op_cache)
     errors: dict[str, str] = {}
 
@@ -197,7 +200,8 @@ def measure_archs_detailed(
             given_up = run_rounds(
                 target, rt, {k: report.paths[k] for k in timed}, config, spec,
                 on_samples=on_samples, on_failure=lambda k, _r, m: errors.__setitem__(k, m),
-                specs={k: replace(op_spec, cache=op_state(k), copies=op_copies.get(k, 1)) for k in timed_ops},
+                specs={k: replace(op_spec, cache=op_state(k), copies=op_copies.get(k, 1), cold_bytes=cold_of(k))
+                       for k in timed_ops},  # fmt: skip
                 progress=progress, desc=f"archs {runtime}",
             )  # fmt: skip
             if given_up:

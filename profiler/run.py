@@ -91,6 +91,11 @@ def build_parser(adb=None) -> argparse.ArgumentParser:
                         "each invocation weights out of cache and its input in cache, as inside a network, by "
                         "cycling loaded copies (host); replicas times a model of several copies of the op reading "
                         "one input (what a phone's runner can do)")
+    p.add_argument("--cold-mib", type=float, metavar="MIB",
+                   help="host, cold ops: the loaded copies cycled hold together this many MiB (default: what a network "
+                        "of the space reads and writes in one pass, its weights and every layer's activations: ≈ 39 "
+                        "for fbnet, 10 at fbnet-r128-w0.5; the weights come from where a network's would); 0: twice "
+                        "the last-level cache (always from memory)")
     add_luts_root(p, old=("--root", "--out"))
     p.add_argument("--arch", action=ListAction, metavar="NAME_OR_FILE[,...]",
                    help="time these archs (names or JSON files) end to end instead of ops")
@@ -144,7 +149,8 @@ def _run_device(device: str, args: argparse.Namespace, adb) -> dict[str, Any]:
         }  # fmt: skip
     settings = JobSettings(
         args.runtime, dtype=args.dtype, layout=args.layout, threads=args.threads,
-        protocol=ProtocolConfig(rounds=args.rounds, warmup=args.warmup, runs=args.runs, seed=args.seed, cache=args.cache),
+        protocol=ProtocolConfig(rounds=args.rounds, warmup=args.warmup, runs=args.runs, seed=args.seed, cache=args.cache,
+                                cold_bytes=None if args.cold_mib is None else round(args.cold_mib * (1 << 20))),
         ops_limit=args.ops_limit, out=args.luts_root, cache_root=args.cache_dir, export_workers=args.export_workers,
         lock_wait_s=args.wait_lock, retry_failed=args.retry_failed, fresh=args.fresh,
         skip_existing=args.skip_existing, allow_failed=args.allow_failed, progress=args.progress,

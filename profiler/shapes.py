@@ -117,6 +117,17 @@ class ShapeSpace:
                 seen.setdefault(op.key, op)
         return list(seen.values())
 
+    def op_networks(self) -> dict[str, Space]:
+        """Op key → the network it was drawn from (the family at that draw's resolution and width;
+        an op two draws share: the first), whose footprint its cold copies take
+        (`profiler.protocol.plan`)."""
+        seen: dict[str, Space] = {}
+        for i in range(self.n):
+            space = self.draw(i)[0]
+            for op in self.draw_ops(i):
+                seen.setdefault(op.key, space)
+        return seen
+
     def fixed_ops(self) -> dict[str, Op]:
         """The network-input op a job's once-per-network overhead is measured at: the stem of the
         first draw (a sampled LUT predicts no network, but a job records that overhead)."""

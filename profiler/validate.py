@@ -111,7 +111,7 @@ def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dic
     with device_lock(lock, wait_s=config.lock_wait_s, what=f"validate {lut.id}"):
         halves = [
             measure_archs(archs, rt["name"], rounds=half, seed=config.seed + i, ops=drift_ops, op_cache=op_cache,
-                          op_copies=proto.get("copies") or {}, **kwargs)
+                          op_copies=proto.get("copies") or {}, op_cold_bytes=_cold_bytes(proto), **kwargs)
             for i in range(2)
         ]  # fmt: skip
         layers = _layers(lut, archs, rt["name"], kwargs) if config.per_layer else None
@@ -167,6 +167,12 @@ def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dic
         archs=records,
     )
     return report
+
+
+def _cold_bytes(proto: dict[str, Any]) -> int | dict[str, int]:
+    """`RunSpec.cold_bytes` of a LUT's cold ops, as its protocol recorded it: one value, per op
+    (`op_cold_bytes`), or none recorded (LUTs before it: copies beyond twice the last-level cache)."""
+    return proto.get("op_cold_bytes") or int(proto.get("cold_bytes") or 0)
 
 
 def _predicted_ops(lut: Lut, arch: Arch) -> int:

@@ -68,12 +68,12 @@ def test_repeatability_compares_only_ops_ok_in_both_builds() -> None:
 def test_lut_accuracy_bench_profiles_and_validates_each_protocol(tmp_path, tiny_space, capsys) -> None:
     from bench import lut_accuracy
 
-    rc = lut_accuracy.main(["--runtimes", "onnxruntime", "--protocols", "nchw:warm,nchw:mixed:one", "--space",
+    rc = lut_accuracy.main(["--runtimes", "onnxruntime", "--protocols", "nchw:warm,nchw:mixed:one+llc", "--space",
                             tiny_space, "--archs", "4", "--rounds", "2", "--profile-rounds", "2", "--out", str(tmp_path),
                             "--json"])  # fmt: skip
     assert rc == 0
     rows = __import__("json").loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert [r["protocol"] for r in rows] == ["nchw:warm", "nchw:mixed:one"]
+    assert [r["protocol"] for r in rows] == ["nchw:warm", "nchw:mixed:one+llc"]
     for r in rows:
         assert r["num_archs"] == 4 and r["raw_mape"] >= 0 and -1 <= r["raw_spearman"] <= 1
         assert r["raw_mape"] >= abs(r["raw_mean_error_pct"])  # |mean error| ≤ mean |error|
@@ -84,9 +84,23 @@ def test_lut_accuracy_bench_profiles_and_validates_each_protocol(tmp_path, tiny_
     assert [p["cache"] for p in protocols] == ["warm", "mixed"]
     # `:one` times all rounds in one process; the default, each round in a fresh one
     assert [p["round_process"] for p in protocols] == ["fresh", "one"]
+    # `:llc` cycles cold copies beyond twice the last-level cache; the default, about a network's weights
+    from search.space import get_space, network_bytes
+
+    assert [p["cold_bytes"] for p in protocols] == [None, 0]  # warm: no op timed cold
+    assert network_bytes(get_space(tiny_space)) > 0
     # mixed: the classifier (one use per weight) and its overhead op cold, the rest warm
     assert sorted(protocols[1]["op_cache"]) == ["overhead-i256x16x16-o256-s1", "pool_fc-i256x16x16-o100-s1"]
     assert set(protocols[1]["op_cache"].values()) == {"cold"} and "op_cache" not in protocols[0]
+
+
+def test_lut_accuracy_bench_rejects_an_unknown_protocol_option(tmp_path, capsys) -> None:
+    from bench import lut_accuracy
+
+    with pytest.raises(SystemExit) as e:
+        lut_accuracy.main(["--runtimes", "onnxruntime", "--protocols", "nhwc:mixed:once", "--out", str(tmp_path)])
+    assert e.value.code == 2 and "unknown protocol option 'once'" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing profiled
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from profiler.protocol import JobSettings, ProtocolConfig, profile_ops
 from profiler.runtimes import get_runtime
 from profiler.targets.base import RunnerError, RunSpec
 from profiler.targets.host import HostTarget
+from profiler.targets.host_worker import cold_copies, last_level_cache_bytes
 from search.space import get_space
 
 SPACE = "fbnet-r32-w0.35"
@@ -84,3 +85,27 @@ def test_the_lut_records_how_rounds_were_run(tmp_path: Path) -> None:
     lut = load_lut(result.lut_dir)
     assert lut.meta["protocol"]["round_process"] == "fresh"
     assert lut.meta["settings"]["target"] == {"name": "host", "round_process": "fresh"}  # what a resume matches
+
+
+def test_cold_copies_hold_a_networks_weights_or_exceed_twice_the_last_level_cache() -> None:
+    assert cold_copies(1 << 20, 16 << 20) == 16  # 16 copies of 1 MiB hold 16 MiB
+    assert cold_copies(7 << 20, 16 << 20) == 3 and cold_copies(40 << 20, 16 << 20) == 2  # at least two
+    assert cold_copies(1 << 10, 16 << 20) == 64 and cold_copies(1 << 10, 16 << 20, most=8) == 8  # at most `most`
+    assert cold_copies(1 << 20, 0, cache_bytes=8 << 20) == 16  # 0: twice the last-level cache
+    assert cold_copies(1 << 20, 0) == cold_copies(1 << 20, 2 * last_level_cache_bytes())
+
+
+def test_a_cold_measurement_cycles_the_copies_its_spec_asks_for(model: tuple) -> None:
+    rt, path = model
+    size = path.stat().st_size
+    target = HostTarget()
+    try:
+        target.round_state()
+        spec = RunSpec(warmup=1, runs=4, cache="cold", cold_bytes=3 * size)
+        assert target.measure_detailed(rt, path, spec).extra["cold_copies"] == 3
+        m = target.measure_detailed(rt, path, RunSpec(warmup=1, runs=4, cache="cold", cold_bytes=0))
+        assert m.extra["cold_copies"] == cold_copies(size, 0) and len(m.samples_us) == 4
+    finally:
+        target.close()
+    with pytest.raises(ValueError, match="cold_bytes"):
+        RunSpec(cache="cold", cold_bytes=-1)

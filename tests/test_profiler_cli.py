@@ -48,6 +48,11 @@ def test_cli_builds_resumable_lut_and_lut_cli_reads_it(tmp_path: Path) -> None:
     assert fourth.returncode == 0, fourth.stderr
     res4 = json.loads(fourth.stdout.strip().splitlines()[-1])
     assert not res4["reused"] and Path(res4["lut_dir"]).name == "v3"
+    fifth = _run([*changed, "--cold-mib", "0.5"], env)  # cold copies of another size: another protocol
+    assert fifth.returncode == 0, fifth.stderr
+    res5 = json.loads(fifth.stdout.strip().splitlines()[-1])
+    assert not res5["reused"] and json.loads((Path(res5["lut_dir"]) / "meta.json").read_text())[
+        "protocol"]["cold_bytes"] == 1 << 19
 
     listing = _run(["lut", "list", "--root", str(out)], env)
     assert listing.returncode == 0 and "onnxruntime-t1" in listing.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -24,7 +25,7 @@ from profiler.runtimes import get_runtime
 from profiler.targets import RunSpec, get_target
 from profiler.targets.base import RunnerError
 from profiler.targets.host import HostTarget
-from search.space import Arch, Op, get_space, overhead_op, parse_op_key
+from search.space import Arch, Op, get_space, network_bytes, overhead_op, parse_op_key
 
 SPACE = "fbnet-r32-w0.35"  # tiny shapes
 CONFIG = ProtocolConfig(rounds=2, warmup=1, runs=3, seed=0)
@@ -337,9 +338,11 @@ class RecordingHost(HostTarget):
     def __init__(self) -> None:
         super().__init__()
         self.states: dict[str, set[str]] = {}
+        self.cold_bytes: set[int] = set()
 
     def measure_detailed(self, runtime, model_file: Path, spec: RunSpec, **kw):
         self.states.setdefault(Path(model_file).stem, set()).add(spec.cache)
+        self.cold_bytes.add(spec.cold_bytes)
         return super().measure_detailed(runtime, model_file, spec, **kw)
 
 
@@ -359,12 +362,23 @@ def test_mixed_cache_times_the_classifier_cold_and_the_rest_warm(
     assert {k for k, v in host.states.items() if v == {"cold"}} == cold
     assert all(v == {"warm"} for k, v in host.states.items() if k not in cold)
     assert len(host.states) == len(lut.table[lut.table["status"] == "ok"])
+    # cold copies hold about a network's weights, and the LUT says so
+    footprint = network_bytes(get_space(tiny_space))  # a pass's weights and activations
+    assert host.cold_bytes == {footprint} and lut.meta["protocol"]["cold_bytes"] == footprint
+    assert f"{footprint / (1 << 20):.1f} MiB" in lut.meta["protocol"]["cache_state"]
     # the per-op states are part of the job: the same rule reuses the LUT, another one measures again
     assert profile_ops(FailingHost(), tiny_space, JobSettings("onnxruntime", **kw)).reused
-    monkeypatch.setattr("profiler.protocol.plan.STREAMED_REUSE", 0)
+    import profiler.protocol.plan as plan
+
+    reuse = plan.STREAMED_REUSE
+    monkeypatch.setattr(plan, "STREAMED_REUSE", 0)
     again = profile_ops(FailingHost(), tiny_space, JobSettings("onnxruntime", allow_failed=True, **kw))
     assert not again.reused and again.lut_dir.name == "v2" and again.num_failed >= again.num_ops
     assert load_lut(again.lut_dir).meta["protocol"]["op_cache"] == {}
+    monkeypatch.setattr(plan, "STREAMED_REUSE", reuse)
+    llc = JobSettings("onnxruntime", allow_failed=True, **{**kw, "protocol": replace(config, cold_bytes=0)})
+    other = profile_ops(FailingHost(), tiny_space, llc)  # cold copies beyond twice the LLC: another protocol
+    assert not other.reused and load_lut(other.lut_dir).meta["protocol"]["cold_bytes"] == 0
 
 
 class FailingHost(HostTarget):
@@ -372,3 +386,38 @@ class FailingHost(HostTarget):
 
     def measure_detailed(self, runtime, model_file: Path, spec: RunSpec, **kw):
         raise RunnerError("no runner here")
+
+
+def test_cold_copies_take_the_footprint_of_the_network_each_op_comes_from() -> None:
+    """A cold op's copies hold what a network of its space reads and writes in one pass (what passes
+    through the caches between two uses of a layer's weights): one value for a space (recorded in
+    the protocol), per draw for a sampled space; a target without the cold state (a phone times
+    replicas) leaves it unset."""
+    from profiler.protocol.plan import plan_job
+    from profiler.shapes import shape_space
+
+    space = get_space("fbnet")
+    mib = network_bytes(space) / (1 << 20)
+    assert 36 < mib < 42 and 9 < network_bytes(get_space("fbnet-r128-w0.5")) / (1 << 20) < 12
+    assert network_bytes(space, 1) * 4 == pytest.approx(network_bytes(space), abs=4)  # int8: a byte per element
+    plan = plan_job(HostTarget(), "fbnet", JobSettings("onnxruntime"))
+    assert plan.config.cold_bytes == network_bytes(space) and plan.op_cold_bytes == {}
+    cold = {k for k, st in plan.per_op.items() if st == "cold"}
+    assert cold and {plan.specs[k].cold_bytes for k in cold} == {network_bytes(space)}
+    assert plan_job(HostTarget(), "fbnet", JobSettings("onnxruntime", protocol=ProtocolConfig(cold_bytes=0))
+                    ).config.cold_bytes == 0  # fmt: skip
+    sampled = shape_space("fbnet", 6)
+    plan = plan_job(HostTarget(), sampled, JobSettings("onnxruntime"))
+    nets = sampled.op_networks()
+    assert plan.config.cold_bytes is None and plan.op_cold_bytes
+    assert set(plan.op_cold_bytes) == {k for k, st in plan.per_op.items() if st == "cold"}
+    for key, size in plan.op_cold_bytes.items():
+        assert plan.specs[key].cold_bytes == size
+        if key in nets:
+            assert size == network_bytes(nets[key])
+    assert len(set(plan.op_cold_bytes.values())) > 1  # draws of other widths and resolutions
+
+    class Phone(HostTarget):
+        cache_states = ("warm", "replicas")
+
+    assert plan_job(Phone(), "fbnet", JobSettings("tflite")).config.cold_bytes is None

@@ -39,14 +39,19 @@ class ProtocolConfig:
     # time replicas), else the target's first `cache_states` (see `bench.lut_accuracy` and the
     # docs/results.md for the protocols side by side)
     cache: str | None = None
+    # a cold op's loaded copies together hold this many bytes (host; `RunSpec.cold_bytes`), so that
+    # its weights come from where a network's would; None: what a network of the op's space reads and
+    # writes in one pass (`search.space.network_bytes`; a job records the value);
+    # 0: twice the last-level cache (always from memory, the rule before)
+    cold_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.cache not in (None, *PROTOCOL_CACHE_STATES):
             raise ValueError(f"cache must be one of {PROTOCOL_CACHE_STATES}, got {self.cache!r}")
-        if self.rounds < 1 or self.runs < 1 or self.warmup < 0 or self.retries < 0:
+        if self.rounds < 1 or self.runs < 1 or self.warmup < 0 or self.retries < 0 or (self.cold_bytes or 0) < 0:
             raise ValueError(
-                f"need rounds ≥ 1, runs ≥ 1, warmup ≥ 0, retries ≥ 0; got {self.rounds}, {self.runs}, "
-                f"{self.warmup}, {self.retries}"
+                f"need rounds ≥ 1, runs ≥ 1, warmup ≥ 0, retries ≥ 0, cold_bytes ≥ 0; got {self.rounds}, "
+                f"{self.runs}, {self.warmup}, {self.retries}, {self.cold_bytes}"
             )
 
 

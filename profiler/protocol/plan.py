@@ -11,13 +11,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 from profiler.preflight import models_bytes
 from profiler.protocol.config import JobError, JobSettings, ProtocolConfig
 from profiler.targets.base import RunSpec, Target
-from search.space import Op, get_space, overhead_op
+from search.space import Op, get_space, network_bytes, overhead_op
 
 __all__ = [
     "plan_ops", "replica_counts", "streamed_ops", "op_cache_states", "JobPlan", "plan_job",
@@ -151,6 +151,9 @@ class JobPlan:
     cold_state: str | None
     private_cache_bytes: int = PRIVATE_CACHE_BYTES  # what the `mixed` rule took as a core's L2
     private_cache_source: str = "default"  # "default", or where the target read it (a phone's sysfs)
+    # op key → `RunSpec.cold_bytes` of the ops timed cold, where they differ between ops (a sampled
+    # space's draws each have their own network); else {} and `config.cold_bytes` holds the value
+    op_cold_bytes: dict[str, int] = field(default_factory=dict)
 
     def models_bytes(self, dtype: str) -> int:
         return models_bytes(self.timed, self.copies, dtype)
@@ -174,12 +177,40 @@ def plan_job(target: Target, space_name: Any, settings: JobSettings) -> JobPlan:
     source = getattr(target, "private_cache_source", "sysfs") if read else "default"
     per_op = op_cache_states(timed, net_overhead, config.cache, cold_state or "warm", dtype,
                              private_cache_bytes=private)
+    config, cold_bytes = _cold_bytes(config, space, timed, dtype, cold_state)
     spec = RunSpec(threads=settings.threads, warmup=config.warmup, runs=config.runs, core_mask=settings.core_mask,
-                   cache="warm" if per_op else config.cache)  # fmt: skip
+                   cache="warm" if per_op else config.cache, cold_bytes=config.cold_bytes or 0)  # fmt: skip
     copies = replica_counts(timed, net_overhead, dtype) if config.cache == "replicas" else {}
     if per_op:  # "mixed": copies for the ops timed as replicas (a phone's cold state)
         copies = {k: n for k, n in replica_counts(timed, net_overhead, dtype).items()
                   if per_op[k] == "replicas"}  # fmt: skip
-    specs = {op.key: replace(spec, cache=per_op.get(op.key, spec.cache), copies=copies.get(op.key, 1)) for op in timed}
+    specs = {op.key: replace(spec, cache=per_op.get(op.key, spec.cache), copies=copies.get(op.key, 1),
+                             cold_bytes=cold_bytes.get(op.key, spec.cold_bytes)) for op in timed}  # fmt: skip
+    cold_bytes = {k: b for k, b in cold_bytes.items() if specs[k].cache == "cold"}
     return JobPlan(config, space, timed, identity, net_overhead, per_op, spec, copies, specs, cold_state,
-                   private, source)
+                   private, source, cold_bytes)
+
+
+def _cold_bytes(config: ProtocolConfig, space: Any, timed: Sequence[Op], dtype: str,
+                cold_state: str | None) -> tuple[ProtocolConfig, dict[str, int]]:
+    """Resolve `config.cold_bytes` None (where the job times ops cold) to what a network of the
+    op's space reads and writes in one pass (`search.space.network_bytes`): one
+    value for a space, recorded in the config; per op for a sampled space (each draw its own
+    network), returned as op key → bytes with the config's left None."""
+    times_cold = config.cache == "cold" or (config.cache == "mixed" and cold_state == "cold")
+    if config.cold_bytes is not None or not times_cold:
+        return config, {}
+    per_el = 1 if dtype == "int8" else 4
+    networks = space.op_networks() if hasattr(space, "op_networks") else None
+    if networks is None:
+        return replace(config, cold_bytes=network_bytes(space, per_el)), {}
+    by_shape: dict[tuple[int, int, int], Any] = {}  # an overhead op: the network of an op of its shape
+    for op in timed:
+        if op.key in networks:
+            by_shape.setdefault((op.c_in, op.h, op.w), networks[op.key])
+    sizes: dict[str, int] = {}
+    by_space: dict[int, int] = {}
+    for op in timed:
+        net = networks.get(op.key) or by_shape.get((op.c_in, op.h, op.w)) or next(iter(networks.values()))
+        sizes[op.key] = by_space.setdefault(id(net), network_bytes(net, per_el))
+    return config, sizes

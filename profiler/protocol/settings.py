@@ -53,6 +53,7 @@ def job_record(plan: JobPlan, runtime: Runtime, settings: JobSettings, device_id
         # the per-op states too: a LUT of another `mixed` rule is neither resumed nor reused
         "protocol": {**asdict(plan.config), "overhead_op": OVERHEAD_OPS[runtime.info.overhead],
                      **({"op_cache": non_warm(per_op)} if per_op else {}),
+                     **({"op_cold_bytes": dict(sorted(plan.op_cold_bytes.items()))} if plan.op_cold_bytes else {}),
                      # a phone's own L2 (the host keeps the fixed value, and its records their form)
                      **({"private_cache_bytes": plan.private_cache_bytes}
                         if per_op and plan.private_cache_source != "default" else {})},
@@ -81,6 +82,15 @@ def settings_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
         return text if len(text) <= 40 else text[:37] + "..."
 
     return [f"{prefix.rstrip('.')}: {short(old)} → {short(new)}"]
+
+
+def _cold_weights(cold_bytes: int | None) -> str:
+    """Where a cold invocation's weights are, for the settings record's words."""
+    if cold_bytes == 0:
+        return "out of cache (the copies' weights together exceed twice the last-level cache)"
+    held = (f"{cold_bytes / (1 << 20):.1f} MiB" if cold_bytes else "per op (`op_cold_bytes`)")
+    return (f"where a network's are (the copies together hold {held}, what a network of the space reads and writes "
+            "in one pass: from the last-level cache where it holds that, else from memory)")
 
 
 def non_warm(per_op: dict[str, str]) -> dict[str, str]:
@@ -128,22 +138,23 @@ def lut_meta(
             **({"round_process": target.round_process} if hasattr(target, "round_process") else {}),
             "overhead_op": OVERHEAD_OPS[runtime.info.overhead],
             "cache_state": {
-                "cold": "each invocation runs one of several loaded copies of the op (their weights together "
-                        "exceed twice the last-level cache), its input written just before: weights out of "
-                        "cache, input in cache",
+                "cold": "each invocation runs one of several loaded copies of the op, its input written just "
+                        f"before: input in cache, weights {_cold_weights(config.cold_bytes)}",
                 "warm": "one loaded copy run again and again: weights and input in cache",
                 "replicas": "a model of `copies` copies of the op reading one input, run again and again; a "
                             "sample is an invocation divided by its copies",
                 "mixed": f"ops that use each weight fewer than {STREAMED_REUSE} times per invocation (MACs per "
                          f"parameter: a batch-1 fully connected layer), or whose weights exceed both "
                          f"{plan.private_cache_bytes >> 10} KiB (a core's L2: {plan.private_cache_source}) and "
-                         f"their activations, timed {plan.cold_state} (`op_cache`), "
-                         "as their weights stream inside a network; the other ops warm",
+                         f"their activations, timed {plan.cold_state} (`op_cache`"
+                         + (f"; cold: weights {_cold_weights(config.cold_bytes)}" if plan.cold_state == "cold" else "")
+                         + "), as their weights stream inside a network; the other ops warm",
             }[config.cache],
             "copies": {k: n for k, n in sorted(copies.items()) if n > 1},
             "private_cache_bytes": plan.private_cache_bytes,
             "private_cache_source": plan.private_cache_source,
             **({"op_cache": non_warm(per_op)} if per_op else {}),
+            **({"op_cold_bytes": dict(sorted(plan.op_cold_bytes.items()))} if plan.op_cold_bytes else {}),
         },
         "overhead_us": overhead_us,
         "failed_ops": dict(sorted(failures.items())),

@@ -77,11 +77,17 @@ class RunSpec:
     # run again and again: every copy's weights are out of cache when it runs, its input in it.
     cache: str = "warm"
     copies: int = 1  # copies of the op one invocation runs: a sample is the invocation / copies
+    # "cold" on the host: the loaded copies cycled hold together at least this many bytes (what a
+    # network reads and writes between two uses of a layer's weights, `search.space.network_bytes`:
+    # a job sets it per op); 0: twice the last-level cache (weights always from memory)
+    cold_bytes: int = 0
     extra: dict[str, Any] = field(default_factory=dict, compare=False)  # runtime-specific options
 
     def __post_init__(self) -> None:
         if self.cache not in CACHE_STATES:
             raise ValueError(f"cache must be one of {CACHE_STATES}, got {self.cache!r}")
+        if self.cold_bytes < 0:
+            raise ValueError(f"cold_bytes must be ≥ 0, got {self.cold_bytes}")
         if self.copies < 1 or (self.copies > 1 and self.cache != "replicas"):
             raise ValueError(f"copies={self.copies} needs cache='replicas' (and copies ≥ 1)")
 

@@ -51,11 +51,14 @@ def last_level_cache_bytes() -> int:
     return max(sizes, default=32 << 20)
 
 
-def cold_copies(model_bytes: int, cache_bytes: int | None = None, *, most: int = 64) -> int:
-    """Loaded copies to cycle so that their weights (about the file's size each) together exceed
-    twice the last-level cache: each invocation then finds its copy's weights evicted."""
-    cache_bytes = cache_bytes or last_level_cache_bytes()
-    return max(2, min(most, -(-2 * cache_bytes // max(1, model_bytes))))
+def cold_copies(model_bytes: int, cold_bytes: int = 0, *, cache_bytes: int | None = None, most: int = 64) -> int:
+    """Loaded copies to cycle so that their weights (about the file's size each) together hold
+    `cold_bytes` (`RunSpec.cold_bytes`: a network's weights; each invocation then finds its copy's
+    weights where a layer's are inside such a network), or with `cold_bytes` 0 twice the last-level
+    cache (`cache_bytes`, else read from sysfs: weights always from memory). At least 2, at most
+    `most`."""
+    total = cold_bytes or 2 * (cache_bytes or last_level_cache_bytes())
+    return max(2, min(most, -(-total // max(1, model_bytes))))
 
 
 def _rss_kb(trim: bool = False) -> float:
@@ -87,7 +90,7 @@ def measure_here(runtime: Runtime, path: Path, spec: RunSpec, profile: bool) -> 
     memory_kb = _rss_kb() - rss0
     extra = {"load_us": load_us, "memory_kb": memory_kb, "pid": float(os.getpid())}  # pid: the measuring process
     if spec.cache == "cold":
-        k = cold_copies(path.stat().st_size)
+        k = cold_copies(path.stat().st_size, spec.cold_bytes)
         sessions = [first] + [runtime.open(path, threads=spec.threads) for _ in range(k - 1)]
         for s in sessions[1:]:
             s.run()  # a copy's first run pays its lazy set-up; the op itself is warmed up above

@@ -20,7 +20,7 @@ from .arch import (
     register_arch,
 )
 from .blocks import BLOCKS, FBNET_BLOCKS, PROXYLESS_BLOCKS, BlockSpec, block_spec, register_block
-from .cost import arch_macs, arch_params
+from .cost import arch_macs, arch_params, network_bytes
 from .ops import Op, op_key, overhead_op, parse_op_key
 from .spaces import SPACES, LayerShape, Space, get_space, list_spaces, proxy_space, reduced_strides, register_space
 
@@ -30,7 +30,7 @@ __all__ = [
     "Arch", "ArchError", "BLOCKS", "BlockSpec", "FBNET_BLOCKS", "LayerShape", "NAMED_ARCHS",
     "Network", "Op", "PROXYLESS_BLOCKS", "SPACES", "Space", "arch_macs", "arch_ops", "arch_params",
     "block_spec", "build_block", "build_model", "build_op", "count_params", "get_arch", "get_space",
-    "list_spaces", "load_arch", "named_archs_for", "op_key", "overhead_op", "parse_op_key",
+    "list_spaces", "load_arch", "named_archs_for", "network_bytes", "op_key", "overhead_op", "parse_op_key",
     "proxy_space", "reduced_strides", "register_arch", "register_block", "register_space",
 ]  # fmt: skip
 
