@@ -128,6 +128,15 @@ def test_fit_records_provenance_and_held_out_error(trained) -> None:
     assert find_predictor(luts[0]).path == pred.path
     # a second fit is a new version; the first stays
     assert save_predictor(fit_predictor(luts), luts[0]).name == "v2.json" and pred.path.is_file()
+    # one fitted on other cost terms (e.g. before the tiled MACs) is refused, not misread
+    old = json.loads(pred.path.read_text())
+    assert "dense_macs_tiled" in old["terms"]
+    old["terms"] = [t for t in old["terms"] if not t.endswith("_tiled")]
+    stale = pred.path.parent / "stale.json"
+    stale.write_text(json.dumps(old))
+    with pytest.raises(PredictorError, match="other features or cost terms.*fit again"):
+        load_predictor(stale)
+    stale.unlink()
 
 
 def test_fit_refuses_luts_of_two_devices(tmp_path: Path, synthetic_lut) -> None:
