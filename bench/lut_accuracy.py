@@ -17,12 +17,13 @@ machine between building the LUT and timing the archs. `nchw:warm` is the
 protocol LUTs had before (a layout conversion at each op's boundaries, weights in cache);
 `nhwc:warm` keeps every op's weights in cache; `nhwc:mixed`, the default, times cold the ops whose
 weights stream inside a network (the batch-1 classifier) and the others warm; `nhwc:cold` times
-every op cold (cycling loaded copies that hold about a network's weights together). A third field
+every op cold (cycling loaded copies that together hold what a network of the space reads and
+writes in one pass). A third field
 of options joined by `+` changes how the host times: `one` times all rounds of a LUT, and of each
 validation half, in one process, as the host did before each round got a fresh process
 (`nhwc:mixed,nhwc:mixed:one` compares the two side by side); `llc` cycles as many cold copies as
 exceed twice the last-level cache (weights always from memory), the cold state before it was sized
-to a network's weights (`nhwc:mixed,nhwc:mixed:llc`); `cold=MIB` cycles cold copies holding MIB.
+to the network (`nhwc:mixed,nhwc:mixed:llc`); `cold=MIB` cycles cold copies holding MIB.
 
 Machines drift and VMs share their cores: read the columns of one run side by side, not against
 another run's. Each row ends with the validation's verdict (`lut.validate.verdict`): whether the

@@ -53,8 +53,8 @@ def last_level_cache_bytes() -> int:
 
 def cold_copies(model_bytes: int, cold_bytes: int = 0, *, cache_bytes: int | None = None, most: int = 64) -> int:
     """Loaded copies to cycle so that their weights (about the file's size each) together hold
-    `cold_bytes` (`RunSpec.cold_bytes`: a network's weights; each invocation then finds its copy's
-    weights where a layer's are inside such a network), or with `cold_bytes` 0 twice the last-level
+    `cold_bytes` (`RunSpec.cold_bytes`: what a network reads and writes in one pass; each invocation
+    then finds its copy's weights where a layer's are inside such a network), or with 0 twice the last-level
     cache (`cache_bytes`, else read from sysfs: weights always from memory). At least 2, at most
     `most`."""
     total = cold_bytes or 2 * (cache_bytes or last_level_cache_bytes())
