@@ -177,7 +177,7 @@ def plan_job(target: Target, space_name: Any, settings: JobSettings) -> JobPlan:
     source = getattr(target, "private_cache_source", "sysfs") if read else "default"
     per_op = op_cache_states(timed, net_overhead, config.cache, cold_state or "warm", dtype,
                              private_cache_bytes=private)
-    config, cold_bytes = _cold_bytes(config, space, timed, dtype, cold_state)
+    config, per_op_cold = _cold_bytes(config, space, timed, dtype, cold_state)
     spec = RunSpec(threads=settings.threads, warmup=config.warmup, runs=config.runs, core_mask=settings.core_mask,
                    cache="warm" if per_op else config.cache, cold_bytes=config.cold_bytes or 0)  # fmt: skip
     copies = replica_counts(timed, net_overhead, dtype) if config.cache == "replicas" else {}
@@ -185,10 +185,10 @@ def plan_job(target: Target, space_name: Any, settings: JobSettings) -> JobPlan:
         copies = {k: n for k, n in replica_counts(timed, net_overhead, dtype).items()
                   if per_op[k] == "replicas"}  # fmt: skip
     specs = {op.key: replace(spec, cache=per_op.get(op.key, spec.cache), copies=copies.get(op.key, 1),
-                             cold_bytes=cold_bytes.get(op.key, spec.cold_bytes)) for op in timed}  # fmt: skip
-    cold_bytes = {k: b for k, b in cold_bytes.items() if specs[k].cache == "cold"}
+                             cold_bytes=per_op_cold.get(op.key, spec.cold_bytes)) for op in timed}  # fmt: skip
+    op_cold_bytes = {k: b for k, b in per_op_cold.items() if specs[k].cache == "cold"}  # what the record lists
     return JobPlan(config, space, timed, identity, net_overhead, per_op, spec, copies, specs, cold_state,
-                   private, source, cold_bytes)
+                   private, source, op_cold_bytes)
 
 
 def _cold_bytes(config: ProtocolConfig, space: Any, timed: Sequence[Op], dtype: str,
