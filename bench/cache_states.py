@@ -5,7 +5,7 @@
 
 A LUT times each op alone in one cache state (`--cache`): warm (one loaded copy run again and
 again), cold (a cycle of loaded copies, so its weights and buffers are out of cache), or mixed (the
-state `profiler.protocol.plan.streamed_ops` gives each op). Inside a network a layer finds its weights
+state `search.space.streamed_ops` gives each op). Inside a network a layer finds its weights
 and buffers in whatever state the layers before it left them. Per runtime, for the space's named
 archs and `--archs` random ones, this measures in shuffled rounds:
 

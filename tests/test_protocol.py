@@ -368,14 +368,14 @@ def test_mixed_cache_times_the_classifier_cold_and_the_rest_warm(
     assert f"{footprint / (1 << 20):.1f} MiB" in lut.meta["protocol"]["cache_state"]
     # the per-op states are part of the job: the same rule reuses the LUT, another one measures again
     assert profile_ops(FailingHost(), tiny_space, JobSettings("onnxruntime", **kw)).reused
-    import profiler.protocol.plan as plan
+    import search.space.cost as rule
 
-    reuse = plan.STREAMED_REUSE
-    monkeypatch.setattr(plan, "STREAMED_REUSE", 0)
+    reuse = rule.STREAMED_REUSE
+    monkeypatch.setattr(rule, "STREAMED_REUSE", 0)
     again = profile_ops(FailingHost(), tiny_space, JobSettings("onnxruntime", allow_failed=True, **kw))
     assert not again.reused and again.lut_dir.name == "v2" and again.num_failed >= again.num_ops
     assert load_lut(again.lut_dir).meta["protocol"]["op_cache"] == {}
-    monkeypatch.setattr(plan, "STREAMED_REUSE", reuse)
+    monkeypatch.setattr(rule, "STREAMED_REUSE", reuse)
     llc = JobSettings("onnxruntime", allow_failed=True, **{**kw, "protocol": replace(config, cold_bytes=0)})
     other = profile_ops(FailingHost(), tiny_space, llc)  # cold copies beyond twice the LLC: another protocol
     assert not other.reused and load_lut(other.lut_dir).meta["protocol"]["cold_bytes"] == 0

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from profiler.preflight import models_bytes
 from profiler.protocol.config import JobError, JobSettings, ProtocolConfig
 from profiler.targets.base import RunSpec, Target
-from search.space import Op, get_space, network_bytes, overhead_op
+from search.space import PRIVATE_CACHE_BYTES, STREAMED_REUSE, Op, get_space, network_bytes, overhead_op, streamed_ops
 
 __all__ = [
     "plan_ops", "replica_counts", "streamed_ops", "op_cache_states", "JobPlan", "plan_job",
@@ -68,57 +68,6 @@ def replica_counts(timed: list[Op], net_overhead: Op, dtype: str = "fp32") -> di
         else:
             counts[op.key] = max(2, min(REPLICA_MAX, -(-REPLICA_BUDGET_BYTES // max(1, largest[shape]))))
     return counts
-
-
-# Mixed cache state ("mixed"). Inside a network a layer finds its input in cache (the previous
-# layer just wrote it) and its weights out of it (a network's weights exceed a last-level cache).
-# Whether the cold weights cost time depends on how the op uses them:
-#   - a batch-1 fully connected layer (the classifier) uses each weight about once: it is bound by
-#     where its weights come from (on this project's host the head's `pool_fc` runs ~4x its warm
-#     time inside networks, and as fast as its cold time);
-#   - a convolution whose weights fit in a core's private cache (L2) reads them from far memory
-#     once per invocation and reuses them from there: warm and in-network times agree;
-#   - a convolution whose weights fit in no private cache and outweigh its activations (the 7x7
-#     stages' expanded blocks and the head conv: 1-3 MB of weights over 0.1-0.5 MB of
-#     activations) re-reads them from the shared cache in a warm loop but from memory inside a
-#     network, where per layer they ran 1.1-1.25x their warm and 0.9-1.05x their cold time.
-# Timing every op cold over-charges the others: their intermediate and output buffers are cold
-# too, unlike the memory a network's planner reuses. So "mixed" times cold the ops that use each
-# weight fewer than STREAMED_REUSE times or whose weights exceed both PRIVATE_CACHE_BYTES and
-# their activations, warm the rest, and an input shape's overhead op cold when every op it is
-# subtracted from is.
-STREAMED_REUSE = 8
-PRIVATE_CACHE_BYTES = 512 << 10  # a core's L2 on this project's host and on big phone cores
-
-
-def streamed_ops(timed: Sequence[Op], net_overhead: Op, *, whole_shapes: bool = False, dtype: str = "fp32",
-                 private_cache_bytes: int = PRIVATE_CACHE_BYTES) -> set[str]:
-    """Keys of the ops (overhead ops included) that "mixed" times cold: weights used < STREAMED_REUSE
-    times per invocation (MACs per parameter), or more weight bytes than PRIVATE_CACHE_BYTES and
-    than activation bytes (`private_cache_bytes`: a phone's own L2, read from its sysfs); and the
-    overhead ops whose every op is such. `whole_shapes` keeps only
-    the input shapes whose every op streams (replicas share the overhead op of their shape)."""
-    bytes_per_el = 1 if dtype == "int8" else 4
-    real = [op for op in timed if op.block != "overhead"]
-    cold = {
-        op.key for op in real
-        if op.params > 0 and (
-            op.macs < STREAMED_REUSE * op.params
-            or op.params * bytes_per_el > max(private_cache_bytes, op.activations * bytes_per_el)
-        )
-    }  # fmt: skip
-    shape = {op.key: (op.c_in, op.h, op.w) for op in timed}
-    users: dict[tuple[int, int, int], list[str]] = {}
-    for op in real:
-        users.setdefault(shape[op.key], []).append(op.key)
-    net_shape = (net_overhead.c_in, net_overhead.h, net_overhead.w)
-    for ovh in (op for op in timed if op.block == "overhead"):
-        keys = users.get(shape[ovh.key], [])
-        if shape[ovh.key] != net_shape and keys and all(k in cold for k in keys):
-            cold.add(ovh.key)
-    if whole_shapes:
-        cold = {k for k in cold if all(u in cold for u in users.get(shape[k], []))}
-    return cold
 
 
 def op_cache_states(timed: Sequence[Op], net_overhead: Op, cache: str, cold_state: str, dtype: str = "fp32",

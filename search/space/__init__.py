@@ -20,7 +20,7 @@ from .arch import (
     register_arch,
 )
 from .blocks import BLOCKS, FBNET_BLOCKS, PROXYLESS_BLOCKS, BlockSpec, block_spec, register_block
-from .cost import arch_macs, arch_params, network_bytes
+from .cost import PRIVATE_CACHE_BYTES, STREAMED_REUSE, arch_macs, arch_params, network_bytes, streamed_ops
 from .ops import Op, op_key, overhead_op, parse_op_key
 from .spaces import SPACES, LayerShape, Space, get_space, list_spaces, proxy_space, reduced_strides, register_space
 
@@ -28,10 +28,10 @@ _TORCH_NAMES = {"Network", "build_block", "build_model", "build_op", "count_para
 
 __all__ = [
     "Arch", "ArchError", "BLOCKS", "BlockSpec", "FBNET_BLOCKS", "LayerShape", "NAMED_ARCHS",
-    "Network", "Op", "PROXYLESS_BLOCKS", "SPACES", "Space", "arch_macs", "arch_ops", "arch_params",
+    "Network", "Op", "PRIVATE_CACHE_BYTES", "PROXYLESS_BLOCKS", "SPACES", "STREAMED_REUSE", "Space", "arch_macs", "arch_ops", "arch_params",
     "block_spec", "build_block", "build_model", "build_op", "count_params", "get_arch", "get_space",
     "list_spaces", "load_arch", "named_archs_for", "network_bytes", "op_key", "overhead_op", "parse_op_key",
-    "proxy_space", "reduced_strides", "register_arch", "register_block", "register_space",
+    "proxy_space", "reduced_strides", "register_arch", "register_block", "register_space", "streamed_ops",
 ]  # fmt: skip
 
 
