@@ -1,7 +1,7 @@
 """How well a LUT's kernel-level predictor answers for spaces it never measured, in one run.
 
     python -m bench.predictor_accuracy LUT [--spaces fbnet-r160-w0.75,fbnet-r128-w0.5] [--archs 10]
-        [--rounds 6] [--seed 0] [--luts-root luts] [--profile] [--out FILE.json] [--json]
+        [--rounds 6] [--seed 0] [--drift-ops 20] [--luts-root luts] [--profile] [--out FILE.json] [--json]
 
 LUT is a device's LUT of a family's default space with a predictor beside it (`python -m lut
 fit LUT SHAPES_LUT`). For each space of `--spaces` (same family, another resolution or width):
@@ -16,6 +16,12 @@ fit LUT SHAPES_LUT`). For each space of `--spaces` (same family, another resolut
            seed+1), scored against the predictor's sum (raw additive, as `lut predict --space`
            gives it) and, side by side, the measured LUT's sum: MAPE, max APE, Spearman ρ, and the
            end-to-end noise floor (`lut.validate.noise_floor_pct` of the two halves)
+    drift  `--drift-ops` ops of LUT re-timed with its protocol in the same rounds as the archs: how
+           far the device moved since the LUT the predictor learnt from was measured (the median
+           change; `lut validate` reports the same). A predictor answers for the device as it was
+           then, a LUT measured now for now: beside the raw op figures, the share within ±10 %
+           with the predictions moved by that drift says how much of a miss the device's move
+           explains (a diagnostic; the raw figures are the result)
 
 It also reports how many of a space's ops the training LUTs held exactly (an op measured for
 training is not a prediction) and the predictor's own held-out error and fit time (refitted on
@@ -44,6 +50,7 @@ from lut.predictor import (
 from lut.store import Lut, LutCoverageError, LutError, load_lut
 from lut.validate import error_metrics, noise_floor_pct, random_archs
 from profiler.api import measure_archs, profile_space
+from profiler.validate import drift_report, drift_sample, retime_options
 from search.space import Arch, arch_ops, block_spec, get_space, named_archs_for
 
 log = logging.getLogger("bench.predictor_accuracy")
@@ -99,7 +106,8 @@ def _measured_lut(base: Lut, space: str, root: str, profile: bool, rounds: int) 
         raise LutError(f"{e} — pass --profile to measure a LUT of {space} for the comparison") from None
 
 
-def run(base: Lut, spaces: list[str], *, root: str, n_archs: int, rounds: int, seed: int, profile: bool) -> dict[str, Any]:
+def run(base: Lut, spaces: list[str], *, root: str, n_archs: int, rounds: int, seed: int, profile: bool,
+        drift_ops: int = 20) -> dict[str, Any]:
     predictor = find_predictor(base)
     if predictor is None:
         raise LutError(f"no predictor beside {base.id}: python -m lut fit {base.id} SHAPES_LUT first")
@@ -137,9 +145,14 @@ def run(base: Lut, spaces: list[str], *, root: str, n_archs: int, rounds: int, s
     proto = base.meta.get("protocol", {})
     kw = dict(threads=int(rt.get("threads") or 1), dtype=rt.get("dtype", "fp32"), layout=rt.get("layout"),
               warmup=int(proto.get("warmup", 5)), runs=int(proto.get("runs", 20)))  # fmt: skip
+    retimed = drift_sample(base, drift_ops, seed)
     t1 = time.perf_counter()
-    halves = [measure_archs(all_archs, rt["name"], "host", rounds=max(1, rounds // 2), seed=seed + i, **kw) for i in range(2)]
+    halves = [measure_archs(all_archs, rt["name"], "host", rounds=max(1, rounds // 2), seed=seed + i, ops=retimed,
+                            **retime_options(proto), **kw) for i in range(2)]  # fmt: skip
     report["measure_archs_s"] = time.perf_counter() - t1
+    report["drift"] = drift_report(base, retimed, halves) if retimed else None
+    change = (report["drift"] or {}).get("median_change_pct")
+    moved = None if change is None else 1.0 + change / 100.0  # the device now / when the LUT was measured
     for name, d in per_space.items():
         rows = []
         for a in d["archs"]:
@@ -152,6 +165,10 @@ def run(base: Lut, spaces: list[str], *, root: str, n_archs: int, rounds: int, s
                          "num_ops": sum(not op.is_identity for op in arch_ops(a))})  # fmt: skip
         meas = [r["measured_us"] for r in rows]
         covered = [r for r in rows if r["measured_lut_us"] is not None]
+        if moved is not None:
+            rows_ = report["spaces"][name]["ops"]["ops"]
+            pct = np.array([r["pred_us"] * moved / r["meas_us"] - 1.0 for r in rows_])
+            report["spaces"][name]["ops"]["within_10pct_drift_removed"] = float(np.mean(np.abs(pct) <= 0.10))
         report["spaces"][name]["archs"] = {
             "predictor": error_metrics([r["predictor_us"] for r in rows], meas),
             # the archs the measured LUT covers (FBNet-A's scaled head is no op of the space's own LUT)
@@ -176,6 +193,9 @@ def print_report(r: dict[str, Any]) -> None:
     print(f"  predictor held-out: {held.get('n')} ops, RMSPE {held.get('rmspe_pct')} %, within ±10 % "
           f"{held.get('within_10pct')}; refit in {r['refit_s']:.1f} s")  # fmt: skip
     print(f"  archs timed end to end in {r['measure_archs_s']:.0f} s")
+    if r.get("drift") and r["drift"]["median_change_pct"] is not None:
+        print(f"  drift: {len(r['drift']['ops'])} ops of the LUT re-timed beside the archs, median change "
+              f"{r['drift']['median_change_pct']:+.1f} % since it was measured")  # fmt: skip
     for name, s in r["spaces"].items():
         o = s["ops"]["all"]
         print(f"{name}: {s['num_ops']} ops ({s['ops_in_training_luts']} of them in the training LUTs), vs "
@@ -183,6 +203,8 @@ def print_report(r: dict[str, Any]) -> None:
         print(f"  ops:   {o['within_10pct']:.0%} within ±10 %  MAPE {o['mape_pct']:.1f} %  RMSPE {o['rmspe_pct']:.1f} %  "
               f"bias {o['mean_error_pct']:+.1f} %  "
               f"(measured LUT's own round-to-round spread {s['ops']['lut_noise_pct']:.1f} %)")  # fmt: skip
+        if "within_10pct_drift_removed" in s["ops"]:
+            print(f"         {s['ops']['within_10pct_drift_removed']:.0%} within ±10 % with the predictions moved by the drift")
         for k, e in s["ops"]["per_kind"].items():
             print(f"    {k:<9} {e['n']:4d}  within ±10 % {e['within_10pct']:.0%}  MAPE {e['mape_pct']:.1f} %")
         a = s["archs"]
@@ -205,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--archs", type=int, default=10, help="random archs per space (default 10) besides FBNet-A/B/C")
     p.add_argument("--rounds", type=int, default=6, help="end-to-end rounds, in two halves (default 6)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random archs and the round order (default 0)")
+    p.add_argument("--drift-ops", type=int, default=20,
+                   help="ops of LUT re-timed beside the archs, to see how far the device moved since (default 20; 0: none)")
     add_luts_root(p)
     p.add_argument("--profile", action="store_true", help="measure a LUT of each space now (or reuse an up-to-date one)")
     add_out(p, help="also write the report as JSON to this file")
@@ -219,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         base = load_lut(args.lut, root=args.luts_root)
         spaces = [s.strip() for s in args.spaces.split(",") if s.strip()]
         report = run(base, spaces, root=args.luts_root, n_archs=args.archs, rounds=args.rounds, seed=args.seed,
-                     profile=args.profile)  # fmt: skip
+                     profile=args.profile, drift_ops=args.drift_ops)  # fmt: skip
     except (ValueError, RuntimeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

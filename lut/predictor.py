@@ -3,7 +3,7 @@ answers for op shapes no LUT measured (another input resolution, another width m
 
     pred = fit_predictor([load_lut("…/fbnet/executorch-t1"), load_lut("…/shapes-fbnet/executorch-t1")])
     path = save_predictor(pred, luts[0])          # <first LUT's runtime dir>/predictors/v<N>.json
-    pred.predict_us([op, …])                      # raw median µs, as a LUT row would hold
+    pred.predict_us([op, …], cache)               # raw median µs, as a LUT row would hold
     lut2 = predicted_lut(lut, "fbnet-r160-w0.75") # a `Lut` of that space: measured rows where the
                                                   # LUT has them, the predictor's elsewhere
 
@@ -13,13 +13,24 @@ so a predicted op is overhead-subtracted like a measured one):
 
     µs ≈ (Σ_t coef_t · term_t(op)) · exp(Σ trees(features(op)))
 
-The terms (`TERMS`) are what a kernel's time is made of: a fixed cost, dense MACs and depthwise
-MACs (two very different rates), activation and weight elements; their coefficients are
-non-negative and fitted on relative error, so the base is a roofline-like sum that interpolates
-and extrapolates smoothly between a few sampled shapes (trees alone cannot). Gradient-boosted trees
-(scikit-learn) then fit the log ratio of measured to base on `FEATURES` (MACs, parameters,
-input/output/activation elements, H, channels, kernel, expansion, stride, groups, MACs per
-parameter): the cache cliffs, stride-2 kernels and shapes a runtime tiles badly.
+The terms (`TERMS`) are what a kernel's time is made of: a fixed cost and one per conv call, output
+pixels, dense MACs and depthwise MACs (two very different rates), the same in whole tiles of a CPU
+kernel (16 channels, 6 or 7 pixels), activation and weight elements, and the weights of an op timed
+cold; their coefficients are non-negative and fitted on relative error, so the base is a
+roofline-like sum that interpolates and extrapolates smoothly between a few sampled shapes (trees
+alone cannot). Gradient-boosted trees (scikit-learn) then fit the log ratio of measured to base on
+`FEATURES` (MACs, parameters, input/output/activation elements, H, output pixels, channels in,
+expanded and out and their remainders past 16, kernel, expansion, stride, groups, MACs per
+parameter, and the cache state): the cache cliffs, stride-2 kernels and shapes a runtime tiles
+badly.
+
+Cache state (`OpCache`). A job under the "mixed" protocol times the ops whose weights stream
+inside a network cold, over copies sized to the network (a sampled LUT: to each draw's), and the
+same op runs faster warm than cold, and cold faster where its network fits in the last-level
+cache. Fitting reads each row's state from its LUT's protocol record (`lut_cache`); predicting a
+space reads it from the same rule (`search.space.streamed_ops`) with that space's network size
+(`space_cache`), so a 10 MiB network's heavy layers are not charged the memory traffic of a
+40 MiB one's.
 
 Portable form: JSON. The term coefficients and every tree's arrays (children, feature, threshold,
 value) are stored as numbers; `Predictor.predict_us` evaluates them with numpy, so reading a
@@ -43,15 +54,15 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from search.space import Arch, ArchError, Op, block_spec, get_space, overhead_op
+from search.space import PRIVATE_CACHE_BYTES, Arch, ArchError, Op, Space, block_spec, get_space, network_bytes, overhead_op, streamed_ops
 
 from .files import atomic_write, fsync_dir
 from .store import Lut, LutCoverageError, LutError
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "FEATURES", "PREDICTORS_DIR", "Predictor", "PredictorError", "PredictedLut",
-    "op_features", "fit_predictor", "save_predictor", "load_predictor", "find_predictor", "predicted_lut",
-    "retarget_arch",
+    "OpCache", "op_features", "lut_cache", "space_cache", "fit_predictor", "save_predictor", "load_predictor",
+    "find_predictor", "predicted_lut", "retarget_arch",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -61,56 +72,90 @@ FORMAT_VERSION = 1  # bump when a reader of the previous version would misread a
 PREDICTORS_DIR = "predictors"  # beside a LUT's versions: <runtime dir>/predictors/v<N>.json
 HOLD_OUT = 0.2  # share of rows the held-out error is scored on
 
-# Tree features: name → value of an op (logs of sizes, raw small integers)
+# op key → the bytes the op's cold copies were sized to hold (`RunSpec.cold_bytes`; 0.0 for an op
+# timed as replicas); an op absent was timed warm
+OpCache = dict[str, float]
+LLC_RULE_BYTES = 64 << 20  # cold copies of "twice the last-level cache" (cold_bytes 0), taken as past any LLC
+
+# Tree features: name → value of an op (logs of sizes, raw small integers). `c` is the op's cache
+# state as a job timed it (`OpCache`): the same op runs faster warm than cold, and cold faster when
+# its copies together fit in the last-level cache (a small network's) than when they do not.
 FEATURES: dict[str, Any] = {
-    "log_macs": lambda op, s: math.log1p(op.macs),
-    "log_params": lambda op, s: math.log1p(op.params),
-    "log_in": lambda op, s: math.log(op.c_in * op.h * op.w),
-    "log_out": lambda op, s: math.log(math.prod(op.output_shape)),
-    "log_act": lambda op, s: math.log(op.activations),
-    "log_macs_per_param": lambda op, s: math.log1p(op.macs) - math.log1p(op.params),
-    "log_h": lambda op, s: math.log(op.h),
-    "log_c_in": lambda op, s: math.log(op.c_in),
-    "log_c_out": lambda op, s: math.log(op.c_out),
-    "kernel": lambda op, s: float(s.kernel),
-    "expansion": lambda op, s: float(s.expansion),
-    "stride": lambda op, s: float(op.stride),
-    "groups": lambda op, s: float(s.groups),
+    "log_macs": lambda op, s, c: math.log1p(op.macs),
+    "log_params": lambda op, s, c: math.log1p(op.params),
+    "log_in": lambda op, s, c: math.log(op.c_in * op.h * op.w),
+    "log_out": lambda op, s, c: math.log(math.prod(op.output_shape)),
+    "log_act": lambda op, s, c: math.log(op.activations),
+    "log_macs_per_param": lambda op, s, c: math.log1p(op.macs) - math.log1p(op.params),
+    "log_h": lambda op, s, c: math.log(op.h),
+    "log_c_in": lambda op, s, c: math.log(op.c_in),
+    "log_c_out": lambda op, s, c: math.log(op.c_out),
+    "log_c_mid": lambda op, s, c: math.log(_mid(op)),
+    "log_pixels_out": lambda op, s, c: math.log(math.prod(op.output_shape[-2:])),
+    # channels past a whole number of a kernel's 16-wide tiles: a 40-channel conv runs partly empty
+    "c_in_mod16": lambda op, s, c: float(op.c_in % 16),
+    "c_mid_mod16": lambda op, s, c: float(_mid(op) % 16),
+    "c_out_mod16": lambda op, s, c: float(op.c_out % 16),
+    "kernel": lambda op, s, c: float(s.kernel),
+    "expansion": lambda op, s, c: float(s.expansion),
+    "stride": lambda op, s, c: float(op.stride),
+    "groups": lambda op, s, c: float(s.groups),
+    "cold": lambda op, s, c: float(c is not None),
+    "log_cold_bytes": lambda op, s, c: math.log(c) if c else 0.0,
 }
 
-
 LANES = 16  # output channels a CPU kernel computes at once (XNNPACK's f32 tiles: 8 or 16 wide)
+ROWS = (6, 7)  # output pixels a GEMM kernel computes at once (XNNPACK f32: 6x8 on arm64, 7x16 avx512)
 
 
-def _conv_macs(op: Op, lanes: int = 1) -> tuple[float, float]:
-    """(dense MACs: full and grouped convs and the classifier, depthwise MACs) of an op; they run at
-    very different rates (a depthwise conv reuses each weight over its pixels only). `lanes`: with
-    each conv's output channels rounded up to a multiple of it, the MACs a kernel that computes
-    `lanes` channels at once spends (an 8-channel conv costs a 16-channel one's)."""
+def _mid(op: Op) -> int:
+    """The block's widest channel count: an inverted residual's expanded channels, else its output's."""
     spec = block_spec(op.block)
-    h, w, dense, depthwise = op.h, op.w, 0.0, 0.0
-    for ci, co, k, g, st in spec._convs(op.c_in, op.c_out, op.stride):
+    return op.c_in * spec.expansion if spec.kind in ("ir", "mb") else max(op.c_out, 1)
+
+
+def _convs(op: Op) -> list[tuple[int, int, int, int, int, int]]:
+    """The op's convolutions as (c_in, c_out, kernel, groups, out_h, out_w)."""
+    h, w, out = op.h, op.w, []
+    for ci, co, k, g, st in block_spec(op.block)._convs(op.c_in, op.c_out, op.stride):
         h, w = -(-h // st), -(-w // st)
-        macs = h * w * (-(-co // lanes) * lanes) * (ci // g) * k * k
+        out.append((ci, co, k, g, h, w))
+    return out
+
+
+def _conv_macs(op: Op, lanes: int = 1, rows: int = 1) -> tuple[float, float]:
+    """(dense MACs: full and grouped convs and the classifier, depthwise MACs) of an op; they run at
+    very different rates (a depthwise conv reuses each weight over its pixels only). `lanes`, `rows`:
+    with each conv's output channels rounded up to a multiple of `lanes` (and a dense conv's output
+    pixels to one of `rows`), the MACs a kernel that computes such tiles at once spends (an
+    8-channel conv costs a 16-channel one's)."""
+    dense, depthwise = 0.0, 0.0
+    for ci, co, k, g, h, w in _convs(op):
+        tiled_co = -(-co // lanes) * lanes
         if g > 1 and g == ci == co:
-            depthwise += macs
+            depthwise += h * w * tiled_co * k * k
         else:
-            dense += macs
-    if spec.kind == "pool_fc":
+            dense += -(-(h * w) // rows) * rows * tiled_co * (ci // g) * k * k
+    if block_spec(op.block).kind == "pool_fc":
         dense += op.c_in * op.c_out
     return dense, depthwise
 
 
-# Cost terms of the linear base: latency ≈ Σ coef · term, coef ≥ 0 (a fixed cost, compute at two
-# rates, memory traffic of activations and weights)
+# Cost terms of the linear base: latency ≈ Σ coef · term, coef ≥ 0 (a fixed cost and one per
+# kernel call, compute at two rates and in whole tiles, memory traffic of activations and weights,
+# and the weights an op timed cold reads from beyond its caches). `c`: as in FEATURES.
 TERMS: dict[str, Any] = {
-    "once": lambda op: 1.0,
-    "dense_macs": lambda op: _conv_macs(op)[0],
-    "depthwise_macs": lambda op: _conv_macs(op)[1],
-    "dense_macs_tiled": lambda op: _conv_macs(op, LANES)[0],
-    "depthwise_macs_tiled": lambda op: _conv_macs(op, LANES)[1],
-    "activations": lambda op: float(op.activations),
-    "params": lambda op: float(op.params),
+    "once": lambda op, c: 1.0,
+    "convs": lambda op, c: float(len(_convs(op))),
+    "pixels_out": lambda op, c: float(sum(h * w for *_, h, w in _convs(op))),
+    "dense_macs": lambda op, c: _conv_macs(op)[0],
+    "depthwise_macs": lambda op, c: _conv_macs(op)[1],
+    "dense_macs_tiled": lambda op, c: _conv_macs(op, LANES)[0],
+    "depthwise_macs_tiled": lambda op, c: _conv_macs(op, LANES)[1],
+    **{f"dense_macs_tiled_{r}x{LANES}": (lambda op, c, r=r: _conv_macs(op, LANES, r)[0]) for r in ROWS},
+    "activations": lambda op, c: float(op.activations),
+    "params": lambda op, c: float(op.params),
+    "cold_params": lambda op, c: float(op.params) if c is not None else 0.0,
 }
 
 
@@ -118,18 +163,62 @@ class PredictorError(LutError):
     """A predictor cannot be fitted, read or used; the message says what to do."""
 
 
-def op_features(ops: Sequence[Op]) -> np.ndarray:
-    """[len(ops), len(FEATURES)] float64: the trees' features."""
+def op_features(ops: Sequence[Op], cache: OpCache | None = None) -> np.ndarray:
+    """[len(ops), len(FEATURES)] float64: the trees' features (`cache`: the ops a job timed cold,
+    see `OpCache`; None: every op warm)."""
     rows = []
     for op in ops:
         spec = block_spec(op.block)
-        rows.append([f(op, spec) for f in FEATURES.values()])
+        state = cache.get(op.key) if cache else None
+        rows.append([f(op, spec, state) for f in FEATURES.values()])
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(FEATURES))
 
 
-def op_terms(ops: Sequence[Op]) -> np.ndarray:
-    """[len(ops), len(TERMS)] float64: the linear base's cost terms."""
-    return np.asarray([[t(op) for t in TERMS.values()] for op in ops], dtype=np.float64).reshape(len(ops), len(TERMS))
+def lut_cache(lut: Lut) -> OpCache:
+    """The cache state `lut`'s job timed each of its ops in, from its protocol record."""
+    proto = lut.meta.get("protocol") or {}
+    cache = proto.get("cache")
+    if cache == "mixed":
+        states = dict(proto.get("op_cache") or {})
+    elif cache in ("cold", "replicas"):
+        states = {str(k): cache for k in lut.table.index}
+    else:
+        return {}
+    per_op, default = proto.get("op_cold_bytes") or {}, proto.get("cold_bytes")
+    return {k: (float(per_op.get(k, default) or LLC_RULE_BYTES) if st == "cold" else 0.0)
+            for k, st in states.items() if st != "warm"}  # fmt: skip
+
+
+def space_cache(lut: Lut, space: Space, ops: Sequence[Op]) -> OpCache:
+    """The cache state a job like `lut`'s would time `ops` of `space` in (every op of a network,
+    overhead ops included, so that an overhead op's state follows its shape's ops): the same rule
+    (`search.space.streamed_ops` under "mixed"), cold copies sized to `space`'s network where the
+    LUT's were sized to its own (the default), else to what the LUT's were."""
+    proto = lut.meta.get("protocol") or {}
+    cache = proto.get("cache")
+    if cache not in ("mixed", "cold", "replicas"):
+        return {}
+    per_el = 1 if lut.runtime.get("dtype") == "int8" else 4
+    recorded = proto.get("cold_bytes")
+    try:
+        own = network_bytes(get_space(lut.space), per_el) if recorded else None
+    except ValueError:  # a sampled space: its copies were sized per draw
+        own = None
+    nbytes = float(network_bytes(space, per_el) if recorded is None or recorded == own else recorded or LLC_RULE_BYTES)
+    replicas = cache == "replicas" or "replicas" in (proto.get("op_cache") or {}).values()
+    if cache != "mixed":
+        return {op.key: 0.0 if replicas else nbytes for op in ops}
+    cold = streamed_ops(ops, overhead_op(space.fixed_ops()["stem"]), whole_shapes=replicas,
+                        dtype=lut.runtime.get("dtype") or "fp32",
+                        private_cache_bytes=proto.get("private_cache_bytes") or PRIVATE_CACHE_BYTES)  # fmt: skip
+    return {k: 0.0 if replicas else nbytes for k in cold}
+
+
+def op_terms(ops: Sequence[Op], cache: OpCache | None = None) -> np.ndarray:
+    """[len(ops), len(TERMS)] float64: the linear base's cost terms (`cache`: as in op_features)."""
+    cache = cache or {}
+    rows = [[t(op, cache.get(op.key)) for t in TERMS.values()] for op in ops]
+    return np.asarray(rows, dtype=np.float64).reshape(len(ops), len(TERMS))
 
 
 # --- the fitted model as data -------------------------------------------------------------------
@@ -186,7 +275,7 @@ def _fit_kind(terms: np.ndarray, x: np.ndarray, y: np.ndarray, seed: int) -> Kin
     model = KindModel((lin.coef_ / norm).tolist(), n_train=len(y))
     if len(y) >= 8:  # too few rows for trees to learn anything but noise
         resid = np.log(y) - np.log(model.base_us(terms))
-        gbr = GradientBoostingRegressor(n_estimators=150, learning_rate=0.05, max_depth=3, min_samples_leaf=3,
+        gbr = GradientBoostingRegressor(n_estimators=300, learning_rate=0.05, max_depth=4, min_samples_leaf=3,
                                         subsample=0.8, init="zero", random_state=seed).fit(x, resid)  # fmt: skip
         model.trees = [_tree_to_dict(t) for t in gbr.estimators_[:, 0]]
         model.tree_weight = float(gbr.learning_rate)
@@ -208,13 +297,14 @@ class Predictor:
     def can_predict(self, op: Op) -> bool:
         return block_spec(op.block).kind in self.kinds
 
-    def predict_us(self, ops: Sequence[Op]) -> np.ndarray:
-        """Raw median µs of each op, as a LUT row would hold it (overhead included)."""
+    def predict_us(self, ops: Sequence[Op], cache: OpCache | None = None) -> np.ndarray:
+        """Raw median µs of each op, as a LUT row would hold it (overhead included), timed in the
+        cache state `cache` says (`space_cache`; None: every op warm)."""
         ops = list(ops)
         out = np.full(len(ops), np.nan)
         if not ops:
             return out
-        x, terms = op_features(ops), op_terms(ops)
+        x, terms = op_features(ops, cache), op_terms(ops, cache)
         kinds = np.array([block_spec(op.block).kind for op in ops])
         missing = sorted(set(kinds) - set(self.kinds))
         if missing:
@@ -234,9 +324,12 @@ class Predictor:
 
 
 # --- fitting ------------------------------------------------------------------------------------
-def _rows(luts: Sequence[Lut]) -> tuple[list[Op], np.ndarray]:
+def _rows(luts: Sequence[Lut]) -> tuple[list[Op], np.ndarray, OpCache]:
     ops: dict[str, Op] = {}
     values: dict[str, list[float]] = {}
+    cache: OpCache = {}
+    for lut in reversed(luts):  # an op several LUTs timed in different states: the first LUT's
+        cache.update(lut_cache(lut))
     for lut in luts:
         ok = lut.table[lut.table["status"] == "ok"]
         for key, r in ok.iterrows():
@@ -245,7 +338,7 @@ def _rows(luts: Sequence[Lut]) -> tuple[list[Op], np.ndarray]:
             values.setdefault(op.key, []).append(float(r["median_us"]))
     keys = sorted(ops)
     # an op measured by several LUTs counts once, at its median
-    return [ops[k] for k in keys], np.array([float(np.median(values[k])) for k in keys])
+    return [ops[k] for k in keys], np.array([float(np.median(values[k])) for k in keys]), cache
 
 
 def _check_same_target(luts: Sequence[Lut]) -> dict[str, Any]:
@@ -269,8 +362,8 @@ def _errors(pred: np.ndarray, meas: np.ndarray) -> dict[str, float]:
             "mape_pct": round(float(np.mean(np.abs(pct)) * 100), 2)}  # fmt: skip
 
 
-def _fit_all(ops: Sequence[Op], y: np.ndarray, seed: int) -> dict[str, KindModel]:
-    x, terms = op_features(ops), op_terms(ops)
+def _fit_all(ops: Sequence[Op], y: np.ndarray, cache: OpCache, seed: int) -> dict[str, KindModel]:
+    x, terms = op_features(ops, cache), op_terms(ops, cache)
     kinds = np.array([block_spec(op.block).kind for op in ops])
     return {str(k): _fit_kind(terms[kinds == k], x[kinds == k], y[kinds == k], seed) for k in sorted(set(kinds))}
 
@@ -283,7 +376,7 @@ def fit_predictor(luts: Sequence[Lut], *, seed: int = 0) -> Predictor:
     if not luts:
         raise PredictorError("fit needs at least one LUT")
     target = _check_same_target(luts)
-    ops, y = _rows(luts)
+    ops, y, cache = _rows(luts)
     if len(ops) < 10:
         raise PredictorError(f"only {len(ops)} measured ops in {', '.join(lut.id for lut in luts)}; fit needs ≥ 10")
     rng = np.random.default_rng(seed)
@@ -293,9 +386,9 @@ def fit_predictor(luts: Sequence[Lut], *, seed: int = 0) -> Predictor:
         if (test & (kinds == k)).sum() == (kinds == k).sum():
             test[kinds == k] = False
     train_ops = [op for op, t in zip(ops, test) if not t]
-    held = Predictor(_fit_all(train_ops, y[~test], seed))
+    held = Predictor(_fit_all(train_ops, y[~test], cache, seed))
     test_ops = [op for op, t in zip(ops, test) if t]
-    pred = held.predict_us(test_ops) if test_ops else np.array([])
+    pred = held.predict_us(test_ops, cache) if test_ops else np.array([])
     held_out: dict[str, Any] = {"overall": _errors(pred, y[test]) if test_ops else None, "per_kind": {}}
     for k in sorted(set(kinds[test])):
         sel = kinds[test] == k
@@ -309,15 +402,16 @@ def fit_predictor(luts: Sequence[Lut], *, seed: int = 0) -> Predictor:
         ],
         "num_ops": len(ops),
         "per_kind_ops": {str(k): int((kinds == k).sum()) for k in sorted(set(kinds))},
+        "cold_ops": sum(op.key in cache for op in ops),  # rows timed cold or as replicas (`lut_cache`)
         "target": "log of the LUT row's median_us (per-invocation overhead included; overhead ops are a kind)",
         "model": "non-negative linear cost terms fitted on relative error, times exp(gradient-boosted trees "
-                 "(depth 3, 150, lr 0.05) fitted on the log ratio of measured to linear)",
+                 "(depth 4, 300, lr 0.05) fitted on the log ratio of measured to linear)",
         "terms": list(TERMS),
         "held_out": {"share": HOLD_OUT, "seed": seed, **held_out},
         "fitted_with": {p: version(p) for p in ("scikit-learn", "numpy")},
         "read_by": f"lut.predictor format_version {FORMAT_VERSION} (numpy only)",
     }
-    return Predictor(_fit_all(ops, y, seed), meta)
+    return Predictor(_fit_all(ops, y, cache, seed), meta)
 
 
 # --- the store ----------------------------------------------------------------------------------
@@ -444,7 +538,7 @@ def predicted_lut(lut: Lut, space_name: str, predictor: Predictor | None = None,
             f"{lut.id} (space {lut.space!r}, asked for {space.name!r}; no predictor beside it: "
             f"python -m profiler.run --sample-shapes N, then python -m lut fit {lut.id} SHAPES_LUT)",
         )
-    values = predictor.predict_us(missing)
+    values = predictor.predict_us(missing, space_cache(lut, space, ops))
     rows = [{"op_key": op.key, "block": op.block, "c_in": op.c_in, "h": op.h, "w": op.w, "c_out": op.c_out,
              "stride": op.stride, "status": "ok", "median_us": v, "mean_us": v, "std_us": 0.0, "min_us": v,
              "p10_us": v, "p90_us": v, "n": 0, "error": "predicted"} for op, v in zip(missing, values)]  # fmt: skip

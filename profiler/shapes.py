@@ -9,25 +9,30 @@ measured, resumed, versioned and stored exactly like any space's:
     python -m profiler.run --device host --runtime executorch --sample-shapes 16
         → luts/<device>/shapes-fbnet/executorch-t1/v1/    (no search picks this space)
 
-Sampling. Draw i (i = 0 … n−1) picks a resolution r and a width multiplier w uniformly from
-`ShapeRanges` and one searchable layer of the family's macro-architecture at (r, w) (a stage's
-first layer, where stride and channels change, half of the time; another layer else); the draw
-times every candidate block at that layer (identity ones excepted: they compute nothing), and
-the fixed ops (stem, fixed first block, head conv, classifier) of the network at (r, w), with a
-head width drawn from the family's default and its named archs' heads. Drawing whole layers, not
+Sampling. Draw i (i = 0 … n−1) picks a resolution r and a width multiplier w log-uniformly from
+`ShapeRanges` (sizes and channel counts scale by ratios: 96→128 px is as large a step as
+240→320) and one searchable layer of the family's macro-architecture at (r, w); the draw times
+every candidate block at that layer (identity ones excepted: they compute nothing), and the fixed
+ops (stem, fixed first block, head conv, classifier) of the network at (r, w), with a head width
+drawn from the family's default and its named archs' heads. Drawing whole layers, not
 independent channel counts and sizes, keeps the shapes the family really has (a wide layer is a
 small one, stride 2 only where a stage starts) while covering every resolution and width of the
 ranges; all blocks of a draw share its input shape, so they also share one overhead op.
 
-Draws come from `random.Random(f"{seed}:{family}:{i}")`: the first n draws of a job with 2n are
-the n draws of a job with n, so a larger job measures a superset (and its LUT can be fitted on
-together with the smaller one's).
+Layers are dealt, not drawn: draw i takes slot i mod S of a fixed shuffled list of S slots that
+holds each stage's first layer twice (where stride and channels change) and every other layer
+once, so every layer is sampled, the first stage's wide-and-narrow ones included, once per S
+draws (FBNet: 29). Draws come from `random.Random(f"{seed}:{family}:{i}")` and the slot list
+from the seed and family alone: the first n draws of a job with 2n are the n draws of a job with
+n, so a larger job measures a superset (and its LUT can be fitted on together with the smaller
+one's).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -43,8 +48,8 @@ SHAPES_PREFIX = "shapes-"  # a sampled space is named "shapes-<family>"
 class ShapeRanges:
     """What a draw may pick; defaults cover the spaces we ship at 96–320 px and widths 0.35–1.5."""
 
-    resolution: tuple[int, int] = (96, 320)  # input size, inclusive, drawn uniformly
-    width: tuple[float, float] = (0.35, 1.5)  # width multiplier, drawn uniformly, 2 decimals
+    resolution: tuple[int, int] = (96, 320)  # input size, inclusive, drawn log-uniformly
+    width: tuple[float, float] = (0.35, 1.5)  # width multiplier, drawn log-uniformly, 2 decimals
 
     def __post_init__(self) -> None:
         (r0, r1), (w0, w1) = self.resolution, self.width
@@ -88,19 +93,25 @@ class ShapeSpace:
     def draw(self, i: int) -> tuple[Space, int, int]:
         """Draw i: (the family at the drawn resolution and width, layer index, head width)."""
         rng = random.Random(f"{self.seed}:{self.family}:{i}")
-        res = rng.randint(*self.ranges.resolution)
-        width = round(rng.uniform(*self.ranges.width), 2)
+        (r0, r1), (w0, w1) = self.ranges.resolution, self.ranges.width
+        res = min(r1, max(r0, round(math.exp(rng.uniform(math.log(r0), math.log(r1))))))
+        width = min(w1, max(w0, round(math.exp(rng.uniform(math.log(w0), math.log(w1))), 2)))
         base = get_space(self.family)
         space = replace(base, resolution=res, width_mult=width, extra_heads=())
-        # half the draws at a stage's first layer (where stride and channels change), which
-        # uniform layers would draw 7 times in 22
-        layers = space.layers()
-        firsts = [l.index for l in layers if l.index == 0 or l.stage != layers[l.index - 1].stage]
-        others = [l.index for l in layers if l.index not in firsts]
-        layer = rng.choice(firsts if rng.random() < 0.5 or not others else others)
+        slots = self._layer_slots()
+        layer = slots[i % len(slots)]
         heads = sorted({base.head_channels, *base.extra_heads})
         head = space.ch(rng.choice(heads))
         return space, layer, head
+
+    def _layer_slots(self) -> list[int]:
+        """The shuffled layer slots draws are dealt from: each stage's first layer twice, the
+        others once (the layer structure is the family's at any resolution and width)."""
+        layers = get_space(self.family).layers()
+        firsts = [l.index for l in layers if l.index == 0 or l.stage != layers[l.index - 1].stage]
+        slots = sorted(firsts * 2 + [l.index for l in layers if l.index not in firsts])
+        random.Random(f"{self.seed}:{self.family}:layers").shuffle(slots)
+        return slots
 
     def draw_ops(self, i: int) -> list[Op]:
         """The ops draw i times: every non-identity candidate at its layer, then the fixed ops."""

@@ -38,7 +38,7 @@ from profiler.runtimes import RUNTIMES, runtime_info
 from profiler.targets.lock import device_lock, lock_key_of
 from search.space import Arch, Op, arch_ops, get_space, named_archs_for, overhead_op, parse_op_key
 
-__all__ = ["ValidationConfig", "ALL_OPS", "validate_lut", "main"]
+__all__ = ["ValidationConfig", "ALL_OPS", "validate_lut", "drift_sample", "drift_report", "retime_options", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -103,15 +103,12 @@ def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dic
         progress=config.progress,
     )
     half = config.rounds // 2
-    drift_ops = _drift_sample(base, config.drift_ops, config.seed)  # measured ops only
-    op_cache = proto.get("cache", "warm")  # LUTs before the cache option timed ops warm
-    if op_cache == "mixed":  # a state per op: the ones not timed warm are listed
-        op_cache = proto.get("op_cache") or {}
+    drift_ops = drift_sample(base, config.drift_ops, config.seed)  # measured ops only
     lock = lock_key_of(kwargs["device"], config.target_options)  # the phone's identity: one lock per phone
     with device_lock(lock, wait_s=config.lock_wait_s, what=f"validate {lut.id}"):
         halves = [
-            measure_archs(archs, rt["name"], rounds=half, seed=config.seed + i, ops=drift_ops, op_cache=op_cache,
-                          op_copies=proto.get("copies") or {}, op_cold_bytes=_cold_bytes(proto), **kwargs)
+            measure_archs(archs, rt["name"], rounds=half, seed=config.seed + i, ops=drift_ops, **retime_options(proto),
+                          **kwargs)
             for i in range(2)
         ]  # fmt: skip
         layers = _layers(lut, archs, rt["name"], kwargs) if config.per_layer else None
@@ -139,7 +136,7 @@ def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dic
         if chosen:
             r["corrected_us"] = Correction(report["prediction_model"], chosen["coef"]).apply(r)
     options = {k: v for k, v in kwargs.items() if k not in ("progress", "target_options")}
-    report["drift"] = _drift(base, drift_ops, halves)
+    report["drift"] = drift_report(base, drift_ops, halves)
     add = report["additive"]
     report["verdict"] = verdict(add["mape"], add["spearman"], report["noise_floor"],
                                 report["drift"]["median_change_pct"])  # fmt: skip
@@ -169,17 +166,27 @@ def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dic
     return report
 
 
-def _cold_bytes(proto: dict[str, Any]) -> int | dict[str, int]:
+def lut_cold_bytes(proto: dict[str, Any]) -> int | dict[str, int]:
     """`RunSpec.cold_bytes` of a LUT's cold ops, as its protocol recorded it: one value, per op
     (`op_cold_bytes`), or none recorded (LUTs before it: copies beyond twice the last-level cache)."""
     return proto.get("op_cold_bytes") or int(proto.get("cold_bytes") or 0)
+
+
+def retime_options(proto: dict[str, Any]) -> dict[str, Any]:
+    """`measure_archs` keywords that time a LUT's ops as its protocol (`lut.meta["protocol"]`) did:
+    the cache state (per op under "mixed": the ones not timed warm are listed; LUTs before the
+    cache option timed ops warm), replica copies and cold copies' size."""
+    op_cache = proto.get("cache", "warm")
+    if op_cache == "mixed":
+        op_cache = proto.get("op_cache") or {}
+    return {"op_cache": op_cache, "op_copies": proto.get("copies") or {}, "op_cold_bytes": lut_cold_bytes(proto)}
 
 
 def _predicted_ops(lut: Lut, arch: Arch) -> int:
     return lut.predicted_ops([op.key for op in arch_ops(arch)]) if isinstance(lut, PredictedLut) else 0
 
 
-def _drift_sample(lut: Lut, n: int, seed: int) -> list[Op]:
+def drift_sample(lut: Lut, n: int, seed: int) -> list[Op]:
     """`n` ok ops of the LUT spread over its latency range (seeded), plus the network-input
     overhead op: what validation re-times to see how far the device moved since the LUT.
     `n` = ALL_OPS: every ok op, overhead ops included."""
@@ -195,7 +202,7 @@ def _drift_sample(lut: Lut, n: int, seed: int) -> list[Op]:
     return [parse_op_key(k) for k in dict.fromkeys(picks)] + [overhead_op(stem)]
 
 
-def _drift(lut: Lut, ops: list[Op], halves: list[dict[str, list[float]]]) -> dict[str, Any]:
+def drift_report(lut: Lut, ops: list[Op], halves: list[dict[str, list[float]]]) -> dict[str, Any]:
     """Per re-timed op: its LUT median and its median now; the median relative change. The
     overhead ops of a LUT timed with another overhead op (a ReLU, before) are left out: they were
     another model."""

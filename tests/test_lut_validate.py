@@ -164,19 +164,19 @@ def test_drift_leaves_out_overhead_ops_timed_as_another_model(tmp_path, syntheti
     """A LUT timed with another overhead op (a ReLU, before) is validated with today's: its
     overhead rows are another model's, so they are no measure of drift."""
     from profiler.protocol.settings import OVERHEAD_OPS
-    from profiler.validate import _drift
+    from profiler.validate import drift_report
 
     lut = synthetic_lut(tmp_path)  # an ExecuTorch LUT whose protocol names no overhead op: another model
     ok = [k for k in lut.table.index if lut.table.at[k, "status"] == "ok"]
     ops = [parse_op_key(k) for k in ok]
     halves = [{k: [2.0 * lut.table.at[k, "median_us"]] for k in ok}] * 2  # everything twice as slow
     with caplog.at_level("WARNING"):
-        drift = _drift(lut, ops, halves)
+        drift = drift_report(lut, ops, halves)
     assert "another overhead op" in caplog.text
     assert {r["op_key"] for r in drift["ops"]} == {k for k in ok if not k.startswith("overhead-")}
     assert drift["median_change_pct"] == pytest.approx(100.0)
     same = Lut(lut.path, {**lut.meta, "protocol": {"overhead_op": OVERHEAD_OPS["sampler"]}}, lut.table)
-    assert {r["op_key"] for r in _drift(same, ops, halves)["ops"]} == set(ok)
+    assert {r["op_key"] for r in drift_report(same, ops, halves)["ops"]} == set(ok)
 
 
 def test_a_verdict_only_from_a_quiet_run() -> None:
