@@ -106,7 +106,7 @@ def build_parser(adb=None) -> argparse.ArgumentParser:
     p.add_argument("--sample-shapes", type=int, metavar="N",
                    help="instead of the space's ops, time the --space family's blocks at N sampled layers "
                         "(resolutions 96-320, widths 0.35-1.5; profiler/shapes.py) into a LUT of space "
-                        "shapes-<family>, for `python -m lut fit` (docs/predictor.md; N = 128: about 1800 "
+                        "shapes-<family>, for `python -m lut fit` (docs/predictor.md; N = 256: about 3350 "
                         "models to export once)")
     p.add_argument("--cache-dir", help="export cache root (default $HWNAS_CACHE or .cache/exports)")
     p.add_argument("--export-workers", type=int, help="export processes (default: min(cores, 4) for large jobs)")
