@@ -171,8 +171,8 @@ def run(base: Lut, spaces: list[str], *, root: str, n_archs: int, rounds: int, s
         meas = [r["measured_us"] for r in rows]
         covered = [r for r in rows if r["measured_lut_us"] is not None]
         if moved is not None:
-            rows_ = report["spaces"][name]["ops"]["ops"]
-            pct = np.array([r["pred_us"] * moved / r["meas_us"] - 1.0 for r in rows_])
+            op_rows = report["spaces"][name]["ops"]["ops"]
+            pct = np.array([r["pred_us"] * moved / r["meas_us"] - 1.0 for r in op_rows])
             report["spaces"][name]["ops"]["within_10pct_drift_removed"] = float(np.mean(np.abs(pct) <= 0.10))
         report["spaces"][name]["archs"] = {
             "predictor": error_metrics([r["predictor_us"] for r in rows], meas),

@@ -199,12 +199,7 @@ def space_cache(lut: Lut, space: Space, ops: Sequence[Op]) -> OpCache:
     if cache not in ("mixed", "cold", "replicas"):
         return {}
     per_el = 1 if lut.runtime.get("dtype") == "int8" else 4
-    recorded = proto.get("cold_bytes")
-    try:
-        own = network_bytes(get_space(lut.space), per_el) if recorded else None
-    except ValueError:  # a sampled space: its copies were sized per draw
-        own = None
-    nbytes = float(network_bytes(space, per_el) if recorded is None or recorded == own else recorded or LLC_RULE_BYTES)
+    nbytes = _cold_bytes_in(lut, proto, space, per_el)
     replicas = cache == "replicas" or "replicas" in (proto.get("op_cache") or {}).values()
     if cache != "mixed":
         return {op.key: 0.0 if replicas else nbytes for op in ops}
@@ -212,6 +207,20 @@ def space_cache(lut: Lut, space: Space, ops: Sequence[Op]) -> OpCache:
                         dtype=lut.runtime.get("dtype") or "fp32",
                         private_cache_bytes=proto.get("private_cache_bytes") or PRIVATE_CACHE_BYTES)  # fmt: skip
     return {k: 0.0 if replicas else nbytes for k in cold}
+
+
+def _cold_bytes_in(lut: Lut, proto: dict[str, Any], space: Space, per_el: int) -> float:
+    """What cold copies of `space`'s ops hold under `lut`'s protocol, read as `lut_cache` reads it:
+    `space`'s network where the LUT sized its copies to its own network (per draw for a sampled
+    LUT), else the LUT's one size (none recorded, or 0: LLC_RULE_BYTES)."""
+    recorded = proto.get("cold_bytes")
+    if proto.get("op_cold_bytes"):
+        return float(network_bytes(space, per_el))
+    try:
+        own = network_bytes(get_space(lut.space), per_el) if recorded else None
+    except ValueError:  # a space name no parser knows (a sampled one)
+        own = None
+    return float(network_bytes(space, per_el) if recorded and recorded == own else recorded or LLC_RULE_BYTES)
 
 
 def op_terms(ops: Sequence[Op], cache: OpCache | None = None) -> np.ndarray:

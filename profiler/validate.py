@@ -166,20 +166,17 @@ def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dic
     return report
 
 
-def lut_cold_bytes(proto: dict[str, Any]) -> int | dict[str, int]:
-    """`RunSpec.cold_bytes` of a LUT's cold ops, as its protocol recorded it: one value, per op
-    (`op_cold_bytes`), or none recorded (LUTs before it: copies beyond twice the last-level cache)."""
-    return proto.get("op_cold_bytes") or int(proto.get("cold_bytes") or 0)
-
-
 def retime_options(proto: dict[str, Any]) -> dict[str, Any]:
     """`measure_archs` keywords that time a LUT's ops as its protocol (`lut.meta["protocol"]`) did:
     the cache state (per op under "mixed": the ones not timed warm are listed; LUTs before the
-    cache option timed ops warm), replica copies and cold copies' size."""
+    cache option timed ops warm), replica copies, and `RunSpec.cold_bytes` of the cold ops: one
+    value, per op (`op_cold_bytes`), or 0 where none is recorded (LUTs before it: copies beyond
+    twice the last-level cache)."""
     op_cache = proto.get("cache", "warm")
     if op_cache == "mixed":
         op_cache = proto.get("op_cache") or {}
-    return {"op_cache": op_cache, "op_copies": proto.get("copies") or {}, "op_cold_bytes": lut_cold_bytes(proto)}
+    cold_bytes = proto.get("op_cold_bytes") or int(proto.get("cold_bytes") or 0)
+    return {"op_cache": op_cache, "op_copies": proto.get("copies") or {}, "op_cold_bytes": cold_bytes}
 
 
 def _predicted_ops(lut: Lut, arch: Arch) -> int:
