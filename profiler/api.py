@@ -103,6 +103,7 @@ class ArchMeasurement:
     where the target does not report them), and with `per_layer` its layers in context."""
 
     samples_us: list[float] = field(default_factory=list)
+    rounds_us: dict[int, list[float]] = field(default_factory=dict)  # the same samples by round (its process)
     load_us: float = math.nan
     memory_kb: float = math.nan
     layers: list[dict[str, Any]] | None = None  # {layer, op_key, median_us, num_operators}
@@ -190,8 +191,9 @@ def measure_archs_detailed(
     op_state = (lambda k: op_cache.get(k, "warm")) if isinstance(op_cache, Mapping) else (lambda k: op_cache)
     errors: dict[str, str] = {}
 
-    def on_samples(key: str, _r: int, s: list[float], extra: dict[str, float]) -> None:
+    def on_samples(key: str, r: int, s: list[float], extra: dict[str, float]) -> None:
         out[key].samples_us.extend(s)
+        out[key].rounds_us.setdefault(r, []).extend(s)
         extras[key].append(extra)
 
     with target_lock(target, wait_s=lock_wait_s, what=what):

@@ -38,7 +38,8 @@ from profiler.runtimes import RUNTIMES, runtime_info
 from profiler.targets.lock import device_lock, lock_key_of
 from search.space import Arch, Op, arch_ops, get_space, named_archs_for, overhead_op, parse_op_key
 
-__all__ = ["ValidationConfig", "ALL_OPS", "validate_lut", "drift_sample", "drift_report", "retime_options", "main"]
+__all__ = ["ValidationConfig", "ALL_OPS", "validate_lut", "drift_sample", "drift_report", "measure_options",
+           "retime_options", "same_rounds", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -91,17 +92,7 @@ def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dic
     for arch in archs:
         lut.check_coverage([op.key for op in arch_ops(arch, space)])
     rt, proto = lut.meta.get("runtime", {}), lut.meta.get("protocol", {})
-    kwargs = dict(  # the LUT's own target, runtime and protocol
-        device=_target(lut, config.device),
-        threads=int(rt.get("threads") or 1),
-        dtype=rt.get("dtype", "fp32"),
-        layout=rt.get("layout") or runtime_info(rt["name"]).layouts[-1],  # LUTs before layouts: nchw
-        core_mask=rt.get("core_mask"),
-        warmup=int(proto.get("warmup", 5)),
-        runs=int(proto.get("runs", 20)),
-        target_options=config.target_options,
-        progress=config.progress,
-    )
+    kwargs = measure_options(lut, config.device, config.target_options, config.progress)
     half = config.rounds // 2
     drift_ops = drift_sample(base, config.drift_ops, config.seed)  # measured ops only
     lock = lock_key_of(kwargs["device"], config.target_options)  # the phone's identity: one lock per phone
@@ -140,7 +131,7 @@ def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dic
     add = report["additive"]
     report["verdict"] = verdict(add["mape"], add["spearman"], report["noise_floor"],
                                 report["drift"]["median_change_pct"])  # fmt: skip
-    same = _same_rounds(lut, archs, drift_ops, halves)
+    same = same_rounds(lut, archs, drift_ops, halves)
     if same is not None:
         for r, pred in zip(records, same["predicted_us"]):
             r["same_rounds_us"] = pred
@@ -164,6 +155,24 @@ def validate_lut(lut: Lut, config: ValidationConfig = ValidationConfig()) -> dic
         archs=records,
     )
     return report
+
+
+def measure_options(lut: Lut, device: str | None = None, target_options: dict[str, Any] | None = None,
+                    progress: bool = False) -> dict[str, Any]:
+    """`measure_archs` keywords that time archs as the LUT's ops were timed: its target (`device`,
+    else the host for a host LUT), threads, dtype, layout, core mask, warm-up and runs."""
+    rt, proto = lut.meta.get("runtime", {}), lut.meta.get("protocol", {})
+    return dict(
+        device=_target(lut, device),
+        threads=int(rt.get("threads") or 1),
+        dtype=rt.get("dtype", "fp32"),
+        layout=rt.get("layout") or runtime_info(rt["name"]).layouts[-1],  # LUTs before layouts: nchw
+        core_mask=rt.get("core_mask"),
+        warmup=int(proto.get("warmup", 5)),
+        runs=int(proto.get("runs", 20)),
+        target_options=target_options,
+        progress=progress,
+    )
 
 
 def retime_options(proto: dict[str, Any]) -> dict[str, Any]:
@@ -225,7 +234,7 @@ def drift_report(lut: Lut, ops: list[Op], halves: list[dict[str, list[float]]]) 
     }
 
 
-def _same_rounds(lut: Lut, archs: list[Arch], ops: list[Op], halves: list[dict[str, list[float]]]) -> dict[str, Any] | None:
+def same_rounds(lut: Lut, archs: list[Arch], ops: list[Op], halves: list[dict[str, list[float]]]) -> dict[str, Any] | None:
     """Each arch's additive sum from its ops as re-timed in the rounds that timed the archs (their
     medians in place of the LUT's): the additivity error without the device's drift since the LUT
     was built. None unless every op of every arch (and its overhead op) was re-timed."""
