@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     labels = [a.label for a in archs]
     nets = round_factors(per_round, labels)
-    op_keys = [k for k in per_round if k not in set(labels)]
+    op_keys = [op.key for op in ops]
     opf = round_factors(per_round, op_keys)
     result = {
         "lut": lut.id, "rounds": args.rounds, "runs": args.runs, "num_archs": len(archs), "num_ops": len(op_keys),
